@@ -1,0 +1,80 @@
+"""reasoning: test-time reasoning on real local vLLM engines.
+
+The core API: backends (`ScriptedBackend`, `VLLMBackend` via ``reasoning.backends.vllm_local``),
+`Controller`, `Budget`, `Problem`, the `Strategy`/`Verifier` seams and the `Run` record.
+Built-in strategies live in `reasoning.strategies`, verifiers in `reasoning.verifiers`,
+datasets and the CLI in `reasoning.evals`.
+"""
+
+from reasoning.answers import extract_answer, normalize_answer
+from reasoning.backend import (
+    Backend,
+    Chunk,
+    Completion,
+    Message,
+    Request,
+    Sampling,
+    TokenCounter,
+    TokenLogprob,
+    collect,
+)
+from reasoning.backends.scripted import ScriptedBackend
+from reasoning.budget import Budget, Meter, Usage
+from reasoning.controller import Controller
+from reasoning.errors import (
+    BackendError,
+    BudgetExhausted,
+    ConfigError,
+    DatasetError,
+    EngineStartError,
+    ModelError,
+    ReasoningError,
+    VerifierError,
+)
+from reasoning.models import DEFAULT_MODEL, resolve_model
+from reasoning.problem import Problem, default_prompt
+from reasoning.record import Candidate, Run
+from reasoning.registry import STRATEGIES, Registry
+from reasoning.selection import majority_vote
+from reasoning.strategy import Context, Result, Strategy, Verdict, Verifier
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "STRATEGIES",
+    "Backend",
+    "BackendError",
+    "Budget",
+    "BudgetExhausted",
+    "Candidate",
+    "Chunk",
+    "Completion",
+    "ConfigError",
+    "Context",
+    "Controller",
+    "DatasetError",
+    "EngineStartError",
+    "Message",
+    "Meter",
+    "ModelError",
+    "Problem",
+    "ReasoningError",
+    "Registry",
+    "Request",
+    "Result",
+    "Run",
+    "Sampling",
+    "ScriptedBackend",
+    "Strategy",
+    "TokenCounter",
+    "TokenLogprob",
+    "Usage",
+    "Verdict",
+    "Verifier",
+    "collect",
+    "default_prompt",
+    "extract_answer",
+    "majority_vote",
+    "normalize_answer",
+    "resolve_model",
+]
+__version__ = "0.1.0"

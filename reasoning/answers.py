@@ -1,0 +1,82 @@
+"""Answer extraction and normalisation (pure string functions, no model calls).
+
+`extract_answer` tries, in order: the last ``\\boxed{...}`` (balanced braces), a GSM8K-style
+``#### x`` line, ``The answer is x`` / ``Answer: x``, and finally the last number in the text.
+`normalize_answer` makes a key under which equivalent surface forms vote together
+(``$1,000.00`` and ``1000`` give ``1000``).
+
+Example:
+    >>> extract_answer("so 3+4 = \\\\boxed{7}.")
+    '7'
+    >>> normalize_answer("$1,000.00")
+    '1000'
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["extract_answer", "extract_boxed", "normalize_answer"]
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_HASHES = re.compile(r"####\s*([^\n]+)")
+_ANSWER_IS = re.compile(r"(?:final answer|the answer) is[:\s]*\$?([^\n$]+?)(?:\$|\.\s|\.$|\n|$)", re.I)
+_ANSWER_COLON = re.compile(r"^\s*answer\s*:\s*([^\n]+)", re.I | re.M)
+
+
+def extract_boxed(text: str) -> str | None:
+    """Return the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    brace = text.find("{", start)
+    if brace < 0:
+        return None
+    depth = 0
+    for i in range(brace, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[brace + 1 : i].strip()
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """Return the final answer written in `text`, or None when there is none."""
+    boxed = extract_boxed(text)
+    if boxed:
+        return boxed
+    for pattern in (_HASHES, _ANSWER_IS, _ANSWER_COLON):
+        found = pattern.findall(text)
+        if found:
+            return str(found[-1]).strip().rstrip(".")
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def _number(text: str) -> str | None:
+    cleaned = re.sub(r"\\(?:text|mathrm|textbf)\{([^}]*)\}", r"\1", text)
+    cleaned = cleaned.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
+    cleaned = cleaned.replace("\\!", "").replace("{,}", "").replace(",", "").strip()
+    cleaned = re.sub(r"^[a-zA-Z ]*=\s*", "", cleaned)
+    cleaned = re.sub(r"\s*(?:dollars?|cents?|units?|[a-zA-Z]+)\.?$", "", cleaned).strip()
+    if not re.fullmatch(r"-?\d+(?:\.\d+)?|-?\.\d+", cleaned):
+        return None
+    value = float(cleaned)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def normalize_answer(answer: str) -> str:
+    """Canonical key for voting: a plain number when the answer is numeric, else tidy LaTeX."""
+    number = _number(answer)
+    if number is not None:
+        return number
+    text = answer.strip().strip("$").strip()
+    text = re.sub(r"\\(?:left|right|displaystyle|,|;|!|\s)", "", text)
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = re.sub(r"\\text\{\s*([^}]*)\}", r"\1", text)
+    return re.sub(r"\s+", "", text).rstrip(".")

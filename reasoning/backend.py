@@ -1,0 +1,235 @@
+"""The Backend seam: requests in, token chunks streamed out.
+
+A backend has one required method, `Backend.stream`, an async generator of `Chunk`s for one
+`Request` (which may ask for ``n`` samples that the engine batches). Closing the generator
+(``aclose()``, or leaving an ``async with contextlib.aclosing(...)`` block) cancels the
+request in the engine at once; strategies that stop early rely on it. `collect` is the batch
+convenience on top: it drains a stream into one `Completion` per sample.
+
+Optional abilities are separate protocols: `TokenCounter` (count a request's prompt tokens
+before sending it, needed to enforce a prompt-token budget).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol, runtime_checkable
+
+from reasoning.errors import ConfigError
+
+__all__ = [
+    "Backend",
+    "Chunk",
+    "Completion",
+    "FinishReason",
+    "Message",
+    "Request",
+    "Sampling",
+    "TokenCounter",
+    "TokenLogprob",
+    "collect",
+]
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    """Who speaks."""
+    content: str
+    """What is said."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings of one request."""
+
+    temperature: float = 0.7
+    """Softmax temperature; 0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 disables."""
+    max_tokens: int = 512
+    """Most tokens to decode per sample."""
+    n: int = 1
+    """Samples drawn for this request; the engine decodes them as one batch."""
+    stop: tuple[str, ...] = ()
+    """Strings that end a sample (not included in its text)."""
+    logprobs: int | None = None
+    """Return the top-k log-probabilities of every decoded token (k = this value)."""
+    seed: int | None = None
+    """Per-request seed; the controller fills it from the run seed when left None."""
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.n < 1:
+            raise ConfigError(f"n must be >= 1, got {self.n}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise ConfigError(f"logprobs must be in [0, 20], got {self.logprobs}")
+
+
+@dataclass(frozen=True)
+class Request:
+    """A chat prompt, optionally continuing a partial assistant answer.
+
+    The prompt the engine sees is the model's chat template applied to `messages` with the
+    generation prompt, followed by `prefix` verbatim, so requests that share messages and a
+    prefix share a byte-identical prompt prefix and the prefix cache serves it.
+    """
+
+    messages: tuple[Message, ...]
+    """The conversation so far."""
+    sampling: Sampling = Sampling()
+    """Decoding settings."""
+    prefix: str = ""
+    """Assistant text already written; the model continues it (step-wise strategies)."""
+
+    def with_sampling(self, **changes: object) -> Request:
+        """Return a copy with some sampling fields changed."""
+        return replace(self, sampling=replace(self.sampling, **changes))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """Log-probability of one decoded token and its top alternatives."""
+
+    token: str
+    """The decoded token's text."""
+    logprob: float
+    """Its log-probability."""
+    top: tuple[tuple[str, float], ...] = ()
+    """The top-k (token, log-probability) pairs at this position, most likely first."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one sample's output, as the engine streams it."""
+
+    index: int
+    """Which of the request's ``n`` samples this chunk belongs to."""
+    text: str
+    """Newly decoded text."""
+    tokens: int
+    """Number of newly decoded tokens."""
+    prompt_tokens: int = 0
+    """Prompt length of the request, in tokens."""
+    cached_tokens: int = 0
+    """Prompt tokens the engine's prefix cache served."""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """Log-probabilities of the new tokens, when asked for."""
+    finish_reason: FinishReason | None = None
+    """Set on the sample's last chunk."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One finished (or cancelled) sample."""
+
+    index: int
+    """Position among the request's samples."""
+    text: str
+    """Decoded text (the continuation only, without the prefix)."""
+    output_tokens: int
+    """Tokens decoded."""
+    finish_reason: FinishReason
+    """``stop`` (end of text or stop string), ``length`` or ``cancelled``."""
+    prompt_tokens: int = 0
+    """Prompt length of the request, in tokens."""
+    cached_tokens: int = 0
+    """Prompt tokens served by the prefix cache."""
+    seconds: float = 0.0
+    """Wall time from sending the request to this sample's last token."""
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """Per-token log-probabilities, when asked for."""
+
+
+class Backend(Protocol):
+    """Something that decodes text: an in-process engine, a server, or a script.
+
+    Example:
+        >>> import anyio
+        >>> from reasoning import Message, Request, ScriptedBackend, collect
+        >>> backend = ScriptedBackend(["4"])
+        >>> request = Request((Message("user", "2+2?"),))
+        >>> anyio.run(collect, backend, request)[0].text
+        '4'
+    """
+
+    @property
+    def name(self) -> str:
+        """Short name used in records and error messages."""
+        ...
+
+    def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        """Stream the chunks of all ``request.sampling.n`` samples, interleaved.
+
+        Closing the iterator before it ends cancels the request in the engine.
+        """
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Capability: count the prompt tokens of a request without running it."""
+
+    def prompt_tokens(self, request: Request) -> int:
+        """Return the number of prompt tokens `request` will occupy."""
+        ...
+
+
+@dataclass
+class _Partial:
+    text: list[str] = field(default_factory=list)
+    tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: FinishReason | None = None
+    seconds: float = 0.0
+
+
+async def collect(backend: Backend, request: Request) -> list[Completion]:
+    """Run `request` to the end and return its samples, ordered by index."""
+    return await collect_stream(backend.stream(request), request)
+
+
+async def collect_stream(chunks: AsyncIterator[Chunk], request: Request) -> list[Completion]:
+    """Drain `chunks` into one `Completion` per sample of `request`."""
+    start = time.monotonic()
+    parts = [_Partial() for _ in range(request.sampling.n)]
+    prompt_tokens = cached_tokens = 0
+    async for chunk in chunks:
+        part = parts[chunk.index]
+        part.text.append(chunk.text)
+        part.tokens += chunk.tokens
+        part.logprobs.extend(chunk.logprobs)
+        prompt_tokens = max(prompt_tokens, chunk.prompt_tokens)
+        cached_tokens = max(cached_tokens, chunk.cached_tokens)
+        if chunk.finish_reason is not None:
+            part.finish = chunk.finish_reason
+            part.seconds = time.monotonic() - start
+    return [
+        Completion(
+            index=i,
+            text="".join(p.text),
+            output_tokens=p.tokens,
+            finish_reason=p.finish or "cancelled",
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached_tokens,
+            seconds=p.seconds or time.monotonic() - start,
+            logprobs=tuple(p.logprobs) if request.sampling.logprobs is not None else None,
+        )
+        for i, p in enumerate(parts)
+    ]
+

