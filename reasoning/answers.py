@@ -79,4 +79,4 @@ def normalize_answer(answer: str) -> str:
     text = re.sub(r"\\(?:left|right|displaystyle|,|;|!|\s)", "", text)
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     text = re.sub(r"\\text\{\s*([^}]*)\}", r"\1", text)
-    return re.sub(r"\s+", "", text).rstrip(".")
+    return re.sub(r"\s+", " ", text).strip().rstrip(".")

@@ -21,6 +21,7 @@ the engine need an ``if __name__ == "__main__":`` guard.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import uuid
@@ -41,23 +42,21 @@ _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort":
 
 @dataclass
 class EngineStats:
-    """Engine-side token counts, to measure what cancellation saves."""
+    """Engine-side token counts, to measure what cancellation frees.
+
+    Every token the engine decodes is either delivered to a caller or decoded for a request
+    that was already cancelled; the difference is the capacity a late abort wastes.
+    """
 
     decoded_tokens: int = 0
-    """Tokens the engine decoded in total (all requests)."""
+    """Tokens the engine decoded in total (from its own per-step statistics)."""
     delivered_tokens: int = 0
     """Tokens this backend handed to its callers."""
-    aborted: dict[str, int] = field(default_factory=dict)
-    """Per cancelled request id: tokens the engine decoded for it in total."""
-    delivered: dict[str, int] = field(default_factory=dict)
-    """Per cancelled request id: tokens delivered before the cancel."""
 
     @property
-    def decoded_after_cancel(self) -> int:
-        """Tokens decoded for cancelled requests after their last delivered token."""
-        return sum(
-            max(0, self.aborted.get(rid, 0) - self.delivered.get(rid, 0)) for rid in self.delivered
-        )
+    def undelivered_tokens(self) -> int:
+        """Tokens decoded that no caller received (decoded after a cancel)."""
+        return max(0, self.decoded_tokens - self.delivered_tokens)
 
 
 def _configure_cpu_environment() -> None:
@@ -166,9 +165,13 @@ class VLLMBackend:
 
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+            # Collect now, while modules are alive: AsyncLLM.__del__ shuts down again and
+            # fails noisily if it only runs at interpreter exit.
+            del engine
+            gc.collect()
 
     def __enter__(self) -> VLLMBackend:
         return self
@@ -209,7 +212,6 @@ class VLLMBackend:
         )
         request_id = uuid.uuid4().hex
         delivered = 0
-        finished = 0
         try:
             outputs = self._engine.generate(self.render(request), params, request_id)
             async with contextlib.aclosing(outputs) as stream:
@@ -222,7 +224,6 @@ class VLLMBackend:
                         reason = _FINISH.get(sample.finish_reason or "", None)
                         if sample.finish_reason and reason is None:
                             reason = "stop"
-                        finished += reason is not None
                         yield Chunk(
                             index=sample.index,
                             text=sample.text,
@@ -238,8 +239,6 @@ class VLLMBackend:
             raise _backend_error(exc, self.name) from exc
         finally:
             self.stats.delivered_tokens += delivered
-            if finished < s.n:
-                self.stats.delivered[request_id] = delivered
 
     def _logprobs(self, sample: Any, k: int | None) -> tuple[TokenLogprob, ...]:
         if k is None or not sample.logprobs:
@@ -269,11 +268,6 @@ def _stat_logger_factory(stats: EngineStats) -> Any:
             if iteration_stats is None:
                 return
             stats.decoded_tokens += iteration_stats.num_generation_tokens
-            for done in iteration_stats.finished_requests:
-                rid = str(done.request_id or "")
-                parent = rid.split("_", 1)[-1] if "_" in rid else rid
-                if str(done.finish_reason).lower().endswith("abort"):
-                    stats.aborted[parent] = stats.aborted.get(parent, 0) + done.num_generation_tokens
 
         def log_engine_initialized(self) -> None:
             pass

@@ -1,0 +1,215 @@
+"""The ``reasoning`` command line: ``solve`` datasets or questions, list ``strategies``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reasoning import STRATEGIES, Budget, Controller, Problem, ReasoningError, Run
+from reasoning.errors import ConfigError
+from reasoning.models import DEFAULT_MODEL, EMBEDDED_MODELS
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Test-time reasoning on local vLLM engines.",
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _strategies() -> None:
+    import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """Turn ``["n=8", "temperature=0.7"]`` into a dict; raise `ConfigError` on bad items."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"parameter {item!r} is not of the form name=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+@app.command()
+def strategies() -> None:
+    """List the strategies and their parameters."""
+    _strategies()
+    for name in STRATEGIES.names():
+        table = Table(title=name, title_justify="left", show_edge=False)
+        for column in ("parameter", "type", "default", "meaning"):
+            table.add_column(column)
+        for p in STRATEGIES.parameters(name):
+            table.add_row(p.name, p.type, repr(p.default), p.doc)
+        out.print(table)
+        out.print()
+
+
+@app.command()
+def solve(
+    dataset: Annotated[str | None, typer.Option(help="gsm8k, math500, aime24, a .jsonl file, gym:<task> or hf:<id>.")] = None,
+    question: Annotated[str | None, typer.Option(help="Solve one ad-hoc question instead of a dataset.")] = None,
+    gold: Annotated[str | None, typer.Option(help="Gold answer of --question, to grade it.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Solve at most this many problems.")] = None,
+    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    field: Annotated[list[str] | None, typer.Option("--field", help="JSONL field mapping, e.g. question=problem (repeatable).")] = None,
+    strategy: Annotated[str, typer.Option(help="Strategy name (see `reasoning strategies`).")] = "self-consistency",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value (repeatable).")] = None,
+    budget_tokens: Annotated[int | None, typer.Option(help="Output-token budget per problem.")] = None,
+    budget_prompt_tokens: Annotated[int | None, typer.Option(help="Prompt-token budget per problem.")] = None,
+    budget_calls: Annotated[int | None, typer.Option(help="Model-call budget per problem.")] = None,
+    budget_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget per problem.")] = None,
+    model: Annotated[str | None, typer.Option(help=f"Embedded model ({', '.join(EMBEDDED_MODELS)}), local HF folder or HF id.")] = None,
+    backend: Annotated[str, typer.Option(help="vllm (in-process engine) or scripted (a fixed reply, for dry runs).")] = "vllm",
+    script: Annotated[str, typer.Option(help="Reply of the scripted backend.")] = "The answer is \\boxed{0}.",
+    seed: Annotated[int, typer.Option(help="Run seed (per-request seeds derive from it).")] = 0,
+    output: Annotated[Path | None, typer.Option(help="Results JSONL (appended; re-running resumes).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Problems in flight (default: sized to the engine).")] = None,
+    kv_cache_gb: Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")] = 2.0,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
+) -> None:
+    """Solve a dataset (or one --question) with a strategy, under a budget."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        import os
+
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+    _strategies()
+    if (dataset is None) == (question is None):
+        raise ConfigError("give exactly one of --dataset or --question")
+    chosen = STRATEGIES.create(strategy, parse_params(param or []))
+    budget = Budget(
+        output_tokens=budget_tokens, prompt_tokens=budget_prompt_tokens, calls=budget_calls, seconds=budget_seconds
+    )
+    problems = _problems(dataset, question, gold, limit, offset, field or [], seed)
+    if output is None and dataset is not None:
+        output = Path("results") / f"{Path(dataset).stem.replace(':', '-')}-{STRATEGIES.resolve(strategy)}.jsonl"
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    engine = _backend(backend, model, script, kv_cache_gb, max_model_len, seed)
+    try:
+        controller = Controller(engine, budget=budget, seed=seed)
+        runs, seconds = _run(problems, controller, chosen, budget, output, concurrency)
+    finally:
+        close = getattr(engine, "close", None)
+        if close:
+            close()
+    if question is not None:
+        run = runs[0]
+        out.print(f"[bold]answer:[/bold] {run.answer}   ({run.stop_reason}, {run.usage.get('output_tokens', 0)} tokens)")
+    _summary(runs, seconds, output)
+
+
+def _problems(dataset: str | None, question: str | None, gold: str | None, limit: int | None, offset: int, fields: list[str], seed: int) -> list[Problem]:
+    from reasoning.evals.datasets import load_dataset
+
+    if question is not None:
+        return [Problem(id="question", question=question, answer=gold, kind="math")]
+    if dataset is None:
+        raise ConfigError("give --dataset or --question")
+    return load_dataset(dataset, limit=limit, offset=offset, fields=parse_params(fields), seed=seed)
+
+
+def _backend(kind: str, model: str | None, script: str, kv_cache_gb: float, max_model_len: int | None, seed: int) -> Any:
+    if kind == "scripted":
+        from reasoning import ScriptedBackend
+
+        return ScriptedBackend([script])
+    if kind != "vllm":
+        raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, scripted")
+    from reasoning.backends.vllm_local import VLLMBackend
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                label = "assembling + verifying model (first use)" if phase == "assemble" else "converting model to a local HF folder (first use)"
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        from reasoning.models import resolve_model
+
+        resolve_model(model, progress)
+    with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
+        return VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed)
+
+
+def _run(problems: list[Problem], controller: Controller, strategy: Any, budget: Budget, output: Path | None, concurrency: int | None) -> tuple[list[Run], float]:
+    from reasoning.evals.run import solve as solve_all
+
+    start = time.monotonic()
+    state = {"done": 0, "correct": 0, "graded": 0, "tokens": 0}
+    with Progress(
+        TextColumn("[bold]solving"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("acc {task.fields[acc]}"),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("solve", total=len(problems), acc="-", tps="-")
+
+        def on_result(run: Run) -> None:
+            state["done"] += 1
+            state["tokens"] += int(run.usage.get("output_tokens", 0))
+            if run.correct is not None:
+                state["graded"] += 1
+                state["correct"] += int(run.correct)
+            acc = f"{state['correct'] / state['graded']:.1%}" if state["graded"] else "-"
+            tps = f"{state['tokens'] / max(time.monotonic() - start, 1e-9):.0f}"
+            bar.update(task, completed=state["done"], acc=acc, tps=tps)
+
+        runs = asyncio.run(solve_all(problems, controller, strategy, budget=budget, output=output, concurrency=concurrency, on_result=on_result))
+    return runs, time.monotonic() - start
+
+
+def _summary(runs: list[Run], seconds: float, output: Path | None) -> None:
+    graded = [r for r in runs if r.correct is not None]
+    tokens = sum(int(r.usage.get("output_tokens", 0)) for r in runs)
+    prompt = sum(int(r.usage.get("prompt_tokens", 0)) for r in runs)
+    cached = sum(int(r.usage.get("cached_tokens", 0)) for r in runs)
+    errors = sum(r.error is not None for r in runs)
+    budget_stops = sum(r.stop_reason.startswith("budget") for r in runs)
+    table = Table(title="summary", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("problems", str(len(runs)))
+    if graded:
+        correct = sum(bool(r.correct) for r in graded)
+        table.add_row("accuracy", f"{correct}/{len(graded)} = {correct / len(graded):.1%}")
+    table.add_row("output tokens (mean per problem)", f"{tokens / max(len(runs), 1):.0f}")
+    table.add_row("prompt tokens cached", f"{cached}/{prompt}")
+    table.add_row("stopped by budget", str(budget_stops))
+    table.add_row("errors", str(errors))
+    table.add_row("wall time (this session)", f"{seconds:.1f} s")
+    table.add_row("decode rate (this session)", f"{tokens / max(seconds, 1e-9):.0f} tok/s")
+    if output:
+        table.add_row("results", str(output))
+    out.print(table)
+
+
+def main() -> None:
+    """Console entry point: ReasoningErrors print one line and exit 1."""
+    try:
+        app()
+    except ReasoningError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted; finished results are saved, re-run the same command to resume")
+        sys.exit(130)

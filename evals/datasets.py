@@ -1,0 +1,155 @@
+"""Datasets by name: the shipped benchmarks, JSONL files, reasoning-gym tasks, Hugging Face ids.
+
+* ``gsm8k``, ``math500``, ``aime24``: shipped with the package (MIT; licences beside them).
+* a path to a ``.jsonl`` file, with a field mapping (``question=problem,answer=solution``).
+* ``gym:<task>`` (e.g. ``gym:basic_arithmetic``): reasoning-gym's seeded generator; scored by
+  the task's own scorer.
+* ``hf:<id>`` (e.g. ``hf:openai/gsm8k``): a Hugging Face dataset, when the machine is online.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from reasoning import Problem
+from reasoning.errors import ConfigError, DatasetError
+from reasoning.problem import AnswerKind
+
+__all__ = ["BUILTIN", "load_dataset"]
+
+BUILTIN: dict[str, tuple[str, dict[str, str], AnswerKind]] = {
+    "gsm8k": ("gsm8k_test.jsonl", {"question": "question", "answer": "answer"}, "number"),
+    "math500": ("math500_test.jsonl", {"question": "problem", "answer": "answer", "id": "unique_id"}, "math"),
+    "aime24": ("aime24_test.jsonl", {"question": "problem", "answer": "answer", "id": "id"}, "math"),
+}
+"""name -> (file, field mapping, answer kind)."""
+
+
+def load_dataset(
+    name: str,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    fields: Mapping[str, str] | None = None,
+    kind: AnswerKind | None = None,
+    seed: int = 0,
+) -> list[Problem]:
+    """Load problems.
+
+    Args:
+        name: A built-in name, a JSONL path, ``gym:<task>`` or ``hf:<id>``.
+        limit: Keep at most this many problems (after `offset`).
+        offset: Skip this many problems first.
+        fields: For JSONL/HF: which record fields hold ``question``, ``answer`` and ``id``.
+        kind: How to grade (default: the built-in's kind, else ``math``).
+        seed: Seed of reasoning-gym generators.
+
+    Raises:
+        ConfigError: Unknown dataset name (the message lists the valid ones).
+        DatasetError: A file is missing or a row is malformed (names file and line).
+    """
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {limit}")
+    if name.startswith("gym:"):
+        return _gym(name[4:], limit or 50, offset, seed)
+    if name.startswith("hf:"):
+        return _huggingface(name[3:], fields or {}, kind or "math", limit, offset)
+    if name in BUILTIN:
+        file, mapping, builtin_kind = BUILTIN[name]
+        path = Path(str(resources.files("reasoning.evals") / "data" / file))
+        problems = _jsonl(path, mapping, kind or builtin_kind, name, limit, offset)
+        return problems
+    path = Path(name).expanduser()
+    if path.suffix == ".jsonl" or path.exists():
+        if not path.is_file():
+            raise DatasetError(f"dataset file {path} does not exist")
+        mapping = {"question": "question", "answer": "answer", **(fields or {})}
+        return _jsonl(path, mapping, kind or "math", path.stem, limit, offset)
+    raise ConfigError(
+        f"unknown dataset {name!r}; choose one of: {', '.join(BUILTIN)}, a .jsonl file, "
+        "gym:<task> (reasoning-gym), or hf:<id> (Hugging Face, online only)"
+    )
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
+
+
+def _problem(row: Mapping[str, Any], mapping: Mapping[str, str], kind: AnswerKind, default_id: str, where: str) -> Problem:
+    qfield, afield = mapping.get("question", "question"), mapping.get("answer", "answer")
+    if qfield not in row:
+        raise DatasetError(f"{where}: no field {qfield!r} (fields: {', '.join(row)}); map it with --field question=NAME")
+    answer = row.get(afield)
+    if answer is not None:
+        answer = str(answer)
+        if "####" in answer:
+            answer = answer.rsplit("####", 1)[1].strip()
+    ident = str(row[mapping["id"]]) if "id" in mapping and mapping["id"] in row else default_id
+    return Problem(id=ident, question=str(row[qfield]), answer=answer, kind=kind)
+
+
+def _jsonl(path: Path, mapping: Mapping[str, str], kind: AnswerKind, prefix: str, limit: int | None, offset: int) -> list[Problem]:
+    problems = []
+    for index, (number, row) in enumerate(_rows(path)):
+        if index < offset:
+            continue
+        if limit is not None and len(problems) >= limit:
+            break
+        problems.append(_problem(row, mapping, kind, f"{prefix}-{index}", f"{path}:{number}"))
+    return problems
+
+
+def _gym(task: str, limit: int, offset: int, seed: int) -> list[Problem]:
+    try:
+        import reasoning_gym
+    except ImportError as exc:
+        raise ConfigError("gym:<task> needs reasoning-gym: pip install 'reasoning[gym]'") from exc
+    try:
+        data = reasoning_gym.create_dataset(task, size=offset + limit, seed=seed)
+    except Exception as exc:  # reasoning-gym raises ValueError/KeyError for unknown tasks
+        raise ConfigError(f"unknown reasoning-gym task {task!r}: {exc}") from None
+    problems = []
+    for index in range(offset, offset + limit):
+        entry = data[index]
+        problems.append(
+            Problem(
+                id=f"gym-{task}-{seed}-{index}",
+                question=entry["question"],
+                answer=str(entry["answer"]) if entry.get("answer") is not None else None,
+                kind="reasoning_gym",
+                metadata={"entry": json.loads(json.dumps(entry, default=str))},
+            )
+        )
+    return problems
+
+
+def _huggingface(dataset_id: str, mapping: Mapping[str, str], kind: AnswerKind, limit: int | None, offset: int) -> list[Problem]:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ConfigError("hf:<id> needs the datasets package: pip install 'reasoning[hf]'") from exc
+    config, _, split = dataset_id.partition("@")
+    repo, _, subset = config.partition(":")
+    try:
+        data = datasets.load_dataset(repo, subset or None, split=split or "test")
+    except Exception as exc:  # offline machines fail with assorted connection errors
+        raise DatasetError(f"could not load Hugging Face dataset {repo!r} (offline?): {exc}") from None
+    mapping = {"question": "question", "answer": "answer", **mapping}
+    end = len(data) if limit is None else min(len(data), offset + limit)
+    return [
+        _problem(dict(data[i]), mapping, kind, f"{repo}-{i}", f"hf:{repo} row {i}") for i in range(offset, end)
+    ]

@@ -1,0 +1,186 @@
+"""Run a strategy over a dataset: many problems in flight, results in order, resumable.
+
+Problems are solved concurrently (bounded by `concurrency`, sized by default so the engine has
+about twice as many samples queued as it decodes at once), so the engine stays saturated.
+Each finished run is graded and appended to the JSONL output in dataset order (a run that
+finishes early waits for the ones before it), flushed line by line. Re-running with the same
+output skips the problems already there; a problem that failed is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from reasoning import Budget, Controller, Problem, Run, Strategy
+from reasoning.errors import BackendError, ConfigError, DatasetError, ReasoningError
+from reasoning.registry import STRATEGIES, params_of
+from reasoning.verifiers.grading import grade
+
+__all__ = ["default_concurrency", "read_results", "solve"]
+
+logger = logging.getLogger(__name__)
+
+OnResult = Callable[[Run], None]
+
+_IDENTITY = ("strategy", "params", "model", "seed", "budget")
+
+
+def default_concurrency(controller: Controller, strategy: Strategy) -> int:
+    """Problems in flight: enough that about twice the engine's batch of samples is queued."""
+    engine_batch = int(getattr(controller.backend, "max_concurrency", 32))
+    samples = max(1, int(getattr(strategy, "n", 1)))
+    return max(2, (2 * engine_batch) // samples)
+
+
+def read_results(path: Path) -> dict[str, Run]:
+    """Read a results file; the last row of each problem wins.
+
+    A truncated last line (the process was killed mid-write) is dropped with a warning;
+    any other malformed line is an error naming the file and line.
+    """
+    runs: dict[str, Run] = {}
+    if not path.exists():
+        return runs
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            run = Run.model_validate_json(line)
+        except ValueError as exc:
+            if number == len(lines):
+                logger.warning("%s:%d: dropping a truncated last line", path, number)
+                continue
+            raise DatasetError(f"{path}:{number}: not a valid result row ({exc.__class__.__name__})") from None
+        runs[run.problem_id] = run
+    return runs
+
+
+def _identity(run: Run) -> dict[str, Any]:
+    return json.loads(json.dumps({k: getattr(run, k) for k in _IDENTITY}, default=str))
+
+
+def _grade(problem: Problem, run: Run) -> Run:
+    try:
+        correct = grade(problem, run.answer)
+    except ReasoningError as exc:
+        logger.warning("grading %s failed: %s", problem.id, exc)
+        correct = False
+    return run.model_copy(update={"correct": correct})
+
+
+async def solve(
+    problems: Sequence[Problem],
+    controller: Controller,
+    strategy: Strategy,
+    *,
+    budget: Budget | None = None,
+    output: Path | None = None,
+    concurrency: int | None = None,
+    on_result: OnResult | None = None,
+) -> list[Run]:
+    """Solve `problems` with `strategy`; return all runs (resumed ones included), in order.
+
+    Raises:
+        ConfigError: `output` holds results of a different configuration.
+        BackendError: The backend failed for good (e.g. the engine died); runs already
+            finished are on disk and a re-run resumes after them.
+    """
+    budget = budget or controller.budget
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise DatasetError("problem ids are not unique; results could not be resumed")
+    previous = read_results(output) if output else {}
+    expected = _identity(_probe_run(controller, strategy, budget))
+    for run in previous.values():
+        if run.problem_id in ids and _identity(run) != expected:
+            mismatch = [k for k in _IDENTITY if _identity(run)[k] != expected[k]]
+            raise ConfigError(
+                f"{output} holds results of another configuration (different {', '.join(mismatch)}); "
+                "use a new --output or the same settings to resume"
+            )
+    done: dict[int, Run] = {}
+    todo: list[int] = []
+    for index, problem in enumerate(problems):
+        old = previous.get(problem.id)
+        if old is not None and old.error is None:
+            done[index] = old
+            if on_result:
+                on_result(old)
+        else:
+            todo.append(index)
+    written = len(problems) if not todo else min(todo)
+    limit = asyncio.Semaphore(concurrency or default_concurrency(controller, strategy))
+    sink = output.open("a", encoding="utf-8") if output else None
+
+    def flush() -> None:
+        nonlocal written
+        while written < len(problems) and written in done:
+            if sink and written in todo_set:
+                sink.write(done[written].model_dump_json() + "\n")
+                sink.flush()
+            written += 1
+
+    todo_set = set(todo)
+
+    async def one(index: int) -> None:
+        problem = problems[index]
+        async with limit:
+            try:
+                run = await controller.run(problem, strategy, budget)
+            except BackendError as exc:
+                if exc.retryable:
+                    run = _failed(controller, strategy, budget, problem, exc)
+                else:
+                    raise
+            except ReasoningError as exc:
+                run = _failed(controller, strategy, budget, problem, exc)
+        run = _grade(problem, run)
+        done[index] = run
+        flush()
+        if on_result:
+            on_result(run)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index in todo:
+                group.create_task(one(index))
+    except* BackendError as failures:
+        raise failures.exceptions[0] from None
+    finally:
+        flush()
+        if sink:
+            sink.close()
+    return [done[i] for i in range(len(problems))]
+
+
+def _probe_run(controller: Controller, strategy: Strategy, budget: Budget) -> Run:
+    """A Run carrying only the identity fields of this configuration."""
+    return Run(
+        problem_id="",
+        strategy=STRATEGIES.name_of(strategy),
+        params=json.loads(json.dumps(params_of(strategy), default=str)),
+        model=controller.model or str(getattr(controller.backend, "model", "")),
+        seed=controller.seed,
+        budget=asdict(budget),
+    )
+
+
+def _failed(controller: Controller, strategy: Strategy, budget: Budget, problem: Problem, exc: Exception) -> Run:
+    base = _probe_run(controller, strategy, budget)
+    return base.model_copy(
+        update={
+            "problem_id": problem.id,
+            "question": problem.question,
+            "gold": problem.answer,
+            "stop_reason": "error",
+            "error": f"{type(exc).__name__}: {exc}",
+            "backend": controller.backend.name,
+        }
+    )
