@@ -1,0 +1,1 @@
+"""Evaluation: datasets, the resumable dataset runner and the command line."""

@@ -59,30 +59,54 @@ def strategies() -> None:
 
 @app.command()
 def solve(
-    dataset: Annotated[str | None, typer.Option(help="gsm8k, math500, aime24, a .jsonl file, gym:<task> or hf:<id>.")] = None,
-    question: Annotated[str | None, typer.Option(help="Solve one ad-hoc question instead of a dataset.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="gsm8k, math500, aime24, a .jsonl file, gym:<task> or hf:<id>."),
+    ] = None,
+    question: Annotated[
+        str | None, typer.Option(help="Solve one ad-hoc question instead of a dataset.")
+    ] = None,
     gold: Annotated[str | None, typer.Option(help="Gold answer of --question, to grade it.")] = None,
     limit: Annotated[int | None, typer.Option(help="Solve at most this many problems.")] = None,
     offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
-    field: Annotated[list[str] | None, typer.Option("--field", help="JSONL field mapping, e.g. question=problem (repeatable).")] = None,
-    strategy: Annotated[str, typer.Option(help="Strategy name (see `reasoning strategies`).")] = "self-consistency",
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value (repeatable).")] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="JSONL field mapping, e.g. question=problem (repeatable)."),
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option(help="Strategy name (see `reasoning strategies`).")
+    ] = "self-consistency",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Strategy parameter name=value (repeatable)."),
+    ] = None,
     budget_tokens: Annotated[int | None, typer.Option(help="Output-token budget per problem.")] = None,
     budget_prompt_tokens: Annotated[int | None, typer.Option(help="Prompt-token budget per problem.")] = None,
     budget_calls: Annotated[int | None, typer.Option(help="Model-call budget per problem.")] = None,
     budget_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget per problem.")] = None,
-    model: Annotated[str | None, typer.Option(help=f"Embedded model ({', '.join(EMBEDDED_MODELS)}), local HF folder or HF id.")] = None,
-    backend: Annotated[str, typer.Option(help="vllm (in-process engine) or scripted (a fixed reply, for dry runs).")] = "vllm",
+    model: Annotated[
+        str | None,
+        typer.Option(help=f"Embedded model ({', '.join(EMBEDDED_MODELS)}), local HF folder or HF id."),
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(help="vllm (in-process engine) or scripted (a fixed reply, for dry runs)."),
+    ] = "vllm",
     script: Annotated[str, typer.Option(help="Reply of the scripted backend.")] = "The answer is \\boxed{0}.",
     seed: Annotated[int, typer.Option(help="Run seed (per-request seeds derive from it).")] = 0,
     output: Annotated[Path | None, typer.Option(help="Results JSONL (appended; re-running resumes).")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Problems in flight (default: sized to the engine).")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Problems in flight (default: sized to the engine).")
+    ] = None,
     kv_cache_gb: Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")] = 2.0,
     max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve a dataset (or one --question) with a strategy, under a budget."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if verbose:
         import os
 
@@ -92,11 +116,16 @@ def solve(
         raise ConfigError("give exactly one of --dataset or --question")
     chosen = STRATEGIES.create(strategy, parse_params(param or []))
     budget = Budget(
-        output_tokens=budget_tokens, prompt_tokens=budget_prompt_tokens, calls=budget_calls, seconds=budget_seconds
+        output_tokens=budget_tokens,
+        prompt_tokens=budget_prompt_tokens,
+        calls=budget_calls,
+        seconds=budget_seconds,
     )
     problems = _problems(dataset, question, gold, limit, offset, field or [], seed)
     if output is None and dataset is not None:
-        output = Path("results") / f"{Path(dataset).stem.replace(':', '-')}-{STRATEGIES.resolve(strategy)}.jsonl"
+        output = (
+            Path("results") / f"{Path(dataset).stem.replace(':', '-')}-{STRATEGIES.resolve(strategy)}.jsonl"
+        )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
     engine = _backend(backend, model, script, kv_cache_gb, max_model_len, seed)
@@ -109,11 +138,20 @@ def solve(
             close()
     if question is not None:
         run = runs[0]
-        out.print(f"[bold]answer:[/bold] {run.answer}   ({run.stop_reason}, {run.usage.get('output_tokens', 0)} tokens)")
+        tokens = run.usage.get("output_tokens", 0)
+        out.print(f"[bold]answer:[/bold] {run.answer}   ({run.stop_reason}, {tokens} tokens)")
     _summary(runs, seconds, output)
 
 
-def _problems(dataset: str | None, question: str | None, gold: str | None, limit: int | None, offset: int, fields: list[str], seed: int) -> list[Problem]:
+def _problems(
+    dataset: str | None,
+    question: str | None,
+    gold: str | None,
+    limit: int | None,
+    offset: int,
+    fields: list[str],
+    seed: int,
+) -> list[Problem]:
     from reasoning.evals.datasets import load_dataset
 
     if question is not None:
@@ -123,7 +161,14 @@ def _problems(dataset: str | None, question: str | None, gold: str | None, limit
     return load_dataset(dataset, limit=limit, offset=offset, fields=parse_params(fields), seed=seed)
 
 
-def _backend(kind: str, model: str | None, script: str, kv_cache_gb: float, max_model_len: int | None, seed: int) -> Any:
+def _backend(
+    kind: str,
+    model: str | None,
+    script: str,
+    kv_cache_gb: float,
+    max_model_len: int | None,
+    seed: int,
+) -> Any:
     if kind == "scripted":
         from reasoning import ScriptedBackend
 
@@ -132,12 +177,22 @@ def _backend(kind: str, model: str | None, script: str, kv_cache_gb: float, max_
         raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, scripted")
     from reasoning.backends.vllm_local import VLLMBackend
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        console=err,
+        transient=True,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
-                label = "assembling + verifying model (first use)" if phase == "assemble" else "converting model to a local HF folder (first use)"
+                label = (
+                    "assembling + verifying model (first use)"
+                    if phase == "assemble"
+                    else "converting model to a local HF folder (first use)"
+                )
                 tasks[phase] = bar.add_task(label, total=total)
             bar.update(tasks[phase], completed=done)
 
@@ -148,7 +203,14 @@ def _backend(kind: str, model: str | None, script: str, kv_cache_gb: float, max_
         return VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed)
 
 
-def _run(problems: list[Problem], controller: Controller, strategy: Any, budget: Budget, output: Path | None, concurrency: int | None) -> tuple[list[Run], float]:
+def _run(
+    problems: list[Problem],
+    controller: Controller,
+    strategy: Any,
+    budget: Budget,
+    output: Path | None,
+    concurrency: int | None,
+) -> tuple[list[Run], float]:
     from reasoning.evals.run import solve as solve_all
 
     start = time.monotonic()
@@ -174,7 +236,17 @@ def _run(problems: list[Problem], controller: Controller, strategy: Any, budget:
             tps = f"{state['tokens'] / max(time.monotonic() - start, 1e-9):.0f}"
             bar.update(task, completed=state["done"], acc=acc, tps=tps)
 
-        runs = asyncio.run(solve_all(problems, controller, strategy, budget=budget, output=output, concurrency=concurrency, on_result=on_result))
+        runs = asyncio.run(
+            solve_all(
+                problems,
+                controller,
+                strategy,
+                budget=budget,
+                output=output,
+                concurrency=concurrency,
+                on_result=on_result,
+            )
+        )
     return runs, time.monotonic() - start
 
 

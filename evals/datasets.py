@@ -23,8 +23,16 @@ __all__ = ["BUILTIN", "load_dataset"]
 
 BUILTIN: dict[str, tuple[str, dict[str, str], AnswerKind]] = {
     "gsm8k": ("gsm8k_test.jsonl", {"question": "question", "answer": "answer"}, "number"),
-    "math500": ("math500_test.jsonl", {"question": "problem", "answer": "answer", "id": "unique_id"}, "math"),
-    "aime24": ("aime24_test.jsonl", {"question": "problem", "answer": "answer", "id": "id"}, "math"),
+    "math500": (
+        "math500_test.jsonl",
+        {"question": "problem", "answer": "answer", "id": "unique_id"},
+        "math",
+    ),
+    "aime24": (
+        "aime24_test.jsonl",
+        {"question": "problem", "answer": "answer", "id": "id"},
+        "math",
+    ),
 }
 """name -> (file, field mapping, answer kind)."""
 
@@ -89,10 +97,18 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
 
 
-def _problem(row: Mapping[str, Any], mapping: Mapping[str, str], kind: AnswerKind, default_id: str, where: str) -> Problem:
+def _problem(
+    row: Mapping[str, Any],
+    mapping: Mapping[str, str],
+    kind: AnswerKind,
+    default_id: str,
+    where: str,
+) -> Problem:
     qfield, afield = mapping.get("question", "question"), mapping.get("answer", "answer")
     if qfield not in row:
-        raise DatasetError(f"{where}: no field {qfield!r} (fields: {', '.join(row)}); map it with --field question=NAME")
+        raise DatasetError(
+            f"{where}: no field {qfield!r} (fields: {', '.join(row)}); map it with --field question=NAME"
+        )
     answer = row.get(afield)
     if answer is not None:
         answer = str(answer)
@@ -102,8 +118,15 @@ def _problem(row: Mapping[str, Any], mapping: Mapping[str, str], kind: AnswerKin
     return Problem(id=ident, question=str(row[qfield]), answer=answer, kind=kind)
 
 
-def _jsonl(path: Path, mapping: Mapping[str, str], kind: AnswerKind, prefix: str, limit: int | None, offset: int) -> list[Problem]:
-    problems = []
+def _jsonl(
+    path: Path,
+    mapping: Mapping[str, str],
+    kind: AnswerKind,
+    prefix: str,
+    limit: int | None,
+    offset: int,
+) -> list[Problem]:
+    problems: list[Problem] = []
     for index, (number, row) in enumerate(_rows(path)):
         if index < offset:
             continue
@@ -122,7 +145,7 @@ def _gym(task: str, limit: int, offset: int, seed: int) -> list[Problem]:
         data = reasoning_gym.create_dataset(task, size=offset + limit, seed=seed)
     except Exception as exc:  # reasoning-gym raises ValueError/KeyError for unknown tasks
         raise ConfigError(f"unknown reasoning-gym task {task!r}: {exc}") from None
-    problems = []
+    problems: list[Problem] = []
     for index in range(offset, offset + limit):
         entry = data[index]
         problems.append(
@@ -137,7 +160,9 @@ def _gym(task: str, limit: int, offset: int, seed: int) -> list[Problem]:
     return problems
 
 
-def _huggingface(dataset_id: str, mapping: Mapping[str, str], kind: AnswerKind, limit: int | None, offset: int) -> list[Problem]:
+def _huggingface(
+    dataset_id: str, mapping: Mapping[str, str], kind: AnswerKind, limit: int | None, offset: int
+) -> list[Problem]:
     try:
         import datasets
     except ImportError as exc:
@@ -151,5 +176,6 @@ def _huggingface(dataset_id: str, mapping: Mapping[str, str], kind: AnswerKind, 
     mapping = {"question": "question", "answer": "answer", **mapping}
     end = len(data) if limit is None else min(len(data), offset + limit)
     return [
-        _problem(dict(data[i]), mapping, kind, f"{repo}-{i}", f"hf:{repo} row {i}") for i in range(offset, end)
+        _problem(dict(data[i]), mapping, kind, f"{repo}-{i}", f"hf:{repo} row {i}")
+        for i in range(offset, end)
     ]

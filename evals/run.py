@@ -57,13 +57,16 @@ def read_results(path: Path) -> dict[str, Run]:
             if number == len(lines):
                 logger.warning("%s:%d: dropping a truncated last line", path, number)
                 continue
-            raise DatasetError(f"{path}:{number}: not a valid result row ({exc.__class__.__name__})") from None
+            raise DatasetError(
+                f"{path}:{number}: not a valid result row ({exc.__class__.__name__})"
+            ) from None
         runs[run.problem_id] = run
     return runs
 
 
 def _identity(run: Run) -> dict[str, Any]:
-    return json.loads(json.dumps({k: getattr(run, k) for k in _IDENTITY}, default=str))
+    identity: dict[str, Any] = json.loads(json.dumps({k: getattr(run, k) for k in _IDENTITY}, default=str))
+    return identity
 
 
 def _grade(problem: Problem, run: Run) -> Run:
@@ -172,7 +175,9 @@ def _probe_run(controller: Controller, strategy: Strategy, budget: Budget) -> Ru
     )
 
 
-def _failed(controller: Controller, strategy: Strategy, budget: Budget, problem: Problem, exc: Exception) -> Run:
+def _failed(
+    controller: Controller, strategy: Strategy, budget: Budget, problem: Problem, exc: Exception
+) -> Run:
     base = _probe_run(controller, strategy, budget)
     return base.model_copy(
         update={

@@ -70,6 +70,7 @@ __all__ = [
     "Usage",
     "Verdict",
     "Verifier",
+    "VerifierError",
     "collect",
     "default_prompt",
     "extract_answer",

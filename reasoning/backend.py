@@ -13,7 +13,7 @@ before sending it, needed to enforce a prompt-token budget).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
@@ -173,7 +173,7 @@ class Backend(Protocol):
         """Short name used in records and error messages."""
         ...
 
-    def stream(self, request: Request) -> AsyncIterator[Chunk]:
+    def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
         """Stream the chunks of all ``request.sampling.n`` samples, interleaved.
 
         Closing the iterator before it ends cancels the request in the engine.
@@ -232,4 +232,3 @@ async def collect_stream(chunks: AsyncIterator[Chunk], request: Request) -> list
         )
         for i, p in enumerate(parts)
     ]
-

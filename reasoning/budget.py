@@ -50,9 +50,7 @@ class Budget:
     @property
     def unlimited(self) -> bool:
         """True when no line is set."""
-        return all(
-            v is None for v in (self.output_tokens, self.prompt_tokens, self.calls, self.seconds)
-        )
+        return all(v is None for v in (self.output_tokens, self.prompt_tokens, self.calls, self.seconds))
 
 
 @dataclass
@@ -143,9 +141,7 @@ class Meter:
         if left is not None:
             per_sample = min(sampling.max_tokens, left // sampling.n)
             if per_sample < 1:
-                raise BudgetExhausted(
-                    "output_tokens", u.output_tokens + self._held, b.output_tokens or 0
-                )
+                raise BudgetExhausted("output_tokens", u.output_tokens + self._held, b.output_tokens or 0)
             if per_sample < sampling.max_tokens:
                 sampling = replace(sampling, max_tokens=per_sample)
         held = sampling.max_tokens * sampling.n

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-
 import zlib
+from dataclasses import dataclass, field
 
 import anyio
 import numpy as np

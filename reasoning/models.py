@@ -240,9 +240,7 @@ def _convert(gguf: Path, out: Path, progress: Progress | None) -> None:
         ) from exc
     if progress:
         progress("convert", 0, 3)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
-    )
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if progress:
         progress("convert", 1, 3)

@@ -61,9 +61,7 @@ class Registry(Generic[T]):
         """Canonical name for `name` or an alias; raises `ConfigError` listing the choices."""
         key = self._aliases.get(name, name)
         if key not in self._classes:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
-            )
+            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
         return key
 
     def get(self, name: str) -> type[T]:
@@ -115,8 +113,11 @@ class Registry(Generic[T]):
 def params_of(component: object) -> dict[str, Any]:
     """The parameters of a dataclass component, as a plain dict (for records)."""
     if dataclasses.is_dataclass(component) and not isinstance(component, type):
-        return {f.name: getattr(component, f.name) for f in dataclasses.fields(component)
-                if f.init and not f.name.startswith("_")}
+        return {
+            f.name: getattr(component, f.name)
+            for f in dataclasses.fields(component)
+            if f.init and not f.name.startswith("_")
+        }
     return {}
 
 
@@ -124,6 +125,7 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     """Read attribute docstrings (a string literal right after a field) from the source."""
     import ast
     import inspect
+    import itertools
     import textwrap
 
     docs: dict[str, str] = {}
@@ -133,7 +135,7 @@ def _attribute_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError, SyntaxError):
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:], strict=False):
+        for node, after in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)

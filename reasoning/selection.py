@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 __all__ = ["majority_vote"]
@@ -20,12 +19,12 @@ def majority_vote(answers: Sequence[str | None], weights: Sequence[float] | None
     """
     if weights is None:
         weights = [1.0] * len(answers)
-    tally: Counter[str] = Counter()
+    tally: dict[str, float] = {}
     first: dict[str, int] = {}
     for i, (answer, weight) in enumerate(zip(answers, weights, strict=True)):
         if answer is None:
             continue
-        tally[answer] += weight
+        tally[answer] = tally.get(answer, 0.0) + weight
         first.setdefault(answer, i)
     if not tally:
         return None

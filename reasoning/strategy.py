@@ -11,15 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
 from reasoning.answers import extract_answer, normalize_answer
-from reasoning.backend import Backend, Chunk, Completion, Message, Request, Sampling, TokenCounter
-from reasoning.backend import collect_stream
+from reasoning.backend import (
+    Backend,
+    Chunk,
+    Completion,
+    Message,
+    Request,
+    Sampling,
+    TokenCounter,
+    collect_stream,
+)
 from reasoning.budget import Meter, Reservation
 from reasoning.errors import BudgetExhausted
 from reasoning.problem import Problem
@@ -121,7 +129,7 @@ class Context:
             count = self.backend.prompt_tokens(request)
         return self.meter.reserve(request, count)
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
         """Stream `request` under the budget; closing the iterator cancels it in the engine.
 
         Raises:
@@ -142,7 +150,9 @@ class Context:
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
-                        raise BudgetExhausted("seconds", self.meter.elapsed, self.meter.budget.seconds or 0) from None
+                        raise BudgetExhausted(
+                            "seconds", self.meter.elapsed, self.meter.budget.seconds or 0
+                        ) from None
                     decoded += chunk.tokens
                     cached = max(cached, chunk.cached_tokens)
                     if not prompt_counted and chunk.prompt_tokens:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
-from reasoning.backend import Chunk, Request, TokenLogprob
+from reasoning.backend import Chunk, FinishReason, Request, TokenLogprob
 from reasoning.errors import ConfigError
 
 __all__ = ["ScriptedBackend"]
@@ -111,7 +111,7 @@ class ScriptedBackend:
         self._seen.append(prompt)
         return best
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
         """Stream the scripted samples of `request`, interleaved token by token."""
         self.requests.append(request)
         sampling = request.sampling
@@ -121,7 +121,7 @@ class ScriptedBackend:
         for _ in range(sampling.n):
             number = self._samples
             self._samples += 1
-            plans.append(self._plan(self._text(request, number), request) + (self._speed(number),))
+            plans.append((*self._plan(self._text(request, number), request), self._speed(number)))
         clocks = [0.0] * sampling.n
         positions = [0] * sampling.n
         finished = [False] * sampling.n
@@ -129,9 +129,7 @@ class ScriptedBackend:
         try:
             while not all(finished):
                 # The next token comes from the sample whose next token is due first.
-                due = [
-                    (clocks[i] + plans[i][2], i) for i in range(sampling.n) if not finished[i]
-                ]
+                due = [(clocks[i] + plans[i][2], i) for i in range(sampling.n) if not finished[i]]
                 when, i = min(due)
                 if when > elapsed:
                     await asyncio.sleep(when - elapsed)
@@ -163,8 +161,8 @@ class ScriptedBackend:
                 self.cancelled += 1
 
     @staticmethod
-    def _plan(text: str, request: Request) -> tuple[list[str], str]:
-        reason = "stop"
+    def _plan(text: str, request: Request) -> tuple[list[str], FinishReason]:
+        reason: FinishReason = "stop"
         for stop in request.sampling.stop:
             cut = text.find(stop)
             if cut >= 0:

@@ -25,8 +25,8 @@ import gc
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 from reasoning.backend import Chunk, FinishReason, Request, TokenLogprob
@@ -182,16 +182,14 @@ class VLLMBackend:
     def render(self, request: Request) -> str:
         """The exact prompt text the engine receives: chat template plus assistant prefix."""
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        text: str = self._tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        text: str = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text + request.prefix
 
     def prompt_tokens(self, request: Request) -> int:
         """Number of tokens of the rendered prompt."""
         return len(self._tokenizer.encode(self.render(request), add_special_tokens=False))
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
         """Stream all samples of `request`; closing the stream aborts it in the engine."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
@@ -221,7 +219,7 @@ class VLLMBackend:
                     for sample in out.outputs:
                         tokens = len(sample.token_ids)
                         delivered += tokens
-                        reason = _FINISH.get(sample.finish_reason or "", None)
+                        reason = _FINISH.get(sample.finish_reason or "")
                         if sample.finish_reason and reason is None:
                             reason = "stop"
                         yield Chunk(
@@ -260,7 +258,7 @@ class VLLMBackend:
 def _stat_logger_factory(stats: EngineStats) -> Any:
     from vllm.v1.metrics.loggers import StatLoggerBase
 
-    class DecodedTokenLogger(StatLoggerBase):
+    class DecodedTokenLogger(StatLoggerBase):  # type: ignore[misc]
         def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
             pass
 
@@ -298,13 +296,18 @@ def _check_memory(kv_cache_gb: float, path: str) -> None:
 def _explain_start_failure(exc: Exception, model: str) -> str:
     text = str(exc)
     if "memory" in text.lower():
-        return f"engine for {model!r} ran out of memory while starting; lower --kv-cache-gb or --max-model-len"
+        return (
+            f"engine for {model!r} ran out of memory while starting; lower --kv-cache-gb or --max-model-len"
+        )
     if "dtype" in text.lower():
         return f"engine for {model!r} rejected the dtype: {text.splitlines()[0]}"
-    if any(k in text for k in ("does not appear to have", "not a valid model", "Repository Not Found", "offline")):
+    if any(
+        k in text for k in ("does not appear to have", "not a valid model", "Repository Not Found", "offline")
+    ):
         return (
             f"model {model!r} could not be loaded (no weights found, and this machine cannot "
-            "download them); pass --model with a local folder or an embedded model name: " + ", ".join(EMBEDDED_MODELS)
+            "download them); pass --model with a local folder or an embedded model name: "
+            + ", ".join(EMBEDDED_MODELS)
         )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"the vLLM engine for {model!r} failed to start: {first} (the engine's log above has the cause)"

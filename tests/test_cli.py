@@ -1,0 +1,90 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reasoning.evals.cli import app, main
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    text = result.output
+    if result.exception and not isinstance(result.exception, SystemExit):
+        text += f"\n{type(result.exception).__name__}: {result.exception}"
+    return result.exit_code, text
+
+
+def test_solve_dataset_writes_results_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    args = [
+        "solve",
+        "--dataset",
+        "gsm8k",
+        "--limit",
+        "3",
+        "--backend",
+        "scripted",
+        "--script",
+        "\\boxed{18}",
+        "-p",
+        "n=2",
+        "--output",
+        str(out),
+    ]
+    code, text = invoke(*args)
+    assert code == 0, text
+    assert "accuracy" in text and "1/3" in text
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["correct"] for r in rows] == [True, False, False]
+    code, text = invoke(*args[:4], "5", *args[5:])
+    assert code == 0 and len(out.read_text().splitlines()) == 5
+
+
+def test_solve_question_prints_answer() -> None:
+    code, text = invoke(
+        "solve",
+        "--question",
+        "2+2?",
+        "--backend",
+        "scripted",
+        "--script",
+        "\\boxed{4}",
+        "--strategy",
+        "single",
+    )
+    assert code == 0, text
+    assert "answer: 4" in text
+
+
+def test_strategies_lists_parameters() -> None:
+    code, text = invoke("strategies")
+    assert code == 0 and "self-consistency" in text and "temperature" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "gsm9k"], "unknown dataset 'gsm9k'; choose one of"),
+        (["--dataset", "gsm8k", "--strategy", "nope"], "unknown strategy 'nope'; choose one of"),
+        (["--dataset", "gsm8k", "-p", "m=1"], "has no parameter 'm'"),
+        (["--dataset", "gsm8k", "-p", "n"], "not of the form name=value"),
+        (["--dataset", "gsm8k", "--budget-tokens", "0"], "output_tokens must be > 0"),
+        ([], "exactly one of --dataset or --question"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.argv", ["reasoning", "solve", "--backend", "scripted", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err

@@ -1,0 +1,76 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from reasoning import BackendError, ConfigError, Controller, Problem, Request, ScriptedBackend
+from reasoning.evals.run import read_results, solve
+from reasoning.strategies import SelfConsistency
+
+PROBLEMS = [Problem(id=f"p{i}", question=f"{i}+{i}?", answer=str(2 * i)) for i in range(6)]
+
+
+def doubling(request: Request, number: int) -> str:
+    i = int(request.messages[0].content.split("+")[0])
+    return f"so \\boxed{{{2 * i}}}"
+
+
+async def test_results_are_graded_and_written_in_dataset_order(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    # Later problems decode faster, so they finish first; the file must still be in order.
+    backend = ScriptedBackend(doubling, seconds_per_token=[0.02, 0.01, 0.0])
+    runs = await solve(PROBLEMS, Controller(backend), SelfConsistency(n=1), output=out, concurrency=6)
+    assert [r.correct for r in runs] == [True] * 6
+    ids = [json.loads(line)["problem_id"] for line in out.read_text().splitlines()]
+    assert ids == [p.id for p in PROBLEMS]
+
+
+async def test_resume_skips_finished_problems(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    await solve(PROBLEMS[:3], Controller(ScriptedBackend(doubling)), SelfConsistency(n=1), output=out)
+    backend = ScriptedBackend(doubling)
+    runs = await solve(PROBLEMS, Controller(backend), SelfConsistency(n=1), output=out)
+    assert len(backend.requests) == 3
+    assert len(runs) == 6 and len(out.read_text().splitlines()) == 6
+
+
+async def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    await solve(PROBLEMS[:2], Controller(ScriptedBackend(doubling)), SelfConsistency(n=1), output=out)
+    with pytest.raises(ConfigError, match="another configuration"):
+        await solve(PROBLEMS, Controller(ScriptedBackend(doubling)), SelfConsistency(n=2), output=out)
+
+
+async def test_engine_death_keeps_finished_results_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+
+    def dies_on_p3(request: Request, number: int) -> str:
+        if request.messages[0].content.startswith("3+"):
+            raise BackendError("engine died", retryable=False)
+        return doubling(request, number)
+
+    with pytest.raises(BackendError, match="engine died"):
+        await solve(
+            PROBLEMS,
+            Controller(ScriptedBackend(dies_on_p3)),
+            SelfConsistency(n=1),
+            output=out,
+            concurrency=1,
+        )
+    assert list(read_results(out)) == ["p0", "p1", "p2"]
+    backend = ScriptedBackend(doubling)
+    runs = await solve(PROBLEMS, Controller(backend), SelfConsistency(n=1), output=out)
+    assert len(backend.requests) == 3 and all(r.correct for r in runs)
+
+
+async def test_truncated_last_line_is_dropped_and_rerun(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    await solve(PROBLEMS[:2], Controller(ScriptedBackend(doubling)), SelfConsistency(n=1), output=out)
+    text = out.read_text()
+    out.write_text(text[: len(text) - 40])
+    assert list(read_results(out)) == ["p0"]
+    out.write_text("garbage\n" + text)
+    from reasoning import DatasetError
+
+    with pytest.raises(DatasetError, match=r"r.jsonl:1"):
+        read_results(out)

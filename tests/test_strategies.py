@@ -1,0 +1,107 @@
+import pytest
+
+from reasoning import STRATEGIES, Budget, ConfigError, Controller, Problem, ScriptedBackend
+from reasoning.strategies import SelfConsistency, Single
+
+
+async def test_self_consistency_votes_in_one_batched_call(problem: Problem) -> None:
+    backend = ScriptedBackend(["\\boxed{4}", "\\boxed{5}", "it is \\boxed{4}", "no idea"])
+    run = await Controller(backend).run(problem, SelfConsistency(n=4))
+    assert run.answer == "4"
+    assert run.chosen == 0
+    assert len(backend.requests) == 1 and backend.requests[0].sampling.n == 4
+    assert run.usage["calls"] == 1 and run.usage["samples"] == 4
+    assert [c.answer for c in run.candidates] == ["4", "5", "4", None]
+    assert run.strategy == "self-consistency" and run.params["n"] == 4
+
+
+async def test_single_is_greedy_by_default(problem: Problem) -> None:
+    backend = ScriptedBackend(["\\boxed{4}"])
+    run = await Controller(backend).run(problem, Single())
+    assert run.answer == "4"
+    assert backend.requests[0].sampling.temperature == 0.0
+
+
+async def test_budget_stop_returns_best_so_far(problem: Problem) -> None:
+    backend = ScriptedBackend(["one two three four \\boxed{4}"])
+    strategy = SelfConsistency(n=4, max_tokens=50)
+    run = await Controller(backend, budget=Budget(output_tokens=3)).run(problem, strategy)
+    # 3 tokens cannot be split over 4 samples: the strategy is stopped before spending.
+    assert run.stop_reason == "budget:output_tokens"
+    assert run.usage["output_tokens"] == 0 and backend.requests == []
+
+
+async def test_budget_clamps_and_never_overspends(problem: Problem) -> None:
+    backend = ScriptedBackend(["a b c d e f g h i j \\boxed{4}"])
+    run = await Controller(backend, budget=Budget(output_tokens=20)).run(problem, SelfConsistency(n=4))
+    assert run.usage["output_tokens"] <= 20
+    assert all(c.finish_reason == "length" for c in run.candidates)
+
+
+async def test_calls_budget_stops_second_call(problem: Problem) -> None:
+    class TwoCalls(SelfConsistency):
+        async def __call__(self, problem, ctx):  # type: ignore[no-untyped-def]
+            await ctx.generate(ctx.request(ctx_sampling()))
+            await ctx.generate(ctx.request(ctx_sampling()))
+            raise AssertionError("unreachable")
+
+    from reasoning import Sampling
+
+    def ctx_sampling() -> Sampling:
+        return Sampling(max_tokens=10)
+
+    run = await Controller(ScriptedBackend(["\\boxed{7}"]), budget=Budget(calls=1)).run(problem, TwoCalls())
+    assert run.stop_reason == "budget:calls"
+    assert run.answer == "7"  # best so far: the first call's sample
+
+
+async def test_seconds_budget_cancels_a_slow_stream(problem: Problem) -> None:
+    backend = ScriptedBackend(["a " * 50 + "\\boxed{1}"], seconds_per_token=0.01)
+    run = await Controller(backend, budget=Budget(seconds=0.1)).run(problem, Single())
+    assert run.stop_reason == "budget:seconds"
+    assert backend.cancelled == 1
+    assert run.usage["output_tokens"] < 50
+
+
+async def test_seeds_are_derived_per_request_and_reproducible(problem: Problem) -> None:
+    seeds = []
+    for _ in range(2):
+        backend = ScriptedBackend(["\\boxed{4}"])
+        await Controller(backend, seed=3).run(problem, SelfConsistency(n=2))
+        seeds.append(backend.requests[0].sampling.seed)
+    assert seeds[0] is not None and seeds[0] == seeds[1]
+    backend = ScriptedBackend(["\\boxed{4}"])
+    await Controller(backend, seed=4).run(problem, SelfConsistency(n=2))
+    assert backend.requests[0].sampling.seed != seeds[0]
+
+
+def test_registry_validates_parameters() -> None:
+    assert isinstance(STRATEGIES.create("sc", {"n": "3"}), SelfConsistency)
+    with pytest.raises(ConfigError, match="valid parameters: n, temperature"):
+        STRATEGIES.create("self-consistency", {"k": "3"})
+    with pytest.raises(ConfigError, match="bad parameter 'n'"):
+        STRATEGIES.create("self-consistency", {"n": "x"})
+    with pytest.raises(ConfigError, match="n must be >= 1"):
+        STRATEGIES.create("self-consistency", {"n": "0"})
+    with pytest.raises(ConfigError, match="choose one of: self-consistency, single"):
+        STRATEGIES.create("best-of-everything")
+
+
+def test_record_is_complete_and_serialisable(problem: Problem) -> None:
+    run = Controller(ScriptedBackend(["\\boxed{4}"]), seed=1).run_sync(problem, SelfConsistency(n=2))
+    data = run.model_dump()
+    for key in (
+        "problem_id",
+        "candidates",
+        "strategy",
+        "params",
+        "model",
+        "seed",
+        "budget",
+        "usage",
+        "stop_reason",
+        "versions",
+    ):
+        assert key in data
+    assert data["candidates"][0]["output_tokens"] == 1
+    assert type(run).model_validate_json(run.model_dump_json()) == run
