@@ -33,7 +33,7 @@ from reasoning.errors import BudgetExhausted
 from reasoning.problem import Problem
 from reasoning.record import Candidate
 
-__all__ = ["Context", "Result", "Strategy", "Verdict", "Verifier"]
+__all__ = ["Context", "Result", "Strategy", "Verdict", "Verifier", "request_seed"]
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,7 @@ class Context:
         self._requests += 1
         if self.seed is None or request.sampling.seed is not None:
             return request
-        base = zlib.crc32(f"{self.seed}:{self.problem.id}:{self._requests}".encode())
-        return request.with_sampling(seed=base & 0x7FFFFFFF)
+        return request.with_sampling(seed=request_seed(self.seed, self.problem.id, self._requests))
 
     def _reserve(self, request: Request) -> Reservation:
         count = 0
@@ -185,6 +184,11 @@ class Context:
         texts = [prefix + c.text for c in completions]
         verdicts = await self.verify(texts)
         return [to_candidate(t, c, v) for t, c, v in zip(texts, completions, verdicts, strict=True)]
+
+
+def request_seed(run_seed: int, problem_id: str, number: int) -> int:
+    """Seed of the `number`-th request (1-based) a strategy sends for a problem."""
+    return zlib.crc32(f"{run_seed}:{problem_id}:{number}".encode()) & 0x7FFFFFFF
 
 
 def to_candidate(text: str, completion: Completion, verdict: Verdict) -> Candidate:

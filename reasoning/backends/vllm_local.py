@@ -21,7 +21,6 @@ the engine need an ``if __name__ == "__main__":`` guard.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import uuid
@@ -168,10 +167,9 @@ class VLLMBackend:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.shutdown()
-            # Collect now, while modules are alive: AsyncLLM.__del__ shuts down again and
-            # fails noisily if it only runs at interpreter exit.
-            del engine
-            gc.collect()
+            # AsyncLLM.__del__ calls shutdown() again, which fails noisily when it only runs at
+            # interpreter exit; the engine is already down, so make the second call a no-op.
+            engine.shutdown = lambda *args, **kwargs: None
 
     def __enter__(self) -> VLLMBackend:
         return self
