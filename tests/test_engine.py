@@ -83,9 +83,10 @@ async def test_prefix_cache_serves_a_repeated_long_prompt(engine) -> None:
 
 
 async def test_seeded_sampling_is_reproducible_under_concurrent_load(engine) -> None:
-    request = Request(COUNT, Sampling(temperature=1.0, max_tokens=16, n=2, seed=1234))
+    poem = (Message("user", "Write a short poem about the sea."),)
+    request = Request(poem, Sampling(temperature=1.0, max_tokens=16, n=2, seed=1234))
     alone = await collect(engine, request)
-    noise = Request((Message("user", "Write a haiku."),), Sampling(temperature=1.0, max_tokens=24, n=3))
+    noise = Request(COUNT, Sampling(temperature=1.0, max_tokens=24, n=3))
     together, _ = await asyncio.gather(collect(engine, request), collect(engine, noise))
     assert [c.text for c in alone] == [c.text for c in together]
     assert alone[0].text != alone[1].text
