@@ -117,3 +117,15 @@ async def test_controller_record_and_resume_on_the_engine(engine, tmp_path: Path
     runs = await solve(problems, controller, strategy, output=out)
     assert len(runs) == 3 and engine.stats.delivered_tokens - before == 24
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_bad_engine_settings_are_one_clear_error() -> None:
+    from reasoning import ConfigError, EngineStartError
+    from reasoning.backends.vllm_local import VLLMBackend
+
+    with pytest.raises(ConfigError, match="dtype 'int3'"):
+        VLLMBackend.load(dtype="int3")
+    with pytest.raises(ConfigError, match="no such folder"):
+        VLLMBackend.load("./no/such/model")
+    with pytest.raises(EngineStartError, match="not enough memory.*lower --kv-cache-gb"):
+        VLLMBackend.load(kv_cache_gb=500)
