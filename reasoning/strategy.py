@@ -145,7 +145,10 @@ class Context:
                 while True:
                     left = self.meter.seconds_left
                     try:
-                        chunk = await asyncio.wait_for(anext(chunks), left) if left else await anext(chunks)
+                        if left is None:
+                            chunk = await anext(chunks)
+                        else:
+                            chunk = await asyncio.wait_for(anext(chunks), max(left, 0.0))
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
