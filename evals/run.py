@@ -168,7 +168,7 @@ def _probe_run(controller: Controller, strategy: Strategy, budget: Budget) -> Ru
     return Run(
         problem_id="",
         strategy=STRATEGIES.name_of(strategy),
-        params=json.loads(json.dumps(params_of(strategy), default=str)),
+        params=params_of(strategy),
         model=controller.model or str(getattr(controller.backend, "model", "")),
         seed=controller.seed,
         budget=asdict(budget),

@@ -79,7 +79,7 @@ class Controller:
             chosen=result.chosen,
             candidates=list(result.candidates),
             strategy=STRATEGIES.name_of(strategy),
-            params=_jsonable(params_of(strategy)),
+            params=params_of(strategy),
             model=self.model or getattr(self.backend, "model", ""),
             backend=self.backend.name,
             seed=self.seed,
@@ -108,15 +108,3 @@ async def _best_so_far(ctx: Context) -> Result:
 
 def _stable(text: str) -> int:
     return zlib.crc32(text.encode())
-
-
-def _jsonable(params: dict[str, object]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in params.items():
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            out[key] = dataclasses.asdict(value)
-        elif isinstance(value, tuple):
-            out[key] = list(value)
-        else:
-            out[key] = value
-    return out

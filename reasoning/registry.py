@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_jsonable_python
 
 from reasoning.errors import ConfigError
 
@@ -111,13 +112,15 @@ class Registry(Generic[T]):
 
 
 def params_of(component: object) -> dict[str, Any]:
-    """The parameters of a dataclass component, as a plain dict (for records)."""
+    """The parameters of a dataclass component as JSON-ready values (for records and resume)."""
     if dataclasses.is_dataclass(component) and not isinstance(component, type):
-        return {
+        params = {
             f.name: getattr(component, f.name)
             for f in dataclasses.fields(component)
             if f.init and not f.name.startswith("_")
         }
+        jsonable: dict[str, Any] = to_jsonable_python(params, fallback=str)
+        return jsonable
     return {}
 
 
