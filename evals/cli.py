@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from reasoning import STRATEGIES, Budget, Controller, Problem, ReasoningError, Run
-from reasoning.errors import ConfigError
+from reasoning.errors import BackendError, ConfigError
 from reasoning.models import DEFAULT_MODEL, EMBEDDED_MODELS
 
 app = typer.Typer(
@@ -90,8 +90,16 @@ def solve(
     ] = None,
     backend: Annotated[
         str,
-        typer.Option(help="vllm (in-process engine) or scripted (a fixed reply, for dry runs)."),
+        typer.Option(
+            help="vllm (in-process engine), openai (a running server, see --base-url) "
+            "or scripted (a fixed reply, for dry runs)."
+        ),
     ] = "vllm",
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="URL of an OpenAI-compatible server (implies --backend openai)."),
+    ] = None,
+    api_key: Annotated[str, typer.Option(envvar="OPENAI_API_KEY", help="API key of the server.")] = "EMPTY",
     script: Annotated[str, typer.Option(help="Reply of the scripted backend.")] = "The answer is \\boxed{0}.",
     seed: Annotated[int, typer.Option(help="Run seed (per-request seeds derive from it).")] = 0,
     output: Annotated[Path | None, typer.Option(help="Results JSONL (appended; re-running resumes).")] = None,
@@ -128,10 +136,15 @@ def solve(
         )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-    engine = _backend(backend, model, script, kv_cache_gb, max_model_len, seed)
+    if base_url is not None and backend == "vllm":
+        backend = "openai"
+    engine = _backend(backend, model, script, kv_cache_gb, max_model_len, seed, base_url, api_key)
     try:
         controller = Controller(engine, budget=budget, seed=seed)
         runs, seconds = _run(problems, controller, chosen, budget, output, concurrency)
+    except BackendError as exc:
+        kept = f"finished results are kept in {output}; " if output else ""
+        raise BackendError(f"{exc}\n{kept}re-run the same command to resume", backend=exc.backend) from exc
     finally:
         close = getattr(engine, "close", None)
         if close:
@@ -168,14 +181,110 @@ def _backend(
     kv_cache_gb: float,
     max_model_len: int | None,
     seed: int,
+    base_url: str | None = None,
+    api_key: str = "EMPTY",
 ) -> Any:
     if kind == "scripted":
         from reasoning import ScriptedBackend
 
         return ScriptedBackend([script])
+    if kind == "openai":
+        return _server_backend(base_url, model, api_key)
     if kind != "vllm":
-        raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, scripted")
+        raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
     from reasoning.backends.vllm_local import VLLMBackend
+
+    _resolve_with_progress(model)
+    with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
+        return VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed)
+
+
+def _server_backend(base_url: str | None, model: str | None, api_key: str) -> Any:
+    from reasoning.backends.openai_server import OpenAIBackend
+
+    if not base_url:
+        raise ConfigError("--backend openai needs --base-url (the URL `reasoning serve` printed)")
+    backend = OpenAIBackend(base_url, model, api_key=api_key)
+
+    async def check() -> None:
+        try:
+            await backend.check()
+        finally:
+            await backend.aclose()  # the run opens its own connections in its own event loop
+
+    with err.status(f"connecting to {backend.url} ..."):
+        asyncio.run(check())
+    return backend
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(help=f"Embedded model ({', '.join(EMBEDDED_MODELS)}), local HF folder or HF id."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (0.0.0.0 exposes it to the network).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    kv_cache_gb: Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")] = 2.0,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
+    max_num_seqs: Annotated[int, typer.Option(help="Most sequences decoded at once.")] = 64,
+    seed: Annotated[int, typer.Option(help="Engine seed.")] = 0,
+    log: Annotated[
+        Path | None, typer.Option(help="Write the server's log here (default: a temp file).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server's log here.")] = False,
+) -> None:
+    """Start a vLLM OpenAI-compatible server for a model; Ctrl-C stops it."""
+    import os
+    import signal
+
+    from reasoning.backends.server import VLLMServer
+
+    if verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+    _resolve_with_progress(model)
+    server = VLLMServer(
+        model,
+        host=host,
+        port=port,
+        kv_cache_gb=kv_cache_gb,
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        seed=seed,
+        log=log,
+    )
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and SIGTERM both stop the server cleanly (a shell may start us with SIGINT ignored).
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with err.status(f"starting a vLLM server for {server.model} on {host}:{port} ..."):
+            server.start(inherit_output=verbose)
+        out.print(f"serving {server.model} at {server.url}/v1", highlight=False)
+        if server.log_path:
+            err.print(f"server log: {server.log_path}", highlight=False)
+        err.print(f"use it with: reasoning solve --base-url {server.url} ...   (Ctrl-C stops the server)")
+        sys.stdout.flush()
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        code = server.process.returncode if server.process else 0
+        tail = server._log_tail()
+        server.stop()
+        raise ReasoningError(f"the vLLM server exited by itself with status {code}{tail}")
+    except KeyboardInterrupt:
+        err.print("stopping the server ...")
+    finally:
+        server.stop()
+    err.print("server stopped")
+
+
+def _resolve_with_progress(model: str | None) -> None:
+    """Make sure the model is on disk, showing the first-use conversion's progress."""
+    from reasoning.models import resolve_model
 
     with Progress(
         TextColumn("{task.description}"),
@@ -196,11 +305,7 @@ def _backend(
                 tasks[phase] = bar.add_task(label, total=total)
             bar.update(tasks[phase], completed=done)
 
-        from reasoning.models import resolve_model
-
         resolve_model(model, progress)
-    with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
-        return VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed)
 
 
 def _run(
@@ -236,17 +341,23 @@ def _run(
             tps = f"{state['tokens'] / max(time.monotonic() - start, 1e-9):.0f}"
             bar.update(task, completed=state["done"], acc=acc, tps=tps)
 
-        runs = asyncio.run(
-            solve_all(
-                problems,
-                controller,
-                strategy,
-                budget=budget,
-                output=output,
-                concurrency=concurrency,
-                on_result=on_result,
-            )
-        )
+        async def go() -> list[Run]:
+            try:
+                return await solve_all(
+                    problems,
+                    controller,
+                    strategy,
+                    budget=budget,
+                    output=output,
+                    concurrency=concurrency,
+                    on_result=on_result,
+                )
+            finally:
+                aclose = getattr(controller.backend, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        runs = asyncio.run(go())
     return runs, time.monotonic() - start
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning import Budget, Controller, Problem, Run, Strategy
-from reasoning.errors import BackendError, ConfigError, DatasetError, ReasoningError
+from reasoning.errors import BackendError, BackendUnavailable, ConfigError, DatasetError, ReasoningError
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.verifiers.grading import grade
 
@@ -92,8 +92,10 @@ async def solve(
 
     Raises:
         ConfigError: `output` holds results of a different configuration.
-        BackendError: The backend failed for good (e.g. the engine died); runs already
-            finished are on disk and a re-run resumes after them.
+        BackendError: The backend failed for good (the engine died, the server cannot be
+            reached: `BackendUnavailable`); runs already finished are on disk and a re-run
+            resumes after them. Other retryable errors fail only their problem (an error row,
+            retried on resume).
     """
     budget = budget or controller.budget
     ids = [p.id for p in problems]
@@ -138,7 +140,7 @@ async def solve(
             try:
                 run = await controller.run(problem, strategy, budget)
             except BackendError as exc:
-                if exc.retryable:
+                if exc.retryable and not isinstance(exc, BackendUnavailable):
                     run = _failed(controller, strategy, budget, problem, exc)
                 else:
                     raise

@@ -23,7 +23,9 @@ from reasoning.budget import Budget, Meter, Usage
 from reasoning.controller import Controller
 from reasoning.errors import (
     BackendError,
+    BackendUnavailable,
     BudgetExhausted,
+    CapabilityError,
     ConfigError,
     DatasetError,
     EngineStartError,
@@ -43,9 +45,11 @@ __all__ = [
     "STRATEGIES",
     "Backend",
     "BackendError",
+    "BackendUnavailable",
     "Budget",
     "BudgetExhausted",
     "Candidate",
+    "CapabilityError",
     "Chunk",
     "Completion",
     "ConfigError",

@@ -8,7 +8,9 @@ its message and exits with status 1, without a traceback::
     ├── DatasetError           unreadable or malformed dataset (names file and line)
     ├── ModelError             embedded model missing, corrupt, or not convertible
     ├── BackendError           a backend call failed; ``retryable`` says whether to retry
-    │   └── EngineStartError   the engine could not start (memory, dtype, model files)
+    │   ├── EngineStartError   the engine could not start (memory, dtype, model files)
+    │   └── BackendUnavailable the backend cannot be reached (after retries): stop the run
+    ├── CapabilityError        a backend was asked for something it cannot do
     ├── BudgetExhausted        a budget line would be overspent (the controller catches it)
     └── VerifierError          a verifier or grader failed on a candidate
 
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BackendUnavailable",
     "BudgetExhausted",
+    "CapabilityError",
     "ConfigError",
     "DatasetError",
     "EngineStartError",
@@ -62,6 +66,31 @@ class BackendError(ReasoningError):
 
 class EngineStartError(BackendError):
     """The inference engine failed to start; the message is the one-line cause and a fix."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached even after retries (server down, engine gone).
+
+    Unlike other retryable errors, which fail one problem, this stops a dataset run: the
+    results finished so far are kept and a re-run resumes after them.
+    """
+
+    def __init__(self, message: str, *, backend: str = "") -> None:
+        super().__init__(message, retryable=True, backend=backend)
+
+
+class CapabilityError(ReasoningError):
+    """A backend was asked for an ability it lacks; the message names those that have it.
+
+    Attributes:
+        capability: What was asked for (e.g. ``hidden states``).
+        backend: The backend that cannot do it.
+    """
+
+    def __init__(self, capability: str, backend: str, offered_by: str) -> None:
+        super().__init__(f"backend {backend!r} cannot give {capability}; backends that can: {offered_by}")
+        self.capability = capability
+        self.backend = backend
 
 
 class BudgetExhausted(ReasoningError):

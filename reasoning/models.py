@@ -35,6 +35,7 @@ __all__ = [
     "EmbeddedModel",
     "Progress",
     "cache_dir",
+    "cached_model_path",
     "resolve_model",
 ]
 
@@ -160,6 +161,16 @@ def resolve_model(model: str | None = None, progress: Progress | None = None) ->
     if model.startswith((".", "/", "~")):
         raise ConfigError(f"--model {model!r}: no such folder")
     return model
+
+
+def cached_model_path(model: str) -> str | None:
+    """The local folder of `model` if it is a local folder or an already converted embedded model."""
+    spec = embedded(model)
+    if spec is not None:
+        folder = cache_dir() / "models" / spec.name
+        return str(folder) if _is_ready(folder / _MARKER, spec) else None
+    path = Path(model).expanduser()
+    return str(path.resolve()) if (path / "config.json").is_file() else None
 
 
 def ensure_embedded(spec: EmbeddedModel, progress: Progress | None = None) -> Path:

@@ -1,0 +1,250 @@
+"""Start and stop a vLLM OpenAI-compatible server for a model (``reasoning serve``).
+
+The server is vLLM's own API server in a child process (its own session, so a Ctrl-C aimed at
+the parent does not hit it half-way: the parent stops it with SIGTERM and waits). It gets the
+same engine settings as the in-process backend (both cores, explicit KV-cache size, chunked
+prefill off so per-request seeds work, prefix caching, cached-token counts in the usage), so a
+strategy produces the same samples on either backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+from reasoning.backends.openai_server import OpenAIBackend
+from reasoning.errors import ConfigError, EngineStartError
+from reasoning.models import DEFAULT_MODEL, Progress, embedded, resolve_model
+
+__all__ = ["VLLMServer", "free_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class VLLMServer:
+    """A vLLM OpenAI-compatible server in a child process.
+
+    Example:
+        >>> with VLLMServer().start() as server:            # doctest: +SKIP
+        ...     backend = server.backend()
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        kv_cache_gb: float = 2.0,
+        max_model_len: int | None = None,
+        max_num_seqs: int = 64,
+        enforce_eager: bool = True,
+        dtype: str = "bfloat16",
+        seed: int = 0,
+        extra_args: tuple[str, ...] = (),
+        log: Path | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Describe the server; `start` launches it.
+
+        Args:
+            model: Embedded model name, local HF folder or HF id (default: the default model).
+            host: Interface to bind (loopback unless told otherwise).
+            port: TCP port (default: a free one).
+            kv_cache_gb: KV-cache size on CPU, in GiB.
+            max_model_len: Context length (default: the embedded model's, or 4096).
+            max_num_seqs: Most sequences decoded at once.
+            enforce_eager: Skip graph compilation (faster start).
+            dtype: Weight dtype.
+            seed: Engine seed.
+            extra_args: More ``vllm serve`` arguments, passed verbatim.
+            log: File for the server's output (default: a temporary file); None with
+                ``inherit`` output is chosen by `start`.
+            progress: Progress callback for the embedded model's first-use conversion.
+        """
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError(f"port must be in 1..65535, got {port}")
+        spec = embedded(model or DEFAULT_MODEL)
+        self.path = resolve_model(model, progress)
+        self.model = spec.name if spec else str(model)
+        """Name the server serves the model under (the embedded name, or `model` as given)."""
+        self.host = host
+        self.port = port or free_port(host)
+        self.max_model_len = max_model_len or (spec.max_model_len if spec else 4096)
+        self.kv_cache_gb = kv_cache_gb
+        self.max_num_seqs = max_num_seqs
+        self.enforce_eager = enforce_eager
+        self.dtype = dtype
+        self.seed = seed
+        self.extra_args = extra_args
+        self.log_path = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server (without ``/v1``)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def command(self) -> list[str]:
+        """The server's command line."""
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.launchers.api_server.entry",
+            "--model",
+            self.path,
+            "--served-model-name",
+            self.model,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dtype",
+            self.dtype,
+            "--seed",
+            str(self.seed),
+            "--max-model-len",
+            str(self.max_model_len),
+            "--max-num-seqs",
+            str(self.max_num_seqs),
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(max(self.max_model_len, 2048)),
+            "--enable-prefix-caching",
+            "--enable-prompt-tokens-details",
+            "--disable-uvicorn-access-log",
+        ]
+        if self.enforce_eager:
+            cmd.append("--enforce-eager")
+        if not _on_gpu():
+            cmd += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
+        return cmd + list(self.extra_args)
+
+    def start(self, timeout: float = 600.0, inherit_output: bool = False) -> VLLMServer:
+        """Launch the server and wait until it answers ``/health``.
+
+        Args:
+            timeout: Seconds to wait for the server to become healthy.
+            inherit_output: Show the server's output on this process's terminal instead of a log.
+
+        Raises:
+            EngineStartError: The server exited or did not become healthy in time; the
+                message carries the end of its log.
+        """
+        from reasoning.backends.vllm_local import _check_memory, _configure_cpu_environment
+
+        if self.process is not None:
+            return self
+        _configure_cpu_environment()
+        if not _on_gpu():
+            _check_memory(self.kv_cache_gb, self.path)
+        if _listening(self.host, self.port):
+            raise EngineStartError(f"port {self.port} on {self.host} is already in use; pick another --port")
+        output: Any = None
+        if not inherit_output:
+            if self.log_path is None:
+                handle, name = tempfile.mkstemp(prefix="reasoning-serve-", suffix=".log")
+                os.close(handle)
+                self.log_path = Path(name)
+            self._log_file = self.log_path.open("wb")
+            output = self._log_file
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                tail = self._log_tail()
+                self.stop()
+                raise EngineStartError(f"the vLLM server for {self.model!r} exited with status {code}{tail}")
+            if self.healthy():
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise EngineStartError(
+            f"the vLLM server for {self.model!r} was not healthy after {timeout:g}s{self._log_tail()}"
+        )
+
+    def healthy(self) -> bool:
+        """True when the server answers ``/health`` with 200."""
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def backend(self, **kwargs: Any) -> OpenAIBackend:
+        """An `OpenAIBackend` for this server (keyword arguments go to its constructor)."""
+        kwargs.setdefault("max_concurrency", self.max_num_seqs)
+        return OpenAIBackend(self.url, self.model, tokenizer=self.path, **kwargs)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after `timeout`); idempotent."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would; for fault tests."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.stop()
+
+    def _log_tail(self, lines: int = 15) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return " (its output is above)"
+        text = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+        return f"; log {self.log_path}, last lines:\n" + "\n".join(text)
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "") else host, port)) == 0
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
