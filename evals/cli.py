@@ -255,6 +255,7 @@ def serve(
         seed=seed,
         log=log,
     )
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
@@ -353,9 +354,10 @@ def _run(
                     on_result=on_result,
                 )
             finally:
-                aclose = getattr(controller.backend, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                for backend in controller.backends.values() or [controller.primary]:
+                    aclose = getattr(backend, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
 
         runs = asyncio.run(go())
     return runs, time.monotonic() - start

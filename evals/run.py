@@ -2,9 +2,10 @@
 
 Problems are solved concurrently (bounded by `concurrency`, sized by default so the engine has
 about twice as many samples queued as it decodes at once), so the engine stays saturated.
-Each finished run is graded and appended to the JSONL output in dataset order (a run that
-finishes early waits for the ones before it), flushed line by line. Re-running with the same
-output skips the problems already there; a problem that failed is retried.
+Each finished run is graded and appended to the JSONL output the moment it finishes (so a
+crash loses nothing finished); when all are done the file is rewritten in dataset order.
+Re-running with the same output skips the problems already there; a problem that failed is
+retried.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -28,12 +30,12 @@ logger = logging.getLogger(__name__)
 
 OnResult = Callable[[Run], None]
 
-_IDENTITY = ("strategy", "params", "model", "seed", "budget")
+_IDENTITY = ("strategy", "params", "model", "backends", "seed", "budget", "budgets")
 
 
 def default_concurrency(controller: Controller, strategy: Strategy) -> int:
     """Problems in flight: enough that about twice the engine's batch of samples is queued."""
-    engine_batch = int(getattr(controller.backend, "max_concurrency", 32))
+    engine_batch = int(getattr(controller.primary, "max_concurrency", 32))
     samples = max(1, int(getattr(strategy, "n", 1)))
     return max(2, (2 * engine_batch) // samples)
 
@@ -120,19 +122,8 @@ async def solve(
                 on_result(old)
         else:
             todo.append(index)
-    written = len(problems) if not todo else min(todo)
     limit = asyncio.Semaphore(concurrency or default_concurrency(controller, strategy))
     sink = output.open("a", encoding="utf-8") if output else None
-
-    def flush() -> None:
-        nonlocal written
-        while written < len(problems) and written in done:
-            if sink and written in todo_set:
-                sink.write(done[written].model_dump_json() + "\n")
-                sink.flush()
-            written += 1
-
-    todo_set = set(todo)
 
     async def one(index: int) -> None:
         problem = problems[index]
@@ -148,7 +139,9 @@ async def solve(
                 run = _failed(controller, strategy, budget, problem, exc)
         run = _grade(problem, run)
         done[index] = run
-        flush()
+        if sink:  # written the moment it is finished: a crash loses nothing finished
+            sink.write(run.model_dump_json() + "\n")
+            sink.flush()
         if on_result:
             on_result(run)
 
@@ -159,10 +152,23 @@ async def solve(
     except* BackendError as failures:
         raise failures.exceptions[0] from None
     finally:
-        flush()
         if sink:
             sink.close()
-    return [done[i] for i in range(len(problems))]
+    runs = [done[i] for i in range(len(problems))]
+    if output and todo:
+        _rewrite_in_order(output, runs)
+    return runs
+
+
+def _rewrite_in_order(output: Path, runs: list[Run]) -> None:
+    """Once every problem is done, leave the file in dataset order (atomically)."""
+    ids = {run.problem_id for run in runs}
+    others = [r for r in read_results(output).values() if r.problem_id not in ids]
+    temporary = output.with_name(output.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as sink:
+        for run in [*others, *runs]:
+            sink.write(run.model_dump_json() + "\n")
+    os.replace(temporary, output)
 
 
 def _probe_run(controller: Controller, strategy: Strategy, budget: Budget) -> Run:
@@ -171,7 +177,9 @@ def _probe_run(controller: Controller, strategy: Strategy, budget: Budget) -> Ru
         problem_id="",
         strategy=STRATEGIES.name_of(strategy),
         params=params_of(strategy),
-        model=controller.model or str(getattr(controller.backend, "model", "")),
+        model=controller.model or str(getattr(controller.primary, "model", "")),
+        backends=controller.models(),
+        budgets={name: asdict(controller.budgets.get(name, Budget())) for name in controller.backends},
         seed=controller.seed,
         budget=asdict(budget),
     )
@@ -188,6 +196,6 @@ def _failed(
             "gold": problem.answer,
             "stop_reason": "error",
             "error": f"{type(exc).__name__}: {exc}",
-            "backend": controller.backend.name,
+            "backend": controller.primary.name,
         }
     )

@@ -154,6 +154,8 @@ class Completion:
     """Wall time from sending the request to this sample's last token."""
     logprobs: tuple[TokenLogprob, ...] | None = None
     """Per-token log-probabilities, when asked for."""
+    backend: str = ""
+    """Name of the named backend that produced it (empty: the run's default backend)."""
 
 
 class Backend(Protocol):

@@ -97,6 +97,8 @@ class Meter:
     budget: Budget
     clock: Callable[[], float] = time.monotonic
     usage: Usage = field(default_factory=Usage)
+    line: str = ""
+    """Prefix of this meter's budget lines in errors (``draft.`` for a named backend's)."""
     _held: int = 0
     _start: float = field(default=0.0, init=False)
 
@@ -131,17 +133,19 @@ class Meter:
         """
         b, u = self.budget, self.usage
         if b.seconds is not None and self.elapsed >= b.seconds:
-            raise BudgetExhausted("seconds", self.elapsed, b.seconds)
+            raise BudgetExhausted(self.line + "seconds", self.elapsed, b.seconds)
         if b.calls is not None and u.calls + 1 > b.calls:
-            raise BudgetExhausted("calls", u.calls, b.calls)
+            raise BudgetExhausted(self.line + "calls", u.calls, b.calls)
         if b.prompt_tokens is not None and u.prompt_tokens + prompt_tokens > b.prompt_tokens:
-            raise BudgetExhausted("prompt_tokens", u.prompt_tokens, b.prompt_tokens)
+            raise BudgetExhausted(self.line + "prompt_tokens", u.prompt_tokens, b.prompt_tokens)
         sampling = request.sampling
         left = self.output_tokens_left
         if left is not None:
             per_sample = min(sampling.max_tokens, left // sampling.n)
             if per_sample < 1:
-                raise BudgetExhausted("output_tokens", u.output_tokens + self._held, b.output_tokens or 0)
+                raise BudgetExhausted(
+                    self.line + "output_tokens", u.output_tokens + self._held, b.output_tokens or 0
+                )
             if per_sample < sampling.max_tokens:
                 sampling = replace(sampling, max_tokens=per_sample)
         held = sampling.max_tokens * sampling.n
@@ -150,6 +154,13 @@ class Meter:
         u.samples += sampling.n
         u.prompt_tokens += prompt_tokens
         return Reservation(sampling=sampling, output_tokens=held, prompt_tokens=prompt_tokens)
+
+    def cancel(self, reservation: Reservation, n: int) -> None:
+        """Undo a reservation that was never sent (another meter refused the call)."""
+        self._held -= reservation.output_tokens
+        self.usage.calls -= 1
+        self.usage.samples -= n
+        self.usage.prompt_tokens -= reservation.prompt_tokens
 
     def settle(self, reservation: Reservation, output_tokens: int, cached_tokens: int = 0) -> None:
         """Release `reservation` and charge what the call really decoded."""

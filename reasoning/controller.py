@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -11,7 +12,7 @@ import numpy as np
 
 from reasoning.backend import Backend
 from reasoning.budget import Budget, Meter
-from reasoning.errors import BudgetExhausted
+from reasoning.errors import BudgetExhausted, ConfigError
 from reasoning.problem import Problem, Prompt, default_prompt
 from reasoning.record import Run
 from reasoning.registry import STRATEGIES, params_of
@@ -34,8 +35,11 @@ class Controller:
         ('4', 1)
     """
 
-    backend: Backend
-    """Where tokens come from."""
+    backend: Backend | Mapping[str, Backend]
+    """Where tokens come from: one backend, or several by name (the first is the default).
+
+    Strategies reach a named one with ``ctx.generate(request, backend="draft")``.
+    """
     verifier: Verifier = field(default_factory=ExtractAnswer)
     """Reads answers and scores candidates (default: extract the final answer)."""
     budget: Budget = field(default_factory=Budget)
@@ -45,7 +49,30 @@ class Controller:
     prompt: Prompt = default_prompt
     """Builds the chat messages of a problem."""
     model: str = ""
-    """Model name recorded in runs (defaults to the backend's)."""
+    """Model name recorded in runs (defaults to the default backend's)."""
+    budgets: Mapping[str, Budget] = field(default_factory=dict)
+    """Budget lines of named backends, on top of `budget` (which covers them all)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backend, Mapping):
+            if not self.backend:
+                raise ConfigError("Controller needs at least one backend")
+            self.backends: dict[str, Backend] = dict(self.backend)
+            self.default_name = next(iter(self.backends))
+        else:
+            self.backends = {}
+            self.default_name = ""
+        unknown = set(self.budgets) - set(self.backends)
+        if unknown:
+            names = ", ".join(self.backends) or "(none: pass backends by name)"
+            raise ConfigError(f"budgets name unknown backends {sorted(unknown)}; named backends: {names}")
+
+    @property
+    def primary(self) -> Backend:
+        """The default backend."""
+        if isinstance(self.backend, Mapping):
+            return self.backends[self.default_name]
+        return self.backend
 
     async def run(self, problem: Problem, strategy: Strategy, budget: Budget | None = None) -> Run:
         """Solve `problem` with `strategy` under `budget` (default: the controller's).
@@ -55,10 +82,14 @@ class Controller:
         """
         budget = budget or self.budget
         meter = Meter(budget)
+        meters = {name: Meter(self.budgets.get(name, Budget()), line=f"{name}.") for name in self.backends}
         ctx = Context(
             problem=problem,
             messages=self.prompt(problem),
-            backend=self.backend,
+            backend=self.primary,
+            backends=self.backends,
+            meters=meters,
+            backend_name=self.default_name,
             meter=meter,
             verifier=self.verifier,
             seed=self.seed,
@@ -71,6 +102,7 @@ class Controller:
             stop_reason = f"budget:{exc.resource}"
             result = await _best_so_far(ctx)
         usage = meter.finish()
+        by_backend = {name: dataclasses.asdict(m.finish()) for name, m in meters.items()}
         return Run(
             problem_id=problem.id,
             question=problem.question,
@@ -80,13 +112,20 @@ class Controller:
             candidates=list(result.candidates),
             strategy=STRATEGIES.name_of(strategy),
             params=params_of(strategy),
-            model=self.model or getattr(self.backend, "model", ""),
-            backend=self.backend.name,
+            model=self.model or getattr(self.primary, "model", ""),
+            backend=self.primary.name,
+            backends=self.models(),
             seed=self.seed,
             budget=dataclasses.asdict(budget),
             usage=dataclasses.asdict(usage),
+            budgets={name: dataclasses.asdict(m.budget) for name, m in meters.items()},
+            usage_by_backend=by_backend,
             stop_reason=stop_reason,
         )
+
+    def models(self) -> dict[str, str]:
+        """Named backends and their models (empty with a single backend)."""
+        return {name: str(getattr(b, "model", "") or b.name) for name, b in self.backends.items()}
 
     def run_sync(self, problem: Problem, strategy: Strategy, budget: Budget | None = None) -> Run:
         """Blocking form of `run` for scripts and notebooks without an event loop."""

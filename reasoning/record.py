@@ -40,6 +40,8 @@ class Candidate(BaseModel):
     """Mean token log-probability, when logprobs were requested."""
     scores: dict[str, float] = Field(default_factory=dict)
     """Further named scores (confidence, probe outputs, ...)."""
+    backend: str = ""
+    """Named backend that produced it (empty: the run's default backend)."""
 
 
 class Run(BaseModel):
@@ -68,12 +70,18 @@ class Run(BaseModel):
     """Model the backend served."""
     backend: str = ""
     """Backend name."""
+    backends: dict[str, str] = Field(default_factory=dict)
+    """Named backends of the run and their models (empty when there is only one)."""
     seed: int | None = None
     """Run seed the per-request seeds derive from."""
     budget: dict[str, float | None] = Field(default_factory=dict)
     """The budget's lines."""
     usage: dict[str, int | float] = Field(default_factory=dict)
     """What was spent (tokens, cached tokens, calls, samples, seconds)."""
+    budgets: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    """Budget lines of each named backend (empty when there is only one backend)."""
+    usage_by_backend: dict[str, dict[str, int | float]] = Field(default_factory=dict)
+    """What each named backend spent (empty when there is only one backend)."""
     stop_reason: str = "done"
     """``done``, ``budget:<line>`` or ``error``."""
     error: str | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -29,7 +29,7 @@ from reasoning.backend import (
     collect_stream,
 )
 from reasoning.budget import Meter, Reservation
-from reasoning.errors import BudgetExhausted
+from reasoning.errors import BudgetExhausted, ConfigError
 from reasoning.problem import Problem
 from reasoning.record import Candidate
 
@@ -110,11 +110,30 @@ class Context:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     completions: list[Completion] = field(default_factory=list)
     """Every sample returned so far (the controller's best-so-far on a budget stop)."""
+    backends: Mapping[str, Backend] = field(default_factory=dict)
+    """Named backends of the run (``draft``, ``target``, ...); `backend` is one of them."""
+    meters: Mapping[str, Meter] = field(default_factory=dict)
+    """One meter per named backend (its own budget lines and usage)."""
+    backend_name: str = ""
+    """Name of the default `backend` among `backends` (empty when there is only one)."""
     _requests: int = 0
 
     def request(self, sampling: Sampling, prefix: str = "") -> Request:
         """A request for this problem's messages, continuing `prefix` when given."""
         return Request(self.messages, sampling, prefix)
+
+    def backend_named(self, name: str | None) -> Backend:
+        """The backend called `name` (None: the default one).
+
+        Raises:
+            ConfigError: No backend has that name; the message lists the names.
+        """
+        if name is None:
+            return self.backend
+        if name not in self.backends:
+            known = ", ".join(self.backends) or "(only the default backend)"
+            raise ConfigError(f"no backend named {name!r} in this run; named backends: {known}")
+        return self.backends[name]
 
     def _seeded(self, request: Request) -> Request:
         self._requests += 1
@@ -122,28 +141,57 @@ class Context:
             return request
         return request.with_sampling(seed=request_seed(self.seed, self.problem.id, self._requests))
 
-    def _reserve(self, request: Request) -> Reservation:
-        count = 0
-        if self.meter.budget.prompt_tokens is not None and isinstance(self.backend, TokenCounter):
-            count = self.backend.prompt_tokens(request)
-        return self.meter.reserve(request, count)
+    def _reserve(
+        self, request: Request, backend: Backend, name: str | None
+    ) -> list[tuple[Meter, Reservation]]:
+        """Reserve on the run's meter and the named backend's own meter, or on neither."""
+        meters = [self.meter] + ([self.meters[name]] if name is not None and name in self.meters else [])
+        granted: list[tuple[Meter, Reservation]] = []
+        try:
+            for meter in meters:
+                count = 0
+                if meter.budget.prompt_tokens is not None and isinstance(backend, TokenCounter):
+                    count = backend.prompt_tokens(request)
+                reservation = meter.reserve(request, count)
+                request = replace(request, sampling=reservation.sampling)
+                granted.append((meter, reservation))
+        except BudgetExhausted:
+            for meter, reservation in granted:
+                meter.cancel(reservation, request.sampling.n)
+            raise
+        return granted
 
-    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+    def _seconds_left(self, meters: Sequence[Meter]) -> tuple[float | None, Meter]:
+        left, tightest = None, meters[0]
+        for meter in meters:
+            mine = meter.seconds_left
+            if mine is not None and (left is None or mine < left):
+                left, tightest = mine, meter
+        return left, tightest
+
+    async def stream(self, request: Request, backend: str | None = None) -> AsyncGenerator[Chunk, None]:
         """Stream `request` under the budget; closing the iterator cancels it in the engine.
+
+        Args:
+            request: What to decode.
+            backend: Name of the backend to use (None: the run's default backend).
 
         Raises:
             BudgetExhausted: before sending, when the call cannot fit; or mid-stream when the
                 wall-clock line runs out (the request is cancelled first).
         """
+        target = self.backend_named(backend)
+        backend = backend if backend is not None else (self.backend_name or None)
         request = self._seeded(request)
-        reservation = self._reserve(request)
-        request = replace(request, sampling=reservation.sampling)
+        granted = self._reserve(request, target, backend)
+        request = replace(request, sampling=granted[-1][1].sampling)
+        meters = [meter for meter, _ in granted]
         decoded = cached = 0
-        prompt_counted = reservation.prompt_tokens > 0
+        prompt_counted = all(r.prompt_tokens > 0 for _, r in granted)
         try:
-            async with contextlib.aclosing(self.backend.stream(request)) as chunks:
+            async with contextlib.aclosing(target.stream(request)) as chunks:
                 while True:
-                    left = self.meter.seconds_left
+                    left, tightest = self._seconds_left(meters)
                     try:
                         if left is None:
                             chunk = await anext(chunks)
@@ -153,27 +201,38 @@ class Context:
                         break
                     except TimeoutError:
                         raise BudgetExhausted(
-                            "seconds", self.meter.elapsed, self.meter.budget.seconds or 0
+                            tightest.line + "seconds", tightest.elapsed, tightest.budget.seconds or 0
                         ) from None
                     decoded += chunk.tokens
                     cached = max(cached, chunk.cached_tokens)
                     if not prompt_counted and chunk.prompt_tokens:
-                        self.meter.usage.prompt_tokens += chunk.prompt_tokens
+                        for meter, reservation in granted:
+                            if reservation.prompt_tokens == 0:
+                                meter.usage.prompt_tokens += chunk.prompt_tokens
                         prompt_counted = True
                     yield chunk
         finally:
-            self.meter.settle(reservation, decoded, cached)
+            for meter, reservation in granted:
+                meter.settle(reservation, decoded, cached)
 
-    async def generate(self, request: Request) -> list[Completion]:
-        """Run `request` to the end; return its samples (recorded for the run)."""
-        completions = await collect_stream(self.stream(request), request)
+    async def generate(self, request: Request, backend: str | None = None) -> list[Completion]:
+        """Run `request` to the end on `backend` (default: the run's); return its samples."""
+        completions = await collect_stream(self.stream(request, backend), request)
+        backend = backend if backend is not None else (self.backend_name or None)
+        if backend is not None:
+            completions = [replace(c, backend=backend) for c in completions]
         self.completions.extend(completions)
-        self.meter.usage.cancelled_samples += sum(c.finish_reason == "cancelled" for c in completions)
+        cancelled = sum(c.finish_reason == "cancelled" for c in completions)
+        self.meter.usage.cancelled_samples += cancelled
+        if backend is not None and backend in self.meters:
+            self.meters[backend].usage.cancelled_samples += cancelled
         return completions
 
-    async def generate_all(self, requests: Sequence[Request]) -> list[list[Completion]]:
+    async def generate_all(
+        self, requests: Sequence[Request], backend: str | None = None
+    ) -> list[list[Completion]]:
         """Run several requests concurrently so the engine batches them."""
-        return list(await asyncio.gather(*(self.generate(r) for r in requests)))
+        return list(await asyncio.gather(*(self.generate(r, backend) for r in requests)))
 
     async def verify(self, texts: Sequence[str]) -> list[Verdict]:
         """Answers and scores of `texts` from the run's verifier."""
@@ -209,4 +268,5 @@ def to_candidate(text: str, completion: Completion, verdict: Verdict) -> Candida
         cached_tokens=completion.cached_tokens,
         seconds=completion.seconds,
         mean_logprob=mean,
+        backend=completion.backend,
     )

@@ -1,3 +1,5 @@
+from collections.abc import AsyncIterator, Iterator
+
 import pytest
 
 from reasoning import Problem
@@ -6,3 +8,43 @@ from reasoning import Problem
 @pytest.fixture
 def problem() -> Problem:
     return Problem(id="p1", question="What is 2+2?", answer="4")
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[object]:
+    """The in-process engine on the embedded default model (started once per session)."""
+    from reasoning.backends.vllm_local import VLLMBackend
+
+    backend = VLLMBackend.load(kv_cache_gb=1.0)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[object]:
+    """A vLLM OpenAI-compatible server for the same model on a free loopback port."""
+    from reasoning.backends.server import VLLMServer
+
+    with VLLMServer(kv_cache_gb=1.0) as running:
+        yield running
+
+
+@pytest.fixture
+async def remote(server) -> AsyncIterator[object]:
+    """An OpenAIBackend talking to the session's server."""
+    backend = server.backend()
+    yield backend
+    await backend.aclose()
+
+
+@pytest.fixture(params=["vllm", "openai"])
+def backend(request: pytest.FixtureRequest) -> object:
+    """Each real backend in turn: the same test runs in-process and over HTTP."""
+    return request.getfixturevalue("engine" if request.param == "vllm" else "remote")
+
+
+async def decoded_tokens(backend: object) -> int:
+    """Tokens the backend's engine decoded so far (its own count, cancelled work included)."""
+    if hasattr(backend, "stats"):
+        return int(backend.stats.decoded_tokens)
+    return int(await backend.decoded_tokens())

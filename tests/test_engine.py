@@ -1,15 +1,16 @@
 """Integration tests on the real vLLM engine with the embedded default model.
 
-Marked ``engine``; they run in CI (the engine starts once per session, ~45 s on 2 cores).
-Prompts are tiny and generations short.
+Marked ``engine``; they run in CI. Most run twice through the `backend` fixture: on the
+in-process engine and on an OpenAI-compatible vLLM server (each starts once per session,
+~45 s on 2 cores). Prompts are tiny and generations short.
 """
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import decoded_tokens
 
 from reasoning import Budget, Controller, Message, Problem, Request, Sampling, collect
 from reasoning.strategies import SelfConsistency, Single
@@ -19,44 +20,35 @@ pytestmark = pytest.mark.engine
 COUNT = (Message("user", "Count from 1 to 60, separated by commas."),)
 
 
-@pytest.fixture(scope="session")
-def engine() -> Iterator[object]:
-    from reasoning.backends.vllm_local import VLLMBackend
-
-    backend = VLLMBackend.load(kv_cache_gb=1.0)
-    yield backend
-    backend.close()
-
-
-async def test_streams_tokens_as_they_are_decoded(engine) -> None:
-    chunks = [c async for c in engine.stream(Request(COUNT, Sampling(temperature=0, max_tokens=12)))]
+async def test_streams_tokens_as_they_are_decoded(backend) -> None:
+    chunks = [c async for c in backend.stream(Request(COUNT, Sampling(temperature=0, max_tokens=12)))]
     assert len(chunks) >= 6
     assert sum(c.tokens for c in chunks) == 12
     assert chunks[-1].finish_reason == "length"
     assert all(c.finish_reason is None for c in chunks[:-1])
 
 
-async def test_cancel_aborts_in_the_engine_at_once(engine) -> None:
-    before = engine.stats.decoded_tokens
+async def test_cancel_aborts_in_the_engine_at_once(backend) -> None:
+    before = await decoded_tokens(backend)
     received = 0
     async with contextlib.aclosing(
-        engine.stream(Request(COUNT, Sampling(temperature=0, max_tokens=400)))
+        backend.stream(Request(COUNT, Sampling(temperature=0, max_tokens=400)))
     ) as chunks:
         async for chunk in chunks:
             received += chunk.tokens
             if received >= 3:
                 break
     await asyncio.sleep(1.0)
-    decoded = engine.stats.decoded_tokens - before
+    decoded = await decoded_tokens(backend) - before
     # The engine stopped decoding this request: at most a step or two past the cancel.
     assert decoded - received <= 3, (decoded, received)
     await asyncio.sleep(0.5)
-    assert engine.stats.decoded_tokens - before == decoded
+    assert await decoded_tokens(backend) - before == decoded
 
 
-async def test_n_samples_in_one_request_with_logprobs(engine) -> None:
+async def test_n_samples_in_one_request_with_logprobs(backend) -> None:
     request = Request(COUNT, Sampling(temperature=1.0, max_tokens=8, n=3, logprobs=3))
-    completions = await collect(engine, request)
+    completions = await collect(backend, request)
     assert [c.index for c in completions] == [0, 1, 2]
     for c in completions:
         assert c.output_tokens == 8 and c.logprobs is not None and len(c.logprobs) == 8
@@ -65,57 +57,57 @@ async def test_n_samples_in_one_request_with_logprobs(engine) -> None:
             assert token.top[0][1] >= token.top[-1][1]
 
 
-async def test_stop_strings_and_prefix_continuation(engine) -> None:
-    stopped = await collect(engine, Request(COUNT, Sampling(temperature=0, max_tokens=40, stop=("5",))))
+async def test_stop_strings_and_prefix_continuation(backend) -> None:
+    stopped = await collect(backend, Request(COUNT, Sampling(temperature=0, max_tokens=40, stop=("5",))))
     assert stopped[0].finish_reason == "stop" and "5" not in stopped[0].text
     continued = await collect(
-        engine, Request(COUNT, Sampling(temperature=0, max_tokens=6), prefix="1, 2, 3, 4, 5, 6,")
+        backend, Request(COUNT, Sampling(temperature=0, max_tokens=6), prefix="1, 2, 3, 4, 5, 6,")
     )
     assert continued[0].text.lstrip().startswith("7")
 
 
-async def test_prefix_cache_serves_a_repeated_long_prompt(engine) -> None:
+async def test_prefix_cache_serves_a_repeated_long_prompt(backend) -> None:
     long = (Message("user", " ".join(f"item{i}" for i in range(300)) + "\nHow many items?"),)
-    first = await collect(engine, Request(long, Sampling(temperature=0, max_tokens=2)))
-    second = await collect(engine, Request(long, Sampling(temperature=0, max_tokens=2), prefix="There are"))
+    first = await collect(backend, Request(long, Sampling(temperature=0, max_tokens=2)))
+    second = await collect(backend, Request(long, Sampling(temperature=0, max_tokens=2), prefix="There are"))
     assert first[0].prompt_tokens > 300
     assert second[0].cached_tokens >= 256, second[0]
 
 
-async def test_seeded_sampling_is_reproducible_under_concurrent_load(engine) -> None:
+async def test_seeded_sampling_is_reproducible_under_concurrent_load(backend) -> None:
     poem = (Message("user", "Write a short poem about the sea."),)
     request = Request(poem, Sampling(temperature=1.0, max_tokens=16, n=2, seed=1234))
-    alone = await collect(engine, request)
+    alone = await collect(backend, request)
     noise = Request(COUNT, Sampling(temperature=1.0, max_tokens=24, n=3))
-    together, _ = await asyncio.gather(collect(engine, request), collect(engine, noise))
+    together, _ = await asyncio.gather(collect(backend, request), collect(backend, noise))
     assert [c.text for c in alone] == [c.text for c in together]
     assert alone[0].text != alone[1].text
 
 
-async def test_budget_holds_on_the_real_engine(engine) -> None:
+async def test_budget_holds_on_the_real_engine(backend) -> None:
     problem = Problem("p", "What is 12 * 7?", answer="84")
-    run = await Controller(engine, budget=Budget(output_tokens=40)).run(
+    run = await Controller(backend, budget=Budget(output_tokens=40)).run(
         problem, SelfConsistency(n=4, max_tokens=64)
     )
     assert run.usage["output_tokens"] <= 40
     assert len(run.candidates) == 4 and all(c.output_tokens <= 10 for c in run.candidates)
 
 
-async def test_controller_record_and_resume_on_the_engine(engine, tmp_path: Path) -> None:
+async def test_controller_record_and_resume_on_the_engine(backend, tmp_path: Path) -> None:
     from reasoning.evals.datasets import load_dataset
     from reasoning.evals.run import solve
 
     problems = load_dataset("gsm8k", limit=3)
     out = tmp_path / "r.jsonl"
-    controller = Controller(engine, seed=0)
+    controller = Controller(backend, seed=0)
     strategy = Single(max_tokens=24)
     first = await solve(problems[:2], controller, strategy, output=out)
     assert [r.problem_id for r in first] == [p.id for p in problems[:2]]
-    assert first[0].model == "qwen2.5-coder-0.5b-instruct" and first[0].backend == "vllm"
+    assert first[0].model == "qwen2.5-coder-0.5b-instruct" and first[0].backend == backend.name
     assert first[0].candidates[0].output_tokens == 24 and first[0].correct is not None
-    before = engine.stats.delivered_tokens
+    before = await decoded_tokens(backend)
     runs = await solve(problems, controller, strategy, output=out)
-    assert len(runs) == 3 and engine.stats.delivered_tokens - before == 24
+    assert len(runs) == 3 and await decoded_tokens(backend) - before == 24
     assert len(out.read_text().splitlines()) == 3
 
 
@@ -129,3 +121,29 @@ def test_bad_engine_settings_are_one_clear_error() -> None:
         VLLMBackend.load("./no/such/model")
     with pytest.raises(EngineStartError, match="not enough memory.*lower --kv-cache-gb"):
         VLLMBackend.load(kv_cache_gb=500)
+
+
+async def test_same_seeded_request_gives_the_same_samples_on_both_backends(engine, remote) -> None:
+    poem = (Message("user", "Write a short poem about the sea."),)
+    request = Request(poem, Sampling(temperature=1.0, max_tokens=12, n=2, seed=99, logprobs=2))
+    local, served = await asyncio.gather(collect(engine, request), collect(remote, request))
+    assert [c.text for c in local] == [c.text for c in served]
+    assert [c.output_tokens for c in local] == [c.output_tokens for c in served] == [12, 12]
+    assert local[0].prompt_tokens == served[0].prompt_tokens == remote.prompt_tokens(request)
+    assert [t.token for t in local[0].logprobs] == [t.token for t in served[0].logprobs]
+    assert abs(local[0].logprobs[0].logprob - served[0].logprobs[0].logprob) < 1e-3
+
+
+async def test_same_strategy_gives_the_same_kind_of_record_on_both_backends(engine, remote) -> None:
+    problem = Problem("p", "What is 12 * 7?", answer="84")
+    strategy = SelfConsistency(n=2, max_tokens=16)
+    local = await Controller(engine, seed=3).run(problem, strategy)
+    served = await Controller(remote, seed=3).run(problem, strategy)
+    assert (local.backend, served.backend) == ("vllm", "openai")
+    skip = {"backend", "usage"}
+    assert local.model_dump(exclude=skip | {"candidates"}) == served.model_dump(exclude=skip | {"candidates"})
+    for a, b in zip(local.candidates, served.candidates, strict=True):
+        assert a.model_dump(exclude={"seconds"}) == b.model_dump(exclude={"seconds"})
+    assert {k: v for k, v in local.usage.items() if k != "seconds"} == {
+        k: v for k, v in served.usage.items() if k != "seconds"
+    }

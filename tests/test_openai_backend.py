@@ -49,7 +49,12 @@ USAGE = {
     "created": 0,
     "model": "m",
     "choices": [],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10, "prompt_tokens_details": {"cached_tokens": 4}},
+    "usage": {
+        "prompt_tokens": 5,
+        "completion_tokens": 5,
+        "total_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": 4},
+    },
 }
 GOOD = sse(
     piece(0, "The", [1], prompt_token_ids=[9, 9, 9, 9, 9]),
@@ -105,7 +110,8 @@ async def test_without_a_local_template_the_chat_endpoint_continues_the_prefix()
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append((request.url.path, json.loads(request.content)))
         delta = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
-        chunk = {**delta, "choices": [{"index": 0, "delta": {"content": " 4"}, "finish_reason": "stop", "token_ids": [1]}]}
+        choice = {"index": 0, "delta": {"content": " 4"}, "finish_reason": "stop", "token_ids": [1]}
+        chunk = {**delta, "choices": [choice]}
         return ok(sse(chunk))
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
@@ -148,7 +154,8 @@ async def test_an_unreachable_server_is_one_clear_error_with_the_url() -> None:
         calls.append(1)
         raise httpx.ConnectError("connection refused")
 
-    with pytest.raises(BackendUnavailable, match=r"cannot reach the server at http://127\.0\.0\.1:9 after 3 tries"):
+    message = r"cannot reach the server at http://127\.0\.0\.1:9 after 3 tries"
+    with pytest.raises(BackendUnavailable, match=message):
         await collect(backend(handler, max_retries=2), ASK)
     assert len(calls) == 3
     with pytest.raises(BackendUnavailable, match="127.0.0.1:9"):

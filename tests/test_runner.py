@@ -17,7 +17,7 @@ def doubling(request: Request, number: int) -> str:
 
 async def test_results_are_graded_and_written_in_dataset_order(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
-    # Later problems decode faster, so they finish first; the file must still be in order.
+    # Later problems decode faster, so they finish first; the finished file is still in order.
     backend = ScriptedBackend(doubling, seconds_per_token=[0.02, 0.01, 0.0])
     runs = await solve(PROBLEMS, Controller(backend), SelfConsistency(n=1), output=out, concurrency=6)
     assert [r.correct for r in runs] == [True] * 6
@@ -58,9 +58,27 @@ async def test_engine_death_keeps_finished_results_and_resumes(tmp_path: Path) -
             concurrency=1,
         )
     assert list(read_results(out)) == ["p0", "p1", "p2"]
+
     backend = ScriptedBackend(doubling)
     runs = await solve(PROBLEMS, Controller(backend), SelfConsistency(n=1), output=out)
     assert len(backend.requests) == 3 and all(r.correct for r in runs)
+
+
+async def test_a_result_finished_out_of_order_survives_a_crash(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+
+    def p0_slow_then_dies(request: Request, number: int) -> str:
+        content = request.messages[0].content
+        if content.startswith("2+"):
+            raise BackendError("engine died", retryable=False)
+        return doubling(request, number)
+
+    # Two in flight: p1 finishes before the slow p0, then p2 starts and kills the engine
+    # while p0 is still decoding.
+    backend = ScriptedBackend(p0_slow_then_dies, seconds_per_token=[0.05, 0.0, 0.0])
+    with pytest.raises(BackendError, match="engine died"):
+        await solve(PROBLEMS[:3], Controller(backend), SelfConsistency(n=1), output=out, concurrency=2)
+    assert "p1" in read_results(out)
 
 
 async def test_truncated_last_line_is_dropped_and_rerun(tmp_path: Path) -> None:

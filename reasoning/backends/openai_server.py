@@ -112,6 +112,8 @@ class OpenAIBackend:
             import openai
 
             read, connect = self._timeout
+            if self._http_client is None or self._http_client.is_closed:
+                self._http_client = httpx.AsyncClient(timeout=httpx.Timeout(read, connect=connect))
             self._client = openai.AsyncOpenAI(
                 base_url=self.base_url,
                 api_key=self._api_key,
@@ -140,6 +142,31 @@ class OpenAIBackend:
             )
         return models
 
+    async def decoded_tokens(self) -> int:
+        """Tokens the server's engine has decoded since it started (vLLM's ``/metrics``).
+
+        Read it before and after a run to see what cancellation freed: tokens decoded minus
+        tokens delivered is the work done for requests already cancelled.
+
+        Raises:
+            CapabilityError: The server publishes no vLLM generation-token counter.
+        """
+        import httpx
+
+        self._get_client()
+        try:
+            response = await self._http_client.get(self.url + "/metrics")
+        except httpx.HTTPError as exc:
+            raise self._error(exc) from exc
+        total, found = 0.0, False
+        for line in response.text.splitlines():
+            if line.startswith("vllm:generation_tokens_total"):
+                total += float(line.rsplit(" ", 1)[-1])
+                found = True
+        if response.status_code != 200 or not found:
+            raise CapabilityError("engine token counts", self.name, "vllm, or openai on a vLLM server")
+        return int(total)
+
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         client, self._client = self._client, None
@@ -160,7 +187,13 @@ class OpenAIBackend:
             return None
         from reasoning.models import cached_model_path
 
-        path = cached_model_path(source) or source
+        path = cached_model_path(source)
+        if path is None and not _in_hf_cache(source):
+            if self._tokenizer_source:
+                raise ConfigError(f"tokenizer {source!r} is neither a local folder nor a cached model")
+            logger.info("no local tokenizer for %r; using the chat endpoint", source)
+            return None
+        path = path or source
         try:
             from transformers import AutoTokenizer
 
@@ -369,6 +402,18 @@ class OpenAIBackend:
         if isinstance(exc, openai.APIError):  # an error event inside the stream
             return BackendError(f"the server at {self.url} reported: {exc.message}", backend=self.name)
         return BackendError(f"request to {self.url} failed ({type(exc).__name__}: {exc})", backend=self.name)
+
+
+def _in_hf_cache(model_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return False
+    try:
+        found = try_to_load_from_cache(model_id, "tokenizer_config.json")
+    except Exception:  # an id huggingface_hub rejects is not cached either
+        return False
+    return isinstance(found, str)
 
 
 def _server_message(exc: Any) -> str:
