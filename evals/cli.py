@@ -84,9 +84,20 @@ def solve(
     budget_prompt_tokens: Annotated[int | None, typer.Option(help="Prompt-token budget per problem.")] = None,
     budget_calls: Annotated[int | None, typer.Option(help="Model-call budget per problem.")] = None,
     budget_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget per problem.")] = None,
+    budget_line: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Budget line of a named backend, e.g. draft.output_tokens=4000 (repeatable; "
+            "lines: output_tokens, prompt_tokens, calls, seconds)."
+        ),
+    ] = None,
     model: Annotated[
-        str | None,
-        typer.Option(help=f"Embedded model ({', '.join(EMBEDDED_MODELS)}), local HF folder or HF id."),
+        list[str] | None,
+        typer.Option(
+            help=f"Embedded model ({', '.join(EMBEDDED_MODELS)}), local HF folder or HF id; "
+            "several named ones as name=model (repeatable, e.g. draft=0.5b target=1.5b; the first "
+            "is the default)."
+        ),
     ] = None,
     backend: Annotated[
         str,
@@ -96,8 +107,11 @@ def solve(
         ),
     ] = "vllm",
     base_url: Annotated[
-        str | None,
-        typer.Option(help="URL of an OpenAI-compatible server (implies --backend openai)."),
+        list[str] | None,
+        typer.Option(
+            help="URL of an OpenAI-compatible server (implies --backend openai); several named "
+            "ones as name=URL (repeatable)."
+        ),
     ] = None,
     api_key: Annotated[str, typer.Option(envvar="OPENAI_API_KEY", help="API key of the server.")] = "EMPTY",
     script: Annotated[str, typer.Option(help="Reply of the scripted backend.")] = "The answer is \\boxed{0}.",
@@ -129,6 +143,7 @@ def solve(
         calls=budget_calls,
         seconds=budget_seconds,
     )
+    budgets = _budget_lines(budget_line or [])
     problems = _problems(dataset, question, gold, limit, offset, field or [], seed)
     if output is None and dataset is not None:
         output = (
@@ -136,19 +151,21 @@ def solve(
         )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-    if base_url is not None and backend == "vllm":
+    if base_url and backend == "vllm":
         backend = "openai"
-    engine = _backend(backend, model, script, kv_cache_gb, max_model_len, seed, base_url, api_key)
+    models, urls = _named(model or [], "model"), _named(base_url or [], "base-url")
+    engine = _backend(backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key)
     try:
-        controller = Controller(engine, budget=budget, seed=seed)
+        controller = Controller(engine, budget=budget, seed=seed, budgets=budgets)
         runs, seconds = _run(problems, controller, chosen, budget, output, concurrency)
     except BackendError as exc:
         kept = f"finished results are kept in {output}; " if output else ""
         raise BackendError(f"{exc}\n{kept}re-run the same command to resume", backend=exc.backend) from exc
     finally:
-        close = getattr(engine, "close", None)
-        if close:
-            close()
+        for each in engine.values() if isinstance(engine, dict) else [engine]:
+            close = getattr(each, "close", None)
+            if close:
+                close()
     if question is not None:
         run = runs[0]
         tokens = run.usage.get("output_tokens", 0)
@@ -174,14 +191,47 @@ def _problems(
     return load_dataset(dataset, limit=limit, offset=offset, fields=parse_params(fields), seed=seed)
 
 
+def _named(items: list[str], what: str) -> str | dict[str, str] | None:
+    """One plain value, or several ``name=value`` items as a dict (in the order given)."""
+    named: dict[str, str] = {}
+    plain: list[str] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and key.isidentifier():
+            if key in named:
+                raise ConfigError(f"--{what} names {key!r} twice")
+            named[key] = value
+        else:
+            plain.append(item)
+    if (plain and named) or len(plain) > 1:
+        raise ConfigError(f"give one --{what}, or several as name=value (e.g. --{what} draft=...)")
+    return named or (plain[0] if plain else None)
+
+
+def _budget_lines(items: list[str]) -> dict[str, Budget]:
+    lines: dict[str, dict[str, float]] = {}
+    for key, value in parse_params(items).items():
+        name, dot, line = key.partition(".")
+        if not dot or line not in ("output_tokens", "prompt_tokens", "calls", "seconds"):
+            raise ConfigError(
+                f"--budget-line {key!r} is not name.line with line one of "
+                "output_tokens, prompt_tokens, calls, seconds"
+            )
+        try:
+            lines.setdefault(name, {})[line] = float(value) if line == "seconds" else int(value)
+        except ValueError:
+            raise ConfigError(f"--budget-line {key}={value!r} is not a number") from None
+    return {name: Budget(**values) for name, values in lines.items()}  # type: ignore[arg-type]
+
+
 def _backend(
     kind: str,
-    model: str | None,
+    model: str | dict[str, str] | None,
     script: str,
     kv_cache_gb: float,
     max_model_len: int | None,
     seed: int,
-    base_url: str | None = None,
+    base_url: str | dict[str, str] | None = None,
     api_key: str = "EMPTY",
 ) -> Any:
     if kind == "scripted":
@@ -189,11 +239,21 @@ def _backend(
 
         return ScriptedBackend([script])
     if kind == "openai":
+        if isinstance(base_url, dict):
+            models = model if isinstance(model, dict) else {}
+            return {name: _server_backend(url, models.get(name), api_key) for name, url in base_url.items()}
+        if isinstance(model, dict):
+            raise ConfigError("several named --model need as many named --base-url (name=URL)")
         return _server_backend(base_url, model, api_key)
     if kind != "vllm":
         raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
-    from reasoning.backends.vllm_local import VLLMBackend
+    from reasoning.backends.vllm_local import VLLMBackend, load_backends
 
+    if isinstance(model, dict):
+        for each in model.values():
+            _resolve_with_progress(each)
+        with err.status(f"starting {len(model)} vLLM engines ({', '.join(model)}) ..."):
+            return load_backends(model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed)
     _resolve_with_progress(model)
     with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
         return VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed)

@@ -73,6 +73,19 @@ def test_strategies_lists_parameters() -> None:
         (["--dataset", "gsm8k", "-p", "n"], "not of the form name=value"),
         (["--dataset", "gsm8k", "--budget-tokens", "0"], "output_tokens must be > 0"),
         ([], "exactly one of --dataset or --question"),
+        (["--question", "q", "--budget-line", "draft=3"], "is not name.line with line one of"),
+        (["--question", "q", "--budget-line", "draft.tokens=3"], "is not name.line with line one of"),
+        (["--question", "q", "--budget-line", "draft.calls=x"], "is not a number"),
+        (["--question", "q", "--model", "0.5b", "--model", "1.5b"], "give one --model, or several"),
+        (["--question", "q", "--model", "a=0.5b", "--model", "a=1.5b"], "names 'a' twice"),
+        (
+            ["--question", "q", "--backend", "openai", "--base-url", "http://127.0.0.1:9", "--model", "d=x"],
+            "several named --model need as many named --base-url",
+        ),
+        (
+            ["--question", "q", "--backend", "openai", "--base-url", "http://127.0.0.1:1"],
+            "cannot reach the server at http://127.0.0.1:1",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(

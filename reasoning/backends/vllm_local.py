@@ -32,7 +32,10 @@ from reasoning.backend import Chunk, FinishReason, Request, TokenLogprob
 from reasoning.errors import BackendError, ConfigError, EngineStartError
 from reasoning.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
 
-__all__ = ["EngineStats", "VLLMBackend"]
+__all__ = ["DRAFT_TARGET", "EngineStats", "VLLMBackend", "load_backends", "shares_tokenizer"]
+
+DRAFT_TARGET = {"draft": "qwen2.5-coder-0.5b-instruct", "target": "qwen2.5-coder-1.5b-instruct"}
+"""The embedded draft/target pair: same family, byte-identical tokenizer."""
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +256,44 @@ class VLLMBackend:
         return tuple(out)
 
 
+def load_backends(
+    models: dict[str, str], *, kv_cache_gb: float = 2.0, **kwargs: Any
+) -> dict[str, VLLMBackend]:
+    """Start one engine per named model (e.g. `DRAFT_TARGET`), after checking they all fit.
+
+    Memory is checked for all engines together before any starts; if one fails to start, the
+    ones already started are shut down. Keyword arguments go to `VLLMBackend.load`.
+
+    Raises:
+        EngineStartError: They do not fit in memory together, or one failed to start.
+    """
+    if not models:
+        raise ConfigError("load_backends needs at least one name=model")
+    paths = {name: resolve_model(model) for name, model in models.items()}
+    on_gpu = False
+    with contextlib.suppress(ImportError):
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        _check_memory(kv_cache_gb * len(paths), *paths.values())
+    started: dict[str, VLLMBackend] = {}
+    try:
+        for name, model in models.items():
+            started[name] = VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, **kwargs)
+    except BaseException:
+        for backend in started.values():
+            backend.close()
+        raise
+    return started
+
+
+def shares_tokenizer(a: VLLMBackend, b: VLLMBackend) -> bool:
+    """True when two backends tokenize identically (same vocabulary and chat template)."""
+    ta, tb = a._tokenizer, b._tokenizer
+    return bool(ta.get_vocab() == tb.get_vocab() and ta.chat_template == tb.chat_template)
+
+
 def _stat_logger_factory(stats: EngineStats) -> Any:
     from vllm.v1.metrics.loggers import StatLoggerBase
 
@@ -271,22 +312,24 @@ def _stat_logger_factory(stats: EngineStats) -> Any:
     return DecodedTokenLogger
 
 
-def _check_memory(kv_cache_gb: float, path: str) -> None:
+def _check_memory(kv_cache_gb: float, *paths: str) -> None:
     try:
         import psutil
     except ImportError:  # pragma: no cover
         return
     weights = 0
-    if os.path.isdir(path):
-        weights = sum(
-            os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors")
-        )
-    need = weights + kv_cache_gb * (1 << 30) + (1 << 30)
+    for path in paths:
+        if os.path.isdir(path):
+            weights += sum(
+                os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors")
+            )
+    engines = max(1, len(paths))
+    need = weights + kv_cache_gb * (1 << 30) + engines * (1 << 30)
     free = psutil.virtual_memory().available
     if need > free:
         raise EngineStartError(
             f"not enough memory to start the engine: needs about {need / (1 << 30):.1f} GiB "
-            f"(weights + {kv_cache_gb:g} GiB KV cache + 1 GiB), {free / (1 << 30):.1f} GiB free; "
+            f"(weights + {kv_cache_gb:g} GiB KV cache + 1 GiB per engine), {free / (1 << 30):.1f} GiB free; "
             "lower --kv-cache-gb, close other engines, or use a smaller model"
         )
 
