@@ -291,6 +291,13 @@ def serve(
     max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
     max_num_seqs: Annotated[int, typer.Option(help="Most sequences decoded at once.")] = 64,
     seed: Annotated[int, typer.Option(help="Engine seed.")] = 0,
+    hidden_states: Annotated[
+        bool,
+        typer.Option(
+            "--hidden-states",
+            help="Also serve hidden states (turns on vLLM's development endpoints: keep it on loopback).",
+        ),
+    ] = False,
     log: Annotated[
         Path | None, typer.Option(help="Write the server's log here (default: a temp file).")
     ] = None,
@@ -313,8 +320,11 @@ def serve(
         max_model_len=max_model_len,
         max_num_seqs=max_num_seqs,
         seed=seed,
+        hidden_states=hidden_states,
         log=log,
     )
+    if hidden_states and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] --hidden-states exposes vLLM's development endpoints on {host}")
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

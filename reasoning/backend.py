@@ -7,23 +7,28 @@ request in the engine at once; strategies that stop early rely on it. `collect` 
 convenience on top: it drains a stream into one `Completion` per sample.
 
 Optional abilities are separate protocols: `TokenCounter` (count a request's prompt tokens
-before sending it, needed to enforce a prompt-token budget).
+before sending it, needed to enforce a prompt-token budget) and `HiddenStateReader` (hidden
+states of chosen layers at chosen positions of a prompt, from the model the engine serves).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 from reasoning.errors import ConfigError
 
 __all__ = [
+    "HIDDEN_STATES_OFFERED_BY",
     "Backend",
     "Chunk",
     "Completion",
     "FinishReason",
+    "HiddenStateReader",
     "Message",
     "Request",
     "Sampling",
@@ -189,6 +194,35 @@ class TokenCounter(Protocol):
 
     def prompt_tokens(self, request: Request) -> int:
         """Return the number of prompt tokens `request` will occupy."""
+        ...
+
+
+HIDDEN_STATES_OFFERED_BY = (
+    "vllm (in-process, eager mode: the default), and openai against a server started with "
+    "`reasoning serve --hidden-states`"
+)
+"""Which backends can give hidden states, for `CapabilityError` messages."""
+
+
+@runtime_checkable
+class HiddenStateReader(Protocol):
+    """Capability: hidden states of the served model at chosen layers and token positions."""
+
+    async def hidden_states(
+        self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)
+    ) -> np.ndarray:
+        """Hidden states ``[len(positions), len(layers), hidden]`` (float32) of `request`'s prompt.
+
+        The text is the rendered prompt (chat template, then ``request.prefix``) exactly as a
+        continuation request would send it. Layers follow transformers' numbering (0 =
+        embeddings, i = decoder layer i, num_layers = final normed output); positions index
+        the text's tokens, negative ones from the end (default: the last token, the state from
+        which generation would continue).
+
+        Raises:
+            CapabilityError: This backend instance cannot give hidden states.
+            ConfigError: A layer or position is out of range.
+        """
         ...
 
 

@@ -19,9 +19,11 @@ import numpy as np
 
 from reasoning.answers import extract_answer, normalize_answer
 from reasoning.backend import (
+    HIDDEN_STATES_OFFERED_BY,
     Backend,
     Chunk,
     Completion,
+    HiddenStateReader,
     Message,
     Request,
     Sampling,
@@ -29,7 +31,7 @@ from reasoning.backend import (
     collect_stream,
 )
 from reasoning.budget import Meter, Reservation
-from reasoning.errors import BudgetExhausted, ConfigError
+from reasoning.errors import BudgetExhausted, CapabilityError, ConfigError
 from reasoning.problem import Problem
 from reasoning.record import Candidate
 
@@ -227,6 +229,35 @@ class Context:
         if backend is not None and backend in self.meters:
             self.meters[backend].usage.cancelled_samples += cancelled
         return completions
+
+    async def hidden_states(
+        self,
+        layers: Sequence[int],
+        prefix: str = "",
+        positions: Sequence[int] = (-1,),
+        backend: str | None = None,
+    ) -> np.ndarray:
+        """Hidden states of this problem's prompt plus `prefix` (see `HiddenStateReader`).
+
+        Metered as one call decoding one token (the probe's forward pass).
+
+        Raises:
+            CapabilityError: The backend cannot give hidden states; the message names those that can.
+        """
+        target = self.backend_named(backend)
+        if not isinstance(target, HiddenStateReader):
+            raise CapabilityError("hidden states", target.name, HIDDEN_STATES_OFFERED_BY)
+        name = backend if backend is not None else (self.backend_name or None)
+        request = self.request(Sampling(temperature=0.0, max_tokens=1), prefix)
+        granted = self._reserve(request, target, name)
+        spent = 0
+        try:
+            values = await target.hidden_states(request, layers, positions)
+            spent = 1
+        finally:
+            for meter, reservation in granted:
+                meter.settle(reservation, spent)
+        return values
 
     async def generate_all(
         self, requests: Sequence[Request], backend: str | None = None

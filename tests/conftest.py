@@ -22,10 +22,10 @@ def engine() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[object]:
-    """A vLLM OpenAI-compatible server for the same model on a free loopback port."""
+    """A vLLM OpenAI-compatible server for the same model on a free loopback port (hidden states on)."""
     from reasoning.backends.server import VLLMServer
 
-    with VLLMServer(kv_cache_gb=1.0) as running:
+    with VLLMServer(kv_cache_gb=1.0, hidden_states=True) as running:
         yield running
 
 

@@ -21,17 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
-from collections.abc import AsyncGenerator
+import uuid
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from reasoning.backend import Chunk, FinishReason, Request, TokenLogprob
+import numpy as np
+
+from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
+from reasoning.backends.hidden_states import capture_args, decode_popped, fetch, positions_of
 from reasoning.errors import BackendError, BackendUnavailable, CapabilityError, ConfigError
 
 __all__ = ["OpenAIBackend"]
 
 logger = logging.getLogger(__name__)
+
+_CPU_BLOCK_SIZE = 128  # prefix-cache block of vLLM on CPU; only steers how cached positions are refetched
 
 
 class OpenAIBackend:
@@ -95,6 +102,7 @@ class OpenAIBackend:
         self._tokenizer_loaded = False
         self._client: Any = None
         self._http_client = http_client
+        self._num_layers: int | None = None
 
     @property
     def name(self) -> str:
@@ -222,6 +230,74 @@ class OpenAIBackend:
                 "prompt token counting", self.name, "vllm, or openai with a local tokenizer"
             )
         return len(tokenizer.encode(self.render(request), add_special_tokens=False))
+
+    # -- hidden states ---------------------------------------------------------------------------
+
+    async def hidden_states(
+        self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)
+    ) -> np.ndarray:
+        """Hidden states ``[len(positions), len(layers), hidden]`` of `request`'s prompt text.
+
+        Works against a vLLM server started with ``reasoning serve --hidden-states`` (the
+        worker extension of `reasoning.backends.hidden_states` plus vLLM's ``/collective_rpc``
+        development endpoint); the probe itself is an ordinary completions request.
+
+        Raises:
+            CapabilityError: The server has no hidden-state extension, or there is no local
+                tokenizer to render the prompt.
+        """
+        tokenizer = self._local_tokenizer()
+        if tokenizer is None:
+            raise CapabilityError(
+                "hidden states (no local tokenizer to render the prompt)", self.name, HIDDEN_STATES_OFFERED_BY
+            )
+        if not self.model:
+            await self.check()
+        count = await self._install()
+        bad = [layer for layer in layers if not 0 <= layer <= count]
+        if bad or not layers:
+            raise ConfigError(f"layers {bad or '[]'} are outside 0..{count} (0 = embeddings)")
+        ids = tokenizer.encode(self.render(request), add_special_tokens=False)
+        wanted = positions_of(positions, len(ids))
+        return await fetch(self._probe, self._pop, ids, list(layers), wanted, _CPU_BLOCK_SIZE)
+
+    async def _rpc(self, method: str, *args: str) -> Any:
+        import httpx
+
+        self._get_client()
+        try:
+            response = await self._http_client.post(
+                self.url + "/collective_rpc", json={"method": method, "args": list(args)}
+            )
+        except httpx.HTTPError as exc:
+            raise self._error(exc) from exc
+        if response.status_code != 200:
+            raise CapabilityError(
+                f"hidden states (the server at {self.url} answered {response.status_code} to "
+                f"{method}: it was not started with --hidden-states)",
+                self.name,
+                HIDDEN_STATES_OFFERED_BY,
+            )
+        return response.json()["results"][0]
+
+    async def _install(self) -> int:
+        if self._num_layers is None:
+            self._num_layers = int(await self._rpc("reasoning_hs_install"))
+        return self._num_layers
+
+    async def _probe(self, ids: list[int], layers: list[int], positions: list[int], salt: str | None) -> str:
+        key = uuid.uuid4().hex
+        extra: dict[str, Any] = {"vllm_xargs": capture_args(key, layers, positions)}
+        if salt is not None:
+            extra["cache_salt"] = salt
+        call = self._get_client().completions.create
+        await self._with_retries(
+            lambda: call(model=self.model, prompt=ids, max_tokens=1, temperature=0.0, extra_body=extra)
+        )
+        return key
+
+    async def _pop(self, keys: list[str]) -> dict[str, tuple[list[int], np.ndarray | None]]:
+        return decode_popped(await self._rpc("reasoning_hs_pop", json.dumps(keys)))
 
     # -- streaming -----------------------------------------------------------------------------
 

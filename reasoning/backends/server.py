@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+from reasoning.backends.hidden_states import EXTENSION
 from reasoning.backends.openai_server import OpenAIBackend
 from reasoning.errors import ConfigError, EngineStartError
 from reasoning.models import DEFAULT_MODEL, Progress, embedded, resolve_model
@@ -56,6 +57,7 @@ class VLLMServer:
         enforce_eager: bool = True,
         dtype: str = "bfloat16",
         seed: int = 0,
+        hidden_states: bool = False,
         extra_args: tuple[str, ...] = (),
         log: Path | None = None,
         progress: Progress | None = None,
@@ -72,6 +74,9 @@ class VLLMServer:
             enforce_eager: Skip graph compilation (faster start).
             dtype: Weight dtype.
             seed: Engine seed.
+            hidden_states: Offer hidden states over HTTP: installs the worker extension of
+                `reasoning.backends.hidden_states` and turns on vLLM's development endpoints
+                (``/collective_rpc`` among them: keep such a server on loopback). Needs eager mode.
             extra_args: More ``vllm serve`` arguments, passed verbatim.
             log: File for the server's output (default: a temporary file); None with
                 ``inherit`` output is chosen by `start`.
@@ -91,6 +96,9 @@ class VLLMServer:
         self.enforce_eager = enforce_eager
         self.dtype = dtype
         self.seed = seed
+        self.hidden_states = hidden_states
+        if hidden_states and not enforce_eager:
+            raise ConfigError("hidden states need eager mode (compiled graphs skip the hooks)")
         self.extra_args = extra_args
         self.log_path = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -133,6 +141,8 @@ class VLLMServer:
         ]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
+        if self.hidden_states:
+            cmd += ["--worker-extension-cls", EXTENSION]
         if not _on_gpu():
             cmd += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
         return cmd + list(self.extra_args)
@@ -165,8 +175,12 @@ class VLLMServer:
                 self.log_path = Path(name)
             self._log_file = self.log_path.open("wb")
             output = self._log_file
+        env = dict(os.environ)
+        if self.hidden_states:
+            env["VLLM_SERVER_DEV_MODE"] = "1"
         self.process = subprocess.Popen(
             self.command(),
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,

@@ -13,6 +13,8 @@ The only module that builds vLLM objects. Choices, each measured on the 2-core C
   verbatim, so continuations share byte-identical prefixes and the prefix cache serves them.
 * A stat logger counts the tokens the engine itself decoded per request, so the tokens decoded
   after a cancellation (the capacity not freed) are measurable: `EngineStats`.
+* Hidden states (`VLLMBackend.hidden_states`) come from idle forward hooks in the engine's
+  worker, armed per request (`reasoning.backends.hidden_states` says why this route).
 
 The engine core runs in a spawned process (vLLM forces ``spawn`` on CPU), so scripts that start
 the engine need an ``if __name__ == "__main__":`` guard.
@@ -20,16 +22,20 @@ the engine need an ``if __name__ == "__main__":`` guard.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reasoning.backend import Chunk, FinishReason, Request, TokenLogprob
-from reasoning.errors import BackendError, ConfigError, EngineStartError
+import numpy as np
+
+from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
+from reasoning.backends.hidden_states import EXTENSION, capture_args, decode_popped, fetch, positions_of
+from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
 from reasoning.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
 
 __all__ = ["DRAFT_TARGET", "EngineStats", "VLLMBackend", "load_backends", "shares_tokenizer"]
@@ -79,8 +85,13 @@ class VLLMBackend:
         >>> backend.close()                                  # doctest: +SKIP
     """
 
-    def __init__(self, engine: Any, tokenizer: Any, model: str, stats: EngineStats) -> None:
+    def __init__(
+        self, engine: Any, tokenizer: Any, model: str, stats: EngineStats, hidden_states: bool = False
+    ) -> None:
         """Wrap a started engine; use `VLLMBackend.load` to start one."""
+        self._hidden = hidden_states
+        self._num_layers: int | None = None
+        self._install_lock = asyncio.Lock()
         self._engine = engine
         self._tokenizer = tokenizer
         self.model = model
@@ -106,6 +117,7 @@ class VLLMBackend:
         enforce_eager: bool = True,
         dtype: str = "bfloat16",
         seed: int = 0,
+        hidden_states: bool = True,
         progress: Progress | None = None,
     ) -> VLLMBackend:
         """Start an engine for `model` (default: the embedded default model).
@@ -118,6 +130,8 @@ class VLLMBackend:
             enforce_eager: Skip graph compilation (faster start; README gives the trade-off).
             dtype: Weight dtype (``bfloat16``, ``float16``, ``float32``).
             seed: Engine seed (per-request seeds come from the controller).
+            hidden_states: Offer `hidden_states` (installs idle forward hooks in the engine's
+                worker; needs eager mode; no measurable cost while unused).
             progress: Progress callback for the embedded model's first-use conversion.
 
         Raises:
@@ -156,12 +170,13 @@ class VLLMBackend:
             enforce_eager=enforce_eager,
             disable_log_stats=False,
             **({} if on_gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
+            **({"worker_extension_cls": EXTENSION} if hidden_states and enforce_eager else {}),
         )
         try:
             engine = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(stats)])
         except Exception as exc:  # engine start failures arrive as assorted exception types
             raise EngineStartError(_explain_start_failure(exc, name)) from exc
-        backend = cls(engine, engine.get_tokenizer(), name, stats)
+        backend = cls(engine, engine.get_tokenizer(), name, stats, hidden_states and enforce_eager)
         backend.max_concurrency = max_num_seqs
         return backend
 
@@ -238,6 +253,60 @@ class VLLMBackend:
             raise _backend_error(exc, self.name) from exc
         finally:
             self.stats.delivered_tokens += delivered
+
+    async def hidden_states(
+        self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)
+    ) -> np.ndarray:
+        """Hidden states ``[len(positions), len(layers), hidden]`` of `request`'s prompt text.
+
+        See `HiddenStateReader`; the route and its costs are in `reasoning.backends.hidden_states`.
+        """
+        if self._engine is None:
+            raise BackendError("the vLLM engine is closed", backend=self.name)
+        if not self._hidden:
+            raise CapabilityError(
+                "hidden states (this engine was loaded with hidden_states=False or in compiled mode)",
+                self.name,
+                HIDDEN_STATES_OFFERED_BY,
+            )
+        count = await self._install()
+        bad = [layer for layer in layers if not 0 <= layer <= count]
+        if bad or not layers:
+            raise ConfigError(f"layers {bad or '[]'} are outside 0..{count} (0 = embeddings)")
+        ids = self._tokenizer.encode(self.render(request), add_special_tokens=False)
+        wanted = positions_of(positions, len(ids))
+        block = int(self._engine.vllm_config.cache_config.block_size)
+        return await fetch(self._probe, self._pop, ids, list(layers), wanted, block)
+
+    async def _install(self) -> int:
+        async with self._install_lock:
+            if self._num_layers is None:
+                [count] = await self._engine.collective_rpc("reasoning_hs_install")
+                self._num_layers = int(count)
+            return self._num_layers
+
+    async def _probe(self, ids: list[int], layers: list[int], positions: list[int], salt: str | None) -> str:
+        from vllm import SamplingParams
+
+        key = uuid.uuid4().hex
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, detokenize=False, extra_args=capture_args(key, layers, positions)
+        )
+        prompt: dict[str, Any] = {"prompt_token_ids": ids}
+        if salt is not None:
+            prompt["cache_salt"] = salt
+        try:
+            async with contextlib.aclosing(self._engine.generate(prompt, params, key)) as outputs:
+                async for _ in outputs:
+                    pass
+        except Exception as exc:
+            raise _backend_error(exc, self.name) from exc
+        self.stats.delivered_tokens += 1  # the probe's one decoded token is not wasted work
+        return key
+
+    async def _pop(self, keys: list[str]) -> dict[str, tuple[list[int], np.ndarray | None]]:
+        [popped] = await self._engine.collective_rpc("reasoning_hs_pop", args=(keys,))
+        return decode_popped(popped)
 
     def _logprobs(self, sample: Any, k: int | None) -> tuple[TokenLogprob, ...]:
         if k is None or not sample.logprobs:
