@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reasoning import BackendUnavailable, Controller, Message, Request, Sampling, collect
+from reasoning import BackendUnavailable, CapabilityError, Controller, Message, Request, Sampling, collect
 from reasoning.backends.openai_server import OpenAIBackend
 from reasoning.backends.server import VLLMServer, free_port
 from reasoning.strategies import Single
@@ -89,6 +89,9 @@ async def test_server_death_mid_run_stops_cleanly_keeps_results_and_resumes(tmp_
     with VLLMServer(port=port, kv_cache_gb=0.5) as second:
         backend = second.backend()
         runs = await solve(problems, Controller(backend), strategy, output=out, concurrency=2)
+        # This server was started without --hidden-states: a clear capability error.
+        with pytest.raises(CapabilityError, match=r"hidden states .*not started with --hidden-states"):
+            await backend.hidden_states(Request((Message("user", "hi"),)), [1])
         await backend.aclose()
     assert [r.problem_id for r in runs] == [p.id for p in problems]
     assert all(r.error is None and len(r.candidates) == 1 for r in runs)
