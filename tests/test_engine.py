@@ -140,7 +140,7 @@ async def test_same_strategy_gives_the_same_kind_of_record_on_both_backends(engi
     local = await Controller(engine, seed=3).run(problem, strategy)
     served = await Controller(remote, seed=3).run(problem, strategy)
     assert (local.backend, served.backend) == ("vllm", "openai")
-    skip = {"backend", "usage"}
+    skip = {"backend", "usage", "started_at"}
     assert local.model_dump(exclude=skip | {"candidates"}) == served.model_dump(exclude=skip | {"candidates"})
     for a, b in zip(local.candidates, served.candidates, strict=True):
         assert a.model_dump(exclude={"seconds"}) == b.model_dump(exclude={"seconds"})

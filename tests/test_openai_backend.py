@@ -232,3 +232,22 @@ def test_bad_settings_are_config_errors() -> None:
         OpenAIBackend("localhost:8000")
     with pytest.raises(ConfigError, match="max_retries"):
         OpenAIBackend(URL, max_retries=-1)
+
+
+async def test_a_timeout_is_retried_and_then_reported_with_the_url() -> None:
+    calls = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            raise httpx.ReadTimeout("no bytes for 300 s")
+        return ok()
+
+    completions = await collect(backend(flaky), ASK)
+    assert len(calls) == 2 and completions[1].text == "It is"
+
+    def silent(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no bytes for 300 s")
+
+    with pytest.raises(BackendUnavailable, match=r"timed out waiting for http://127\.0\.0\.1:9"):
+        await collect(backend(silent, max_retries=1), ASK)
