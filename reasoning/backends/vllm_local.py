@@ -358,9 +358,13 @@ def load_backends(
 
 
 def shares_tokenizer(a: VLLMBackend, b: VLLMBackend) -> bool:
-    """True when two backends tokenize identically (same vocabulary and chat template)."""
+    """True when two backends' token ids mean the same text (same vocabulary and end tokens).
+
+    Chat templates may still differ in parts a plain chat does not use: the embedded 0.5B and
+    1.5B differ only in the escaping of their tool-calling text and render chats identically.
+    """
     ta, tb = a._tokenizer, b._tokenizer
-    return bool(ta.get_vocab() == tb.get_vocab() and ta.chat_template == tb.chat_template)
+    return bool(ta.get_vocab() == tb.get_vocab() and ta.eos_token_id == tb.eos_token_id)
 
 
 def _stat_logger_factory(stats: EngineStats) -> Any:
