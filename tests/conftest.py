@@ -45,6 +45,4 @@ def backend(request: pytest.FixtureRequest) -> object:
 
 async def decoded_tokens(backend: object) -> int:
     """Tokens the backend's engine decoded so far (its own count, cancelled work included)."""
-    if hasattr(backend, "stats"):
-        return int(backend.stats.decoded_tokens)
     return int(await backend.decoded_tokens())

@@ -180,6 +180,10 @@ class VLLMBackend:
         backend.max_concurrency = max_num_seqs
         return backend
 
+    async def decoded_tokens(self) -> int:
+        """Tokens the engine has decoded so far (same meaning as `OpenAIBackend.decoded_tokens`)."""
+        return self.stats.decoded_tokens
+
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
         engine, self._engine = self._engine, None
