@@ -186,13 +186,13 @@ class OpenAIBackend:
     def _local_tokenizer(self) -> Any:
         if self._tokenizer_loaded:
             return self._tokenizer
-        self._tokenizer_loaded = True
         if self._tokenizer_source is not None and not isinstance(self._tokenizer_source, str):
-            self._tokenizer = self._tokenizer_source
+            self._tokenizer, self._tokenizer_loaded = self._tokenizer_source, True
             return self._tokenizer
         source = self._tokenizer_source or self.model
         if not source:
-            return None
+            return None  # the model name is not known yet (`check` reads it): decide later
+        self._tokenizer_loaded = True
         from reasoning.models import cached_model_path
 
         path = cached_model_path(source)
