@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,6 +155,12 @@ def solve(
     if base_url and backend == "vllm":
         backend = "openai"
     models, urls = _named(model or [], "model"), _named(base_url or [], "base-url")
+    if output is not None and output.exists() and backend == "vllm":
+        # Refuse a results file of other settings before spending ~40 s starting an engine.
+        from reasoning.evals.run import check_resumable
+
+        stand_in = Controller(_stand_ins(models), budget=budget, seed=seed, budgets=budgets)
+        check_resumable(output, problems, stand_in, chosen, budget)
     engine = _backend(backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key)
     try:
         controller = Controller(engine, budget=budget, seed=seed, budgets=budgets)
@@ -206,6 +213,29 @@ def _named(items: list[str], what: str) -> str | dict[str, str] | None:
     if (plain and named) or len(plain) > 1:
         raise ConfigError(f"give one --{what}, or several as name=value (e.g. --{what} draft=...)")
     return named or (plain[0] if plain else None)
+
+
+@dataclass
+class _StandIn:
+    """What the resume check needs of a backend before the engine exists."""
+
+    name: str
+    model: str
+
+    async def stream(self, request: Any) -> Any:  # pragma: no cover - never called
+        raise NotImplementedError
+
+
+def _stand_ins(models: str | dict[str, str] | None) -> Any:
+    from reasoning.models import embedded
+
+    def name_of(model: str | None) -> str:
+        spec = embedded(model or DEFAULT_MODEL)
+        return spec.name if spec else str(model)
+
+    if isinstance(models, dict):
+        return {key: _StandIn("vllm", name_of(value)) for key, value in models.items()}
+    return _StandIn("vllm", name_of(models))
 
 
 def _budget_lines(items: list[str]) -> dict[str, Budget]:

@@ -24,7 +24,7 @@ from reasoning.errors import BackendError, BackendUnavailable, ConfigError, Data
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.verifiers.grading import grade
 
-__all__ = ["default_concurrency", "read_results", "solve"]
+__all__ = ["check_resumable", "default_concurrency", "read_results", "solve"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +104,7 @@ async def solve(
     if len(set(ids)) != len(ids):
         raise DatasetError("problem ids are not unique; results could not be resumed")
     previous = read_results(output) if output else {}
-    expected = _identity(_probe_run(controller, strategy, budget))
-    for run in previous.values():
-        if run.problem_id in ids and _identity(run) != expected:
-            mismatch = [k for k in _IDENTITY if _identity(run)[k] != expected[k]]
-            raise ConfigError(
-                f"{output} holds results of another configuration (different {', '.join(mismatch)}); "
-                "use a new --output or the same settings to resume"
-            )
+    _check_identity(output, previous, ids, controller, strategy, budget)
     done: dict[int, Run] = {}
     todo: list[int] = []
     for index, problem in enumerate(problems):
@@ -169,6 +162,37 @@ def _rewrite_in_order(output: Path, runs: list[Run]) -> None:
         for run in [*others, *runs]:
             sink.write(run.model_dump_json() + "\n")
     os.replace(temporary, output)
+
+
+def check_resumable(
+    output: Path, problems: Sequence[Problem], controller: Controller, strategy: Strategy, budget: Budget
+) -> None:
+    """Raise `ConfigError` if `output` holds results of another configuration for `problems`.
+
+    Cheap (no model call): the CLI runs it before starting an engine. `controller` may hold
+    stand-in backends that only carry ``name`` and ``model``.
+    """
+    previous = read_results(output)
+    _check_identity(output, previous, [p.id for p in problems], controller, strategy, budget)
+
+
+def _check_identity(
+    output: Path | None,
+    previous: dict[str, Run],
+    ids: Sequence[str],
+    controller: Controller,
+    strategy: Strategy,
+    budget: Budget,
+) -> None:
+    expected = _identity(_probe_run(controller, strategy, budget))
+    wanted = set(ids)
+    for run in previous.values():
+        if run.problem_id in wanted and _identity(run) != expected:
+            mismatch = [k for k in _IDENTITY if _identity(run)[k] != expected[k]]
+            raise ConfigError(
+                f"{output} holds results of another configuration (different {', '.join(mismatch)}); "
+                "use a new --output or the same settings to resume"
+            )
 
 
 def _probe_run(controller: Controller, strategy: Strategy, budget: Budget) -> Run:

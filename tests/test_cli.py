@@ -101,3 +101,19 @@ def test_bad_input_is_one_clear_line(
     err = capsys.readouterr().err
     assert message in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_a_results_file_of_other_settings_is_refused_before_any_engine_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "r.jsonl"
+    base = ["solve", "--dataset", "gsm8k", "--limit", "2", "--output", str(out)]
+    code, text = invoke(*base, "--backend", "scripted")
+    assert code == 0, text
+
+    def no_engine(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the engine was started before the resume check")
+
+    monkeypatch.setattr("reasoning.backends.vllm_local.VLLMBackend.load", no_engine)
+    code, text = invoke(*base, "--model", "0.5b")
+    assert code == 1 and "holds results of another configuration (different model)" in " ".join(text.split())
