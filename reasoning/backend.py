@@ -24,6 +24,7 @@ from reasoning.errors import ConfigError
 
 __all__ = [
     "HIDDEN_STATES_OFFERED_BY",
+    "Assembler",
     "Backend",
     "Chunk",
     "Completion",
@@ -235,6 +236,60 @@ class _Partial:
     seconds: float = 0.0
 
 
+class Assembler:
+    """Builds `Completion`s from interleaved chunks, handing each over when its sample ends.
+
+    Example:
+        >>> a = Assembler(Request((Message("user", "hi"),), Sampling(n=2)))
+        >>> a.add(Chunk(1, "ok", 1, finish_reason="stop")).text
+        'ok'
+        >>> [c.finish_reason for c in a.unfinished()]
+        ['cancelled']
+    """
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.start = time.monotonic()
+        self._parts = [_Partial() for _ in range(request.sampling.n)]
+        self._prompt_tokens = 0
+        self._cached_tokens = 0
+
+    def add(self, chunk: Chunk) -> Completion | None:
+        """Take one chunk; return the sample's `Completion` if this chunk finished it."""
+        part = self._parts[chunk.index]
+        part.text.append(chunk.text)
+        part.tokens += chunk.tokens
+        part.logprobs.extend(chunk.logprobs)
+        self._prompt_tokens = max(self._prompt_tokens, chunk.prompt_tokens)
+        self._cached_tokens = max(self._cached_tokens, chunk.cached_tokens)
+        if chunk.finish_reason is None or part.finish is not None:
+            return None
+        part.finish = chunk.finish_reason
+        part.seconds = time.monotonic() - self.start
+        return self._completion(chunk.index)
+
+    def unfinished(self) -> list[Completion]:
+        """The samples that have not finished, as cancelled completions (with their tokens)."""
+        return [self._completion(i) for i, p in enumerate(self._parts) if p.finish is None]
+
+    def all(self) -> list[Completion]:
+        """Every sample by index; unfinished ones count as cancelled."""
+        return [self._completion(i) for i in range(len(self._parts))]
+
+    def _completion(self, index: int) -> Completion:
+        p = self._parts[index]
+        return Completion(
+            index=index,
+            text="".join(p.text),
+            output_tokens=p.tokens,
+            finish_reason=p.finish or "cancelled",
+            prompt_tokens=self._prompt_tokens,
+            cached_tokens=self._cached_tokens,
+            seconds=p.seconds or time.monotonic() - self.start,
+            logprobs=tuple(p.logprobs) if self.request.sampling.logprobs is not None else None,
+        )
+
+
 async def collect(backend: Backend, request: Request) -> list[Completion]:
     """Run `request` to the end and return its samples, ordered by index."""
     return await collect_stream(backend.stream(request), request)
@@ -242,29 +297,7 @@ async def collect(backend: Backend, request: Request) -> list[Completion]:
 
 async def collect_stream(chunks: AsyncIterator[Chunk], request: Request) -> list[Completion]:
     """Drain `chunks` into one `Completion` per sample of `request`."""
-    start = time.monotonic()
-    parts = [_Partial() for _ in range(request.sampling.n)]
-    prompt_tokens = cached_tokens = 0
+    assembler = Assembler(request)
     async for chunk in chunks:
-        part = parts[chunk.index]
-        part.text.append(chunk.text)
-        part.tokens += chunk.tokens
-        part.logprobs.extend(chunk.logprobs)
-        prompt_tokens = max(prompt_tokens, chunk.prompt_tokens)
-        cached_tokens = max(cached_tokens, chunk.cached_tokens)
-        if chunk.finish_reason is not None:
-            part.finish = chunk.finish_reason
-            part.seconds = time.monotonic() - start
-    return [
-        Completion(
-            index=i,
-            text="".join(p.text),
-            output_tokens=p.tokens,
-            finish_reason=p.finish or "cancelled",
-            prompt_tokens=prompt_tokens,
-            cached_tokens=cached_tokens,
-            seconds=p.seconds or time.monotonic() - start,
-            logprobs=tuple(p.logprobs) if request.sampling.logprobs is not None else None,
-        )
-        for i, p in enumerate(parts)
-    ]
+        assembler.add(chunk)
+    return assembler.all()

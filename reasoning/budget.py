@@ -69,6 +69,8 @@ class Usage:
     """Samples requested (sum of n)."""
     cancelled_samples: int = 0
     """Samples cancelled before they finished."""
+    cancelled_tokens: int = 0
+    """Tokens decoded for samples that were then cancelled (work whose result was dropped)."""
     seconds: float = 0.0
     """Wall time."""
 

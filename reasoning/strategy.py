@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -20,6 +20,7 @@ import numpy as np
 from reasoning.answers import extract_answer, normalize_answer
 from reasoning.backend import (
     HIDDEN_STATES_OFFERED_BY,
+    Assembler,
     Backend,
     Chunk,
     Completion,
@@ -220,14 +221,41 @@ class Context:
     async def generate(self, request: Request, backend: str | None = None) -> list[Completion]:
         """Run `request` to the end on `backend` (default: the run's); return its samples."""
         completions = await collect_stream(self.stream(request, backend), request)
+        return self.record(completions, backend)
+
+    async def finishes(
+        self, request: Request, backend: str | None = None
+    ) -> AsyncGenerator[Completion, None]:
+        """Yield each sample of `request` the moment it finishes, in finishing order.
+
+        Leaving the loop (or closing the iterator) cancels the samples still decoding, in the
+        engine, at once; they are recorded as cancelled with the tokens they had decoded
+        (``usage.cancelled_tokens``). Every yielded completion is recorded too.
+        """
+        assembler = Assembler(request)
+        try:
+            async with contextlib.aclosing(self.stream(request, backend)) as chunks:
+                async for chunk in chunks:
+                    done = assembler.add(chunk)
+                    if done is not None:
+                        [done] = self.record([done], backend)
+                        yield done
+        finally:
+            self.record(assembler.unfinished(), backend)
+
+    def record(self, completions: list[Completion], backend: str | None = None) -> list[Completion]:
+        """Add samples obtained through `stream` to the run's record (cancelled ones counted)."""
         backend = backend if backend is not None else (self.backend_name or None)
         if backend is not None:
             completions = [replace(c, backend=backend) for c in completions]
         self.completions.extend(completions)
-        cancelled = sum(c.finish_reason == "cancelled" for c in completions)
-        self.meter.usage.cancelled_samples += cancelled
-        if backend is not None and backend in self.meters:
-            self.meters[backend].usage.cancelled_samples += cancelled
+        cancelled = [c for c in completions if c.finish_reason == "cancelled"]
+        meters = [self.meter] + (
+            [self.meters[backend]] if backend is not None and backend in self.meters else []
+        )
+        for meter in meters:
+            meter.usage.cancelled_samples += len(cancelled)
+            meter.usage.cancelled_tokens += sum(c.output_tokens for c in cancelled)
         return completions
 
     async def hidden_states(
@@ -273,10 +301,41 @@ class Context:
         return verdicts
 
     async def candidates(self, completions: Sequence[Completion], prefix: str = "") -> list[Candidate]:
-        """Turn completions into verified candidate records."""
+        """Turn completions into verified candidate records.
+
+        A cancelled sample has no final answer: it is recorded with answer None, unverified.
+        """
         texts = [prefix + c.text for c in completions]
-        verdicts = await self.verify(texts)
+        done = [i for i, c in enumerate(completions) if c.finish_reason != "cancelled"]
+        verdicts = [Verdict(answer=None) for _ in completions]
+        for i, verdict in zip(done, await self.verify([texts[i] for i in done]), strict=True):
+            verdicts[i] = verdict
         return [to_candidate(t, c, v) for t, c, v in zip(texts, completions, verdicts, strict=True)]
+
+    async def first_finished(
+        self,
+        request: Request,
+        count: int,
+        backend: str | None = None,
+        accept: Callable[[Completion], Awaitable[bool]] | None = None,
+    ) -> tuple[list[Completion], list[Completion]]:
+        """Run `request` until `count` samples have finished (and passed `accept`); cancel the rest.
+
+        Returns:
+            The finished samples in finishing order (only accepted ones count towards `count`,
+            all are returned), and the samples cancelled in the engine, with their partial text.
+        """
+        finished: list[Completion] = []
+        accepted = 0
+        before = len(self.completions)
+        async with contextlib.aclosing(self.finishes(request, backend)) as samples:
+            async for completion in samples:
+                finished.append(completion)
+                accepted += 1 if accept is None or await accept(completion) else 0
+                if accepted >= count:
+                    break
+        cancelled = [c for c in self.completions[before:] if c.finish_reason == "cancelled"]
+        return finished, cancelled
 
 
 def request_seed(run_seed: int, problem_id: str, number: int) -> int:

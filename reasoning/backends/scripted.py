@@ -45,6 +45,7 @@ class ScriptedBackend:
         seconds_per_token: float | Sequence[float] = 0.0,
         name: str = "scripted",
         model: str = "scripted",
+        token_logprob: float | Callable[[int, int], float] = -0.1,
     ) -> None:
         """Create a backend.
 
@@ -55,11 +56,15 @@ class ScriptedBackend:
                 (by global sample number, cycling) its own speed, to script finish order.
             name: Backend name in records.
             model: Model name in records.
+            token_logprob: Log-probability of every decoded token and of each of its top-k
+                alternatives, or a function ``(sample_number, token_index) -> logprob``; so the
+                DeepConf token confidence of a token is minus this value.
         """
         if not callable(script) and len(script) == 0:
             raise ConfigError("ScriptedBackend needs at least one scripted output")
         self._script = script
         self._speeds = seconds_per_token
+        self._token_logprob = token_logprob
         self._name = name
         self.model = model
         self.requests: list[Request] = []
@@ -121,7 +126,7 @@ class ScriptedBackend:
         for _ in range(sampling.n):
             number = self._samples
             self._samples += 1
-            plans.append((*self._plan(self._text(request, number), request), self._speed(number)))
+            plans.append((*self._plan(self._text(request, number), request), self._speed(number), number))
         clocks = [0.0] * sampling.n
         positions = [0] * sampling.n
         finished = [False] * sampling.n
@@ -137,7 +142,7 @@ class ScriptedBackend:
                 else:
                     await asyncio.sleep(0)
                 clocks[i] = when
-                tokens, reason, _ = plans[i]
+                tokens, reason, _, number = plans[i]
                 if positions[i] < len(tokens):
                     token = tokens[positions[i]]
                     positions[i] += 1
@@ -149,7 +154,7 @@ class ScriptedBackend:
                         tokens=1,
                         prompt_tokens=len(prompt),
                         cached_tokens=cached,
-                        logprobs=self._logprobs(token, sampling.logprobs),
+                        logprobs=self._logprobs(token, sampling.logprobs, number, positions[i] - 1),
                         finish_reason=reason if done else None,
                     )
                     finished[i] = done
@@ -172,8 +177,10 @@ class ScriptedBackend:
             tokens, reason = tokens[: request.sampling.max_tokens], "length"
         return tokens, reason
 
-    @staticmethod
-    def _logprobs(token: str, k: int | None) -> tuple[TokenLogprob, ...]:
+    def _logprobs(self, token: str, k: int | None, number: int, position: int) -> tuple[TokenLogprob, ...]:
         if k is None:
             return ()
-        return (TokenLogprob(token, -0.1, ((token, -0.1),)[: max(k, 1)]),)
+        value = self._token_logprob
+        logprob = float(value(number, position) if callable(value) else value)
+        top = ((token, logprob), *((f"<alt{j}>", logprob) for j in range(1, max(k, 1))))
+        return (TokenLogprob(token, logprob, top),)
