@@ -101,6 +101,15 @@ class Controller:
         except BudgetExhausted as exc:
             stop_reason = f"budget:{exc.resource}"
             result = await _best_so_far(ctx)
+        except ExceptionGroup as group:  # a strategy's task group: budget stops arrive wrapped
+            budget_stops, rest = group.split(BudgetExhausted)
+            if budget_stops is None or rest is not None:
+                raise
+            first = budget_stops.exceptions[0]
+            while isinstance(first, ExceptionGroup):
+                first = first.exceptions[0]
+            stop_reason = f"budget:{getattr(first, 'resource', 'unknown')}"
+            result = await _best_so_far(ctx)
         usage = meter.finish()
         by_backend = {name: dataclasses.asdict(m.finish()) for name, m in meters.items()}
         return Run(

@@ -125,14 +125,13 @@ class DeepConf:
                         stopped = True
                         break
             [completion] = ctx.record(assembler.unfinished() if stopped else assembler.all())
-            if completion.finish_reason == "cancelled" or settled.is_set():
-                return
             [candidate] = await ctx.candidates([completion])
-            traces.append(completion)
+            voting = completion.finish_reason != "cancelled" and not settled.is_set()
+            traces.append(completion)  # stopped traces stay in the record, without a vote
             scores.append(trace_confidence(self.confidences(completion), "lowest", self.window))
-            keep.append(True)
+            keep.append(voting)
             answers.append(candidate.answer)
-            if consensus() >= self.tau:
+            if voting and consensus() >= self.tau:
                 settled.set()
 
         launched = self.warmup
