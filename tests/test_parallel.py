@@ -152,7 +152,7 @@ async def test_confidence_weighted_best_of_n() -> None:
 
 def test_token_confidence_of_a_peaked_distribution() -> None:
     p_min = 1e-4
-    top = (("a", math.log(1 - 19 * p_min)),) + tuple((f"b{j}", math.log(p_min)) for j in range(19))
+    top = (("a", math.log(1 - 19 * p_min)), *((f"b{j}", math.log(p_min)) for j in range(19)))
     expected = -(math.log(1 - 19 * p_min) + 19 * math.log(p_min)) / 20
     assert token_confidence(TokenLogprob("a", top[0][1], top)) == pytest.approx(expected)
 
