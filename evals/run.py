@@ -72,12 +72,23 @@ def _identity(run: Run) -> dict[str, Any]:
 
 
 def _grade(problem: Problem, run: Run) -> Run:
-    try:
-        correct = grade(problem, run.answer)
-    except ReasoningError as exc:
-        logger.warning("grading %s failed: %s", problem.id, exc)
-        correct = False
-    return run.model_copy(update={"correct": correct})
+    """Grade the answer, and every candidate for the pass@k oracle (distinct answers once)."""
+    verdicts: dict[str | None, bool | None] = {}
+
+    def correct(answer: str | None) -> bool | None:
+        if answer not in verdicts:
+            try:
+                verdicts[answer] = grade(problem, answer)
+            except ReasoningError as exc:
+                logger.warning("grading %s failed: %s", problem.id, exc)
+                verdicts[answer] = False
+        return verdicts[answer]
+
+    final = correct(run.answer)
+    oracle = None
+    if final is not None and run.candidates:
+        oracle = any(correct(c.answer) for c in run.candidates if c.answer is not None)
+    return run.model_copy(update={"correct": final, "oracle_correct": oracle})
 
 
 async def solve(

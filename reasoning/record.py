@@ -58,6 +58,8 @@ class Run(BaseModel):
     """The strategy's final answer (None when it produced none)."""
     correct: bool | None = None
     """Graded against `gold` by the evaluation layer; None when ungraded."""
+    oracle_correct: bool | None = None
+    """pass@k: some candidate's answer is correct (an evaluation oracle; strategies never see it)."""
     chosen: int | None = None
     """Index of the candidate the answer came from."""
     candidates: list[Candidate] = Field(default_factory=list)
