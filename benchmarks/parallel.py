@@ -76,9 +76,8 @@ async def main(args: argparse.Namespace) -> None:
     base = next((r for r in rows if r[0].startswith("self-consistency")), None)
     if base is not None:
         for name, *_, tokens, _cancelled, _late, seconds in rows:
-            print(
-                f"{name:32s} tokens x{tokens / base[3]:.2f}  time x{seconds / base[6]:.2f}  (vs self-consistency)"
-            )
+            ratios = f"tokens x{tokens / base[3]:.2f}  time x{seconds / base[6]:.2f}"
+            print(f"{name:32s} {ratios}  (vs self-consistency)")
 
 
 if __name__ == "__main__":
