@@ -3,6 +3,8 @@
 Scores come from ``score``: ``verifier`` (the run's verifier, e.g. an outcome reward model),
 ``judge`` (the model judges each answer, P(Yes) from logprobs: `reasoning.verifiers.judge`)
 or ``confidence`` (DeepConf's mean token confidence of the trace, from top-20 logprobs).
+The judge may be another named backend (``judge_backend="target"``). No reward model ships
+with the embedded models, so an outcome reward model plugs in as the run's verifier.
 Selectors: ``majority`` (self-consistency, scores unused), ``weighted`` (sum of scores per
 answer) and ``argmax`` (the single best-scored candidate). pass@k is not a selector: it is an
 oracle the evaluation layer computes from gold answers (``Run.oracle_correct``).
@@ -36,6 +38,8 @@ class BestOfN:
     """Nucleus mass."""
     max_tokens: int = 512
     """Most tokens per sample."""
+    judge_backend: str | None = None
+    """Named backend that judges (e.g. ``target`` judging a ``draft``'s samples); default: the run's."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -56,7 +60,7 @@ class BestOfN:
         candidates = await ctx.candidates(completions)
         scores: list[float | None] = [c.score for c in candidates]
         if self.selector != "majority" and self.score == "judge":
-            scores = list(await judge_scores(ctx, [c.text for c in candidates]))
+            scores = list(await judge_scores(ctx, [c.text for c in candidates], self.judge_backend))
         elif confidence:
             scores = [
                 sum(token_confidence(t) for t in c.logprobs or ()) / max(1, len(c.logprobs or ()))

@@ -256,3 +256,15 @@ def test_majority_vote_tie_rules() -> None:
     assert majority_vote(["a", "b"], lengths=[5, 3], tie="shortest") == 1
     assert majority_vote(["a", "b", "b"], lengths=[9, 3, 4], tie="longest") == 2  # no tie: b wins
     assert majority_vote(["a", "b"], lengths=[5, 7], tie="longest") == 1
+
+
+async def test_another_named_backend_can_judge() -> None:
+    drafts = ScriptedBackend([words(3, "5"), words(3, "4")], name="vllm", model="small")
+    judge = ScriptedBackend(
+        lambda request, number: "Yes" if "boxed{4}" in request.messages[0].content else "No"
+    )
+    controller = Controller({"draft": drafts, "target": judge})
+    strategy = BestOfN(n=2, selector="argmax", score="judge", judge_backend="target")
+    result = await controller.run(PROBLEM, strategy)
+    assert result.answer == "4" and len(judge.requests) == 2 and len(drafts.requests) == 1
+    assert result.usage_by_backend["target"]["calls"] == 2
