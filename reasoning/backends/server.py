@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from reasoning.backends.hidden_states import EXTENSION
 from reasoning.backends.openai_server import OpenAIBackend
+from reasoning.backends.vllm_local import _check_memory, _configure_cpu_environment, on_gpu
 from reasoning.errors import ConfigError, EngineStartError
 from reasoning.models import DEFAULT_MODEL, Progress, embedded, resolve_model
 
@@ -143,7 +144,7 @@ class VLLMServer:
             cmd.append("--enforce-eager")
         if self.hidden_states:
             cmd += ["--worker-extension-cls", EXTENSION]
-        if not _on_gpu():
+        if not on_gpu():
             cmd += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
         return cmd + list(self.extra_args)
 
@@ -158,12 +159,10 @@ class VLLMServer:
             EngineStartError: The server exited or did not become healthy in time; the
                 message carries the end of its log.
         """
-        from reasoning.backends.vllm_local import _check_memory, _configure_cpu_environment
-
         if self.process is not None:
             return self
         _configure_cpu_environment()
-        if not _on_gpu():
+        if not on_gpu():
             _check_memory(self.kv_cache_gb, self.path)
         if _listening(self.host, self.port):
             raise EngineStartError(f"port {self.port} on {self.host} is already in use; pick another --port")
@@ -254,11 +253,3 @@ def _listening(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "") else host, port)) == 0
-
-
-def _on_gpu() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())

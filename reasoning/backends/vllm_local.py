@@ -153,8 +153,8 @@ class VLLMBackend:
                 f"vLLM is not installed ({exc}); run: pip install torch==2.13.0 && "
                 "pip install 'reasoning[vllm]'  (on a GPU machine: pip install vllm)"
             ) from exc
-        on_gpu = torch.cuda.is_available()
-        if not on_gpu:
+        gpu = torch.cuda.is_available()
+        if not gpu:
             _check_memory(kv_cache_gb, path)
         stats = EngineStats()
         args = AsyncEngineArgs(
@@ -169,7 +169,7 @@ class VLLMBackend:
             max_num_batched_tokens=max(max_model_len, 2048),
             enforce_eager=enforce_eager,
             disable_log_stats=False,
-            **({} if on_gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
+            **({} if gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
             **({"worker_extension_cls": EXTENSION} if hidden_states and enforce_eager else {}),
         )
         try:
@@ -343,12 +343,7 @@ def load_backends(
     if not models:
         raise ConfigError("load_backends needs at least one name=model")
     paths = {name: resolve_model(model) for name, model in models.items()}
-    on_gpu = False
-    with contextlib.suppress(ImportError):
-        import torch
-
-        on_gpu = torch.cuda.is_available()
-    if not on_gpu:
+    if not on_gpu():
         _check_memory(kv_cache_gb * len(paths), *paths.values())
     started: dict[str, VLLMBackend] = {}
     try:
@@ -369,6 +364,15 @@ def shares_tokenizer(a: VLLMBackend, b: VLLMBackend) -> bool:
     """
     ta, tb = a._tokenizer, b._tokenizer
     return bool(ta.get_vocab() == tb.get_vocab() and ta.eos_token_id == tb.eos_token_id)
+
+
+def on_gpu() -> bool:
+    """True when torch sees a CUDA device (KV-cache sizing and memory checks are CPU-only)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def _stat_logger_factory(stats: EngineStats) -> Any:
