@@ -92,3 +92,13 @@ async def test_truncated_last_line_is_dropped_and_rerun(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match=r"r.jsonl:1"):
         read_results(out)
+
+
+async def test_pass_at_k_oracle_is_graded_but_never_chosen() -> None:
+    problem = Problem(id="q", question="2+2?", answer="4")
+    backend = ScriptedBackend(["\\boxed{5}", "\\boxed{5}", "\\boxed{4}"])
+    [run] = await solve([problem], Controller(backend), SelfConsistency(n=3))
+    assert run.answer == "5" and run.correct is False and run.oracle_correct is True
+    ungraded = Problem(id="u", question="?", answer=None)
+    [run] = await solve([ungraded], Controller(ScriptedBackend(["\\boxed{1}"])), SelfConsistency(n=1))
+    assert run.correct is None and run.oracle_correct is None
