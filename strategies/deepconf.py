@@ -115,18 +115,17 @@ class DeepConf:
         async def trace() -> None:
             request = ctx.request(self.sampling(1))
             assembler, window = Assembler(request), deque[float](maxlen=self.window)
-            stopped = False
             async with contextlib.aclosing(ctx.stream(request)) as chunks:
                 async for chunk in chunks:
-                    assembler.add(chunk)
+                    if assembler.add(chunk) is not None:
+                        continue  # finished; the stream ends by itself
                     window.extend(token_confidence(t) for t in chunk.logprobs)
                     full = len(window) == self.window
                     if settled.is_set() or (full and sum(window) / self.window < threshold):
-                        stopped = True
-                        break
-            [completion] = ctx.record(assembler.unfinished() if stopped else assembler.all())
+                        break  # closing the stream cancels the trace in the engine
+            [completion] = ctx.record(assembler.all())  # unfinished = cancelled
             [candidate] = await ctx.candidates([completion])
-            voting = completion.finish_reason != "cancelled" and not settled.is_set()
+            voting = completion.finish_reason != "cancelled"
             traces.append(completion)  # stopped traces stay in the record, without a vote
             scores.append(trace_confidence(self.confidences(completion), "lowest", self.window))
             keep.append(voting)

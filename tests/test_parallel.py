@@ -268,3 +268,15 @@ async def test_another_named_backend_can_judge() -> None:
     result = await controller.run(PROBLEM, strategy)
     assert result.answer == "4" and len(judge.requests) == 2 and len(drafts.requests) == 1
     assert result.usage_by_backend["target"]["calls"] == 2
+
+
+async def test_deepconf_online_trace_whose_confidence_drops_on_its_last_token_finishes() -> None:
+    def logprob(number: int, position: int) -> float:
+        return -8.0 if number < 4 or position < 4 else -1.0
+
+    # Late traces are exactly 5 tokens: the window mean drops under the threshold on the token
+    # that also ends the trace, which therefore finishes (and votes) rather than being cancelled.
+    backend = lockstep([words(4, "4")] * 3 + [words(4, "5")] + [words(5, "4")] * 4, token_logprob=logprob)
+    strategy = DeepConf(mode="online", budget=8, warmup=4, eta=90, window=4, tau=1.0, batch=4)
+    result = await run(backend, strategy)
+    assert all(c.finish_reason == "stop" for c in result.candidates) and result.answer == "4"
