@@ -222,8 +222,8 @@ class _StandIn:
     name: str
     model: str
 
-    async def stream(self, request: Any) -> Any:  # pragma: no cover - never called
-        raise NotImplementedError
+    async def stream(self, request: Any) -> Any:  # pragma: no cover - the check never generates
+        raise ConfigError(f"{self.model}: a resume-check stand-in cannot generate")
 
 
 def _stand_ins(models: str | dict[str, str] | None) -> Any:
