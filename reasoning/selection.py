@@ -36,8 +36,10 @@ def majority_vote(
     returned index is that trace).
 
     Example:
-        >>> majority_vote(["3", None, "4", "4", "3"])
+        >>> majority_vote(["3", None, "4", "4"])
         2
+        >>> majority_vote(["3", "4", "4", "3"])  # a tie: the answer seen first
+        0
         >>> majority_vote(["3", "4"], lengths=[9, 5], tie="shortest")
         1
     """
