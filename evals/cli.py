@@ -29,6 +29,15 @@ err = Console(stderr=True)
 out = Console()
 
 
+def _add_probe_commands() -> None:
+    from reasoning.evals.probe_cli import probe_app
+
+    app.add_typer(probe_app, name="probe")
+
+
+_add_probe_commands()
+
+
 def _strategies() -> None:
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
 
@@ -161,7 +170,8 @@ def solve(
 
         stand_in = Controller(_stand_ins(models), budget=budget, seed=seed, budgets=budgets)
         check_resumable(output, problems, stand_in, chosen, budget)
-    engine = _backend(backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key)
+    hidden = bool(getattr(chosen, "needs_hidden_states", False))
+    engine = _backend(backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key, hidden)
     try:
         controller = Controller(engine, budget=budget, seed=seed, budgets=budgets)
         runs, seconds = _run(problems, controller, chosen, budget, output, concurrency)
@@ -263,6 +273,7 @@ def _backend(
     seed: int,
     base_url: str | dict[str, str] | None = None,
     api_key: str = "EMPTY",
+    hidden_states: bool = False,
 ) -> Any:
     if kind == "scripted":
         from reasoning import ScriptedBackend
@@ -283,10 +294,14 @@ def _backend(
         for each in model.values():
             _resolve_with_progress(each)
         with err.status(f"starting {len(model)} vLLM engines ({', '.join(model)}) ..."):
-            return load_backends(model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed)
+            return load_backends(
+                model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed, hidden_states=hidden_states
+            )
     _resolve_with_progress(model)
     with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
-        return VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed)
+        return VLLMBackend.load(
+            model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed, hidden_states=hidden_states
+        )
 
 
 def _server_backend(base_url: str | None, model: str | None, api_key: str) -> Any:

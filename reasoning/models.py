@@ -36,6 +36,7 @@ __all__ = [
     "Progress",
     "cache_dir",
     "cached_model_path",
+    "fingerprint",
     "resolve_model",
 ]
 
@@ -265,3 +266,38 @@ def _convert(gguf: Path, out: Path, progress: Progress | None) -> None:
     tokenizer.save_pretrained(out)
     if progress:
         progress("convert", 3, 3)
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What identifies a model's weights, for artefacts tied to one model (probes)."""
+
+    name: str
+    """Embedded name, folder name or Hugging Face id."""
+    sha256: str
+    """Embedded models: the pinned GGUF sha256. Other folders: sha256 of config.json plus the
+    names and sizes of the weight files (cheap; INFERRED to be enough to tell checkpoints
+    apart). Remote ids without a local folder: sha256 of the id."""
+
+
+def fingerprint(model: str) -> ModelFingerprint:
+    """Fingerprint of an embedded model name, a model folder (as served) or a remote id.
+
+    Example:
+        >>> fingerprint("0.5b").sha256[:12]
+        '1d9614638d18'
+    """
+    spec = embedded(model)
+    if spec is not None:
+        return ModelFingerprint(spec.name, spec.sha256)
+    path = Path(model).expanduser()
+    marker = path / _MARKER
+    if marker.is_file():  # a converted embedded model, e.g. the folder a server was started with
+        info = json.loads(marker.read_text())
+        return ModelFingerprint(str(info["name"]), str(info["sha256"]))
+    if (path / "config.json").is_file():
+        digest = hashlib.sha256((path / "config.json").read_bytes())
+        for weight in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+            digest.update(f"{weight.name}:{weight.stat().st_size}".encode())
+        return ModelFingerprint(path.name, digest.hexdigest())
+    return ModelFingerprint(model, hashlib.sha256(model.encode()).hexdigest())

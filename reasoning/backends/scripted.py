@@ -20,14 +20,17 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from reasoning.backend import Chunk, FinishReason, Request, TokenLogprob
-from reasoning.errors import ConfigError
+import numpy as np
+
+from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
+from reasoning.errors import CapabilityError, ConfigError
 
 __all__ = ["ScriptedBackend"]
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
 
 Script = Sequence[str] | Callable[[Request, int], str]
+HiddenStates = Callable[[Request, Sequence[int], Sequence[int]], "np.ndarray | Sequence[Sequence[Sequence[float]]]"]
 
 
 def tokenize(text: str) -> list[str]:
@@ -46,6 +49,7 @@ class ScriptedBackend:
         name: str = "scripted",
         model: str = "scripted",
         token_logprob: float | Callable[[int, int], float] = -0.1,
+        hidden_states: HiddenStates | None = None,
     ) -> None:
         """Create a backend.
 
@@ -59,16 +63,22 @@ class ScriptedBackend:
             token_logprob: Log-probability of every decoded token and of each of its top-k
                 alternatives, or a function ``(sample_number, token_index) -> logprob``; so the
                 DeepConf token confidence of a token is minus this value.
+            hidden_states: Fake hidden states for probes: ``(request, layers, positions) ->
+                array [positions, layers, hidden]``; the request's prefix is the text so far.
+                Without it, asking for hidden states raises `CapabilityError`.
         """
         if not callable(script) and len(script) == 0:
             raise ConfigError("ScriptedBackend needs at least one scripted output")
         self._script = script
         self._speeds = seconds_per_token
         self._token_logprob = token_logprob
+        self._hidden_states = hidden_states
         self._name = name
         self.model = model
         self.requests: list[Request] = []
         """Every request received, in order."""
+        self.hidden_requests: list[Request] = []
+        """Every hidden-states request received, in order."""
         self.cancelled: int = 0
         """Requests closed before all their samples finished."""
         self.decoded_tokens: int = 0
@@ -85,6 +95,22 @@ class ScriptedBackend:
     def repeat(cls, text: str, **kwargs: object) -> ScriptedBackend:
         """A backend that always answers `text`."""
         return cls([text], **kwargs)  # type: ignore[arg-type]
+
+    async def hidden_states(
+        self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)
+    ) -> np.ndarray:
+        """Scripted hidden states ``[positions, layers, hidden]`` (see ``hidden_states=``)."""
+        if self._hidden_states is None:
+            raise CapabilityError(
+                "hidden states (this ScriptedBackend has no hidden_states= function)",
+                self._name,
+                HIDDEN_STATES_OFFERED_BY,
+            )
+        self.hidden_requests.append(request)
+        values = np.asarray(self._hidden_states(request, layers, positions), dtype=np.float32)
+        if values.ndim != 3 or values.shape[:2] != (len(positions), len(layers)):
+            raise ValueError(f"scripted hidden states have shape {values.shape}, expected ({len(positions)}, {len(layers)}, hidden)")
+        return values
 
     def prompt_tokens(self, request: Request) -> int:
         """Fake prompt length: the number of words of the messages plus prefix."""

@@ -1,0 +1,177 @@
+"""``reasoning probe collect | features | train | calibrate``: the probe pipeline from the shell.
+
+    reasoning probe collect --dataset gsm8k --offset 200 --limit 200 --out probes/gsm8k-train
+    reasoning probe features --traces probes/gsm8k-train.traces.jsonl
+    reasoning probe train --data probes/gsm8k-train --out probes/gsm8k-exit
+    reasoning probe calibrate --probe probes/gsm8k-exit --data probes/gsm8k-calib --alpha 0.1
+
+Keep the problems you evaluate on out of training and calibration (``--offset``/``--limit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from reasoning.errors import ConfigError
+
+probe_app = typer.Typer(no_args_is_help=True, help="Train and calibrate hidden-state probes.")
+out = Console()
+err = Console(stderr=True)
+
+Model = Annotated[str | None, typer.Option(help="Embedded model, local HF folder or HF id.")]
+KV = Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")]
+
+
+def _engine(model: str | None, kv_cache_gb: float, hidden_states: bool) -> Any:
+    from reasoning.backends.vllm_local import VLLMBackend
+    from reasoning.evals.cli import _resolve_with_progress
+
+    _resolve_with_progress(model)
+    with err.status("starting the vLLM engine ..."):
+        return VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states)
+
+
+def _stem(path: Path) -> Path:
+    for suffix in (".traces.jsonl", ".json", ".safetensors"):
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
+
+
+@probe_app.command()
+def collect(
+    out_path: Annotated[Path, typer.Option("--out", help="Output stem; writes STEM.traces.jsonl.")],
+    dataset: Annotated[str, typer.Option(help="gsm8k, math500, a .jsonl file or gym:<task>.")] = "gsm8k",
+    limit: Annotated[int, typer.Option(help="Problems to collect on.")] = 100,
+    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    cue_words: Annotated[
+        str, typer.Option(help="Comma-separated cue words ('' for none).")
+    ] = "hmm,wait,alternatively",
+    step_boundary: Annotated[bool, typer.Option(help="Blank lines are decision points.")] = True,
+    every: Annotated[int, typer.Option(help="Also every k generated tokens (0: off).")] = 0,
+    exit_phrase: Annotated[str | None, typer.Option(help="Forced-exit phrase, ending in \\boxed{.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per trace.")] = 512,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.6,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    model: Model = None,
+    kv_cache_gb: KV = 2.0,
+    features: Annotated[bool, typer.Option(help="Also compute the features (one engine start).")] = True,
+    layers: Annotated[str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")] = None,
+) -> None:
+    """Sample one trace per problem and label its decision points by forced exits."""
+    from reasoning.evals.datasets import load_dataset
+    from reasoning.evals.probing import collect_traces, compute_features, write_traces
+    from reasoning.probes.cues import CueSet
+    from reasoning.probes.exit import EXIT_PHRASE
+
+    logging.basicConfig(level=logging.WARNING)
+    cues = CueSet(tuple(w for w in cue_words.split(",") if w), step_boundary, every)
+    problems = load_dataset(dataset, limit=limit, offset=offset)
+    stem = _stem(out_path)
+    backend = _engine(model, kv_cache_gb, features)
+    try:
+        with err.status(f"collecting {len(problems)} traces ..."):
+            traces = asyncio.run(
+                collect_traces(
+                    backend,
+                    problems,
+                    cues=cues,
+                    exit_phrase=exit_phrase or EXIT_PHRASE,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=seed,
+                )
+            )
+        write_traces(stem.with_name(stem.name + ".traces.jsonl"), traces)
+        _report(traces)
+        if features:
+            chosen = [int(v) for v in layers.split(",")] if layers else None
+            with err.status("reading hidden states ..."):
+                data = asyncio.run(compute_features(backend, traces, chosen, dataset=f"{dataset}[{offset}:{offset + limit}]"))
+            out.print(f"features: {data.save(stem)}  ({len(data)} decision points, layers {data.meta['layers']})")
+    finally:
+        backend.close()
+
+
+def _report(traces: list[dict[str, Any]]) -> None:
+    events = [len(t["events"]) for t in traces]
+    labels = [e["label"] for t in traces for e in t["events"]]
+    out.print(
+        f"{len(traces)} traces, {sum(t['correct'] for t in traces)} right; decision points per trace: "
+        f"mean {sum(events) / max(len(events), 1):.1f}, min {min(events, default=0)}, max {max(events, default=0)}; "
+        f"safe to exit at {sum(labels)} of {len(labels)}"
+    )
+
+
+@probe_app.command("features")
+def features_command(
+    traces_path: Annotated[Path, typer.Option("--traces", help="STEM.traces.jsonl from collect.")],
+    layers: Annotated[str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")] = None,
+    model: Model = None,
+    kv_cache_gb: KV = 2.0,
+) -> None:
+    """Read hidden states at every decision point of collected traces (writes STEM.safetensors/json)."""
+    from reasoning.evals.probing import compute_features, read_traces
+
+    traces = read_traces(traces_path)
+    backend = _engine(model, kv_cache_gb, True)
+    try:
+        chosen = [int(v) for v in layers.split(",")] if layers else None
+        data = asyncio.run(compute_features(backend, traces, chosen, dataset=str(traces_path)))
+    finally:
+        backend.close()
+    out.print(f"features: {data.save(_stem(traces_path))}  ({len(data)} decision points)")
+
+
+@probe_app.command()
+def train(
+    data_path: Annotated[Path, typer.Option("--data", help="Features stem from collect/features.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Artefact stem (writes .safetensors + .json).")],
+    kind: Annotated[str, typer.Option(help="exit (decision points) or difficulty (prompts).")] = "exit",
+    hidden: Annotated[str, typer.Option(help="MLP hidden sizes, comma-separated; '' = logistic.")] = "256,64",
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
+) -> None:
+    """Train a probe; reports AUROC on held-out traces."""
+    from reasoning.probes.data import DecisionPoints
+    from reasoning.probes.probe import train_probe
+
+    if kind not in ("exit", "difficulty"):
+        raise ConfigError(f"--kind must be exit or difficulty, got {kind!r}")
+    data = DecisionPoints.load(_stem(data_path))
+    sizes = tuple(int(v) for v in hidden.split(",") if v)
+    probe = train_probe(data, kind, sizes, seed=seed)  # type: ignore[arg-type]
+    path = probe.save(_stem(out_path))
+    out.print(f"probe: {path}  {json.dumps(probe.card.metrics)}")
+
+
+@probe_app.command("calibrate")
+def calibrate_command(
+    probe_path: Annotated[Path, typer.Option("--probe", help="Trained probe artefact.")],
+    data_path: Annotated[Path, typer.Option("--data", help="Calibration features (disjoint from training).")],
+    alpha: Annotated[float, typer.Option(help="Miscoverage: P(exit | unsafe) <= alpha per decision point.")],
+    out_path: Annotated[Path | None, typer.Option("--out", help="Output stem (default: overwrite --probe).")] = None,
+    strict: Annotated[bool, typer.Option(help="Strict quantile (+inf when too few points).")] = True,
+) -> None:
+    """Calibrate the conformal exit rule; the artefact records alpha, thresholds and the guarantee."""
+    from reasoning.probes.data import DecisionPoints
+    from reasoning.probes.probe import Probe, calibrate
+
+    probe = Probe.load(_stem(probe_path))
+    data = DecisionPoints.load(_stem(data_path))
+    calibrated = calibrate(probe, data, alpha, strict)
+    path = calibrated.save(_stem(out_path or probe_path))
+    c = calibrated.card.calibration
+    assert c is not None
+    out.print(
+        f"calibrated: {path}  alpha={alpha} threshold={c.exit_threshold:.4f} "
+        f"(n_pos={c.n_pos}, n_neg={c.n_neg}); calibration exit rate on unsafe points "
+        f"{c.calibration_exit_rate_unsafe:.3f}, on safe points {c.calibration_exit_rate_safe:.3f}"
+    )
+    out.print(f"guarantee: {c.guarantee}")

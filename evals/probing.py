@@ -1,0 +1,238 @@
+"""The probe pipeline: collect labelled decision points, read their features, train, calibrate.
+
+    collect:   for each training problem: one sampled trace (T=0.6, top_p=0.95); its decision
+               points (cue set); at each, a forced exit (text before the point + exit phrase,
+               greedy, cut when the brace closes), graded against the gold answer -> label
+    features:  hidden states of the chosen layers at each decision point (prompt + text up to
+               and including the point's token, last position) and at the prompt's last token
+    train / calibrate: `reasoning.probes.probe`
+
+All traces of a collection run concurrently (the engine batches them); within a trace the
+forced exits and hidden-state reads go out together, sharing the trace's cached prefix.
+Grading uses gold answers, so this lives in evals: strategies never see labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reasoning import Backend, Problem, Request, Sampling, extract_answer
+from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Assembler, HiddenStateReader
+from reasoning.errors import CapabilityError, ConfigError, DatasetError
+from reasoning.models import cached_model_path, fingerprint
+from reasoning.problem import default_prompt
+from reasoning.probes.cues import DEFAULT_CUES, CueSet
+from reasoning.probes.data import DecisionPoints
+from reasoning.probes.exit import EXIT_PHRASE, default_layers, read_answer
+from reasoning.strategy import request_seed
+from reasoning.verifiers.grading import grade
+
+__all__ = ["collect_traces", "compute_features", "model_layers", "read_traces", "write_traces"]
+
+logger = logging.getLogger(__name__)
+
+
+def model_of(backend: Backend) -> str:
+    """The model a backend serves (name, folder or id)."""
+    return str(getattr(backend, "model", "") or backend.name)
+
+
+def model_layers(backend: Backend) -> int:
+    """Number of decoder layers of the backend's model, from its config.json.
+
+    Raises:
+        ConfigError: the model has no local folder to read it from.
+    """
+    folder = cached_model_path(model_of(backend))
+    if folder is None:
+        raise ConfigError(f"cannot read the layer count of {model_of(backend)!r}; give --layers")
+    return int(json.loads((Path(folder) / "config.json").read_text())["num_hidden_layers"])
+
+
+async def _trace(
+    backend: Backend,
+    problem: Problem,
+    cues: CueSet,
+    exit_phrase: str,
+    sampling: Sampling,
+    exit_tokens: int,
+    seed: int,
+) -> dict[str, Any]:
+    messages = default_prompt(problem)
+    request = Request(messages, replace(sampling, seed=request_seed(seed, problem.id, 1)))
+    assembler = Assembler(request)
+    tokens: list[str] = []
+    async with contextlib.aclosing(backend.stream(request)) as chunks:
+        async for chunk in chunks:
+            assembler.add(chunk)
+            tokens.extend(t.token for t in chunk.logprobs)
+    [completion] = assembler.all()
+    answer = extract_answer(completion.text)
+    events = cues.events(tokens)
+
+    async def forced(position: int) -> dict[str, Any]:
+        prefix = "".join(tokens[: position - 1]) + exit_phrase
+        exit_request = Request(messages, Sampling(temperature=0.0, max_tokens=exit_tokens), prefix)
+        text, spent = await read_answer(backend.stream(exit_request))
+        got = extract_answer(prefix + text)
+        return {"position": position, "answer": got, "label": int(bool(grade(problem, got))), "tokens": spent}
+
+    labelled = await asyncio.gather(*(forced(p) for p in events))
+    return {
+        "problem_id": problem.id,
+        "question": problem.question,
+        "gold": problem.answer,
+        "kind": problem.kind,
+        "text": completion.text,
+        "tokens": tokens,
+        "output_tokens": completion.output_tokens,
+        "finish_reason": completion.finish_reason,
+        "answer": answer,
+        "correct": int(bool(grade(problem, answer))),
+        "events": labelled,
+    }
+
+
+async def collect_traces(
+    backend: Backend,
+    problems: Sequence[Problem],
+    *,
+    cues: CueSet = DEFAULT_CUES,
+    exit_phrase: str = EXIT_PHRASE,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    max_tokens: int = 512,
+    exit_tokens: int = 32,
+    seed: int = 0,
+    concurrency: int = 32,
+    on_trace: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One trace per problem with its decision points labelled by forced exits (see module doc)."""
+    if any(p.answer is None for p in problems):
+        raise DatasetError("probe collection needs gold answers for every problem")
+    sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, logprobs=0)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(problem: Problem) -> dict[str, Any]:
+        async with gate:
+            trace = await _trace(backend, problem, cues, exit_phrase, sampling, exit_tokens, seed)
+        if on_trace is not None:
+            on_trace(trace)
+        return trace
+
+    traces = list(await asyncio.gather(*(one(p) for p in problems)))
+    header = {
+        "model": asdict(fingerprint(model_of(backend))),
+        "cues": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cues).items()},
+        "exit_phrase": exit_phrase,
+        "sampling": {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed},
+        "exit_tokens": exit_tokens,
+    }
+    for trace in traces:
+        trace["collection"] = header
+    return traces
+
+
+def write_traces(path: Path, traces: Sequence[dict[str, Any]]) -> None:
+    """Write traces as JSONL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(t) + "\n" for t in traces))
+
+
+def read_traces(path: Path) -> list[dict[str, Any]]:
+    """Read traces written by `write_traces`.
+
+    Raises:
+        DatasetError: the file is missing or a line is not a trace (names the line).
+    """
+    if not path.is_file():
+        raise DatasetError(f"traces file {path} does not exist")
+    traces = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                trace = json.loads(line)
+                trace["tokens"], trace["events"], trace["collection"]  # noqa: B018
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DatasetError(f"{path}:{number}: not a collected trace ({exc})") from exc
+            traces.append(trace)
+    return traces
+
+
+async def compute_features(
+    backend: Backend,
+    traces: Sequence[dict[str, Any]],
+    layers: Sequence[int] | None = None,
+    *,
+    dataset: str = "",
+    concurrency: int = 16,
+) -> DecisionPoints:
+    """Hidden states at every decision point and at every prompt's last token.
+
+    Raises:
+        CapabilityError: the backend gives no hidden states.
+        ConfigError: traces collected with another model.
+    """
+    if not isinstance(backend, HiddenStateReader):
+        raise CapabilityError("hidden states", backend.name, HIDDEN_STATES_OFFERED_BY)
+    if not traces:
+        raise ConfigError("no traces to compute features for")
+    mine = fingerprint(model_of(backend))
+    theirs = traces[0]["collection"]["model"]
+    if theirs["sha256"] != mine.sha256:
+        raise ConfigError(f"these traces were generated by {theirs['name']!r}, not by {mine.name!r}")
+    chosen = list(layers) if layers else default_layers(model_layers(backend))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def read(trace: dict[str, Any], prefix: str) -> np.ndarray:
+        problem = Problem(trace["problem_id"], trace["question"], trace["gold"], trace["kind"])
+        request = Request(default_prompt(problem), Sampling(temperature=0.0, max_tokens=1), prefix)
+        async with gate:
+            states = await backend.hidden_states(request, chosen, (-1,))
+        return np.asarray(states, dtype=np.float32).reshape(-1)
+
+    async def per_trace(trace: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
+        tokens = trace["tokens"]
+        prefixes = ["".join(tokens[: e["position"]]) for e in trace["events"]]
+        rows = await asyncio.gather(read(trace, ""), *(read(trace, p) for p in prefixes))
+        return rows[0], list(rows[1:])
+
+    results = await asyncio.gather(*(per_trace(t) for t in traces))
+    width = len(results[0][0])
+    rows = [row for _, events in results for row in events]
+    features = np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32)
+    header = traces[0]["collection"]
+    return DecisionPoints(
+        features=features.astype(np.float16),
+        labels=np.array([e["label"] for t in traces for e in t["events"]], dtype=np.int8),
+        trace=np.array([i for i, t in enumerate(traces) for _ in t["events"]], dtype=np.int32),
+        position=np.array([e["position"] for t in traces for e in t["events"]], dtype=np.int32),
+        prompt_features=np.stack([prompt for prompt, _ in results]).astype(np.float16),
+        trace_correct=np.array([t["correct"] for t in traces], dtype=np.int8),
+        meta={
+            "model": header["model"],
+            "layers": chosen,
+            "cues": header["cues"],
+            "exit_phrase": header["exit_phrase"],
+            "sampling": header["sampling"],
+            "dataset": dataset,
+            "traces": [
+                {
+                    "problem_id": t["problem_id"],
+                    "output_tokens": t["output_tokens"],
+                    "correct": t["correct"],
+                    "events": len(t["events"]),
+                }
+                for t in traces
+            ],
+        },
+    )

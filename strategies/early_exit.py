@@ -1,0 +1,132 @@
+"""LYNX early exit (ALGORITHMS.md 4.6), online on the engine; with n > 1, self-consistency over it.
+
+    for each of n traces (concurrent requests, so the engine batches them):
+        stream tokens; at each decision point of the probe's cue set (token t):
+            p = probe(hidden states of prompt + tokens[:t])      # read while decoding goes on
+            if conformal prediction set of p == {safe}: cancel the trace in the engine; break
+        if exited: answer = greedy(prompt + tokens[:t-1] + exit phrase), cut when `}` closes
+    answer = the trace's answer (n = 1) or the majority vote over the traces' answers
+
+The probe artefact fixes the cue set, layers, exit phrase and calibrated rule (alpha); it is
+refused for any other model than the one it was trained on. While a probe reads hidden states
+the engine keeps decoding, so a few tokens past the exit point are decoded and charged. Each
+candidate records where it stopped: ``scores`` has ``exit_token`` (0: ran to the end),
+``probe`` (last probe output), ``decision_points`` (points scored) and ``exit_tokens``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from dataclasses import dataclass
+from typing import ClassVar
+from pathlib import Path
+
+from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling, majority_vote
+from reasoning.backend import Assembler
+from reasoning.errors import ConfigError
+from reasoning.models import fingerprint
+from reasoning.probes.cues import CueSet
+from reasoning.probes.exit import read_answer
+from reasoning.probes.probe import Probe
+
+
+@functools.lru_cache(maxsize=16)
+def _load(path: str, stamp: float, model: str) -> Probe:
+    probe = Probe.load(path, fingerprint(model))
+    if probe.card.kind != "exit" or probe.rule is None:
+        raise ConfigError(f"{path}: an early-exit strategy needs a calibrated exit probe")
+    return probe
+
+
+def load_probe(path: str, model: str) -> Probe:
+    """Load (once) an artefact for `model`, refusing one made for another model."""
+    file = Path(path).with_suffix(".json") if not path.endswith(".json") else Path(path)
+    if not file.is_file():
+        raise ConfigError(f"early exit: probe artefact {file} does not exist (make one with `reasoning probe`)")
+    return _load(str(file), file.stat().st_mtime, model)
+
+
+@STRATEGIES.register("early-exit", "lynx", "early_exit")
+@dataclass(frozen=True)
+class EarlyExit:
+    """Stop each trace at the first decision point where the calibrated probe says it is safe."""
+
+    needs_hidden_states: ClassVar[bool] = True
+
+    probe: str = ""
+    """Path of a calibrated exit-probe artefact (``reasoning probe calibrate``)."""
+    n: int = 1
+    """Traces; more than one = self-consistency whose traces each stop early."""
+    temperature: float = 0.6
+    """Sampling temperature (LYNX default)."""
+    top_p: float = 0.95
+    """Nucleus mass."""
+    max_tokens: int = 512
+    """Most tokens per trace."""
+    exit_tokens: int = 32
+    """Most tokens of the forced answer."""
+
+    def __post_init__(self) -> None:
+        if not self.probe:
+            raise ConfigError("early-exit: give the probe artefact, e.g. -p probe=probes/gsm8k-exit.json")
+        if self.n < 1 or self.exit_tokens < 1:
+            raise ConfigError("early-exit: n and exit_tokens must be >= 1")
+        Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+
+    async def __call__(self, problem: Problem, ctx: Context) -> Result:
+        """Run n traces concurrently, each exiting early on its own, then vote."""
+        probe = load_probe(self.probe, str(getattr(ctx.backend, "model", ctx.backend.name)))
+        traces = await asyncio.gather(*(self.trace(ctx, probe) for _ in range(self.n)))
+        candidates = tuple(traces)
+        chosen = majority_vote([c.answer for c in candidates])
+        return Result(None if chosen is None else candidates[chosen].answer, candidates, chosen)
+
+    async def trace(self, ctx: Context, probe: Probe) -> Candidate:
+        """One trace with online exits."""
+        rule, card = probe.rule, probe.card
+        assert rule is not None  # checked on load
+        cues = CueSet(**{k: tuple(v) if isinstance(v, list) else v for k, v in card.cues.items()})
+        sampling = Sampling(
+            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, logprobs=0
+        )
+        request = ctx.request(sampling)
+        assembler = Assembler(request)
+        tokens: list[str] = []
+        scored, p, exit_at = 0, float("nan"), 0
+        async with contextlib.aclosing(ctx.stream(request)) as chunks:
+            async for chunk in chunks:
+                assembler.add(chunk)
+                tokens.extend(t.token for t in chunk.logprobs)
+                for position in cues.events(tokens)[scored:]:
+                    scored += 1
+                    states = await ctx.hidden_states(card.layers, "".join(tokens[:position]))
+                    p = float(probe.predict(states.reshape(1, -1))[0])
+                    if rule.exit(p):
+                        exit_at = position
+                        break
+                if exit_at:
+                    break
+        [trace] = assembler.all()
+        scores = {"probe": p, "decision_points": float(scored), "exit_token": float(exit_at)}
+        if not exit_at:
+            ctx.record([trace])
+            [candidate] = await ctx.candidates([trace])
+            return candidate.model_copy(update={"scores": {**scores, "exit_tokens": 0.0}})
+        prefix = "".join(tokens[: exit_at - 1]) + card.exit_phrase
+        forced = ctx.request(Sampling(temperature=0.0, max_tokens=self.exit_tokens), prefix)
+        answer, spent = await read_answer(ctx.stream(forced))
+        text = prefix + answer
+        [verdict] = await ctx.verify([text])
+        return Candidate(
+            text=text,
+            answer=verdict.answer,
+            score=verdict.score,
+            output_tokens=trace.output_tokens + spent,
+            finish_reason="exit",
+            prompt_tokens=trace.prompt_tokens,
+            cached_tokens=trace.cached_tokens,
+            seconds=trace.seconds,
+            scores={**scores, "exit_tokens": float(spent), "decoded_past_exit": float(len(tokens) - exit_at)},
+        )
