@@ -295,12 +295,20 @@ def _backend(
             _resolve_with_progress(each)
         with err.status(f"starting {len(model)} vLLM engines ({', '.join(model)}) ..."):
             return load_backends(
-                model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed, hidden_states=hidden_states
+                model,
+                kv_cache_gb=kv_cache_gb,
+                max_model_len=max_model_len,
+                seed=seed,
+                hidden_states=hidden_states,
             )
     _resolve_with_progress(model)
     with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
         return VLLMBackend.load(
-            model, kv_cache_gb=kv_cache_gb, max_model_len=max_model_len, seed=seed, hidden_states=hidden_states
+            model,
+            kv_cache_gb=kv_cache_gb,
+            max_model_len=max_model_len,
+            seed=seed,
+            hidden_states=hidden_states,
         )
 
 
@@ -513,3 +521,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; finished results are saved, re-run the same command to resume")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -63,7 +63,9 @@ def collect(
     model: Model = None,
     kv_cache_gb: KV = 2.0,
     features: Annotated[bool, typer.Option(help="Also compute the features (one engine start).")] = True,
-    layers: Annotated[str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")] = None,
+    layers: Annotated[
+        str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")
+    ] = None,
 ) -> None:
     """Sample one trace per problem and label its decision points by forced exits."""
     from reasoning.evals.datasets import load_dataset
@@ -76,26 +78,32 @@ def collect(
     problems = load_dataset(dataset, limit=limit, offset=offset)
     stem = _stem(out_path)
     backend = _engine(model, kv_cache_gb, features)
-    try:
+    chosen = [int(v) for v in layers.split(",")] if layers else None
+
+    async def go() -> None:  # one event loop: the engine's client is bound to it
         with err.status(f"collecting {len(problems)} traces ..."):
-            traces = asyncio.run(
-                collect_traces(
-                    backend,
-                    problems,
-                    cues=cues,
-                    exit_phrase=exit_phrase or EXIT_PHRASE,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    seed=seed,
-                )
+            traces = await collect_traces(
+                backend,
+                problems,
+                cues=cues,
+                exit_phrase=exit_phrase or EXIT_PHRASE,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                seed=seed,
             )
         write_traces(stem.with_name(stem.name + ".traces.jsonl"), traces)
         _report(traces)
         if features:
-            chosen = [int(v) for v in layers.split(",")] if layers else None
             with err.status("reading hidden states ..."):
-                data = asyncio.run(compute_features(backend, traces, chosen, dataset=f"{dataset}[{offset}:{offset + limit}]"))
-            out.print(f"features: {data.save(stem)}  ({len(data)} decision points, layers {data.meta['layers']})")
+                data = await compute_features(
+                    backend, traces, chosen, dataset=f"{dataset}[{offset}:{offset + limit}]"
+                )
+            out.print(
+                f"features: {data.save(stem)}  ({len(data)} decision points, layers {data.meta['layers']})"
+            )
+
+    try:
+        asyncio.run(go())
     finally:
         backend.close()
 
@@ -105,7 +113,8 @@ def _report(traces: list[dict[str, Any]]) -> None:
     labels = [e["label"] for t in traces for e in t["events"]]
     out.print(
         f"{len(traces)} traces, {sum(t['correct'] for t in traces)} right; decision points per trace: "
-        f"mean {sum(events) / max(len(events), 1):.1f}, min {min(events, default=0)}, max {max(events, default=0)}; "
+        f"mean {sum(events) / max(len(events), 1):.1f}, "
+        f"min {min(events, default=0)}, max {max(events, default=0)}; "
         f"safe to exit at {sum(labels)} of {len(labels)}"
     )
 
@@ -113,7 +122,9 @@ def _report(traces: list[dict[str, Any]]) -> None:
 @probe_app.command("features")
 def features_command(
     traces_path: Annotated[Path, typer.Option("--traces", help="STEM.traces.jsonl from collect.")],
-    layers: Annotated[str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")] = None,
+    layers: Annotated[
+        str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")
+    ] = None,
     model: Model = None,
     kv_cache_gb: KV = 2.0,
 ) -> None:
@@ -156,7 +167,9 @@ def calibrate_command(
     probe_path: Annotated[Path, typer.Option("--probe", help="Trained probe artefact.")],
     data_path: Annotated[Path, typer.Option("--data", help="Calibration features (disjoint from training).")],
     alpha: Annotated[float, typer.Option(help="Miscoverage: P(exit | unsafe) <= alpha per decision point.")],
-    out_path: Annotated[Path | None, typer.Option("--out", help="Output stem (default: overwrite --probe).")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Output stem (default: overwrite --probe).")
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Strict quantile (+inf when too few points).")] = True,
 ) -> None:
     """Calibrate the conformal exit rule; the artefact records alpha, thresholds and the guarantee."""

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from reasoning import Backend, Problem, Request, Sampling, extract_answer
-from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Assembler, HiddenStateReader
+from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Assembler, HiddenStateReader, TokenCounter
 from reasoning.errors import CapabilityError, ConfigError, DatasetError
 from reasoning.models import cached_model_path, fingerprint
-from reasoning.problem import default_prompt
 from reasoning.probes.cues import DEFAULT_CUES, CueSet
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.exit import EXIT_PHRASE, default_layers, read_answer
+from reasoning.problem import default_prompt
 from reasoning.strategy import request_seed
 from reasoning.verifiers.grading import grade
 
@@ -132,7 +132,7 @@ async def collect_traces(
     traces = list(await asyncio.gather(*(one(p) for p in problems)))
     header = {
         "model": asdict(fingerprint(model_of(backend))),
-        "cues": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cues).items()},
+        "cues": cues.to_dict(),
         "exit_phrase": exit_phrase,
         "sampling": {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed},
         "exit_tokens": exit_tokens,
@@ -161,7 +161,7 @@ def read_traces(path: Path) -> list[dict[str, Any]]:
         if line.strip():
             try:
                 trace = json.loads(line)
-                trace["tokens"], trace["events"], trace["collection"]  # noqa: B018
+                trace["tokens"], trace["events"], trace["collection"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise DatasetError(f"{path}:{number}: not a collected trace ({exc})") from exc
             traces.append(trace)
@@ -193,18 +193,36 @@ async def compute_features(
     chosen = list(layers) if layers else default_layers(model_layers(backend))
     gate = asyncio.Semaphore(concurrency)
 
-    async def read(trace: dict[str, Any], prefix: str) -> np.ndarray:
+    def request_of(trace: dict[str, Any], prefix: str) -> Request:
         problem = Problem(trace["problem_id"], trace["question"], trace["gold"], trace["kind"])
-        request = Request(default_prompt(problem), Sampling(temperature=0.0, max_tokens=1), prefix)
+        return Request(default_prompt(problem), Sampling(temperature=0.0, max_tokens=1), prefix)
+
+    async def read(request: Request, positions: list[int]) -> np.ndarray:
         async with gate:
-            states = await backend.hidden_states(request, chosen, (-1,))
-        return np.asarray(states, dtype=np.float32).reshape(-1)
+            states = await backend.hidden_states(request, chosen, positions)
+        return np.asarray(states, dtype=np.float32).reshape(len(positions), -1)
 
     async def per_trace(trace: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
-        tokens = trace["tokens"]
-        prefixes = ["".join(tokens[: e["position"]]) for e in trace["events"]]
-        rows = await asyncio.gather(read(trace, ""), *(read(trace, p) for p in prefixes))
-        return rows[0], list(rows[1:])
+        tokens, events = trace["tokens"], [e["position"] for e in trace["events"]]
+        prompt = read(request_of(trace, ""), [-1])
+        if not events:
+            return (await prompt)[0], []
+        # One read for all points when the text re-tokenizes into the generated tokens (the
+        # usual case): positions in the full text; otherwise one read per point.
+        counter = backend if isinstance(backend, TokenCounter) else None
+        full = request_of(trace, "".join(tokens[: events[-1]]))
+        if counter is not None:
+            start = counter.prompt_tokens(request_of(trace, ""))
+            aligned = all(
+                counter.prompt_tokens(request_of(trace, "".join(tokens[:p]))) == start + p for p in events
+            )
+            if aligned:
+                first, rows = await asyncio.gather(prompt, read(full, [start + p - 1 for p in events]))
+                return first[0], list(rows)
+        parts = await asyncio.gather(
+            prompt, *(read(request_of(trace, "".join(tokens[:p])), [-1]) for p in events)
+        )
+        return parts[0][0], [part[0] for part in parts[1:]]
 
     results = await asyncio.gather(*(per_trace(t) for t in traces))
     width = len(results[0][0])

@@ -86,7 +86,11 @@ class ClassConditional:
 
     @classmethod
     def calibrate(
-        cls, probabilities: Sequence[float], labels: Sequence[int | bool], alpha: float, strict: bool = True
+        cls,
+        probabilities: Sequence[float] | np.ndarray,
+        labels: Sequence[int | bool] | np.ndarray,
+        alpha: float,
+        strict: bool = True,
     ) -> ClassConditional:
         """Calibrate on held-out (probe probability, label) pairs never used to train the probe.
 

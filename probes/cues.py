@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reasoning.errors import ConfigError
 
@@ -48,6 +49,28 @@ class CueSet:
             raise ConfigError("cue set: empty cue word")
         if not (self.words or self.step_boundary or self.every):
             raise ConfigError("cue set: no kind of decision point is enabled")
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> CueSet:
+        """A cue set from its JSON form (as stored in probe artefacts)."""
+        max_events = spec.get("max_events")
+        return cls(
+            words=tuple(str(w) for w in spec.get("words", ())),
+            step_boundary=bool(spec.get("step_boundary", True)),
+            every=int(spec.get("every", 0)),
+            skip_first=int(spec.get("skip_first", 0)),
+            max_events=None if max_events is None else int(max_events),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "words": list(self.words),
+            "step_boundary": self.step_boundary,
+            "every": self.every,
+            "skip_first": self.skip_first,
+            "max_events": self.max_events,
+        }
 
     def events(self, tokens: Sequence[str]) -> list[int]:
         """1-based indices of the generated tokens at which a decision point completes, in order.

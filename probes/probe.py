@@ -272,7 +272,8 @@ def train_probe(
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     tr, va = torch.from_numpy(train), torch.from_numpy(val)
     best, best_state, waited, ran = math.inf, None, 0, 0
-    for ran in range(1, epochs + 1):
+    for epoch in range(1, epochs + 1):
+        ran = epoch
         net.train()
         optimizer.zero_grad()
         loss = (loss_fn(net(xt[tr])[:, 0], yt[tr]) * weight[tr]).mean()
@@ -311,7 +312,7 @@ def train_probe(
         training={
             "dataset": meta.get("dataset", ""),
             "traces": int(data.traces),
-            "examples": int(len(y)),
+            "examples": len(y),
             "positives": int(y.sum()),
             "train_traces": len(train_t),
             "val_traces": len(val_t),
@@ -339,14 +340,24 @@ def calibrate(probe: Probe, data: DecisionPoints, alpha: float, strict: bool = T
     probe.check_model(ModelFingerprint(str(model.get("name", "")), str(model.get("sha256", ""))))
     if data.meta.get("arrays_sha256") and data.meta["arrays_sha256"] == probe.card.training_data_sha256:
         raise ConfigError("calibrate on data disjoint from the training data (same data file given)")
-    x, y = (data.features, data.labels) if probe.card.kind == "exit" else (data.prompt_features, data.trace_correct)
+    x, y = (
+        (data.features, data.labels)
+        if probe.card.kind == "exit"
+        else (data.prompt_features, data.trace_correct)
+    )
     p = probe.predict(x)
     labels = np.asarray(y).astype(bool)
     rule = ClassConditional.calibrate(p, labels, alpha, strict)
     exits = np.array([rule.exit(float(v)) for v in p])
-    threshold = max(1 - rule.q_pos, np.nextafter(rule.q_neg, math.inf)) if math.isfinite(rule.q_neg) else math.inf
+    threshold = (
+        max(1 - rule.q_pos, np.nextafter(rule.q_neg, math.inf)) if math.isfinite(rule.q_neg) else math.inf
+    )
     calibration = Calibration(
-        **{k: v for k, v in asdict(rule).items() if k in ("alpha", "q_pos", "q_neg", "n_pos", "n_neg", "guarantee")},
+        **{
+            k: v
+            for k, v in asdict(rule).items()
+            if k in ("alpha", "q_pos", "q_neg", "n_pos", "n_neg", "guarantee")
+        },
         strict=strict,
         data_sha256=str(data.meta.get("arrays_sha256", "")),
         exit_threshold=float(threshold),

@@ -4,15 +4,19 @@ Example:
     >>> from reasoning import STRATEGIES
     >>> import reasoning.strategies
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
-    ['adaptive-sc', 'best-of-n', 'deepconf', 'first-finish', 'longest-finish', 'self-consistency',
-     'short-m@k', 'single']
+    ['adaptive-sc', 'best-of-n', 'deepconf', 'difficulty', 'early-exit', 'first-finish',
+     'longest-finish', 'lt-prune', 'lt-select', 'self-consistency', 'short-m@k', 'single']
 """
 
 from reasoning.strategies.adaptive_sc import AdaptiveSelfConsistency
 from reasoning.strategies.best_of_n import BestOfN
 from reasoning.strategies.deepconf import DeepConf
+from reasoning.strategies.difficulty import DifficultyRouter
+from reasoning.strategies.early_exit import EarlyExit
 from reasoning.strategies.first_finish import FirstFinish
 from reasoning.strategies.longest_finish import LongestFinish
+from reasoning.strategies.lt_prune import LTPrune
+from reasoning.strategies.lt_select import LTSelect
 from reasoning.strategies.self_consistency import SelfConsistency
 from reasoning.strategies.short_m_at_k import ShortMAtK
 from reasoning.strategies.single import Single
@@ -21,7 +25,11 @@ __all__ = [
     "AdaptiveSelfConsistency",
     "BestOfN",
     "DeepConf",
+    "DifficultyRouter",
+    "EarlyExit",
     "FirstFinish",
+    "LTPrune",
+    "LTSelect",
     "LongestFinish",
     "SelfConsistency",
     "ShortMAtK",

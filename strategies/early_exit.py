@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling, majority_vote
 from reasoning.backend import Assembler
@@ -44,7 +44,9 @@ def load_probe(path: str, model: str) -> Probe:
     """Load (once) an artefact for `model`, refusing one made for another model."""
     file = Path(path).with_suffix(".json") if not path.endswith(".json") else Path(path)
     if not file.is_file():
-        raise ConfigError(f"early exit: probe artefact {file} does not exist (make one with `reasoning probe`)")
+        raise ConfigError(
+            f"early exit: probe artefact {file} does not exist (make one with `reasoning probe`)"
+        )
     return _load(str(file), file.stat().st_mtime, model)
 
 
@@ -87,7 +89,7 @@ class EarlyExit:
         """One trace with online exits."""
         rule, card = probe.rule, probe.card
         assert rule is not None  # checked on load
-        cues = CueSet(**{k: tuple(v) if isinstance(v, list) else v for k, v in card.cues.items()})
+        cues = CueSet.from_dict(card.cues)
         sampling = Sampling(
             temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, logprobs=0
         )

@@ -14,6 +14,11 @@ MODULES = [
     "reasoning.strategies",
     "reasoning.probes.conformal",
     "reasoning.probes.cues",
+    "reasoning.probes.trajectory",
+    "reasoning.probes.exit",
+    "reasoning.probes.probe",
+    "reasoning.strategies.difficulty",
+    "reasoning.models",
 ]
 
 

@@ -30,7 +30,9 @@ __all__ = ["ScriptedBackend"]
 _TOKEN = re.compile(r"\S+\s*|\s+")
 
 Script = Sequence[str] | Callable[[Request, int], str]
-HiddenStates = Callable[[Request, Sequence[int], Sequence[int]], "np.ndarray | Sequence[Sequence[Sequence[float]]]"]
+HiddenStates = Callable[
+    [Request, Sequence[int], Sequence[int]], "np.ndarray | Sequence[Sequence[Sequence[float]]]"
+]
 
 
 def tokenize(text: str) -> list[str]:
@@ -109,7 +111,10 @@ class ScriptedBackend:
         self.hidden_requests.append(request)
         values = np.asarray(self._hidden_states(request, layers, positions), dtype=np.float32)
         if values.ndim != 3 or values.shape[:2] != (len(positions), len(layers)):
-            raise ValueError(f"scripted hidden states have shape {values.shape}, expected ({len(positions)}, {len(layers)}, hidden)")
+            raise ValueError(
+                f"scripted hidden states have shape {values.shape}, "
+                f"expected ({len(positions)}, {len(layers)}, hidden)"
+            )
         return values
 
     def prompt_tokens(self, request: Request) -> int:

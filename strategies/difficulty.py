@@ -1,0 +1,93 @@
+"""Difficulty-aware budgets (DiffAdapt, ALGORITHMS.md 9.2): a prompt probe picks the strategy.
+
+    p = difficulty probe(hidden states of the prompt's last token)   # P(one sample is right)
+    if p >= threshold:  run the `easy` strategy (default: one sample, 256 tokens)
+    else:               run the `hard` strategy (default: self-consistency, 4 x 512 tokens)
+
+Routes are strategy specs ``name:param=value,param=value`` (``reasoning strategies`` lists
+them), so any strategy can be a route, including ``early-exit:probe=...,n=4``. INFERRED
+(DiffAdapt's three classes and per-model heuristics are not published in full): two routes, a
+binary probe trained on whether a single trace was right (``reasoning probe train --kind
+difficulty``), threshold 0.5 unless given. Every candidate records ``p_easy`` and ``route``
+(1 = easy) in its scores.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from reasoning import STRATEGIES, Context, Problem, Result, Strategy
+from reasoning.errors import ConfigError
+from reasoning.models import fingerprint
+from reasoning.probes.probe import Probe
+
+
+def parse_spec(spec: str) -> Strategy:
+    """Build a strategy from ``name:param=value,param=value``.
+
+    Example:
+        >>> import reasoning.strategies
+        >>> parse_spec("self-consistency:n=3,max_tokens=64").n
+        3
+    """
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"strategy spec {spec!r}: expected param=value, got {item!r}")
+        params[key.strip()] = value.strip()
+    strategy: Strategy = STRATEGIES.create(name.strip(), params)
+    return strategy
+
+
+@functools.lru_cache(maxsize=16)
+def _load(path: str, stamp: float, model: str) -> Probe:
+    probe = Probe.load(path, fingerprint(model))
+    if probe.card.kind != "difficulty":
+        raise ConfigError(f"{path} is a {probe.card.kind} probe; the router needs a difficulty probe")
+    return probe
+
+
+@STRATEGIES.register("difficulty", "diffadapt", "difficulty-router")
+@dataclass(frozen=True)
+class DifficultyRouter:
+    """Route each problem to a cheap or an expensive strategy by a prompt-difficulty probe."""
+
+    needs_hidden_states: ClassVar[bool] = True
+
+    probe: str = ""
+    """Path of a difficulty-probe artefact (``reasoning probe train --kind difficulty``)."""
+    threshold: float = 0.5
+    """Easy when the probe's P(a sample is right) is at least this."""
+    easy: str = "single:max_tokens=256"
+    """Strategy spec for easy problems."""
+    hard: str = "self-consistency:n=4,max_tokens=512"
+    """Strategy spec for hard problems."""
+
+    def __post_init__(self) -> None:
+        if not self.probe:
+            raise ConfigError(
+                "difficulty: give the probe artefact, e.g. -p probe=probes/gsm8k-difficulty.json"
+            )
+        if not 0 <= self.threshold <= 1:
+            raise ConfigError(f"difficulty: threshold must be in [0, 1], got {self.threshold}")
+        parse_spec(self.easy)
+        parse_spec(self.hard)
+
+    async def __call__(self, problem: Problem, ctx: Context) -> Result:
+        """Read the prompt's hidden states, score difficulty, run the chosen route."""
+        file = Path(self.probe if self.probe.endswith(".json") else self.probe + ".json")
+        if not file.is_file():
+            raise ConfigError(f"difficulty: probe artefact {file} does not exist")
+        probe = _load(str(file), file.stat().st_mtime, str(getattr(ctx.backend, "model", ctx.backend.name)))
+        states = await ctx.hidden_states(probe.card.layers)
+        p = float(probe.predict(states.reshape(1, -1))[0])
+        easy = p >= self.threshold
+        result = await parse_spec(self.easy if easy else self.hard)(problem, ctx)
+        marks = {"p_easy": p, "route": 1.0 if easy else 0.0}
+        candidates = tuple(c.model_copy(update={"scores": {**c.scores, **marks}}) for c in result.candidates)
+        return Result(result.answer, candidates, result.chosen)

@@ -1,0 +1,279 @@
+"""Probe pipeline, artefacts and probe-driven strategies on scripted backends."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from reasoning import Controller, Problem, Request, ScriptedBackend
+from reasoning.backends.scripted import tokenize
+from reasoning.errors import CapabilityError, ConfigError, DatasetError
+from reasoning.evals.probing import collect_traces, compute_features
+from reasoning.models import fingerprint
+from reasoning.probes.conformal import GUARANTEE
+from reasoning.probes.cues import CueSet
+from reasoning.probes.data import DecisionPoints
+from reasoning.probes.exit import EXIT_PHRASE
+from reasoning.probes.probe import Probe, ProbeCard, ProbeMismatch, auroc, calibrate, train_probe
+from reasoning.strategies.difficulty import DifficultyRouter
+from reasoning.strategies.early_exit import EarlyExit, load_probe
+
+SCRIPTED = fingerprint("scripted")
+HIDDEN = 4
+LAYERS = [1, 2]
+
+# A trace of three blank-line steps; the state says "solved" once "DONE" has been written.
+TRACE = "Let us add.\n\nTwo plus two DONE so\n\nchecking again and again\n\nThe answer is \\boxed{4}"
+
+
+def states(request: Request, layers, positions) -> np.ndarray:
+    """Fake hidden states at each position: feature 0 is 1 once DONE has been written, feature 2
+    is 1 for "easy" prompts, feature 1 = length of the text so far."""
+    words = tokenize(
+        "".join(f"<{m.role}> {m.content}\n" for m in request.messages) + "<assistant> " + request.prefix
+    )
+    rows = []
+    for position in positions:
+        text = "".join(words[: (position % len(words)) + 1])
+        easy = 1.0 if "easy" in request.messages[-1].content and not request.prefix else 0.0
+        rows.append([1.0 if "DONE" in text else 0.0, len(text) / 100, easy, 1.0])
+    return np.tile(np.asarray(rows, dtype=np.float32)[:, None, :], (1, len(layers), 1))
+
+
+def reply(request: Request, number: int) -> str:
+    """The trace, or a forced answer: right (4) once DONE was written, wrong (9) before."""
+    if request.prefix.endswith(EXIT_PHRASE):
+        return "4} and more words" if "DONE" in request.prefix else "9} and more"
+    return TRACE
+
+
+def hand_probe(tmp_path, kind="exit", alpha=0.1, q_pos=0.2, q_neg=0.5) -> str:
+    """A logistic probe on feature 0 (exit) or 2 (difficulty), calibrated by hand."""
+    w = np.zeros((1, HIDDEN * len(LAYERS)), dtype=np.float32)
+    w[0, 0 if kind == "exit" else 2] = 10.0
+    card = ProbeCard(
+        kind=kind,
+        model={"name": SCRIPTED.name, "sha256": SCRIPTED.sha256},
+        layers=LAYERS,
+        hidden_size=HIDDEN,
+        position="decision-point" if kind == "exit" else "prompt",
+        cues={"words": [], "step_boundary": True, "every": 0, "skip_first": 0, "max_events": None},
+        exit_phrase=EXIT_PHRASE,
+        hidden=[],
+        training_data_sha256="0" * 64,
+        calibration={
+            "alpha": alpha,
+            "q_pos": q_pos,
+            "q_neg": q_neg,
+            "n_pos": 50,
+            "n_neg": 50,
+            "strict": True,
+            "guarantee": GUARANTEE,
+            "exit_threshold": 0.8,
+            "calibration_exit_rate_unsafe": 0.0,
+            "calibration_exit_rate_safe": 1.0,
+        },
+    )
+    arrays = {
+        "mean": np.zeros(HIDDEN * len(LAYERS)),
+        "scale": np.ones(HIDDEN * len(LAYERS)),
+        "w0": w,
+        "b0": np.array([-5.0]),
+    }
+    return str(Probe(card, arrays).save(tmp_path / f"{kind}-probe"))
+
+
+def synthetic(n_traces=60, events=5, seed=0, sha="") -> DecisionPoints:
+    """Decision points whose label is readable from feature 0 (plus noise)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=n_traces * events)
+    features = rng.normal(size=(len(labels), HIDDEN * len(LAYERS))).astype(np.float32)
+    features[:, 0] += 2.5 * labels
+    correct = rng.integers(0, 2, size=n_traces)
+    prompts = rng.normal(size=(n_traces, HIDDEN * len(LAYERS))).astype(np.float32)
+    prompts[:, 2] += 2.5 * correct
+    return DecisionPoints(
+        features=features,
+        labels=labels.astype(np.int8),
+        trace=np.repeat(np.arange(n_traces), events).astype(np.int32),
+        position=np.tile(np.arange(1, events + 1), n_traces).astype(np.int32),
+        prompt_features=prompts,
+        trace_correct=correct.astype(np.int8),
+        meta={
+            "model": {"name": SCRIPTED.name, "sha256": SCRIPTED.sha256},
+            "layers": LAYERS,
+            "cues": {"words": [], "step_boundary": True},
+            "exit_phrase": EXIT_PHRASE,
+            "dataset": f"synthetic-{seed}",
+        },
+    )
+
+
+# -- artefacts -----------------------------------------------------------------------------------
+
+
+def test_auroc_matches_the_pairwise_definition() -> None:
+    rng = np.random.default_rng(1)
+    s, y = rng.normal(size=40).round(1), rng.integers(0, 2, size=40)
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = [(a > b) + 0.5 * (a == b) for a in pos for b in neg]
+    assert auroc(s, y) == pytest.approx(np.mean(pairs))
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+
+
+def test_decision_points_round_trip_and_detect_tampering(tmp_path) -> None:
+    data = synthetic()
+    data.save(tmp_path / "d")
+    back = DecisionPoints.load(tmp_path / "d.json")
+    assert back.features.dtype == np.float16 and np.array_equal(back.labels, data.labels)
+    assert back.meta["events"] == len(data) and back.meta["arrays_sha256"]
+    raw = bytearray((tmp_path / "d.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (tmp_path / "d.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="sha256"):
+        DecisionPoints.load(tmp_path / "d")
+    with pytest.raises(DatasetError, match="does not exist"):
+        DecisionPoints.load(tmp_path / "nothing")
+
+
+def test_train_reports_held_out_auroc_and_saves_a_self_describing_artefact(tmp_path) -> None:
+    train = synthetic(seed=0)
+    train.save(tmp_path / "train")
+    probe = train_probe(train, "exit", hidden=(16,), seed=0)
+    assert probe.card.metrics["auroc_val"] > 0.85
+    assert (
+        probe.card.training["val_traces"] > 0
+        and probe.card.training_data_sha256 == train.meta["arrays_sha256"]
+    )
+    calib = synthetic(seed=1)
+    calib.save(tmp_path / "calib")
+    calibrated = calibrate(probe, calib, alpha=0.1)
+    path = calibrated.save(tmp_path / "probe")
+    card = json.loads(path.read_text())
+    for key in (
+        "model",
+        "layers",
+        "cues",
+        "exit_phrase",
+        "training_data_sha256",
+        "metrics",
+        "weights_sha256",
+    ):
+        assert key in card
+    c = card["calibration"]
+    assert (
+        c["alpha"] == 0.1
+        and c["n_pos"] + c["n_neg"] == len(calib)
+        and "not a per-trace bound" in c["guarantee"]
+    )
+    assert c["calibration_exit_rate_unsafe"] <= 0.1 + 0.05
+    loaded = Probe.load(path, SCRIPTED)
+    x = calib.features[:7].astype(np.float32)
+    assert np.allclose(loaded.predict(x), calibrated.predict(x))
+    assert not (tmp_path / "probe.pkl").exists() and (tmp_path / "probe.safetensors").exists()
+
+
+def test_a_probe_for_another_model_is_refused(tmp_path) -> None:
+    path = hand_probe(tmp_path)
+    with pytest.raises(ProbeMismatch, match="qwen2.5-coder-0.5b-instruct"):
+        Probe.load(path, fingerprint("0.5b"))
+    EarlyExit(probe=path)  # constructing is fine; using it on another model is not
+    with pytest.raises(ProbeMismatch):
+        load_probe(path, "0.5b")
+
+
+def test_calibration_refuses_the_training_data(tmp_path) -> None:
+    train = synthetic()
+    train.save(tmp_path / "train")
+    probe = train_probe(train, "exit", hidden=())
+    with pytest.raises(ConfigError, match="disjoint"):
+        calibrate(probe, train, 0.1)
+
+
+def test_train_needs_both_labels() -> None:
+    data = synthetic()
+    data.labels[:] = 0
+    with pytest.raises(ConfigError, match="both labels"):
+        train_probe(data)
+
+
+# -- collection ------------------------------------------------------------------------------------
+
+
+async def test_collect_labels_decision_points_by_forced_exits() -> None:
+    backend = ScriptedBackend(reply, hidden_states=states)
+    problems = [Problem("a", "2+2?", answer="4"), Problem("b", "easy 2+2?", answer="4")]
+    traces = await collect_traces(backend, problems, cues=CueSet((), True), max_tokens=64)
+    assert [e["label"] for e in traces[0]["events"]] == [0, 1, 1]  # DONE is in the 2nd step
+    assert traces[0]["correct"] == 1 and traces[0]["collection"]["model"]["sha256"] == SCRIPTED.sha256
+    # Forced exits are cut at the closing brace: "4}" is 1 scripted token.
+    assert all(e["tokens"] == 1 for e in traces[0]["events"])
+    data = await compute_features(backend, traces, LAYERS)
+    assert data.features.shape == (6, HIDDEN * len(LAYERS)) and list(data.labels) == [0, 1, 1, 0, 1, 1]
+    assert list(data.prompt_features[:, 2]) == [0.0, 1.0] and list(data.trace)[:3] == [0, 0, 0]
+    assert data.features[1, 0] == 1.0 and data.features[0, 0] == 0.0  # the point's own token is read
+
+
+async def test_features_need_hidden_states() -> None:
+    backend = ScriptedBackend(reply)
+    traces = await collect_traces(backend, [Problem("a", "2+2?", answer="4")], cues=CueSet((), True))
+    with pytest.raises(CapabilityError, match="hidden states"):
+        await compute_features(backend, traces, LAYERS)
+
+
+# -- strategies ------------------------------------------------------------------------------------
+
+
+async def test_early_exit_stops_at_the_first_safe_decision_point(tmp_path) -> None:
+    backend = ScriptedBackend(reply, hidden_states=states, seconds_per_token=0.002)
+    result = await Controller(backend).run(Problem("p", "2+2?", "4"), EarlyExit(probe=hand_probe(tmp_path)))
+    [candidate] = result.candidates
+    assert result.answer == "4" and candidate.finish_reason == "exit"
+    assert candidate.scores["decision_points"] == 2 and candidate.scores["exit_tokens"] == 1
+    assert backend.cancelled >= 1  # the trace was cancelled in the engine at the exit
+    full = len(TRACE.split())
+    assert result.usage["output_tokens"] < full
+    assert candidate.text.endswith(EXIT_PHRASE + "4}") and "checking" not in candidate.text
+
+
+async def test_early_exit_runs_to_the_end_when_the_rule_never_fires(tmp_path) -> None:
+    backend = ScriptedBackend(reply, hidden_states=states)
+    path = hand_probe(tmp_path, q_pos=0.0, q_neg=1.0)  # the prediction set always holds "unsafe"
+    result = await Controller(backend).run(Problem("p", "2+2?", "4"), EarlyExit(probe=path))
+    [candidate] = result.candidates
+    assert candidate.finish_reason == "stop" and candidate.scores["exit_token"] == 0
+    assert candidate.scores["decision_points"] == 3 and backend.cancelled == 0
+
+
+async def test_self_consistency_over_early_exited_traces(tmp_path) -> None:
+    backend = ScriptedBackend(reply, hidden_states=states)
+    result = await Controller(backend).run(
+        Problem("p", "2+2?", "4"), EarlyExit(probe=hand_probe(tmp_path), n=3)
+    )
+    assert result.answer == "4" and len(result.candidates) == 3
+    assert all(c.finish_reason == "exit" for c in result.candidates)
+    seeds = {r.sampling.seed for r in backend.requests if not r.prefix}
+    assert len(seeds) == 3  # three separately seeded traces, issued together
+
+
+async def test_difficulty_router_picks_the_route_from_the_prompt(tmp_path) -> None:
+    path = hand_probe(tmp_path, kind="difficulty")
+    router = DifficultyRouter(
+        probe=path, easy="single:max_tokens=64", hard="self-consistency:n=3,max_tokens=64"
+    )
+    backend = ScriptedBackend(reply, hidden_states=states)
+    easy = await Controller(backend).run(Problem("e", "easy 2+2?", "4"), router)
+    hard = await Controller(backend).run(Problem("h", "2+2?", "4"), router)
+    assert len(easy.candidates) == 1 and easy.candidates[0].scores["route"] == 1.0
+    assert len(hard.candidates) == 3 and hard.candidates[0].scores["route"] == 0.0
+    assert hard.candidates[0].scores["p_easy"] < 0.5 < easy.candidates[0].scores["p_easy"]
+
+
+def test_router_and_early_exit_reject_bad_parameters(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="probe"):
+        EarlyExit()
+    with pytest.raises(ConfigError, match="unknown strategy|no strategy"):
+        DifficultyRouter(probe="x", easy="nonsense")
+    with pytest.raises(ConfigError, match="param=value"):
+        DifficultyRouter(probe="x", hard="single:max_tokens")
