@@ -1,6 +1,12 @@
 """Hidden-state probes and conformal stopping rules.
 
-So far: `reasoning.probes.conformal` (split conformal quantiles, p-values and LYNX's
-class-conditional exit rule, with their guarantee stated). Probe training, cue detection and
-the early-exit strategies come with the probes issue.
+* `reasoning.probes.cues`: decision points (cue words, blank lines, every k tokens);
+* `reasoning.probes.exit`: forced exits (exit phrases, reading the answer up to its brace);
+* `reasoning.probes.data`: labelled decision points with features, on disk (safetensors + JSON);
+* `reasoning.probes.probe`: probe training, AUROC, calibration, self-describing artefacts;
+* `reasoning.probes.conformal`: split conformal quantiles, p-values, LYNX's exit rule;
+* `reasoning.probes.trajectory`: latent-trajectory signals (net, cumulative, aligned change).
+
+Collecting labels needs gold answers and lives in `reasoning.evals.probing`; the strategies that
+use probes are `early-exit`, `lt-select`, `lt-prune` and `difficulty`.
 """

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import EXIT_PHRASE
 from reasoning.probes.probe import Probe, ProbeCard
 from reasoning.problem import default_prompt
-from reasoning.strategies.early_exit import EarlyExit
+from reasoning.strategies import DifficultyRouter, EarlyExit, LTPrune, LTSelect
 
 pytestmark = pytest.mark.engine
 
@@ -145,3 +146,45 @@ def test_cli_pipeline_then_solve_with_the_probe(tmp_path) -> None:
     out = run("solve", "--question", "What is 2 + 3?", "--gold", "5", "--strategy", "early-exit",
               "-p", f"probe={tmp_path / 'p.json'}", "-p", "max_tokens=64", "--kv-cache-gb", "1")  # fmt: skip
     assert "answer:" in out
+
+
+async def test_latent_trajectory_select_and_prune_on_the_engine(engine) -> None:
+    run = await Controller(engine, seed=5).run(
+        PROBLEMS[0], LTSelect(n=3, segment=8, layers=(12, 24), max_tokens=48)
+    )
+    assert len(run.candidates) == 3
+    assert all("lt_segments" in c.scores for c in run.candidates)
+    assert any(math.isfinite(c.scores.get("lt_cumulative", math.nan)) for c in run.candidates)
+    run = await Controller(engine, seed=6).run(
+        PROBLEMS[1], LTPrune(n=3, keep=1, horizon=24, segment=8, layers=(12, 24), max_tokens=96)
+    )
+    pruned = [c for c in run.candidates if c.scores.get("pruned") == 1.0]
+    long_enough = [c for c in run.candidates if c.output_tokens >= 24]
+    assert len(pruned) == max(len(long_enough) - 1, 0)
+    assert all(c.finish_reason == "cancelled" and c.answer is None for c in pruned)
+    assert run.usage["cancelled_samples"] == len(pruned)
+
+
+async def test_difficulty_router_reads_the_prompt_state_on_the_engine(engine, tmp_path) -> None:
+    width = 896
+    card = ProbeCard(
+        kind="difficulty",
+        model={"name": MODEL.name, "sha256": MODEL.sha256},
+        layers=[12],
+        hidden_size=width,
+        position="prompt",
+        hidden=[],
+        training_data_sha256="0" * 64,
+    )
+    arrays = {
+        "mean": np.zeros(width),
+        "scale": np.ones(width),
+        "w0": np.zeros((1, width)),
+        "b0": np.array([1.0]),
+    }
+    path = Probe(card, arrays).save(tmp_path / "difficulty")
+    router = DifficultyRouter(probe=str(path), easy="single:max_tokens=32", hard="self-consistency:n=2")
+    run = await Controller(engine, seed=7).run(PROBLEMS[0], router)
+    [candidate] = run.candidates  # p = sigmoid(1) = 0.73 >= 0.5: the easy route, one sample
+    assert candidate.scores["route"] == 1.0 and abs(candidate.scores["p_easy"] - 0.731) < 0.01
+    assert run.usage["calls"] == 2  # the prompt-state read and the one sample
