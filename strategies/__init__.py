@@ -4,25 +4,33 @@ Example:
     >>> from reasoning import STRATEGIES
     >>> import reasoning.strategies
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
-    ['adaptive-sc', 'best-of-n', 'deepconf', 'difficulty', 'early-exit', 'first-finish',
-     'longest-finish', 'lt-prune', 'lt-select', 'self-consistency', 'short-m@k', 'single']
+    ['a-star', 'adaptive-sc', 'beam', 'best-of-n', 'deepconf', 'difficulty', 'dvts', 'early-exit',
+     'first-finish', 'longest-finish', 'lt-prune', 'lt-select', 'particle-filtering',
+     'self-consistency', 'short-m@k', 'single']
 """
 
+from reasoning.strategies.a_star import AStar
 from reasoning.strategies.adaptive_sc import AdaptiveSelfConsistency
+from reasoning.strategies.beam_search import BeamSearch
 from reasoning.strategies.best_of_n import BestOfN
 from reasoning.strategies.deepconf import DeepConf
 from reasoning.strategies.difficulty import DifficultyRouter
+from reasoning.strategies.dvts import DVTS
 from reasoning.strategies.early_exit import EarlyExit
 from reasoning.strategies.first_finish import FirstFinish
 from reasoning.strategies.longest_finish import LongestFinish
 from reasoning.strategies.lt_prune import LTPrune
 from reasoning.strategies.lt_select import LTSelect
+from reasoning.strategies.particle_filtering import ParticleFiltering
 from reasoning.strategies.self_consistency import SelfConsistency
 from reasoning.strategies.short_m_at_k import ShortMAtK
 from reasoning.strategies.single import Single
 
 __all__ = [
+    "DVTS",
+    "AStar",
     "AdaptiveSelfConsistency",
+    "BeamSearch",
     "BestOfN",
     "DeepConf",
     "DifficultyRouter",
@@ -31,6 +39,7 @@ __all__ = [
     "LTPrune",
     "LTSelect",
     "LongestFinish",
+    "ParticleFiltering",
     "SelfConsistency",
     "ShortMAtK",
     "Single",

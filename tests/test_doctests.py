@@ -19,6 +19,8 @@ MODULES = [
     "reasoning.probes.probe",
     "reasoning.strategies.difficulty",
     "reasoning.models",
+    "reasoning.verifiers.process",
+    "reasoning.strategies.particle_filtering",
 ]
 
 
