@@ -15,6 +15,7 @@ Loading it for another model raises `ProbeMismatch`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -26,11 +27,20 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from reasoning.errors import ConfigError
-from reasoning.models import ModelFingerprint
+from reasoning.models import ModelFingerprint, fingerprint
 from reasoning.probes.conformal import ClassConditional
 from reasoning.probes.data import DecisionPoints, file_sha256
 
-__all__ = ["Calibration", "Probe", "ProbeCard", "ProbeMismatch", "auroc", "calibrate", "train_probe"]
+__all__ = [
+    "Calibration",
+    "Probe",
+    "ProbeCard",
+    "ProbeMismatch",
+    "auroc",
+    "calibrate",
+    "load_probe",
+    "train_probe",
+]
 
 FORMAT = 1
 """Version of the artefact format."""
@@ -368,3 +378,28 @@ def calibrate(probe: Probe, data: DecisionPoints, alpha: float, strict: bool = T
     card.calibration = calibration
     card.metrics = {**card.metrics, "auroc_calibration": auroc(p, labels)}
     return Probe(card, probe.arrays)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(path: str, stamp: float, model: str) -> Probe:
+    return Probe.load(path, fingerprint(model))
+
+
+def load_probe(path: str, model: str, kind: Literal["exit", "difficulty"]) -> Probe:
+    """Load (once per file version) a `kind` probe for `model`, as strategies do.
+
+    Exit probes must be calibrated. ``path`` may omit the ``.json``.
+
+    Raises:
+        ConfigError: no such artefact, the wrong kind, or an uncalibrated exit probe.
+        ProbeMismatch: made for another model.
+    """
+    file = Path(path if path.endswith(".json") else path + ".json")
+    if not file.is_file():
+        raise ConfigError(f"probe artefact {file} does not exist (make one with `reasoning probe`)")
+    probe = _cached(str(file), file.stat().st_mtime, model)
+    if probe.card.kind != kind:
+        raise ConfigError(f"{file} is a {probe.card.kind} probe; a {kind} probe is needed here")
+    if kind == "exit" and probe.rule is None:
+        raise ConfigError(f"{file} is not calibrated: run `reasoning probe calibrate` on it first")
+    return probe

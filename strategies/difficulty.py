@@ -14,15 +14,12 @@ difficulty``), threshold 0.5 unless given. Every candidate records ``p_easy`` an
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from reasoning import STRATEGIES, Context, Problem, Result, Strategy
 from reasoning.errors import ConfigError
-from reasoning.models import fingerprint
-from reasoning.probes.probe import Probe
+from reasoning.probes.probe import load_probe
 
 
 def parse_spec(spec: str) -> Strategy:
@@ -42,14 +39,6 @@ def parse_spec(spec: str) -> Strategy:
         params[key.strip()] = value.strip()
     strategy: Strategy = STRATEGIES.create(name.strip(), params)
     return strategy
-
-
-@functools.lru_cache(maxsize=16)
-def _load(path: str, stamp: float, model: str) -> Probe:
-    probe = Probe.load(path, fingerprint(model))
-    if probe.card.kind != "difficulty":
-        raise ConfigError(f"{path} is a {probe.card.kind} probe; the router needs a difficulty probe")
-    return probe
 
 
 @STRATEGIES.register("difficulty", "diffadapt", "difficulty-router")
@@ -80,10 +69,7 @@ class DifficultyRouter:
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Read the prompt's hidden states, score difficulty, run the chosen route."""
-        file = Path(self.probe if self.probe.endswith(".json") else self.probe + ".json")
-        if not file.is_file():
-            raise ConfigError(f"difficulty: probe artefact {file} does not exist")
-        probe = _load(str(file), file.stat().st_mtime, str(getattr(ctx.backend, "model", ctx.backend.name)))
+        probe = load_probe(self.probe, str(getattr(ctx.backend, "model", ctx.backend.name)), "difficulty")
         states = await ctx.hidden_states(probe.card.layers)
         p = float(probe.predict(states.reshape(1, -1))[0])
         easy = p >= self.threshold

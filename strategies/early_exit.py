@@ -18,36 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling, majority_vote
 from reasoning.backend import Assembler
 from reasoning.errors import ConfigError
-from reasoning.models import fingerprint
 from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import read_answer
-from reasoning.probes.probe import Probe
-
-
-@functools.lru_cache(maxsize=16)
-def _load(path: str, stamp: float, model: str) -> Probe:
-    probe = Probe.load(path, fingerprint(model))
-    if probe.card.kind != "exit" or probe.rule is None:
-        raise ConfigError(f"{path}: an early-exit strategy needs a calibrated exit probe")
-    return probe
-
-
-def load_probe(path: str, model: str) -> Probe:
-    """Load (once) an artefact for `model`, refusing one made for another model."""
-    file = Path(path).with_suffix(".json") if not path.endswith(".json") else Path(path)
-    if not file.is_file():
-        raise ConfigError(
-            f"early exit: probe artefact {file} does not exist (make one with `reasoning probe`)"
-        )
-    return _load(str(file), file.stat().st_mtime, model)
+from reasoning.probes.probe import Probe, load_probe
 
 
 @STRATEGIES.register("early-exit", "lynx", "early_exit")
@@ -79,7 +58,7 @@ class EarlyExit:
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Run n traces concurrently, each exiting early on its own, then vote."""
-        probe = load_probe(self.probe, str(getattr(ctx.backend, "model", ctx.backend.name)))
+        probe = load_probe(self.probe, str(getattr(ctx.backend, "model", ctx.backend.name)), "exit")
         traces = await asyncio.gather(*(self.trace(ctx, probe) for _ in range(self.n)))
         candidates = tuple(traces)
         chosen = majority_vote([c.answer for c in candidates])

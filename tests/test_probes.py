@@ -15,9 +15,9 @@ from reasoning.probes.conformal import GUARANTEE
 from reasoning.probes.cues import CueSet
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.exit import EXIT_PHRASE
-from reasoning.probes.probe import Probe, ProbeCard, ProbeMismatch, auroc, calibrate, train_probe
+from reasoning.probes.probe import Probe, ProbeCard, ProbeMismatch, auroc, calibrate, load_probe, train_probe
 from reasoning.strategies.difficulty import DifficultyRouter
-from reasoning.strategies.early_exit import EarlyExit, load_probe
+from reasoning.strategies.early_exit import EarlyExit
 
 SCRIPTED = fingerprint("scripted")
 HIDDEN = 4
@@ -180,7 +180,9 @@ def test_a_probe_for_another_model_is_refused(tmp_path) -> None:
         Probe.load(path, fingerprint("0.5b"))
     EarlyExit(probe=path)  # constructing is fine; using it on another model is not
     with pytest.raises(ProbeMismatch):
-        load_probe(path, "0.5b")
+        load_probe(path, "0.5b", "exit")
+    with pytest.raises(ConfigError, match="difficulty probe is needed"):
+        load_probe(path, "scripted", "difficulty")
 
 
 def test_calibration_refuses_the_training_data(tmp_path) -> None:
