@@ -90,7 +90,9 @@ class EarlyExit:
                 if exit_at:
                     break
         [trace] = assembler.all()
-        scores = {"probe": p, "decision_points": float(scored), "exit_token": float(exit_at)}
+        scores = {"decision_points": float(scored), "exit_token": float(exit_at)}
+        if scored:  # records hold no NaN (JSON null would not read back as a float)
+            scores["probe"] = p
         if not exit_at:
             ctx.record([trace])
             [candidate] = await ctx.candidates([trace])

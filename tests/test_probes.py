@@ -246,6 +246,11 @@ async def test_early_exit_runs_to_the_end_when_the_rule_never_fires(tmp_path) ->
     [candidate] = result.candidates
     assert candidate.finish_reason == "stop" and candidate.scores["exit_token"] == 0
     assert candidate.scores["decision_points"] == 3 and backend.cancelled == 0
+    no_points = await Controller(ScriptedBackend(["\\boxed{4}"], hidden_states=states)).run(
+        Problem("q", "2+2?", "4"), EarlyExit(probe=path)
+    )
+    assert no_points.answer == "4" and "probe" not in no_points.candidates[0].scores
+    type(no_points).model_validate_json(no_points.model_dump_json())  # the record reads back
 
 
 async def test_self_consistency_over_early_exited_traces(tmp_path) -> None:
