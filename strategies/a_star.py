@@ -32,11 +32,9 @@ from typing import Literal
 
 from reasoning import STRATEGIES, Context, Problem, Result
 from reasoning.errors import ConfigError
+from reasoning.strategies.step_search import StepSearch
 from reasoning.verifiers.process import (
-    Aggregation,
     Node,
-    ScorerName,
-    StepSampling,
     StepTree,
     resolve_scorer,
 )
@@ -55,7 +53,7 @@ class _Open:
 
 @STRATEGIES.register("a-star", "astar", "a_star")
 @dataclass(frozen=True)
-class AStar:
+class AStar(StepSearch):
     """Best-first search over partial solutions with f = g + h, h = 1 - process score."""
 
     k: int = 4
@@ -68,22 +66,6 @@ class AStar:
     """Cost so far: charge score drops (the literal reading) or score rises (consistent f)."""
     frontier: int = 1
     """Open states expanded together per round (1: textbook A*)."""
-    scorer: ScorerName = "judge"
-    """Process scores from the model as judge, or from the run's verifier (a PRM that scores steps)."""
-    scorer_backend: str | None = None
-    """Named backend of the judge (None: the run's default)."""
-    aggregation: Aggregation = "last"
-    """How step scores make r(s): last, min, product, or model (whole path as one step)."""
-    delimiter: str = "\n\n"
-    """Step separator (and the stop string of step requests)."""
-    step_tokens: int = 256
-    """Most tokens per step."""
-    max_steps: int = 40
-    """Most steps per solution."""
-    temperature: float = 0.8
-    """Sampling temperature of steps."""
-    top_p: float = 1.0
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.budget < 1 or self.frontier < 1:
@@ -91,12 +73,6 @@ class AStar:
                 f"a-star: k, budget and frontier must be >= 1, got {self.k}, {self.budget}, {self.frontier}"
             )
         self.steps()
-
-    def steps(self) -> StepSampling:
-        """How steps are sampled and scored."""
-        return StepSampling(
-            self.delimiter, self.step_tokens, self.max_steps, self.temperature, self.top_p, self.aggregation
-        )
 
     def cost(self, parent: _Open, h: float) -> float:
         """The cost so far g of a child whose heuristic is `h`."""

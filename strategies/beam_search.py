@@ -32,11 +32,9 @@ from typing import Literal
 
 from reasoning import STRATEGIES, Context, Problem, Result, majority_vote
 from reasoning.errors import ConfigError
+from reasoning.strategies.step_search import StepSearch
 from reasoning.verifiers.process import (
-    Aggregation,
     Node,
-    ScorerName,
-    StepSampling,
     StepTree,
     resolve_scorer,
 )
@@ -44,7 +42,7 @@ from reasoning.verifiers.process import (
 
 @STRATEGIES.register("beam", "beam-search", "beam_search")
 @dataclass(frozen=True)
-class BeamSearch:
+class BeamSearch(StepSearch):
     """N samples per step, the top N/M partial solutions kept, each grown M ways."""
 
     n: int = 8
@@ -55,22 +53,6 @@ class BeamSearch:
     """Early rejection: score steps this many tokens in and drop the rest before they finish (0: off)."""
     selector: Literal["argmax", "weighted"] = "argmax"
     """Final pick: the best-scored solution, or a vote over solutions weighted by score."""
-    scorer: ScorerName = "judge"
-    """Process scores from the model as judge, or from the run's verifier (a PRM that scores steps)."""
-    scorer_backend: str | None = None
-    """Named backend of the judge (None: the run's default)."""
-    aggregation: Aggregation = "last"
-    """How step scores make a path's score: last, min, product, or model (whole path as one step)."""
-    delimiter: str = "\n\n"
-    """Step separator (and the stop string of step requests)."""
-    step_tokens: int = 256
-    """Most tokens per step."""
-    max_steps: int = 40
-    """Most steps per solution."""
-    temperature: float = 0.8
-    """Sampling temperature of steps."""
-    top_p: float = 1.0
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -81,12 +63,6 @@ class BeamSearch:
         if self.reject_at < 0:
             raise ConfigError(f"{name}: reject_at must be >= 0, got {self.reject_at}")
         self.steps()
-
-    def steps(self) -> StepSampling:
-        """How steps are sampled and scored."""
-        return StepSampling(
-            self.delimiter, self.step_tokens, self.max_steps, self.temperature, self.top_p, self.aggregation
-        )
 
     def widths(self, beams: int) -> list[int]:
         """Samples of the next step per beam: N spread over the beams."""

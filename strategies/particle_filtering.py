@@ -33,11 +33,10 @@ import numpy as np
 
 from reasoning import STRATEGIES, Context, Problem, Result
 from reasoning.errors import ConfigError
+from reasoning.strategies.step_search import StepSearch
 from reasoning.verifiers.process import (
     Aggregation,
     Node,
-    ScorerName,
-    StepSampling,
     StepTree,
     resolve_scorer,
 )
@@ -84,7 +83,7 @@ def resample(weights: np.ndarray, count: int, method: Resampling, rng: np.random
 
 @STRATEGIES.register("particle-filtering", "pf", "particle_filtering")
 @dataclass(frozen=True)
-class ParticleFiltering:
+class ParticleFiltering(StepSearch):
     """N particles advance one step at a time, resampled by their process scores."""
 
     particles: int = 8
@@ -97,22 +96,8 @@ class ParticleFiltering:
     """Softmax over logit(r) (the released code) or over r (the paper's text)."""
     resampling: Resampling = "multinomial"
     """Multinomial (the paper) or systematic resampling (lower variance)."""
-    scorer: ScorerName = "judge"
-    """Process scores from the model as judge, or from the run's verifier (a PRM that scores steps)."""
-    scorer_backend: str | None = None
-    """Named backend of the judge (None: the run's default)."""
     aggregation: Aggregation = "model"
     """How step scores make a particle's weight: last, min, product, or model (the paper's best)."""
-    delimiter: str = "\n\n"
-    """Step separator (and the stop string of step requests)."""
-    step_tokens: int = 256
-    """Most tokens per step."""
-    max_steps: int = 40
-    """Most steps per particle."""
-    temperature: float = 0.8
-    """Sampling temperature of steps."""
-    top_p: float = 1.0
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
         if self.particles < 1 or self.iterations < 1:
@@ -127,12 +112,6 @@ class ParticleFiltering:
                 f"particle-filtering: softmax_temperature must be > 0, got {self.softmax_temperature}"
             )
         self.steps()
-
-    def steps(self) -> StepSampling:
-        """How steps are sampled and scored."""
-        return StepSampling(
-            self.delimiter, self.step_tokens, self.max_steps, self.temperature, self.top_p, self.aggregation
-        )
 
     def weights(self, rewards: Sequence[float]) -> np.ndarray:
         """Resampling probabilities of particles with these scores."""
