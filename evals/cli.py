@@ -132,6 +132,10 @@ def solve(
     ] = None,
     kv_cache_gb: Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")] = 2.0,
     max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
+    block_size: Annotated[
+        int | None,
+        typer.Option(help="KV-cache block size, the prefix cache's unit (tree searches: 32 on CPU)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve a dataset (or one --question) with a strategy, under a budget."""
@@ -171,7 +175,9 @@ def solve(
         stand_in = Controller(_stand_ins(models), budget=budget, seed=seed, budgets=budgets)
         check_resumable(output, problems, stand_in, chosen, budget)
     hidden = bool(getattr(chosen, "needs_hidden_states", False))
-    engine = _backend(backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key, hidden)
+    engine = _backend(
+        backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key, hidden, block_size
+    )
     try:
         controller = Controller(engine, budget=budget, seed=seed, budgets=budgets)
         runs, seconds = _run(problems, controller, chosen, budget, output, concurrency)
@@ -274,6 +280,7 @@ def _backend(
     base_url: str | dict[str, str] | None = None,
     api_key: str = "EMPTY",
     hidden_states: bool = False,
+    block_size: int | None = None,
 ) -> Any:
     if kind == "scripted":
         from reasoning import ScriptedBackend
@@ -300,6 +307,7 @@ def _backend(
                 max_model_len=max_model_len,
                 seed=seed,
                 hidden_states=hidden_states,
+                block_size=block_size,
             )
     _resolve_with_progress(model)
     with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
@@ -309,6 +317,7 @@ def _backend(
             max_model_len=max_model_len,
             seed=seed,
             hidden_states=hidden_states,
+            block_size=block_size,
         )
 
 

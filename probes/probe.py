@@ -385,10 +385,11 @@ def _cached(path: str, stamp: float, model: str) -> Probe:
     return Probe.load(path, fingerprint(model))
 
 
-def load_probe(path: str, model: str, kind: Literal["exit", "difficulty"]) -> Probe:
+def load_probe(path: str, model: str, kind: Literal["exit", "difficulty"], calibrated: bool = True) -> Probe:
     """Load (once per file version) a `kind` probe for `model`, as strategies do.
 
-    Exit probes must be calibrated. ``path`` may omit the ``.json``.
+    Exit probes must be calibrated unless `calibrated` is False (a value probe reads only its
+    probability). ``path`` may omit the ``.json``.
 
     Raises:
         ConfigError: no such artefact, the wrong kind, or an uncalibrated exit probe.
@@ -400,6 +401,6 @@ def load_probe(path: str, model: str, kind: Literal["exit", "difficulty"]) -> Pr
     probe = _cached(str(file), file.stat().st_mtime, model)
     if probe.card.kind != kind:
         raise ConfigError(f"{file} is a {probe.card.kind} probe; a {kind} probe is needed here")
-    if kind == "exit" and probe.rule is None:
+    if kind == "exit" and calibrated and probe.rule is None:
         raise ConfigError(f"{file} is not calibrated: run `reasoning probe calibrate` on it first")
     return probe

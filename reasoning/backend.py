@@ -24,6 +24,7 @@ from reasoning.errors import ConfigError
 
 __all__ = [
     "HIDDEN_STATES_OFFERED_BY",
+    "REWARDS_OFFERED_BY",
     "Assembler",
     "Backend",
     "Chunk",
@@ -32,6 +33,7 @@ __all__ = [
     "HiddenStateReader",
     "Message",
     "Request",
+    "RewardReader",
     "Sampling",
     "TokenCounter",
     "TokenLogprob",
@@ -138,6 +140,8 @@ class Chunk:
     """Log-probabilities of the new tokens, when asked for."""
     finish_reason: FinishReason | None = None
     """Set on the sample's last chunk."""
+    stop_string: str | None = None
+    """On the last chunk: the stop string that ended the sample (None at end of text)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,12 @@ class Completion:
     """Per-token log-probabilities, when asked for."""
     backend: str = ""
     """Name of the named backend that produced it (empty: the run's default backend)."""
+    stop_string: str | None = None
+    """Which of the request's stop strings ended it; None when it ended any other way.
+
+    With ``finish_reason == "stop"`` it tells a stop string (the model goes on) from the end of
+    text (the model is done): step-wise searches need the difference.
+    """
 
 
 class Backend(Protocol):
@@ -205,6 +215,33 @@ HIDDEN_STATES_OFFERED_BY = (
 """Which backends can give hidden states, for `CapabilityError` messages."""
 
 
+REWARDS_OFFERED_BY = (
+    "vllm_reward (a process reward model such as Qwen2.5-Math-PRM on vLLM's pooling runner: "
+    "reasoning.backends.vllm_reward.VLLMRewardBackend)"
+)
+"""Which backends can give process rewards, for `CapabilityError` messages."""
+
+
+@runtime_checkable
+class RewardReader(Protocol):
+    """Capability: step rewards from a process reward model (a pooling model, it does not generate)."""
+
+    step_tag: str
+    """The text that ends every step in the PRM's input (Qwen2.5-Math-PRM: ``<extra_0>``)."""
+
+    async def step_rewards(self, request: Request) -> np.ndarray:
+        """Class probabilities ``[steps, labels]`` at each step tag of `request`'s conversation.
+
+        The conversation is rendered with the PRM's chat template and no generation prompt; its
+        last message is the assistant's partial solution with `step_tag` after every step. Row i
+        belongs to step i; for Qwen2.5-Math-PRM column 1 is P(step correct).
+
+        Raises:
+            CapabilityError: This backend instance serves no process reward model.
+        """
+        ...
+
+
 @runtime_checkable
 class HiddenStateReader(Protocol):
     """Capability: hidden states of the served model at chosen layers and token positions."""
@@ -233,6 +270,7 @@ class _Partial:
     tokens: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish: FinishReason | None = None
+    stop_string: str | None = None
     seconds: float = 0.0
 
 
@@ -265,6 +303,7 @@ class Assembler:
         if chunk.finish_reason is None or part.finish is not None:
             return None
         part.finish = chunk.finish_reason
+        part.stop_string = chunk.stop_string
         part.seconds = time.monotonic() - self.start
         return self._completion(chunk.index)
 
@@ -287,6 +326,7 @@ class Assembler:
             cached_tokens=self._cached_tokens,
             seconds=p.seconds or time.monotonic() - self.start,
             logprobs=tuple(p.logprobs) if self.request.sampling.logprobs is not None else None,
+            stop_string=p.stop_string,
         )
 
 

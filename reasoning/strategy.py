@@ -20,6 +20,7 @@ import numpy as np
 from reasoning.answers import extract_answer, normalize_answer
 from reasoning.backend import (
     HIDDEN_STATES_OFFERED_BY,
+    REWARDS_OFFERED_BY,
     Assembler,
     Backend,
     Chunk,
@@ -27,6 +28,7 @@ from reasoning.backend import (
     HiddenStateReader,
     Message,
     Request,
+    RewardReader,
     Sampling,
     TokenCounter,
     collect_stream,
@@ -286,6 +288,26 @@ class Context:
             for meter, reservation in granted:
                 meter.settle(reservation, spent)
         return values
+
+    async def step_rewards(self, messages: Sequence[Message], backend: str | None = None) -> np.ndarray:
+        """Step rewards ``[steps, labels]`` of a process reward model (see `RewardReader`).
+
+        Metered as one call decoding no token (a forward pass of the PRM).
+
+        Raises:
+            CapabilityError: The backend serves no process reward model; the message says which do.
+        """
+        target = self.backend_named(backend)
+        if not isinstance(target, RewardReader):
+            raise CapabilityError("process rewards", target.name, REWARDS_OFFERED_BY)
+        request = Request(tuple(messages), Sampling(temperature=0.0, max_tokens=1))
+        name = backend if backend is not None else (self.backend_name or None)
+        granted = self._reserve(request, target, name)
+        try:
+            return await target.step_rewards(request)
+        finally:
+            for meter, reservation in granted:
+                meter.settle(reservation, 0)
 
     async def generate_all(
         self, requests: Sequence[Request], backend: str | None = None

@@ -36,7 +36,6 @@ from reasoning.strategies.step_search import StepSearch
 from reasoning.verifiers.process import (
     Node,
     StepTree,
-    resolve_scorer,
 )
 
 
@@ -88,9 +87,7 @@ class AStar(StepSearch):
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Pop the lowest f, stop at a goal, else expand it k ways and push the children."""
-        tree = StepTree(
-            ctx, resolve_scorer(ctx, self.scorer, self.scorer_backend, self.delimiter), self.steps()
-        )
+        tree = self.tree(ctx)
         opened = [_Open(1.0, 1.0, 0, 0.0, Node())]
         pushed = expansions = 0
         while opened and self.spent(tree, expansions) < self.budget:

@@ -35,8 +35,6 @@ from reasoning.errors import ConfigError
 from reasoning.strategies.step_search import StepSearch
 from reasoning.verifiers.process import (
     Node,
-    StepTree,
-    resolve_scorer,
 )
 
 
@@ -76,9 +74,7 @@ class BeamSearch(StepSearch):
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Grow, score, keep the best; pick among the finished solutions."""
-        tree = StepTree(
-            ctx, resolve_scorer(ctx, self.scorer, self.scorer_backend, self.delimiter), self.steps()
-        )
+        tree = self.tree(ctx)
         cut = self.reject_at if 0 < self.reject_at < self.step_tokens else None
         beams, widths, solutions = [Node()], [self.n], list[Node]()
         while beams and len(solutions) < self.n:

@@ -20,6 +20,7 @@ from typing import ClassVar
 from reasoning import STRATEGIES, Context, Problem, Result, Strategy
 from reasoning.errors import ConfigError
 from reasoning.probes.probe import load_probe
+from reasoning.probes.value import model_of
 
 
 def parse_spec(spec: str) -> Strategy:
@@ -69,7 +70,7 @@ class DifficultyRouter:
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Read the prompt's hidden states, score difficulty, run the chosen route."""
-        probe = load_probe(self.probe, str(getattr(ctx.backend, "model", ctx.backend.name)), "difficulty")
+        probe = load_probe(self.probe, model_of(ctx), "difficulty")
         states = await ctx.hidden_states(probe.card.layers)
         p = float(probe.predict(states.reshape(1, -1))[0])
         easy = p >= self.threshold

@@ -27,6 +27,7 @@ from reasoning.errors import ConfigError
 from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import read_answer
 from reasoning.probes.probe import Probe, load_probe
+from reasoning.probes.value import model_of
 
 
 @STRATEGIES.register("early-exit", "lynx", "early_exit")
@@ -58,7 +59,7 @@ class EarlyExit:
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Run n traces concurrently, each exiting early on its own, then vote."""
-        probe = load_probe(self.probe, str(getattr(ctx.backend, "model", ctx.backend.name)), "exit")
+        probe = load_probe(self.probe, model_of(ctx), "exit")
         traces = await asyncio.gather(*(self.trace(ctx, probe) for _ in range(self.n)))
         candidates = tuple(traces)
         chosen = majority_vote([c.answer for c in candidates])

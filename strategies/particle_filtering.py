@@ -38,7 +38,6 @@ from reasoning.verifiers.process import (
     Aggregation,
     Node,
     StepTree,
-    resolve_scorer,
 )
 
 Transform = Literal["logit", "raw"]
@@ -119,9 +118,7 @@ class ParticleFiltering(StepSearch):
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Particle filtering, then (particle Gibbs) again around a drawn reference particle."""
-        tree = StepTree(
-            ctx, resolve_scorer(ctx, self.scorer, self.scorer_backend, self.delimiter), self.steps()
-        )
+        tree = self.tree(ctx)
         reference: Node | None = None
         population = await self.filter(tree, ctx.rng, reference)
         for _ in range(self.iterations - 1):

@@ -1,10 +1,34 @@
-"""Parameters shared by the step-level tree searches (beam, DVTS, particle filtering, A*)."""
+"""Parameters shared by the step-level tree searches (beam, DVTS, particle filtering, A*).
+
+Process scores come from one of four scorers (``scorer``):
+
+* ``judge``: the model judges the partial solution; P(Yes) read from its answer token's
+  log-probabilities (`GenerativeScorer`); ``scorer_backend`` may name another model;
+* ``prm``: a process reward model served by vLLM's pooling runner (`RewardModelScorer`);
+  ``scorer_backend`` names that backend (default ``"prm"``);
+* ``probe``: a hidden-state value probe on the policy (`ValueProbeScorer`; ``probe`` is its
+  artefact, an exit probe from `reasoning probe train`);
+* ``verifier``: the run's verifier, when it has a ``score(ctx, paths)`` method.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-from reasoning.verifiers.process import Aggregation, ScorerName, StepSampling
+from reasoning import ConfigError, Context
+from reasoning.probes.value import ValueProbeScorer
+from reasoning.verifiers.process import (
+    Aggregation,
+    GenerativeScorer,
+    ProcessScorer,
+    RewardModelScorer,
+    StepSampling,
+    StepTree,
+)
+
+ScorerName = Literal["judge", "prm", "probe", "verifier"]
+"""Where process scores come from."""
 
 
 @dataclass(frozen=True)
@@ -12,24 +36,58 @@ class StepSearch:
     """How a step search samples steps and scores them (base of the tree-search strategies)."""
 
     scorer: ScorerName = "judge"
-    """Process scores from the model as judge, or from the run's verifier (a PRM that scores steps)."""
+    """Process scores from the model as judge, a served PRM, a value probe, or the run's verifier."""
     scorer_backend: str | None = None
-    """Named backend of the judge (None: the run's default)."""
+    """Named backend of the judge (None: the policy) or of the PRM (None: ``"prm"``)."""
+    probe: str | None = None
+    """Value-probe artefact, for ``scorer="probe"``."""
     aggregation: Aggregation = "last"
     """How step scores make a path's score: last, min, product, or model (whole path as one step)."""
     delimiter: str = "\n\n"
     """Step separator (and the stop string of step requests)."""
     step_tokens: int = 256
-    """Most tokens per step."""
+    """Most tokens per step (a longer step stays open and is continued by the next request)."""
     max_steps: int = 40
-    """Most steps per solution."""
+    """Most step requests per solution; a path stopped there gets its answer forced."""
     temperature: float = 0.8
     """Sampling temperature of steps."""
     top_p: float = 1.0
     """Nucleus mass."""
 
+    @property
+    def needs_hidden_states(self) -> bool:
+        """A value probe reads the policy's hidden states (the CLI then starts the engine with them)."""
+        return self.scorer == "probe"
+
     def steps(self) -> StepSampling:
         """How steps are sampled and scored (raises ConfigError on bad values)."""
+        if self.scorer not in get_args(ScorerName):
+            raise ConfigError(f"scorer must be one of {', '.join(get_args(ScorerName))}; got {self.scorer!r}")
+        if (self.scorer == "probe") != (self.probe is not None):
+            raise ConfigError("scorer='probe' needs probe=<artefact>, and probe= needs scorer='probe'")
         return StepSampling(
             self.delimiter, self.step_tokens, self.max_steps, self.temperature, self.top_p, self.aggregation
         )
+
+    def process_scorer(self, ctx: Context) -> ProcessScorer:
+        """The process scorer asked for.
+
+        Raises:
+            ConfigError: ``verifier`` was asked for but the run's verifier cannot score steps.
+        """
+        if self.scorer == "judge":
+            return GenerativeScorer(self.scorer_backend, self.delimiter)
+        if self.scorer == "prm":
+            return RewardModelScorer(self.scorer_backend or "prm")
+        if self.scorer == "probe" and self.probe is not None:
+            return ValueProbeScorer(self.probe, self.delimiter)
+        if not isinstance(ctx.verifier, ProcessScorer):
+            raise ConfigError(
+                f"scorer='verifier' needs a run verifier that scores steps (a ProcessScorer with "
+                f"score(ctx, paths)); got {type(ctx.verifier).__name__}; or use scorer='judge'"
+            )
+        return ctx.verifier
+
+    def tree(self, ctx: Context) -> StepTree:
+        """A step tree for one problem, with the asked-for scorer."""
+        return StepTree(ctx, self.process_scorer(ctx), self.steps())

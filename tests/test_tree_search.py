@@ -35,9 +35,10 @@ def numbered(depth: int, words: int = 0, final: frozenset[int] = frozenset()):
     def script(request, number):
         done = request.prefix.count("\n\n")
         answer = f" \\boxed{{{number}}}" if done + 1 >= depth or number in final else ""
+        more = "" if answer else "\n\nmore"  # the delimiter stops the step; a final step ends the text
         if request.prefix and not request.prefix.endswith("\n\n"):
-            return "w" + " w" * (words - 2) + answer
-        return f"s{number}" + " w" * words + answer
+            return "w" + " w" * (words - 2) + answer + more
+        return f"s{number}" + " w" * words + answer + more
 
     return script
 
@@ -259,7 +260,7 @@ def labelled(k: int, goal_depth: int | None = None):
     def script(request, number):
         depth = request.prefix.count("\n\n") + 1
         step = f"{depth}{'abcd'[number % k]}"
-        return step + (" \\boxed{7}" if depth == goal_depth else "")
+        return step + (" \\boxed{7}" if depth == goal_depth else "\n\nmore")
 
     return script
 
@@ -327,7 +328,7 @@ async def test_generative_scorer_reads_p_yes_from_the_judge_and_batches_a_step()
 
     def policy(request, number):
         done = request.prefix.count("\n\n")
-        return f"s{number}" + (" good" if number in (1, 2) else "") + (" \\boxed{5}" if done else "")
+        return f"s{number}" + (" good" if number in (1, 2) else "") + (" \\boxed{5}" if done else "\n\nmore")
 
     policy_backend, judge_backend = ScriptedBackend(policy), ScriptedBackend(judge)
     controller = Controller({"policy": policy_backend, "judge": judge_backend})
@@ -406,3 +407,160 @@ def test_registered_by_name() -> None:
 async def test_scorer_verifier_needs_a_process_scoring_verifier() -> None:
     with pytest.raises(ConfigError, match="scores steps"):
         await Controller(ScriptedBackend(numbered(2))).run(PROBLEM, BeamSearch(scorer="verifier"))
+
+
+# -- step boundaries: end of text, open steps, forced answers ---------------------------------------
+
+
+async def test_end_of_text_finishes_a_path_that_states_no_boxed_answer() -> None:
+    def script(request, number):
+        return "first step\n\nmore" if not request.prefix else "so the result is 42"
+
+    backend = ScriptedBackend(script)
+    result = await run(backend, BeamSearch(n=1, width=1, scorer="verifier"), by_name({}))
+    assert calls(backend) == [("", 1), ("first step\n\n", 1)]  # no third request: the text ended
+    assert result.answer == "42" and chosen_text(result) == "first step\n\nso the result is 42"
+
+
+async def test_scripted_completions_tell_a_stop_string_from_the_end_of_text() -> None:
+    from reasoning import Request, Sampling, collect
+
+    backend = ScriptedBackend(["a b\n\nc", "a b"])
+    [stopped] = await collect(backend, Request((), Sampling(stop=("\n\n",))))
+    [ended] = await collect(backend, Request((), Sampling(stop=("\n\n",))))
+    assert (stopped.text, stopped.finish_reason, stopped.stop_string) == ("a b", "stop", "\n\n")
+    assert (ended.text, ended.finish_reason, ended.stop_string) == ("a b", "stop", None)
+
+
+async def test_a_step_stopped_by_the_token_cap_stays_open_and_is_continued_mid_step() -> None:
+    def script(request, number):
+        if not request.prefix:
+            return "x = 1 + 2 + 3\n\nmore"  # 7 scripted tokens: cut after 4
+        if not request.prefix.endswith("\n\n"):
+            return "2 + 3\n\nmore"  # the rest of the open step
+        return "\\boxed{6}"
+
+    backend = ScriptedBackend(script)
+    strategy = BeamSearch(n=1, width=1, step_tokens=4, scorer="verifier")
+    result = await run(backend, strategy, by_name({}))
+    assert calls(backend) == [("", 1), ("x = 1 + ", 1), ("x = 1 + 2 + 3\n\n", 1)]
+    assert chosen_text(result) == "x = 1 + 2 + 3\n\n\\boxed{6}" and result.answer == "6"
+    first, second, third = result.candidates
+    assert first.scores["cut"] == 1 and second.scores["step"] == 1 and third.scores["step"] == 2
+
+
+async def test_max_steps_forces_a_stated_answer_instead_of_the_last_number() -> None:
+    def script(request, number):
+        if request.prefix.endswith(process.ANSWER_PHRASE):
+            return "7} and 99 more"
+        return f"step {number} has 3 apples\n\nmore"
+
+    backend = ScriptedBackend(script)
+    result = await run(backend, BeamSearch(n=1, width=1, max_steps=2, scorer="verifier"), by_name({}))
+    prefixes = [r.prefix for r in backend.requests]
+    assert prefixes[-1] == "step 0 has 3 apples\n\nstep 1 has 3 apples" + process.ANSWER_PHRASE
+    assert backend.requests[-1].sampling.temperature == 0 and len(prefixes) == 3
+    assert result.answer == "7" and result.candidates[result.chosen].scores["forced"] == 1
+
+
+# -- value probe and scorer choice ------------------------------------------------------------------
+
+
+def value_probe(tmp_path, layers=(2, 4), hidden=3) -> str:
+    """An uncalibrated logistic exit probe that reads feature 0."""
+    from reasoning.models import fingerprint
+    from reasoning.probes.probe import Probe, ProbeCard
+
+    model = fingerprint("scripted")
+    width = hidden * len(layers)
+    w = np.zeros((1, width), dtype=np.float32)
+    w[0, 0] = 4.0
+    card = ProbeCard(
+        kind="exit",
+        model={"name": model.name, "sha256": model.sha256},
+        layers=list(layers),
+        hidden_size=hidden,
+        position="decision-point",
+        hidden=[],
+        training_data_sha256="0" * 64,
+    )
+    arrays = {"mean": np.zeros(width), "scale": np.ones(width), "w0": w, "b0": np.array([-2.0])}
+    return str(Probe(card, arrays).save(tmp_path / "value"))
+
+
+async def test_value_probe_scores_each_path_at_its_last_step_boundary(tmp_path) -> None:
+    read: list[tuple[str, tuple[int, ...]]] = []
+
+    def states(request, layers, positions):
+        read.append((request.prefix, tuple(layers)))
+        good = float("good" in split_steps(request.prefix)[-1])
+        return np.full((len(positions), len(layers), 3), good, dtype=np.float32)
+
+    def policy(request, number):
+        done = request.prefix.count("\n\n")
+        return f"s{number}" + (" good" if number in (1, 2) else "") + (" \\boxed{5}" if done else "\n\nmore")
+
+    backend = ScriptedBackend(policy, hidden_states=states)
+    strategy = BeamSearch(n=2, width=2, scorer="probe", probe=value_probe(tmp_path))
+    assert strategy.needs_hidden_states
+    result = await Controller(backend).run(PROBLEM, strategy)
+    assert sorted(read[:2]) == [("s0\n\n", (2, 4)), ("s1 good\n\n", (2, 4))]  # prefix + delimiter
+    assert chosen_text(result) == "s1 good\n\ns2 good \\boxed{5}"
+    scores = [c.scores["step_score"] for c in result.candidates]
+    assert scores[:2] == pytest.approx([1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(-(4.0 - 2.0)))])
+    assert result.usage["calls"] == 2 + 4  # two step requests, four probe reads
+
+
+async def test_value_probe_for_another_model_is_refused(tmp_path) -> None:
+    from reasoning.probes.probe import ProbeMismatch
+
+    zeros = lambda r, layers, p: np.zeros((1, len(layers), 3))  # noqa: E731
+    backend = ScriptedBackend(numbered(2), hidden_states=zeros, model="qwen2.5-coder-0.5b-instruct")
+    strategy = BeamSearch(n=2, width=2, scorer="probe", probe=value_probe(tmp_path))
+    with pytest.raises(ProbeMismatch):
+        await Controller(backend).run(PROBLEM, strategy)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"scorer": "other"}, {"scorer": "probe"}, {"probe": "x.json"}],
+)
+def test_scorer_choice_is_checked(params) -> None:
+    with pytest.raises(ConfigError, match="scorer"):
+        BeamSearch(**params)
+
+
+async def test_prm_scorer_sends_tagged_steps_and_reads_the_newest_step() -> None:
+    def rewards(request):
+        steps = request.messages[-1].content.split("<extra_0>")[:-1]
+        return [0.9 if "good" in s else 0.2 for s in steps]
+
+    def policy(request, number):
+        done = request.prefix.count("\n\n")
+        return f"s{number}" + (" good" if number in (0, 3) else "") + (" \\boxed{5}" if done else "\n\nmore")
+
+    prm = ScriptedBackend(["unused"], rewards=rewards, name="prm")
+    controller = Controller({"policy": ScriptedBackend(policy), "prm": prm})
+    result = await controller.run(PROBLEM, BeamSearch(n=2, width=2, scorer="prm"))
+    first = prm.reward_requests[0].messages
+    assert [m.role for m in first] == ["system", "user", "assistant"]
+    assert first[1].content == PROBLEM.question and first[2].content in ("s0 good<extra_0>", "s1<extra_0>")
+    assert chosen_text(result) == "s0 good\n\ns3 good \\boxed{5}"
+    assert [c.scores["step_score"] for c in result.candidates] == pytest.approx([0.9, 0.2, 0.2, 0.9])
+    assert len(prm.requests) == 0 and result.usage_by_backend["prm"]["calls"] == 4
+
+
+async def test_prm_model_aggregation_sends_the_path_as_one_step() -> None:
+    prm = ScriptedBackend(["unused"], rewards=lambda r: [0.5], name="prm")
+    controller = Controller({"policy": ScriptedBackend(numbered(2)), "prm": prm})
+    await controller.run(PROBLEM, BeamSearch(n=2, width=2, scorer="prm", aggregation="model"))
+    last = prm.reward_requests[-1].messages[-1].content
+    assert last.count("<extra_0>") == 1 and last.endswith("<extra_0>") and "\n\n" in last
+
+
+async def test_prm_scorer_on_a_backend_without_rewards_names_the_capability() -> None:
+    from reasoning import CapabilityError
+
+    controller = Controller({"policy": ScriptedBackend(numbered(2)), "prm": ScriptedBackend(["x"])})
+    with pytest.raises(CapabilityError, match="process rewards"):
+        await controller.run(PROBLEM, BeamSearch(n=2, width=2, scorer="prm"))

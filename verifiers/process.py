@@ -22,13 +22,16 @@ node is recorded as a `Candidate` (partial ones too, answer None) with its score
 ``cut`` (1: a step cut short for early rejection). `search_stats` reads the cost of a search
 from its candidates.
 
-INFERRED choices (documented, configurable where it matters): a path is finished when its newest
-step holds ``\\boxed{}`` or an ``Answer:`` line, when the model adds an empty step (a continuation
-cannot tell end-of-text from the delimiter: `Completion` has no stop reason), or at
-``max_steps``; a step cut by the per-step token cap is an ordinary (long) step; only finished
-paths are verified (partial ones would get the last-number fallback answer); the generative
-scorer's prompt (`PROCESS_PROMPT`) asks about correctness "so far" and reads 0.5 when neither
-Yes nor No is among the top tokens.
+INFERRED choices (documented, configurable where it matters): a path is finished when the model
+ends its text (a step stopped by end of text, not by the delimiter: `Completion.stop_string`),
+when its newest step holds ``\\boxed{}`` or an ``Answer:`` line, when the model adds an empty
+step, or after ``max_steps`` step requests; a path stopped by ``max_steps`` gets its answer forced
+(`ANSWER_PHRASE`, at most `FORCED_ANSWER_TOKENS` greedy tokens) instead of the last-number
+fallback. A step stopped by the per-step token cap is scored like any step but stays open: the
+next request continues it mid-step (no delimiter is inserted inside a formula); it counts towards
+``max_steps``. Only finished paths are verified; the generative scorer's prompt
+(`PROCESS_PROMPT`) asks about correctness "so far" and reads 0.5 when neither Yes nor No is among
+the top tokens.
 """
 
 from __future__ import annotations
@@ -45,18 +48,20 @@ from reasoning.strategy import ExtractAnswer, Verdict, to_candidate
 from reasoning.verifiers.judge import yes_probability
 
 __all__ = [
+    "ANSWER_PHRASE",
+    "FORCED_ANSWER_TOKENS",
     "PROCESS_PROMPT",
+    "QWEN_PRM_SYSTEM",
     "Aggregation",
     "GenerativeScorer",
     "Node",
     "ProcessScorer",
-    "ScorerName",
+    "RewardModelScorer",
     "ScriptedScorer",
     "StepSampling",
     "StepTree",
     "aggregate",
     "is_final_step",
-    "resolve_scorer",
     "search_stats",
     "split_steps",
     "step_prefix",
@@ -145,6 +150,45 @@ class GenerativeScorer:
         return [yes_probability(r[0].logprobs[0]) if r[0].logprobs else 0.5 for r in results]
 
 
+QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+"""The system message Qwen2.5-Math-PRM was trained with."""
+
+
+@dataclass(frozen=True)
+class RewardModelScorer:
+    """A process reward model served by a backend with the `RewardReader` capability.
+
+    The PRM sees system + question + the partial solution with the backend's step tag after every
+    step (Qwen2.5-Math-PRM's format), in one forward pass; the newest step's row gives the score.
+    Paths are sent concurrently (the engine batches them; siblings share their prefix).
+    """
+
+    backend: str | None = "prm"
+    """Named backend serving the PRM (None: the run's default backend)."""
+    system: str | None = QWEN_PRM_SYSTEM
+    """System message of the PRM's input (None: none)."""
+    positive: int = 1
+    """Column of P(step correct) in the PRM's output."""
+
+    async def score(self, ctx: Context, paths: Sequence[Sequence[str]]) -> list[float]:
+        """P(newest step correct) of each path, one PRM request per path, all at once."""
+        tag = str(getattr(ctx.backend_named(self.backend), "step_tag", "<extra_0>"))
+        head = ((Message("system", self.system),) if self.system else ()) + (
+            Message("user", ctx.problem.question),
+        )
+        conversations = [(*head, Message("assistant", "".join(s + tag for s in path))) for path in paths]
+        rows = await asyncio.gather(*(ctx.step_rewards(c, self.backend) for c in conversations))
+        out = []
+        for path, row in zip(paths, rows, strict=True):
+            if row.ndim != 2 or row.shape[0] != len(path) or row.shape[1] <= self.positive:
+                raise ValueError(
+                    f"the process reward model returned {row.shape} for {len(path)} steps; expected "
+                    f"({len(path)}, >{self.positive}): is its step tag {tag!r} one token of its tokenizer?"
+                )
+            out.append(float(row[-1, self.positive]))
+        return out
+
+
 class ScriptedScorer:
     """Deterministic process scores for tests: ``score = function(steps)``.
 
@@ -168,24 +212,10 @@ class ScriptedScorer:
         return [float(self.function(path)) for path in batch]
 
 
-ScorerName = Literal["judge", "verifier"]
-"""Where process scores come from: the model as judge, or the run's verifier (it must score steps)."""
-
-
-def resolve_scorer(ctx: Context, name: ScorerName, backend: str | None, delimiter: str) -> ProcessScorer:
-    """The process scorer a strategy asked for.
-
-    Raises:
-        ConfigError: ``verifier`` was asked for but the run's verifier has no ``score`` method.
-    """
-    if name == "judge":
-        return GenerativeScorer(backend, delimiter)
-    if not isinstance(ctx.verifier, ProcessScorer):
-        raise ConfigError(
-            f"scorer='verifier' needs a run verifier that scores steps (a ProcessScorer with "
-            f"score(ctx, paths)); got {type(ctx.verifier).__name__}; or use scorer='judge'"
-        )
-    return ctx.verifier
+ANSWER_PHRASE = "\n\nFinal Answer: \\boxed{"
+"""Appended to a path stopped at ``max_steps``; the model completes the box greedily."""
+FORCED_ANSWER_TOKENS = 24
+"""Most tokens of a forced answer (the verifier reads the balanced box; the rest is ignored)."""
 
 
 @dataclass(frozen=True)
@@ -240,7 +270,10 @@ class Node:
     finished: bool = False
     """No more steps: an answer, an empty step, or ``max_steps``."""
     cut: bool = False
-    """Its newest step was cut short (early rejection) and must still be completed."""
+    """Its newest step is open: cut at a token cap (early rejection or ``max_tokens``); the next
+    request continues it mid-step instead of starting a new one."""
+    depth: int = 0
+    """Step requests that built it (a continued open step counts again): ``max_steps`` caps it."""
 
     @property
     def score(self) -> float:
@@ -255,7 +288,7 @@ class Node:
         """Its first `step` steps, active again when that drops steps (a particle Gibbs fork)."""
         if step >= len(self.steps):
             return self
-        return Node(self.steps[:step], self.scores[:step], self.records[:step])
+        return Node(self.steps[:step], self.scores[:step], self.records[:step], depth=step)
 
 
 class StepTree:
@@ -270,7 +303,9 @@ class StepTree:
         self.scorer_calls = 0
         """Paths scored so far."""
         self.output_tokens = 0
-        """Tokens decoded for steps so far."""
+        """Tokens decoded for steps so far (forced answers included)."""
+        self.forced_tokens = 0
+        """Tokens decoded for forced answers (paths stopped at ``max_steps``)."""
 
     def prefix(self, node: Node) -> str:
         """The continuation prefix of `node` (mid-step when its newest step was cut)."""
@@ -289,13 +324,11 @@ class StepTree:
         live = [(p, w) for p, w in zip(parents, widths, strict=True) if w > 0]
         requests = [self.ctx.request(self.steps.sampling(w, max_tokens), self.prefix(p)) for p, w in live]
         results = await self.ctx.generate_all(requests)
-        cutting = max_tokens is not None and max_tokens < self.steps.max_tokens
         flat = [(p, c) for (p, _), cs in zip(live, results, strict=True) for c in cs]
         children = await self._add(
-            [p for p, _ in flat],
+            [_parent(p) if p.cut else p for p, _ in flat],
             [c for _, c in flat],
-            [(*p.steps, c.text) for p, c in flat],
-            [cutting and c.finish_reason == "length" for _, c in flat],
+            [_extend(p, c.text) for p, c in flat],
             scored=True,
         )
         out, at = [], 0
@@ -318,11 +351,7 @@ class StepTree:
         done = await self._add(
             [_parent(nodes[i]) for i in todo],
             [r[0] for r in results],
-            [
-                (*nodes[i].steps[:-1], nodes[i].steps[-1] + r[0].text)
-                for i, r in zip(todo, results, strict=True)
-            ],
-            [False] * len(todo),
+            [_extend(nodes[i], r[0].text) for i, r in zip(todo, results, strict=True)],
             scored=False,
             inherited=[nodes[i].score for i in todo],
         )
@@ -336,17 +365,28 @@ class StepTree:
         parents: Sequence[Node],
         completions: Sequence[Completion],
         paths: Sequence[tuple[str, ...]],
-        cuts: Sequence[bool],
         scored: bool,
         inherited: Sequence[float] = (),
     ) -> list[Node]:
-        """Verify finished paths and score new steps (two concurrent batches); record each node."""
+        """Verify finished paths and score new steps (two concurrent batches); record each node.
+
+        A step stopped by the token cap stays open; a path ends at the end of text, with a final
+        or empty step, or at ``max_steps`` (then its answer is forced: `_force_answers`).
+        """
         s = self.steps
-        finished = [
-            not cut and (is_final_step(path[-1]) or not path[-1].strip() or len(path) >= s.max_steps)
-            for path, cut in zip(paths, cuts, strict=True)
+        cuts = [c.finish_reason == "length" for c in completions]
+        depths = [p.depth + 1 for p in parents]
+        ended_text = [c.finish_reason == "stop" and c.stop_string is None for c in completions]
+        natural = [
+            not cut and (eot or is_final_step(path[-1]) or not path[-1].strip())
+            for path, cut, eot in zip(paths, cuts, ended_text, strict=True)
         ]
+        capped = [not n and d >= s.max_steps for n, d in zip(natural, depths, strict=True)]
+        finished = [n or c for n, c in zip(natural, capped, strict=True)]
         texts = [s.delimiter.join(path) for path in paths]
+        forced = [i for i, c in enumerate(capped) if c]
+        for i, text in zip(forced, await self._force_answers([paths[i] for i in forced]), strict=True):
+            texts[i] = text
         ended = [i for i, f in enumerate(finished) if f]
         asked = [(s.delimiter.join(p),) if s.aggregation == "model" else p for p in paths] if scored else []
         verdicts, raw = await asyncio.gather(self._verify([texts[i] for i in ended]), self._score(asked))
@@ -358,6 +398,7 @@ class StepTree:
             prior = parent.scores[-1] if parent.scores else None
             value = aggregate(s.aggregation, prior, raw[i]) if scored else inherited[i]
             extra = {"process": value, "step": float(len(path)), "cut": float(cuts[i])}
+            extra["forced"] = float(capped[i])
             if scored:
                 extra["step_score"] = raw[i]
             record = to_candidate(texts[i], completion, answers[i])
@@ -370,10 +411,26 @@ class StepTree:
                     records=(*parent.records, len(self.candidates) - 1),
                     answer=answers[i].answer,
                     finished=finished[i],
-                    cut=cuts[i],
+                    cut=cuts[i] and not finished[i],
+                    depth=depths[i],
                 )
             )
         return nodes
+
+    async def _force_answers(self, paths: Sequence[tuple[str, ...]]) -> list[str]:
+        """Texts of paths stopped at ``max_steps``, each with `ANSWER_PHRASE` and a greedy answer.
+
+        All are requested at once; the verifier then reads a stated answer, not a stray number.
+        """
+        if not paths:
+            return []
+        sampling = Sampling(temperature=0.0, max_tokens=FORCED_ANSWER_TOKENS)
+        heads = [self.steps.delimiter.join(path) + ANSWER_PHRASE for path in paths]
+        results = await self.ctx.generate_all([self.ctx.request(sampling, head) for head in heads])
+        for r in results:
+            self.output_tokens += r[0].output_tokens
+            self.forced_tokens += r[0].output_tokens
+        return [head + r[0].text for head, r in zip(heads, results, strict=True)]
 
     async def _verify(self, texts: Sequence[str]) -> list[Verdict]:
         return await self.ctx.verify(texts) if texts else []
@@ -401,8 +458,13 @@ class StepTree:
 
 
 def _parent(node: Node) -> Node:
-    """The node before its newest step."""
-    return Node(node.steps[:-1], node.scores[:-1], node.records[:-1])
+    """The node before its newest step (an open step's continuation replaces that step)."""
+    return Node(node.steps[:-1], node.scores[:-1], node.records[:-1], depth=node.depth)
+
+
+def _extend(node: Node, text: str) -> tuple[str, ...]:
+    """`node`'s path with `text` as its next step, or appended to its open step."""
+    return (*node.steps[:-1], node.steps[-1] + text) if node.cut else (*node.steps, text)
 
 
 def search_stats(candidates: Sequence[Candidate]) -> dict[str, float]:

@@ -436,6 +436,7 @@ class OpenAIBackend:
                     if prompt_ids:
                         prompt_tokens = len(prompt_ids)
                     reason: FinishReason | None = None
+                    stop = extra.get("stop_reason")
                     if choice.finish_reason is not None:
                         reason = "length" if choice.finish_reason == "length" else "stop"
                         if choice.finish_reason == "abort":
@@ -447,6 +448,7 @@ class OpenAIBackend:
                         prompt_tokens=prompt_tokens,
                         logprobs=logprobs,
                         finish_reason=reason,
+                        stop_string=stop if reason == "stop" and isinstance(stop, str) else None,
                     )
         finally:
             await response.close()

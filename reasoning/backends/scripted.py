@@ -22,7 +22,14 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 
 import numpy as np
 
-from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
+from reasoning.backend import (
+    HIDDEN_STATES_OFFERED_BY,
+    REWARDS_OFFERED_BY,
+    Chunk,
+    FinishReason,
+    Request,
+    TokenLogprob,
+)
 from reasoning.errors import CapabilityError, ConfigError
 
 __all__ = ["ScriptedBackend"]
@@ -52,6 +59,8 @@ class ScriptedBackend:
         model: str = "scripted",
         token_logprob: float | Callable[[int, int], float] = -0.1,
         hidden_states: HiddenStates | None = None,
+        rewards: Callable[[Request], Sequence[float]] | None = None,
+        step_tag: str = "<extra_0>",
     ) -> None:
         """Create a backend.
 
@@ -68,6 +77,10 @@ class ScriptedBackend:
             hidden_states: Fake hidden states for probes: ``(request, layers, positions) ->
                 array [positions, layers, hidden]``; the request's prefix is the text so far.
                 Without it, asking for hidden states raises `CapabilityError`.
+            rewards: Fake process rewards: ``request -> P(correct) of each step`` (the steps
+                are the last message split at `step_tag`); without it `step_rewards` raises
+                `CapabilityError`.
+            step_tag: The step tag of the fake process reward model.
         """
         if not callable(script) and len(script) == 0:
             raise ConfigError("ScriptedBackend needs at least one scripted output")
@@ -75,6 +88,10 @@ class ScriptedBackend:
         self._speeds = seconds_per_token
         self._token_logprob = token_logprob
         self._hidden_states = hidden_states
+        self._rewards = rewards
+        self.step_tag = step_tag
+        self.reward_requests: list[Request] = []
+        """Every process-reward request received, in order."""
         self._name = name
         self.model = model
         self.requests: list[Request] = []
@@ -116,6 +133,21 @@ class ScriptedBackend:
                 f"expected ({len(positions)}, {len(layers)}, hidden)"
             )
         return values
+
+    async def step_rewards(self, request: Request) -> np.ndarray:
+        """Scripted step rewards as ``[steps, 2]`` class probabilities (see ``rewards=``)."""
+        if self._rewards is None:
+            raise CapabilityError(
+                "process rewards (this ScriptedBackend has no rewards= function)",
+                self._name,
+                REWARDS_OFFERED_BY,
+            )
+        self.reward_requests.append(request)
+        good = np.asarray(self._rewards(request), dtype=np.float32)
+        tags = request.messages[-1].content.count(self.step_tag) if request.messages else 0
+        if good.shape != (tags,):
+            raise ValueError(f"scripted rewards gave {good.size} values for {tags} step tags")
+        return np.stack([1.0 - good, good], axis=1)
 
     def prompt_tokens(self, request: Request) -> int:
         """Fake prompt length: the number of words of the messages plus prefix."""
@@ -165,7 +197,7 @@ class ScriptedBackend:
         try:
             while not all(finished):
                 # The next token comes from the sample whose next token is due first.
-                due = [(clocks[i] + plans[i][2], i) for i in range(sampling.n) if not finished[i]]
+                due = [(clocks[i] + plans[i][3], i) for i in range(sampling.n) if not finished[i]]
                 when, i = min(due)
                 if when > elapsed:
                     await asyncio.sleep(when - elapsed)
@@ -173,7 +205,7 @@ class ScriptedBackend:
                 else:
                     await asyncio.sleep(0)
                 clocks[i] = when
-                tokens, reason, _, number = plans[i]
+                tokens, reason, stopped, _, number = plans[i]
                 if positions[i] < len(tokens):
                     token = tokens[positions[i]]
                     positions[i] += 1
@@ -187,26 +219,29 @@ class ScriptedBackend:
                         cached_tokens=cached,
                         logprobs=self._logprobs(token, sampling.logprobs, number, positions[i] - 1),
                         finish_reason=reason if done else None,
+                        stop_string=stopped if done else None,
                     )
                     finished[i] = done
                 else:
                     finished[i] = True
-                    yield Chunk(i, "", 0, len(prompt), cached, finish_reason=reason)
+                    yield Chunk(i, "", 0, len(prompt), cached, finish_reason=reason, stop_string=stopped)
         finally:
             if not all(finished):
                 self.cancelled += 1
 
     @staticmethod
-    def _plan(text: str, request: Request) -> tuple[list[str], FinishReason]:
+    def _plan(text: str, request: Request) -> tuple[list[str], FinishReason, str | None]:
+        """Tokens of a scripted sample, why it ends, and the stop string that ends it (if any)."""
         reason: FinishReason = "stop"
+        stopped: str | None = None
         for stop in request.sampling.stop:
             cut = text.find(stop)
             if cut >= 0:
-                text = text[:cut]
+                text, stopped = text[:cut], stop
         tokens = tokenize(text)
         if len(tokens) > request.sampling.max_tokens:
-            tokens, reason = tokens[: request.sampling.max_tokens], "length"
-        return tokens, reason
+            tokens, reason, stopped = tokens[: request.sampling.max_tokens], "length", None
+        return tokens, reason, stopped
 
     def _logprobs(self, token: str, k: int | None, number: int, position: int) -> tuple[TokenLogprob, ...]:
         if k is None:

@@ -119,6 +119,7 @@ class VLLMBackend:
         seed: int = 0,
         hidden_states: bool = True,
         progress: Progress | None = None,
+        block_size: int | None = None,
     ) -> VLLMBackend:
         """Start an engine for `model` (default: the embedded default model).
 
@@ -133,6 +134,9 @@ class VLLMBackend:
             hidden_states: Offer `hidden_states` (installs idle forward hooks in the engine's
                 worker; needs eager mode; no measurable cost while unused).
             progress: Progress callback for the embedded model's first-use conversion.
+            block_size: Tokens per KV-cache block, the prefix cache's unit (None: the engine's
+                default, 128 on CPU, 16 on GPUs). Step-wise searches resubmit prefixes that grow by
+                one step: on CPU, 32 lets the cache serve all but the last partial block.
 
         Raises:
             EngineStartError: The engine could not start; the message says why and what to do.
@@ -169,6 +173,7 @@ class VLLMBackend:
             max_num_batched_tokens=max(max_model_len, 2048),
             enforce_eager=enforce_eager,
             disable_log_stats=False,
+            **({"block_size": block_size} if block_size else {}),
             **({} if gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
             **({"worker_extension_cls": EXTENSION} if hidden_states and enforce_eager else {}),
         )
@@ -250,6 +255,7 @@ class VLLMBackend:
                             cached_tokens=cached,
                             logprobs=self._logprobs(sample, s.logprobs),
                             finish_reason=reason,
+                            stop_string=sample.stop_reason if isinstance(sample.stop_reason, str) else None,
                         )
         except GeneratorExit:
             raise
