@@ -10,18 +10,19 @@
             penalize_drops: g(c) = g(s) + max(0, h(c) - h(s))   # "g accumulates only increases in h"
             consistent:     g(c) = g(s) + max(0, h(s) - h(c))   # f never decreases along a path
         push every child
-    otherwise: the open state with the lowest f (a partial solution, answer None)
+    budget spent: the open goal with the lowest f, else the lowest-f partial state, its answer forced
 
 The paper body was not available: the g rule, the open set, the budget unit and the fallback are
 INFERRED (ALGORITHMS.md 2.2-2.3, Appendix A.1) and kept configurable: ``g_mode`` (default
 ``penalize_drops``, the literal reading; recorded with the run's parameters), ``budget`` in
 ``scorer_calls`` (default), ``output_tokens`` or ``expansions``: a round starts only while the
 spend is below the budget, so the last round may pass it by at most one round (the run's `Budget`
-stays the hard cap). Other INFERRED defaults: k = 4, temperature 0.8, aggregation ``last``,
-h(root) = 1 (the empty solution is not scored), ``frontier`` = 1 (textbook A*; more states per
-round batch the engine); ties in f go to the lower h (with h(root) = 1, ``consistent`` gives
-f = 1 + the score drops along the path, so every first step ties at f = 1). Candidates record
-``g``, ``h`` and ``f``.
+stays the hard cap); when it is spent, the search returns the open goal with the lowest f, else
+forces an answer on the lowest-f partial state (`StepTree.force`). Other INFERRED defaults:
+k = 4, temperature 0.8, aggregation ``last``, h(root) = 1 (the empty solution is not scored),
+``frontier`` = 1 (textbook A*; more states per round batch the engine); ties in f go to the lower
+h (with h(root) = 1, ``consistent`` gives f = 1 + the score drops along the path, so every first
+step ties at f = 1). Candidates record ``g``, ``h`` and ``f``.
 """
 
 from __future__ import annotations
@@ -104,4 +105,7 @@ class AStar(StepSearch):
                     pushed += 1
                     heapq.heappush(opened, _Open(g + h, h, pushed, g, child))
                     tree.note(child, g=g, h=h, f=g + h)
-        return tree.result(min(opened).node if opened else None)
+        goals = [s for s in opened if s.node.finished]
+        if goals:
+            return tree.result(min(goals).node)
+        return tree.result(await tree.force(min(opened).node) if opened else None)

@@ -293,7 +293,9 @@ async def test_a_star_expansion_order_depends_on_the_g_mode(g_mode, third, f_1a)
     backend = ScriptedBackend(labelled(k=2))
     strategy = AStar(k=2, budget=3, budget_unit="expansions", g_mode=g_mode, scorer="verifier")
     result = await run(backend, strategy, path_scores(TABLE))
-    assert [r.prefix for r in backend.requests] == ["", "1a\n\n", third]
+    step_requests = [r.prefix for r in backend.requests if not r.prefix.endswith(process.ANSWER_PHRASE)]
+    assert step_requests == ["", "1a\n\n", third]
+    assert backend.requests[-1].prefix.endswith(process.ANSWER_PHRASE)  # budget spent: answer forced
     assert result.params["g_mode"] == g_mode  # the choice is recorded with the run
     first = {c.text: c.scores for c in result.candidates}["1a"]
     assert first["h"] == pytest.approx(0.1) and first["f"] == pytest.approx(f_1a)
@@ -305,7 +307,7 @@ async def test_a_star_consistent_f_never_decreases_along_a_path() -> None:
 
     strategy = AStar(k=3, budget=8, budget_unit="expansions", g_mode="consistent", scorer="verifier")
     result = await run(ScriptedBackend(labelled(k=3)), strategy, ScriptedScorer(noisy))
-    f = {c.text: c.scores["f"] for c in result.candidates}
+    f = {c.text: c.scores["f"] for c in result.candidates if not c.scores["forced"]}
     assert len(f) == 24
     for text, value in f.items():
         parent = text.rpartition("\n\n")[0]
@@ -314,8 +316,9 @@ async def test_a_star_consistent_f_never_decreases_along_a_path() -> None:
 
 async def test_a_star_budget_in_scorer_calls_counts_k_per_expansion() -> None:
     backend = ScriptedBackend(labelled(k=4))
-    await run(backend, AStar(k=4, budget=8, scorer="verifier"), path_scores({}))
-    assert len(backend.requests) == 2
+    result = await run(backend, AStar(k=4, budget=8, scorer="verifier"), path_scores({}))
+    assert len(backend.requests) == 2 + 1  # two expansions, then the best partial's forced answer
+    assert result.candidates[result.chosen].scores["forced"] == 1
 
 
 # -- generative scoring, aggregation modes ----------------------------------------------------------

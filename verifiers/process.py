@@ -385,7 +385,7 @@ class StepTree:
         finished = [n or c for n, c in zip(natural, capped, strict=True)]
         texts = [s.delimiter.join(path) for path in paths]
         forced = [i for i, c in enumerate(capped) if c]
-        for i, text in zip(forced, await self._force_answers([paths[i] for i in forced]), strict=True):
+        for i, (text, _) in zip(forced, await self._force_answers([paths[i] for i in forced]), strict=True):
             texts[i] = text
         ended = [i for i, f in enumerate(finished) if f]
         asked = [(s.delimiter.join(p),) if s.aggregation == "model" else p for p in paths] if scored else []
@@ -417,7 +417,24 @@ class StepTree:
             )
         return nodes
 
-    async def _force_answers(self, paths: Sequence[tuple[str, ...]]) -> list[str]:
+    async def force(self, node: Node) -> Node:
+        """`node` finished now: its answer forced and verified (a search that ran out of budget).
+
+        A finished node is returned as is; the forced text is recorded as a new candidate that
+        keeps `node`'s score (``forced`` = 1, no scorer call).
+        """
+        if node.finished or not node.steps:
+            return node
+        [(text, completion)] = await self._force_answers([node.steps])
+        [verdict] = await self._verify([text])
+        record = to_candidate(text, completion, verdict)
+        scores = {**self.candidates[node.records[-1]].scores, "forced": 1.0}
+        scores.pop("step_score", None)  # no scorer call for the forced answer
+        self.candidates.append(record.model_copy(update={"scores": {**record.scores, **scores}}))
+        records = (*node.records[:-1], len(self.candidates) - 1)
+        return Node(node.steps, node.scores, records, verdict.answer, True, depth=node.depth)
+
+    async def _force_answers(self, paths: Sequence[tuple[str, ...]]) -> list[tuple[str, Completion]]:
         """Texts of paths stopped at ``max_steps``, each with `ANSWER_PHRASE` and a greedy answer.
 
         All are requested at once; the verifier then reads a stated answer, not a stray number.
@@ -430,7 +447,7 @@ class StepTree:
         for r in results:
             self.output_tokens += r[0].output_tokens
             self.forced_tokens += r[0].output_tokens
-        return [head + r[0].text for head, r in zip(heads, results, strict=True)]
+        return [(head + r[0].text, r[0]) for head, r in zip(heads, results, strict=True)]
 
     async def _verify(self, texts: Sequence[str]) -> list[Verdict]:
         return await self.ctx.verify(texts) if texts else []
