@@ -30,3 +30,59 @@ async def test_tree_search_runs_on_the_engine_with_generative_scores(engine, str
     # (No cache-share check here: these prompts are shorter than the CPU prefix cache's 128-token
     # blocks, so nothing is cacheable; the share matters on real problem sizes.)
     assert 0.0 <= stats["cache_share"] <= 1.0
+
+
+async def test_completions_tell_the_delimiter_from_the_end_of_text(backend) -> None:
+    """Steps need it: a stop string means "more steps follow", the end of text means "done"."""
+    from reasoning import Message, Request, Sampling, collect
+
+    ask = "Write two numbered lines about eggs, with a blank line between them."
+    [step] = await collect(
+        backend, Request((Message("user", ask),), Sampling(temperature=0.0, max_tokens=64, stop=("\n\n",)))
+    )
+    assert (step.finish_reason, step.stop_string) == ("stop", "\n\n") and "\n\n" not in step.text
+    short = Request(
+        (Message("user", "Reply with the single word yes."),), Sampling(temperature=0.0, max_tokens=32)
+    )
+    [done] = await collect(backend, short)
+    assert (done.finish_reason, done.stop_string) == ("stop", None)
+
+
+async def test_value_probe_scores_steps_from_the_engines_hidden_states(engine, tmp_path) -> None:
+    import numpy as np
+
+    from reasoning import Request, Sampling
+    from reasoning.models import fingerprint
+    from reasoning.probes.probe import Probe, ProbeCard
+    from reasoning.problem import default_prompt
+
+    model, layers, hidden = fingerprint(engine.model), [12, 24], 896
+    rng = np.random.default_rng(0)
+    card = ProbeCard(
+        kind="exit",
+        model={"name": model.name, "sha256": model.sha256},
+        layers=layers,
+        hidden_size=hidden,
+        position="decision-point",
+        hidden=[],
+        training_data_sha256="0" * 64,
+    )
+    width = hidden * len(layers)
+    arrays = {
+        "mean": np.zeros(width),
+        "scale": np.full(width, 30.0),
+        "w0": rng.normal(size=(1, width)),
+        "b0": np.zeros(1),
+    }
+    probe = Probe(card, arrays)
+    path = str(probe.save(tmp_path / "value"))
+    strategy = BeamSearch(n=2, width=2, step_tokens=24, max_steps=2, scorer="probe", probe=path)
+    run = await Controller(engine, seed=3).run(PROBLEM, strategy)
+    first = next(c for c in run.candidates if c.scores["step"] == 1 and "step_score" in c.scores)
+    # The recorded score is the probe on the hidden states at the end of "<step>\n\n".
+    request = Request(default_prompt(PROBLEM), Sampling(max_tokens=1), first.text + "\n\n")
+    states = await engine.hidden_states(request, layers)
+    assert first.scores["step_score"] == pytest.approx(
+        float(probe.predict(states.reshape(1, -1))[0]), abs=1e-3
+    )
+    assert run.usage["calls"] > 2  # step requests and probe reads

@@ -1,0 +1,149 @@
+"""A process reward model on vLLM's pooling runner, in process (the `RewardReader` capability).
+
+A PRM such as Qwen2.5-Math-PRM (``Qwen2ForProcessRewardModel``) is a token classifier: it reads
+the question and a solution whose steps each end with a step tag (``<extra_0>``) and outputs two
+class logits per token; vLLM's ``STEP`` pooling keeps the rows at the step tag's token and applies
+the softmax, so one request gives ``[steps, 2]`` probabilities (column 1: the step is correct).
+The engine runs with ``runner="pooling"``: it cannot generate, so it serves as a named scorer
+backend beside the policy (``Controller({"policy": engine, "prm": prm})``, ``scorer="prm"``).
+
+The step tag must be one token of the PRM's tokenizer (checked at load): its id is the pooler's
+``step_tag_id``. Requests go out concurrently and the engine batches them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import numpy as np
+
+from reasoning.backend import Chunk, Request
+from reasoning.backends.vllm_local import _backend_error, _check_memory, _configure_cpu_environment
+from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
+from reasoning.models import resolve_model
+
+__all__ = ["VLLMRewardBackend"]
+
+
+class VLLMRewardBackend:
+    """A process reward model served by an in-process vLLM pooling engine."""
+
+    def __init__(
+        self, engine: Any, tokenizer: Any, name: str, model: str, step_tag: str, step_tag_id: int
+    ) -> None:
+        self._engine = engine
+        self._tokenizer = tokenizer
+        self._name = name
+        self.model = model
+        """Model path or name, as loaded."""
+        self.step_tag = step_tag
+        """The text that ends every step in the PRM's input."""
+        self.step_tag_id = step_tag_id
+        """Its token id (the pooler's ``step_tag_id``)."""
+
+    @property
+    def name(self) -> str:
+        """Backend name."""
+        return self._name
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        step_tag: str = "<extra_0>",
+        max_model_len: int = 4096,
+        kv_cache_gb: float = 0.5,
+        max_num_seqs: int = 64,
+        dtype: str = "bfloat16",
+        name: str = "prm",
+    ) -> VLLMRewardBackend:
+        """Start a pooling engine for the PRM `model` (a local Hugging Face folder or an HF id).
+
+        Raises:
+            ConfigError: `step_tag` is not one token of the model's tokenizer.
+            EngineStartError: The engine could not start.
+        """
+        path = resolve_model(model)
+        _configure_cpu_environment()
+        try:
+            import torch
+            from transformers import AutoTokenizer
+            from vllm.config import PoolerConfig
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineStartError(f"vLLM is not installed ({exc}); see the README's install line") from exc
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        ids = tokenizer.encode(step_tag, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ConfigError(
+                f"step tag {step_tag!r} is {len(ids)} tokens in {model}'s tokenizer; a PRM's step tag "
+                "must be one token (Qwen2.5-Math-PRM: '<extra_0>')"
+            )
+        gpu = torch.cuda.is_available()
+        if not gpu:
+            _check_memory(kv_cache_gb, path)
+        args = AsyncEngineArgs(
+            model=path,
+            tokenizer=path,
+            runner="pooling",
+            pooler_config=PoolerConfig(pooling_type="STEP", step_tag_id=ids[0]),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(max_model_len, 2048),
+            enforce_eager=True,
+            **({} if gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
+        )
+        try:
+            engine = AsyncLLM.from_engine_args(args)
+        except Exception as exc:  # engine start failures arrive as assorted exception types
+            raise EngineStartError(f"the PRM engine for {model} could not start: {exc}") from exc
+        return cls(engine, engine.get_tokenizer(), name, model, step_tag, ids[0])
+
+    def render(self, request: Request) -> str:
+        """The PRM's input text: the conversation through its chat template, no generation prompt."""
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        text: str = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        return text
+
+    async def step_rewards(self, request: Request) -> np.ndarray:
+        """Class probabilities ``[steps, labels]`` at each step tag (see `RewardReader`)."""
+        from vllm import PoolingParams
+
+        if self._engine is None:
+            raise BackendError("the PRM engine is closed", backend=self.name)
+        final = None
+        try:
+            async for out in self._engine.encode(
+                self.render(request), PoolingParams(task="token_classify"), uuid.uuid4().hex
+            ):
+                final = out
+        except Exception as exc:
+            raise _backend_error(exc, self.name) from exc
+        if final is None:
+            raise BackendError("the PRM engine returned no output", backend=self.name)
+        data = final.outputs.data
+        return np.asarray(data.float().cpu().numpy() if hasattr(data, "cpu") else data, dtype=np.float32)
+
+    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """A pooling engine does not generate: always raises `CapabilityError`."""
+        raise CapabilityError("generation", self.name, "vllm, openai (a PRM backend only scores steps)")
+        yield  # pragma: no cover  (makes this an async generator)
+
+    def close(self) -> None:
+        """Shut the engine down (idempotent)."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+            engine.shutdown = lambda *args, **kwargs: None
+
+    def __enter__(self) -> VLLMRewardBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
