@@ -132,6 +132,13 @@ def solve(
     ] = None,
     kv_cache_gb: Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")] = 2.0,
     max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
+    prm: Annotated[
+        str | None,
+        typer.Option(
+            help="Process reward model (HF folder, Qwen2.5-Math-PRM format) served beside the policy "
+            "as backend 'prm', for tree searches with -p scorer=prm."
+        ),
+    ] = None,
     block_size: Annotated[
         int | None,
         typer.Option(help="KV-cache block size, the prefix cache's unit (tree searches: 32 on CPU)."),
@@ -167,17 +174,25 @@ def solve(
         output.parent.mkdir(parents=True, exist_ok=True)
     if base_url and backend == "vllm":
         backend = "openai"
+    if prm is not None and backend != "vllm":
+        raise ConfigError("--prm starts an in-process pooling engine: it needs --backend vllm")
     models, urls = _named(model or [], "model"), _named(base_url or [], "base-url")
+    if prm is not None and isinstance(models, dict) and "prm" in models:
+        raise ConfigError("--prm is served as backend 'prm': no --model may be named prm")
     if output is not None and output.exists() and backend == "vllm":
         # Refuse a results file of other settings before spending ~40 s starting an engine.
         from reasoning.evals.run import check_resumable
 
-        stand_in = Controller(_stand_ins(models), budget=budget, seed=seed, budgets=budgets)
+        stand_in = Controller(
+            _with_prm(_stand_ins(models), prm, _StandIn), budget=budget, seed=seed, budgets=budgets
+        )
         check_resumable(output, problems, stand_in, chosen, budget)
     hidden = bool(getattr(chosen, "needs_hidden_states", False))
     engine = _backend(
         backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key, hidden, block_size
     )
+    if prm is not None:
+        engine = _with_prm(engine, prm, _start_prm)
     try:
         controller = Controller(engine, budget=budget, seed=seed, budgets=budgets)
         runs, seconds = _run(problems, controller, chosen, budget, output, concurrency)
@@ -240,6 +255,28 @@ class _StandIn:
 
     async def stream(self, request: Any) -> Any:  # pragma: no cover - the check never generates
         raise ConfigError(f"{self.model}: a resume-check stand-in cannot generate")
+
+
+def _start_prm(name: str, model: str) -> Any:
+    from reasoning.backends.vllm_reward import VLLMRewardBackend
+
+    with err.status(f"starting the PRM pooling engine for {model} ..."):
+        return VLLMRewardBackend.load(model, name=name)
+
+
+def _with_prm(engine: Any, prm: str | None, make: Any) -> Any:
+    """The run's backends with the PRM added as ``prm`` (the policy named ``policy`` if unnamed)."""
+    if prm is None:
+        return engine
+    try:
+        reward = make("prm", prm)
+    except BaseException:
+        for each in engine.values() if isinstance(engine, dict) else [engine]:
+            close = getattr(each, "close", None)
+            if close:
+                close()
+        raise
+    return {**(engine if isinstance(engine, dict) else {"policy": engine}), "prm": reward}
 
 
 def _stand_ins(models: str | dict[str, str] | None) -> Any:

@@ -77,6 +77,7 @@ def test_strategies_lists_parameters() -> None:
         (["--question", "q", "--budget-line", "draft.tokens=3"], "is not name.line with line one of"),
         (["--question", "q", "--budget-line", "draft.calls=x"], "is not a number"),
         (["--question", "q", "--model", "0.5b", "--model", "1.5b"], "give one --model, or several"),
+        (["--question", "q", "--prm", "/models/prm"], "--prm starts an in-process pooling engine"),
         (["--question", "q", "--model", "a=0.5b", "--model", "a=1.5b"], "names 'a' twice"),
         (
             ["--question", "q", "--backend", "openai", "--base-url", "http://127.0.0.1:9", "--model", "d=x"],
@@ -117,3 +118,34 @@ def test_a_results_file_of_other_settings_is_refused_before_any_engine_starts(
     monkeypatch.setattr("reasoning.backends.vllm_local.VLLMBackend.load", no_engine)
     code, text = invoke(*base, "--model", "0.5b")
     assert code == 1 and "holds results of another configuration (different model)" in " ".join(text.split())
+
+
+def test_prm_is_served_beside_the_policy_as_backend_prm(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reasoning import ScriptedBackend
+    from reasoning.evals import cli
+
+    def policy(request, number):
+        return "s1\n\nmore" if not request.prefix else "so \\boxed{7}"
+
+    prm = ScriptedBackend(["unused"], rewards=lambda r: [0.5] * r.messages[-1].content.count("<extra_0>"))
+    started: list[tuple[str, str]] = []
+    monkeypatch.setattr(cli, "_backend", lambda *args, **kwargs: ScriptedBackend(policy))
+    monkeypatch.setattr(cli, "_start_prm", lambda name, model: started.append((name, model)) or prm)
+    code, text = invoke(
+        "solve",
+        "--question",
+        "q",
+        "--strategy",
+        "beam",
+        "-p",
+        "scorer=prm",
+        "-p",
+        "n=2",
+        "-p",
+        "width=2",
+        "--prm",
+        "/models/prm",
+    )
+    assert code == 0, text
+    assert started == [("prm", "/models/prm")] and "7" in text
+    assert len(prm.reward_requests) == 4  # two first steps, two second steps
