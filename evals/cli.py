@@ -533,6 +533,8 @@ def _run(
 
 
 def _summary(runs: list[Run], seconds: float, output: Path | None) -> None:
+    from reasoning.verifiers.process import search_stats
+
     graded = [r for r in runs if r.correct is not None]
     tokens = sum(int(r.usage.get("output_tokens", 0)) for r in runs)
     prompt = sum(int(r.usage.get("prompt_tokens", 0)) for r in runs)
@@ -548,6 +550,14 @@ def _summary(runs: list[Run], seconds: float, output: Path | None) -> None:
         table.add_row("accuracy", f"{correct}/{len(graded)} = {correct / len(graded):.1%}")
     table.add_row("output tokens (mean per problem)", f"{tokens / max(len(runs), 1):.0f}")
     table.add_row("prompt tokens cached", f"{cached}/{prompt}")
+    stats = [search_stats(r.candidates) for r in runs]
+    scorer_calls = int(sum(s["scorer_calls"] for s in stats))
+    if scorer_calls:  # a step search: its resubmitted step prompts and its process-scorer calls
+        step_prompt = int(sum(s["prompt_tokens"] for s in stats))
+        step_cached = int(sum(s["cached_tokens"] for s in stats))
+        share = step_cached / max(step_prompt, 1)
+        table.add_row("step prompt tokens cached", f"{step_cached}/{step_prompt} = {share:.1%}")
+        table.add_row("process scorer calls (mean per problem)", f"{scorer_calls / max(len(runs), 1):.1f}")
     table.add_row("stopped by budget", str(budget_stops))
     table.add_row("errors", str(errors))
     table.add_row("wall time (this session)", f"{seconds:.1f} s")

@@ -142,6 +142,8 @@ class Controller:
 
 
 async def _best_so_far(ctx: Context) -> Result:
+    if ctx.best_so_far is not None:
+        return await ctx.best_so_far()
     done = [c for c in ctx.completions if c.finish_reason != "cancelled"]
     if not done:
         return Result(answer=None)

@@ -121,6 +121,9 @@ class Context:
     """One meter per named backend (its own budget lines and usage)."""
     backend_name: str = ""
     """Name of the default `backend` among `backends` (empty when there is only one)."""
+    best_so_far: Callable[[], Awaitable[Result]] | None = None
+    """Set by a strategy that keeps its own records (a step search: its samples are steps, not
+    solutions): what a budget stop returns instead of a vote over the samples finished so far."""
     _requests: int = 0
 
     def request(self, sampling: Sampling, prefix: str = "") -> Request:

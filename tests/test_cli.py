@@ -148,4 +148,5 @@ def test_prm_is_served_beside_the_policy_as_backend_prm(monkeypatch: pytest.Monk
     )
     assert code == 0, text
     assert started == [("prm", "/models/prm")] and "7" in text
+    assert "process scorer calls" in text and "step prompt tokens cached" in text
     assert len(prm.reward_requests) == 4  # two first steps, two second steps

@@ -567,3 +567,24 @@ async def test_prm_scorer_on_a_backend_without_rewards_names_the_capability() ->
     controller = Controller({"policy": ScriptedBackend(numbered(2)), "prm": ScriptedBackend(["x"])})
     with pytest.raises(CapabilityError, match="process rewards"):
         await controller.run(PROBLEM, BeamSearch(n=2, width=2, scorer="prm"))
+
+
+async def test_a_budget_stop_returns_the_best_finished_path_never_a_raw_step() -> None:
+    from reasoning import Budget
+
+    def script(request, number):
+        return "s0 so \\boxed{3}" if number == 0 else "s1 has 99 apples\n\nmore"
+
+    controller = Controller(ScriptedBackend(script), verifier=by_name({"s0": 0.4, "s1": 0.9}))
+    run = await controller.run(PROBLEM, BeamSearch(n=2, width=2, scorer="verifier"), Budget(calls=1))
+    assert run.stop_reason == "budget:calls"
+    assert run.answer == "3" and run.candidates[run.chosen].text == "s0 so \\boxed{3}"
+    assert [c.answer for c in run.candidates] == ["3", None]  # "99" of the open path is never read
+
+
+async def test_a_budget_stop_before_any_finished_path_has_no_answer() -> None:
+    from reasoning import Budget
+
+    controller = Controller(ScriptedBackend(numbered(depth=3)), verifier=by_name({}))
+    run = await controller.run(PROBLEM, BeamSearch(n=2, width=2, scorer="verifier"), Budget(calls=1))
+    assert run.stop_reason == "budget:calls" and run.answer is None and len(run.candidates) == 2

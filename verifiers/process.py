@@ -306,6 +306,18 @@ class StepTree:
         """Tokens decoded for steps so far (forced answers included)."""
         self.forced_tokens = 0
         """Tokens decoded for forced answers (paths stopped at ``max_steps``)."""
+        ctx.best_so_far = self.best_so_far
+
+    async def best_so_far(self) -> Result:
+        """A budget stop's result: the best-scored finished path so far (none: no answer).
+
+        Every node stays in the record; raw step samples are never read as solutions.
+        """
+        done = [i for i, c in enumerate(self.candidates) if c.answer is not None]
+        if not done:
+            return Result(answer=None, candidates=tuple(self.candidates))
+        best = max(done, key=lambda i: self.candidates[i].scores.get("process", 0.0))
+        return Result(answer=self.candidates[best].answer, candidates=tuple(self.candidates), chosen=best)
 
     def prefix(self, node: Node) -> str:
         """The continuation prefix of `node` (mid-step when its newest step was cut)."""
