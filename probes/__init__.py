@@ -5,8 +5,10 @@
 * `reasoning.probes.data`: labelled decision points with features, on disk (safetensors + JSON);
 * `reasoning.probes.probe`: probe training, AUROC, calibration, self-describing artefacts;
 * `reasoning.probes.conformal`: split conformal quantiles, p-values, LYNX's exit rule;
-* `reasoning.probes.trajectory`: latent-trajectory signals (net, cumulative, aligned change).
+* `reasoning.probes.trajectory`: latent-trajectory signals (net, cumulative, aligned change);
+* `reasoning.probes.value`: an exit probe as a process scorer for step searches (value probe).
 
 Collecting labels needs gold answers and lives in `reasoning.evals.probing`; the strategies that
-use probes are `early-exit`, `lt-select`, `lt-prune` and `difficulty`.
+use probes are `early-exit`, `lt-select`, `lt-prune`, `difficulty`, and the tree searches with
+``scorer="probe"``.
 """

@@ -307,7 +307,13 @@ class Context:
         name = backend if backend is not None else (self.backend_name or None)
         granted = self._reserve(request, target, name)
         try:
-            return await target.step_rewards(request)
+            rewards = await target.step_rewards(request)
+            if isinstance(target, TokenCounter):  # the PRM's prefill: its prompt tokens
+                count = target.prompt_tokens(request)
+                for meter, reservation in granted:
+                    if reservation.prompt_tokens == 0:
+                        meter.usage.prompt_tokens += count
+            return rewards
         finally:
             for meter, reservation in granted:
                 meter.settle(reservation, 0)

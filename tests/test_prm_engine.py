@@ -128,6 +128,8 @@ async def test_beam_search_scores_steps_with_the_served_prm(engine, prm) -> None
     direct = await backend.step_rewards(Request(conversation([first.text])))
     assert first.scores["step_score"] == pytest.approx(float(direct[-1, 1]), abs=1e-4)
     assert run.usage_by_backend["prm"]["calls"] == len(scored)
+    assert run.usage_by_backend["prm"]["prompt_tokens"] > 50 * len(scored)  # the PRM's prefill is counted
+    assert run.usage_by_backend["prm"]["output_tokens"] == 0
 
 
 def test_a_step_tag_of_several_tokens_is_refused(prm) -> None:

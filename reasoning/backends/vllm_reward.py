@@ -111,6 +111,10 @@ class VLLMRewardBackend:
         text: str = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         return text
 
+    def prompt_tokens(self, request: Request) -> int:
+        """Tokens of the PRM's input for `request` (its prefill; the PRM decodes nothing)."""
+        return len(self._tokenizer.encode(self.render(request), add_special_tokens=False))
+
     async def step_rewards(self, request: Request) -> np.ndarray:
         """Class probabilities ``[steps, labels]`` at each step tag (see `RewardReader`)."""
         from vllm import PoolingParams
