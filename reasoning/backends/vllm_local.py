@@ -192,11 +192,7 @@ class VLLMBackend:
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
         engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.shutdown()
-            # AsyncLLM.__del__ calls shutdown() again, which fails noisily when it only runs at
-            # interpreter exit; the engine is already down, so make the second call a no-op.
-            engine.shutdown = lambda *args, **kwargs: None
+        _shutdown(engine)
 
     def __enter__(self) -> VLLMBackend:
         return self
@@ -397,6 +393,15 @@ def _stat_logger_factory(stats: EngineStats) -> Any:
             pass
 
     return DecodedTokenLogger
+
+
+def _shutdown(engine: Any) -> None:
+    """Shut an async engine down once (None: nothing to do)."""
+    if engine is not None:
+        engine.shutdown()
+        # AsyncLLM.__del__ calls shutdown() again, which fails noisily when it only runs at
+        # interpreter exit; the engine is already down, so make the second call a no-op.
+        engine.shutdown = lambda *args, **kwargs: None
 
 
 def _check_memory(kv_cache_gb: float, *paths: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from reasoning.backend import Chunk, Request
-from reasoning.backends.vllm_local import _backend_error, _check_memory, _configure_cpu_environment
+from reasoning.backends.vllm_local import _backend_error, _check_memory, _configure_cpu_environment, _shutdown
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
 from reasoning.models import resolve_model
 
@@ -142,9 +142,7 @@ class VLLMRewardBackend:
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
         engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.shutdown()
-            engine.shutdown = lambda *args, **kwargs: None
+        _shutdown(engine)
 
     def __enter__(self) -> VLLMRewardBackend:
         return self
