@@ -30,6 +30,7 @@ from reasoning.errors import ConfigError
 from reasoning.models import ModelFingerprint, fingerprint
 from reasoning.probes.conformal import ClassConditional
 from reasoning.probes.data import DecisionPoints, file_sha256
+from reasoning.strategy import Context
 
 __all__ = [
     "Calibration",
@@ -39,6 +40,7 @@ __all__ = [
     "auroc",
     "calibrate",
     "load_probe",
+    "model_of",
     "train_probe",
 ]
 
@@ -383,6 +385,12 @@ def calibrate(probe: Probe, data: DecisionPoints, alpha: float, strict: bool = T
 @functools.lru_cache(maxsize=16)
 def _cached(path: str, stamp: float, model: str) -> Probe:
     return Probe.load(path, fingerprint(model))
+
+
+def model_of(ctx: Context, backend: str | None = None) -> str:
+    """The model a context's (named) backend serves, as probe artefacts name it."""
+    target = ctx.backend_named(backend)
+    return str(getattr(target, "model", target.name))
 
 
 def load_probe(path: str, model: str, kind: Literal["exit", "difficulty"], calibrated: bool = True) -> Probe:

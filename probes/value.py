@@ -21,15 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from reasoning import Context
-from reasoning.probes.probe import Probe, load_probe
+from reasoning.probes.probe import Probe, load_probe, model_of
 
-__all__ = ["ValueProbeScorer", "model_of"]
-
-
-def model_of(ctx: Context, backend: str | None = None) -> str:
-    """The model a context's (named) backend serves, as probes check it."""
-    target = ctx.backend_named(backend)
-    return str(getattr(target, "model", target.name))
+__all__ = ["ValueProbeScorer"]
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ from typing import ClassVar
 
 from reasoning import STRATEGIES, Context, Problem, Result, Strategy
 from reasoning.errors import ConfigError
-from reasoning.probes.probe import load_probe
-from reasoning.probes.value import model_of
+from reasoning.probes.probe import load_probe, model_of
 
 
 def parse_spec(spec: str) -> Strategy:

@@ -26,8 +26,7 @@ from reasoning.backend import Assembler
 from reasoning.errors import ConfigError
 from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import read_answer
-from reasoning.probes.probe import Probe, load_probe
-from reasoning.probes.value import model_of
+from reasoning.probes.probe import Probe, load_probe, model_of
 
 
 @STRATEGIES.register("early-exit", "lynx", "early_exit")

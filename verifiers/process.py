@@ -19,8 +19,8 @@ filtering paper's best setting).
 ``n`` children per parent), new steps are then verified and scored, each in one batch, and every
 node is recorded as a `Candidate` (partial ones too, answer None) with its scores: ``process``
 (aggregated), ``step_score`` (the scorer's raw output: one per scorer call), ``step`` and
-``cut`` (1: a step cut short for early rejection). `search_stats` reads the cost of a search
-from its candidates.
+``cut`` (1: an open step, cut at a token cap), ``forced`` (1: an answer forced at a cap).
+`search_stats` reads the cost of a search from its candidates.
 
 INFERRED choices (documented, configurable where it matters): a path is finished when the model
 ends its text (a step stopped by end of text, not by the delimiter: `Completion.stop_string`),
@@ -268,7 +268,7 @@ class Node:
     answer: str | None = None
     """The verifier's answer, once finished."""
     finished: bool = False
-    """No more steps: an answer, an empty step, or ``max_steps``."""
+    """No more steps: the end of text, an answer, an empty step, or ``max_steps``."""
     cut: bool = False
     """Its newest step is open: cut at a token cap (early rejection or ``max_tokens``); the next
     request continues it mid-step instead of starting a new one."""
@@ -304,8 +304,6 @@ class StepTree:
         """Paths scored so far."""
         self.output_tokens = 0
         """Tokens decoded for steps so far (forced answers included)."""
-        self.forced_tokens = 0
-        """Tokens decoded for forced answers (paths stopped at ``max_steps``)."""
         ctx.best_so_far = self.best_so_far
 
     async def best_so_far(self) -> Result:
@@ -456,9 +454,7 @@ class StepTree:
         sampling = Sampling(temperature=0.0, max_tokens=FORCED_ANSWER_TOKENS)
         heads = [self.steps.delimiter.join(path) + ANSWER_PHRASE for path in paths]
         results = await self.ctx.generate_all([self.ctx.request(sampling, head) for head in heads])
-        for r in results:
-            self.output_tokens += r[0].output_tokens
-            self.forced_tokens += r[0].output_tokens
+        self.output_tokens += sum(r[0].output_tokens for r in results)
         return [(head + r[0].text, r[0]) for head, r in zip(heads, results, strict=True)]
 
     async def _verify(self, texts: Sequence[str]) -> list[Verdict]:
