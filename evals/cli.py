@@ -19,6 +19,14 @@ from reasoning import STRATEGIES, Budget, Controller, Problem, ReasoningError, R
 from reasoning.errors import BackendError, ConfigError
 from reasoning.models import DEFAULT_MODEL, EMBEDDED_MODELS
 
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        help="Weight dtype: auto (chosen from the CPU's features; `reasoning doctor` says why), "
+        "bfloat16, float16 or float32."
+    ),
+]
+
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -143,21 +151,27 @@ def solve(
         int | None,
         typer.Option(help="KV-cache block size, the prefix cache's unit (tree searches: 32 on CPU)."),
     ] = None,
+    dtype: DtypeOption = "auto",
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Also solve the same problems with this strategy spec (e.g. single, or "
+            "self-consistency:n=4), at once on the same engine, and compare them side by side."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve a dataset (or one --question) with a strategy, under a budget."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if verbose:
-        import os
-
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+    quiet_engine_logs(verbose)
     _strategies()
     if (dataset is None) == (question is None):
         raise ConfigError("give exactly one of --dataset or --question")
     chosen = STRATEGIES.create(strategy, parse_params(param or []))
+    arms = [_Arm(_describe(strategy, param or []), chosen, output)]
+    if baseline is not None:
+        from reasoning.strategies.difficulty import parse_spec
+
+        arms.insert(0, _Arm(f"{baseline} (baseline)", parse_spec(baseline), None))
     budget = Budget(
         output_tokens=budget_tokens,
         prompt_tokens=budget_prompt_tokens,
@@ -166,12 +180,17 @@ def solve(
     )
     budgets = _budget_lines(budget_line or [])
     problems = _problems(dataset, question, gold, limit, offset, field or [], seed)
-    if output is None and dataset is not None:
-        output = (
-            Path("results") / f"{Path(dataset).stem.replace(':', '-')}-{STRATEGIES.resolve(strategy)}.jsonl"
-        )
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
+    if dataset is not None:
+        stem = Path("results") / Path(dataset).stem.replace(":", "-")
+        for arm in arms:
+            if arm.output is None:
+                name = STRATEGIES.name_of(arm.strategy)
+                arm.output = Path(f"{stem}-{name}{'-baseline' if arm is not arms[-1] else ''}.jsonl")
+    if len({arm.output for arm in arms if arm.output is not None}) < sum(a.output is not None for a in arms):
+        raise ConfigError("--baseline and the strategy would write the same results file; pass --output")
+    for arm in arms:
+        if arm.output is not None:
+            arm.output.parent.mkdir(parents=True, exist_ok=True)
     if base_url and backend == "vllm":
         backend = "openai"
     if prm is not None and backend != "vllm":
@@ -179,25 +198,28 @@ def solve(
     models, urls = _named(model or [], "model"), _named(base_url or [], "base-url")
     if prm is not None and isinstance(models, dict) and "prm" in models:
         raise ConfigError("--prm is served as backend 'prm': no --model may be named prm")
-    if output is not None and output.exists() and backend == "vllm":
+    if backend == "vllm":
         # Refuse a results file of other settings before spending ~40 s starting an engine.
         from reasoning.evals.run import check_resumable
 
         stand_in = Controller(
             _with_prm(_stand_ins(models), prm, _StandIn), budget=budget, seed=seed, budgets=budgets
         )
-        check_resumable(output, problems, stand_in, chosen, budget)
-    hidden = bool(getattr(chosen, "needs_hidden_states", False))
+        for arm in arms:
+            if arm.output is not None and arm.output.exists():
+                check_resumable(arm.output, problems, stand_in, arm.strategy, budget)
+    hidden = any(getattr(arm.strategy, "needs_hidden_states", False) for arm in arms)
     engine = _backend(
-        backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key, hidden, block_size
+        backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key, hidden, block_size, dtype
     )
     if prm is not None:
         engine = _with_prm(engine, prm, _start_prm)
     try:
         controller = Controller(engine, budget=budget, seed=seed, budgets=budgets)
-        runs, seconds = _run(problems, controller, chosen, budget, output, concurrency)
+        _run(problems, controller, arms, budget, concurrency)
     except BackendError as exc:
-        kept = f"finished results are kept in {output}; " if output else ""
+        kept = ", ".join(str(arm.output) for arm in arms if arm.output)
+        kept = f"finished results are kept in {kept}; " if kept else ""
         raise BackendError(f"{exc}\n{kept}re-run the same command to resume", backend=exc.backend) from exc
     finally:
         for each in engine.values() if isinstance(engine, dict) else [engine]:
@@ -205,10 +227,17 @@ def solve(
             if close:
                 close()
     if question is not None:
-        run = runs[0]
-        tokens = run.usage.get("output_tokens", 0)
-        out.print(f"[bold]answer:[/bold] {run.answer}   ({run.stop_reason}, {tokens} tokens)")
-    _summary(runs, seconds, output)
+        for arm in arms:
+            run = (arm.runs or [])[0]
+            tokens = run.usage.get("output_tokens", 0)
+            label = f"{arm.label}: " if len(arms) > 1 else ""
+            out.print(f"[bold]{label}answer:[/bold] {run.answer}   ({run.stop_reason}, {tokens} tokens)")
+    _summary(arms)
+
+
+def _describe(strategy: str, params: list[str]) -> str:
+    """How a strategy is shown in progress bars and tables: its name and parameters."""
+    return " ".join([strategy, *params])
 
 
 def _problems(
@@ -318,6 +347,7 @@ def _backend(
     api_key: str = "EMPTY",
     hidden_states: bool = False,
     block_size: int | None = None,
+    dtype: str = "auto",
 ) -> Any:
     if kind == "scripted":
         from reasoning import ScriptedBackend
@@ -345,6 +375,7 @@ def _backend(
                 seed=seed,
                 hidden_states=hidden_states,
                 block_size=block_size,
+                dtype=dtype,
             )
     _resolve_with_progress(model)
     with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
@@ -355,7 +386,29 @@ def _backend(
             seed=seed,
             hidden_states=hidden_states,
             block_size=block_size,
+            dtype=dtype,
         )
+
+
+def quiet_engine_logs(verbose: bool) -> None:
+    """Turn the start-up chatter of vLLM and torch off (one ``engine ready`` line instead) unless -v.
+
+    Set through the environment, so the engine's spawned processes inherit it.
+    """
+    import os
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def _server_backend(base_url: str | None, model: str | None, api_key: str) -> Any:
@@ -400,16 +453,15 @@ def serve(
     log: Annotated[
         Path | None, typer.Option(help="Write the server's log here (default: a temp file).")
     ] = None,
+    dtype: DtypeOption = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server's log here.")] = False,
 ) -> None:
     """Start a vLLM OpenAI-compatible server for a model; Ctrl-C stops it."""
-    import os
     import signal
 
     from reasoning.backends.server import VLLMServer
 
-    if verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+    quiet_engine_logs(verbose)
     _resolve_with_progress(model)
     server = VLLMServer(
         model,
@@ -421,6 +473,7 @@ def serve(
         seed=seed,
         hidden_states=hidden_states,
         log=log,
+        dtype=dtype,
     )
     if hidden_states and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] --hidden-states exposes vLLM's development endpoints on {host}")
@@ -435,6 +488,7 @@ def serve(
         with err.status(f"starting a vLLM server for {server.model} on {host}:{port} ..."):
             server.start(inherit_output=verbose)
         out.print(f"serving {server.model} at {server.url}/v1", highlight=False)
+        err.print(f"dtype: {server.dtype_choice}", highlight=False)
         if server.log_path:
             err.print(f"server log: {server.log_path}", highlight=False)
         err.print(f"use it with: reasoning solve --base-url {server.url} ...   (Ctrl-C stops the server)")
@@ -478,28 +532,50 @@ def _resolve_with_progress(model: str | None) -> None:
         resolve_model(model, progress)
 
 
+@dataclass
+class _Arm:
+    """One strategy of a solve run (the main one, or the --baseline beside it)."""
+
+    label: str
+    strategy: Any
+    output: Path | None
+    runs: list[Run] | None = None
+    seconds: float = 0.0
+
+
 def _run(
     problems: list[Problem],
     controller: Controller,
-    strategy: Any,
+    arms: list[_Arm],
     budget: Budget,
-    output: Path | None,
     concurrency: int | None,
-) -> tuple[list[Run], float]:
+) -> None:
+    """Solve `problems` with every arm at once on the one engine, one progress bar each."""
     from reasoning.evals.run import solve as solve_all
 
-    start = time.monotonic()
-    state = {"done": 0, "correct": 0, "graded": 0, "tokens": 0}
-    with Progress(
-        TextColumn("[bold]solving"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("acc {task.fields[acc]}"),
-        TextColumn("{task.fields[tps]} tok/s"),
-        TimeElapsedColumn(),
-        console=err,
-    ) as bar:
-        task = bar.add_task("solve", total=len(problems), acc="-", tps="-")
+    async def go() -> None:
+        try:
+            await _announce(controller)
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("acc {task.fields[acc]}"),
+                TextColumn("{task.fields[tps]} tok/s"),
+                TimeElapsedColumn(),
+                console=err,
+            ) as bar:
+                await asyncio.gather(*(one(arm, bar) for arm in arms))
+        finally:
+            for backend in controller.backends.values() or [controller.primary]:
+                aclose = getattr(backend, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    async def one(arm: _Arm, bar: Progress) -> None:
+        start = time.monotonic()
+        state = {"done": 0, "correct": 0, "graded": 0, "tokens": 0}
+        task = bar.add_task(arm.label, total=len(problems), acc="-", tps="-")
 
         def on_result(run: Run) -> None:
             state["done"] += 1
@@ -511,60 +587,108 @@ def _run(
             tps = f"{state['tokens'] / max(time.monotonic() - start, 1e-9):.0f}"
             bar.update(task, completed=state["done"], acc=acc, tps=tps)
 
-        async def go() -> list[Run]:
-            try:
-                return await solve_all(
-                    problems,
-                    controller,
-                    strategy,
-                    budget=budget,
-                    output=output,
-                    concurrency=concurrency,
-                    on_result=on_result,
-                )
-            finally:
-                for backend in controller.backends.values() or [controller.primary]:
-                    aclose = getattr(backend, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
+        arm.runs = await solve_all(
+            problems,
+            controller,
+            arm.strategy,
+            budget=budget,
+            output=arm.output,
+            concurrency=concurrency,
+            on_result=on_result,
+        )
+        arm.seconds = time.monotonic() - start
 
-        runs = asyncio.run(go())
-    return runs, time.monotonic() - start
+    asyncio.run(go())
 
 
-def _summary(runs: list[Run], seconds: float, output: Path | None) -> None:
+async def _announce(controller: Controller) -> None:
+    """One ``engine ready`` line per in-process engine: model, dtype and why, measured speed.
+
+    Runs in the solve's own event loop (an engine's client stays bound to its first loop); the
+    measurement doubles as the warm-up.
+    """
+    from reasoning.hardware import measure_decode
+
+    named = controller.backends or {"": controller.primary}
+    for label, backend in named.items():
+        info = getattr(backend, "engine_info", {}) or {}
+        if "dtype" not in info:  # a server started elsewhere: nothing known to announce
+            continue
+        with err.status("warming up ..."):
+            rate = await measure_decode(backend)
+        reason = f" ({info['dtype_reason']})" if info.get("dtype_requested") == "auto" else ""
+        err.print(
+            f"engine ready: {label + ': ' if label else ''}{getattr(backend, 'model', '')}, {info['dtype']}{reason}, "
+            f"{rate:.0f} tok/s measured (8 x 16-token warm-up)",
+            highlight=False,
+        )
+
+
+def _summary(arms: list[_Arm]) -> None:
+    """The summary table: one column per arm (the baseline first), rows as ``_arm_rows`` gives."""
+    columns = [(arm, dict(_arm_rows(arm.runs or [], arm.seconds, arm.output))) for arm in arms]
+    table = Table(title="summary", show_header=len(arms) > 1, title_justify="left")
+    table.add_column("")
+    for arm, _ in columns:
+        table.add_column(arm.label, justify="right")
+    names = list(dict.fromkeys(name for _, rows in columns for name in rows))
+    for name in names:
+        table.add_row(name, *(rows.get(name, "-") for _, rows in columns))
+    out.print(table)
+    if len(arms) > 1:
+        out.print(
+            "(the columns ran at once on one engine, so their wall times overlap; "
+            "the accuracy intervals are Wilson 95%: on a few problems they are wide)"
+        )
+
+
+def _arm_rows(runs: list[Run], seconds: float, output: Path | None) -> list[tuple[str, str]]:
     from reasoning.verifiers.process import search_stats
 
     graded = [r for r in runs if r.correct is not None]
     tokens = sum(int(r.usage.get("output_tokens", 0)) for r in runs)
     prompt = sum(int(r.usage.get("prompt_tokens", 0)) for r in runs)
     cached = sum(int(r.usage.get("cached_tokens", 0)) for r in runs)
-    errors = sum(r.error is not None for r in runs)
-    budget_stops = sum(r.stop_reason.startswith("budget") for r in runs)
-    table = Table(title="summary", show_header=False, title_justify="left")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("problems", str(len(runs)))
+    rows = [("problems", str(len(runs)))]
     if graded:
         correct = sum(bool(r.correct) for r in graded)
-        table.add_row("accuracy", f"{correct}/{len(graded)} = {correct / len(graded):.1%}")
-    table.add_row("output tokens (mean per problem)", f"{tokens / max(len(runs), 1):.0f}")
-    table.add_row("prompt tokens cached", f"{cached}/{prompt}")
+        low, high = wilson(correct, len(graded))
+        rows.append(
+            ("accuracy", f"{correct}/{len(graded)} = {correct / len(graded):.0%} [{low:.0%}-{high:.0%}]")
+        )
+    rows.append(("output tokens (mean per problem)", f"{tokens / max(len(runs), 1):.0f}"))
+    rows.append(("prompt tokens cached", f"{cached}/{prompt}"))
     stats = [search_stats(r.candidates) for r in runs]
     scorer_calls = int(sum(s["scorer_calls"] for s in stats))
     if scorer_calls:  # a step search: its resubmitted step prompts and its process-scorer calls
         step_prompt = int(sum(s["prompt_tokens"] for s in stats))
         step_cached = int(sum(s["cached_tokens"] for s in stats))
         share = step_cached / max(step_prompt, 1)
-        table.add_row("step prompt tokens cached", f"{step_cached}/{step_prompt} = {share:.1%}")
-        table.add_row("process scorer calls (mean per problem)", f"{scorer_calls / max(len(runs), 1):.1f}")
-    table.add_row("stopped by budget", str(budget_stops))
-    table.add_row("errors", str(errors))
-    table.add_row("wall time (this session)", f"{seconds:.1f} s")
-    table.add_row("decode rate (this session)", f"{tokens / max(seconds, 1e-9):.0f} tok/s")
+        rows.append(("step prompt tokens cached", f"{step_cached}/{step_prompt} = {share:.1%}"))
+        rows.append(("process scorer calls (mean per problem)", f"{scorer_calls / max(len(runs), 1):.1f}"))
+    rows.append(("stopped by budget", str(sum(r.stop_reason.startswith("budget") for r in runs))))
+    rows.append(("errors", str(sum(r.error is not None for r in runs))))
+    rows.append(("wall time (this session)", f"{seconds:.1f} s"))
+    rows.append(("decode rate (this session)", f"{tokens / max(seconds, 1e-9):.0f} tok/s"))
     if output:
-        table.add_row("results", str(output))
-    out.print(table)
+        rows.append(("results", str(output)))
+    return rows
+
+
+def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default).
+
+    Example:
+        >>> [round(v, 3) for v in wilson(8, 20)]
+        [0.219, 0.613]
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * ((p * (1 - p) / trials + z * z / (4 * trials * trials)) ** 0.5) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main() -> None:

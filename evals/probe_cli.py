@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,15 +26,22 @@ err = Console(stderr=True)
 
 Model = Annotated[str | None, typer.Option(help="Embedded model, local HF folder or HF id.")]
 KV = Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")]
+Dtype = Annotated[
+    str, typer.Option(help="Weight dtype: auto (from the CPU's features), bfloat16, float16 or float32.")
+]
 
 
-def _engine(model: str | None, kv_cache_gb: float, hidden_states: bool) -> Any:
+def _engine(model: str | None, kv_cache_gb: float, hidden_states: bool, dtype: str = "auto") -> Any:
     from reasoning.backends.vllm_local import VLLMBackend
-    from reasoning.evals.cli import _resolve_with_progress
+    from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs
 
+    quiet_engine_logs(False)
     _resolve_with_progress(model)
     with err.status("starting the vLLM engine ..."):
-        return VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states)
+        backend = VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states, dtype=dtype)
+    info = backend.engine_info
+    err.print(f"engine ready: {backend.model}, {info['dtype']} ({info['dtype_reason']})", highlight=False)
+    return backend
 
 
 def _stem(path: Path) -> Path:
@@ -66,6 +72,7 @@ def collect(
     layers: Annotated[
         str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")
     ] = None,
+    dtype: Dtype = "auto",
 ) -> None:
     """Sample one trace per problem and label its decision points by forced exits."""
     from reasoning.evals.datasets import load_dataset
@@ -73,11 +80,10 @@ def collect(
     from reasoning.probes.cues import CueSet
     from reasoning.probes.exit import EXIT_PHRASE
 
-    logging.basicConfig(level=logging.WARNING)
     cues = CueSet(tuple(w for w in cue_words.split(",") if w), step_boundary, every)
     problems = load_dataset(dataset, limit=limit, offset=offset)
     stem = _stem(out_path)
-    backend = _engine(model, kv_cache_gb, features)
+    backend = _engine(model, kv_cache_gb, features, dtype)
     chosen = [int(v) for v in layers.split(",")] if layers else None
 
     async def go() -> None:  # one event loop: the engine's client is bound to it
@@ -127,12 +133,13 @@ def features_command(
     ] = None,
     model: Model = None,
     kv_cache_gb: KV = 2.0,
+    dtype: Dtype = "auto",
 ) -> None:
     """Read hidden states at every decision point of collected traces (writes STEM.safetensors/json)."""
     from reasoning.evals.probing import compute_features, read_traces
 
     traces = read_traces(traces_path)
-    backend = _engine(model, kv_cache_gb, True)
+    backend = _engine(model, kv_cache_gb, True, dtype)
     try:
         chosen = [int(v) for v in layers.split(",")] if layers else None
         data = asyncio.run(compute_features(backend, traces, chosen, dataset=str(traces_path)))

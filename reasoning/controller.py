@@ -124,6 +124,8 @@ class Controller:
             model=self.model or getattr(self.primary, "model", ""),
             backend=self.primary.name,
             backends=self.models(),
+            engine=dict(getattr(self.primary, "engine_info", {}) or {}),
+            engines={name: dict(getattr(b, "engine_info", {}) or {}) for name, b in self.backends.items()},
             seed=self.seed,
             budget=dataclasses.asdict(budget),
             usage=dataclasses.asdict(usage),

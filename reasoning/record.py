@@ -74,6 +74,10 @@ class Run(BaseModel):
     """Backend name."""
     backends: dict[str, str] = Field(default_factory=dict)
     """Named backends of the run and their models (empty when there is only one)."""
+    engine: dict[str, Any] = Field(default_factory=dict)
+    """The default backend's engine: device, CPU, dtype and why it was chosen, settings."""
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Each named backend's engine (empty when there is only one backend)."""
     seed: int | None = None
     """Run seed the per-request seeds derive from."""
     budget: dict[str, float | None] = Field(default_factory=dict)

@@ -21,6 +21,8 @@ MODULES = [
     "reasoning.models",
     "reasoning.verifiers.process",
     "reasoning.strategies.particle_filtering",
+    "reasoning.hardware",
+    "reasoning.evals.cli",
 ]
 
 

@@ -94,6 +94,9 @@ class OpenAIBackend:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_concurrency = max_concurrency
+        self.engine_info: dict[str, Any] = {"server": url.removesuffix("/v1")}
+        """What records say about the engine behind the URL (`VLLMServer.backend` fills in its
+        settings; a server started elsewhere is known only by its URL)."""
         self._name = name
         self._api_key = api_key
         self._timeout = (timeout, connect_timeout)

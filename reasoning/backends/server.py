@@ -24,8 +24,9 @@ from typing import IO, Any
 
 from reasoning.backends.hidden_states import EXTENSION
 from reasoning.backends.openai_server import OpenAIBackend
-from reasoning.backends.vllm_local import _check_memory, _configure_cpu_environment, on_gpu
+from reasoning.backends.vllm_local import _check_memory, _configure_cpu_environment, engine_info, on_gpu
 from reasoning.errors import ConfigError, EngineStartError
+from reasoning.hardware import choose_dtype
 from reasoning.models import DEFAULT_MODEL, Progress, embedded, resolve_model
 
 __all__ = ["VLLMServer", "free_port"]
@@ -56,7 +57,7 @@ class VLLMServer:
         max_model_len: int | None = None,
         max_num_seqs: int = 64,
         enforce_eager: bool = True,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         seed: int = 0,
         hidden_states: bool = False,
         extra_args: tuple[str, ...] = (),
@@ -73,7 +74,7 @@ class VLLMServer:
             max_model_len: Context length (default: the embedded model's, or 4096).
             max_num_seqs: Most sequences decoded at once.
             enforce_eager: Skip graph compilation (faster start).
-            dtype: Weight dtype.
+            dtype: Weight dtype; ``auto`` chooses from the CPU (`reasoning.hardware.choose_dtype`).
             seed: Engine seed.
             hidden_states: Offer hidden states over HTTP: installs the worker extension of
                 `reasoning.backends.hidden_states` and turns on vLLM's development endpoints
@@ -95,7 +96,9 @@ class VLLMServer:
         self.kv_cache_gb = kv_cache_gb
         self.max_num_seqs = max_num_seqs
         self.enforce_eager = enforce_eager
-        self.dtype = dtype
+        self.dtype_choice = choose_dtype(dtype)
+        """The dtype the server runs in and why."""
+        self.dtype = self.dtype_choice.dtype
         self.seed = seed
         self.hidden_states = hidden_states
         if hidden_states and not enforce_eager:
@@ -163,7 +166,7 @@ class VLLMServer:
             return self
         _configure_cpu_environment()
         if not on_gpu():
-            _check_memory(self.kv_cache_gb, self.path)
+            _check_memory(self.kv_cache_gb, self.path, dtype=self.dtype)
         if _listening(self.host, self.port):
             raise EngineStartError(f"port {self.port} on {self.host} is already in use; pick another --port")
         output: Any = None
@@ -210,7 +213,19 @@ class VLLMServer:
     def backend(self, **kwargs: Any) -> OpenAIBackend:
         """An `OpenAIBackend` for this server (keyword arguments go to its constructor)."""
         kwargs.setdefault("max_concurrency", self.max_num_seqs)
-        return OpenAIBackend(self.url, self.model, tokenizer=self.path, **kwargs)
+        backend = OpenAIBackend(self.url, self.model, tokenizer=self.path, **kwargs)
+        backend.engine_info = self.engine_info()
+        return backend
+
+    def engine_info(self) -> dict[str, Any]:
+        """The server's engine settings and why (as `VLLMBackend.engine_info`), plus its URL."""
+        return engine_info(
+            self.dtype_choice,
+            max_num_seqs=self.max_num_seqs,
+            enforce_eager=self.enforce_eager,
+            kv_cache_gb=None if on_gpu() else self.kv_cache_gb,
+            server=self.url,
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after `timeout`); idempotent."""

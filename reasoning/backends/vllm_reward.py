@@ -22,6 +22,7 @@ import numpy as np
 from reasoning.backend import Chunk, Request
 from reasoning.backends.vllm_local import _backend_error, _check_memory, _configure_cpu_environment, _shutdown
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
+from reasoning.hardware import choose_dtype
 from reasoning.models import resolve_model
 
 __all__ = ["VLLMRewardBackend"]
@@ -57,7 +58,7 @@ class VLLMRewardBackend:
         max_model_len: int = 4096,
         kv_cache_gb: float = 0.5,
         max_num_seqs: int = 64,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         name: str = "prm",
     ) -> VLLMRewardBackend:
         """Start a pooling engine for the PRM `model` (a local Hugging Face folder or an HF id).
@@ -84,14 +85,15 @@ class VLLMRewardBackend:
                 "must be one token (Qwen2.5-Math-PRM: '<extra_0>')"
             )
         gpu = torch.cuda.is_available()
+        choice = choose_dtype(dtype, gpu=gpu)
         if not gpu:
-            _check_memory(kv_cache_gb, path)
+            _check_memory(kv_cache_gb, path, dtype=choice.dtype)
         args = AsyncEngineArgs(
             model=path,
             tokenizer=path,
             runner="pooling",
             pooler_config=PoolerConfig(pooling_type="STEP", step_tag_id=ids[0]),
-            dtype=dtype,
+            dtype=choice.dtype,
             max_model_len=max_model_len,
             max_num_seqs=max_num_seqs,
             enable_chunked_prefill=False,
