@@ -617,8 +617,9 @@ async def _announce(controller: Controller) -> None:
         with err.status("warming up ..."):
             rate = await measure_decode(backend)
         reason = f" ({info['dtype_reason']})" if info.get("dtype_requested") == "auto" else ""
+        model = getattr(backend, "model", "")
         err.print(
-            f"engine ready: {label + ': ' if label else ''}{getattr(backend, 'model', '')}, {info['dtype']}{reason}, "
+            f"engine ready: {label + ': ' if label else ''}{model}, {info['dtype']}{reason}, "
             f"{rate:.0f} tok/s measured (8 x 16-token warm-up)",
             highlight=False,
         )

@@ -193,6 +193,12 @@ class HiddenStatesWorkerExtension:
         self._hs_handles = handles
         return count
 
+    def reasoning_patches(self) -> list[str]:
+        """The `reasoning.backends.vllm_plugin` patches applied in this worker (for tests)."""
+        from reasoning.backends.vllm_plugin import APPLIED
+
+        return list(APPLIED)
+
     def reasoning_hs_pop(self, keys: list[str] | str) -> dict[str, dict[str, Any]]:
         """Pop captured states: key -> {positions, shape, data (base64 float32)}.
 

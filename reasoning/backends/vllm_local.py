@@ -35,6 +35,7 @@ import numpy as np
 
 from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
 from reasoning.backends.hidden_states import EXTENSION, capture_args, decode_popped, fetch, positions_of
+from reasoning.backends.vllm_plugin import ENV as PATCHES_ENV
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
 from reasoning.hardware import DtypeChoice, choose_dtype, cpu_kind, machine
 from reasoning.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
@@ -75,6 +76,7 @@ def _configure_cpu_environment() -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault(PATCHES_ENV, "1")  # our vLLM plugin's CPU speed-ups (vllm_plugin.py)
 
 
 class VLLMBackend:
