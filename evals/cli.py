@@ -38,9 +38,11 @@ out = Console()
 
 
 def _add_probe_commands() -> None:
+    from reasoning.evals.doctor import doctor
     from reasoning.evals.probe_cli import probe_app
 
     app.add_typer(probe_app, name="probe")
+    app.command()(doctor)
 
 
 _add_probe_commands()
@@ -406,6 +408,7 @@ def quiet_engine_logs(verbose: bool) -> None:
         return
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_LOGS", "-all")  # torch's Python loggers at ERROR
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -622,6 +625,7 @@ async def _announce(controller: Controller) -> None:
             f"engine ready: {label + ': ' if label else ''}{model}, {info['dtype']}{reason}, "
             f"{rate:.0f} tok/s measured (8 x 16-token warm-up)",
             highlight=False,
+            soft_wrap=True,
         )
 
 

@@ -69,6 +69,11 @@ class EngineStats:
         return max(0, self.decoded_tokens - self.delivered_tokens)
 
 
+def _quiet() -> bool:
+    """True when the caller silenced vLLM (the CLI does, unless -v): no progress bars either."""
+    return os.environ.get("VLLM_LOGGING_LEVEL", "").upper() in ("ERROR", "CRITICAL")
+
+
 def _configure_cpu_environment() -> None:
     """Use every core for compute and keep vLLM's logs quiet unless asked otherwise."""
     cores = os.cpu_count() or 1
@@ -180,6 +185,7 @@ class VLLMBackend:
             max_num_batched_tokens=max(max_model_len, 2048),
             enforce_eager=enforce_eager,
             disable_log_stats=False,
+            use_tqdm_on_load=not _quiet(),
             **({"block_size": block_size} if block_size else {}),
             **({} if gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
             **({"worker_extension_cls": EXTENSION} if hidden_states and enforce_eager else {}),
