@@ -24,7 +24,7 @@ __all__ = ["FEATURES", "doctor", "report"]
 FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "bf16")
 """CPU flags that decide which kernels vLLM and oneDNN can use."""
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def report(dtype: str = "auto") -> list[tuple[str, str]]:
