@@ -44,7 +44,16 @@ from pathlib import Path
 from reasoning.backend import Backend
 from reasoning.errors import ConfigError
 
-__all__ = ["DTYPES", "DtypeChoice", "Machine", "choose_dtype", "cpu_kind", "machine", "measure_decode"]
+__all__ = [
+    "DTYPES",
+    "FLAGS_ENV",
+    "DtypeChoice",
+    "Machine",
+    "choose_dtype",
+    "cpu_kind",
+    "machine",
+    "measure_decode",
+]
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 """Values ``--dtype`` accepts; ``auto`` picks from the machine (`choose_dtype`)."""
@@ -72,6 +81,12 @@ class Machine:
         return all(f in self.flags for f in flags)
 
 
+FLAGS_ENV = "REASONING_CPU_FLAGS"
+"""When set, the CPU flags `machine` reports instead of /proc/cpuinfo's (space-separated): lets a
+test or a benchmark that emulates another CPU kind (`benchmarks/engine.py --emulate`) see the
+choices made for that kind."""
+
+
 def machine() -> Machine:
     """Read this machine's CPU, cores, memory and GPU (cheap: no torch, no vLLM)."""
     cpu, flags = "", frozenset[str]()
@@ -97,6 +112,8 @@ def machine() -> Machine:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
+    if os.environ.get(FLAGS_ENV) is not None:
+        flags = frozenset(os.environ[FLAGS_ENV].split())
     return Machine(
         cpu=cpu or platform.processor(),
         arch=platform.machine(),

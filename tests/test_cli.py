@@ -150,3 +150,46 @@ def test_prm_is_served_beside_the_policy_as_backend_prm(monkeypatch: pytest.Monk
     assert started == [("prm", "/models/prm")] and "7" in text
     assert "process scorer calls" in text and "step prompt tokens cached" in text
     assert len(prm.reward_requests) == 4  # two first steps, two second steps
+
+
+def test_baseline_runs_beside_the_strategy_and_both_are_summed_up(tmp_path: Path) -> None:
+    out = tmp_path / "sc.jsonl"
+    code, text = invoke(
+        "solve",
+        "--dataset",
+        "gsm8k",
+        "--limit",
+        "3",
+        "--backend",
+        "scripted",
+        "--script",
+        "\\boxed{18}",
+        "-p",
+        "n=3",
+        "--baseline",
+        "single:max_tokens=64",
+        "--output",
+        str(out),
+    )
+    assert code == 0, text
+    flat = " ".join(text.split())
+    assert "single:max_tokens=64 (baseline)" in flat and "self-consistency n=3" in flat
+    assert flat.count("1/3 = 33%") == 2  # one accuracy per column, with its interval
+    main_rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["strategy"] for r in main_rows} == {"self-consistency"}
+    assert [r["usage"]["samples"] for r in main_rows] == [3, 3, 3]
+
+
+def test_baseline_and_strategy_get_their_own_results_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["solve", "--dataset", "gsm8k", "--limit", "2", "--backend", "scripted", "--baseline", "single"]
+    code, text = invoke(*args)
+    assert code == 0, text
+    files = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert files == ["gsm8k-self-consistency.jsonl", "gsm8k-single-baseline.jsonl"]
+    code, text = invoke(*args[:-2], "--strategy", "single", "--baseline", "single")
+    assert code == 0, text
+    files = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert files == ["gsm8k-self-consistency.jsonl", "gsm8k-single-baseline.jsonl", "gsm8k-single.jsonl"]

@@ -140,10 +140,31 @@ async def test_same_strategy_gives_the_same_kind_of_record_on_both_backends(engi
     local = await Controller(engine, seed=3).run(problem, strategy)
     served = await Controller(remote, seed=3).run(problem, strategy)
     assert (local.backend, served.backend) == ("vllm", "openai")
-    skip = {"backend", "usage", "started_at"}
+    assert local.engine["dtype"] == served.engine["dtype"] == engine.engine_info["dtype"]
+    assert served.engine["server"] == remote.engine_info["server"] and "server" not in local.engine
+    skip = {"backend", "usage", "started_at", "engine"}
     assert local.model_dump(exclude=skip | {"candidates"}) == served.model_dump(exclude=skip | {"candidates"})
     for a, b in zip(local.candidates, served.candidates, strict=True):
         assert a.model_dump(exclude={"seconds"}) == b.model_dump(exclude={"seconds"})
     assert {k: v for k, v in local.usage.items() if k != "seconds"} == {
         k: v for k, v in served.usage.items() if k != "seconds"
     }
+
+
+async def test_engines_we_start_run_our_cpu_patches_and_say_so_in_the_record(engine) -> None:
+    """The worker that samples applied the plugin (top-p without a vocabulary sort), and the
+    record carries the engine: dtype and why, device, settings."""
+    from reasoning.hardware import choose_dtype
+
+    [patches] = await engine._engine.collective_rpc("reasoning_patches")
+    assert "top-p" in patches
+    run = await Controller(engine, seed=1).run(
+        Problem("p", "What is 2 + 3?"), SelfConsistency(n=2, max_tokens=8, top_p=0.9)
+    )
+    info = run.engine
+    assert info["dtype"] == choose_dtype("auto").dtype and info["dtype_requested"] == "auto"
+    assert info["dtype_reason"] == choose_dtype("auto").reason
+    assert info["device"] == "cpu" and info["max_num_seqs"] == engine.max_concurrency
+    assert len(run.candidates) == 2 and all(
+        c.output_tokens == 8 or c.finish_reason == "stop" for c in run.candidates
+    )

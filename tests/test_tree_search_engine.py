@@ -33,19 +33,28 @@ async def test_tree_search_runs_on_the_engine_with_generative_scores(engine, str
 
 
 async def test_completions_tell_the_delimiter_from_the_end_of_text(backend) -> None:
-    """Steps need it: a stop string means "more steps follow", the end of text means "done"."""
+    """Steps need it: a stop string means "more steps follow", the end of text means "done".
+
+    Checked on whatever the model writes on this machine's numerics: the stop string is taken
+    from the model's own greedy text, so it is sure to occur; the end of text comes from a request
+    whose only stop string never occurs.
+    """
     from reasoning import Message, Request, Sampling, collect
 
-    ask = "Write two numbered lines about eggs, with a blank line between them."
-    [step] = await collect(
-        backend, Request((Message("user", ask),), Sampling(temperature=0.0, max_tokens=64, stop=("\n\n",)))
-    )
-    assert (step.finish_reason, step.stop_string) == ("stop", "\n\n") and "\n\n" not in step.text
+    ask = (Message("user", "Write two numbered lines about eggs."),)
+    [free] = await collect(backend, Request(ask, Sampling(temperature=0.0, max_tokens=48)))
+    words = free.text.split()
+    assert len(words) >= 4, free.text
+    delimiter = " " + words[3]  # occurs in the text, and not at its very start
+    [step] = await collect(backend, Request(ask, Sampling(temperature=0.0, max_tokens=48, stop=(delimiter,))))
+    assert (step.finish_reason, step.stop_string) == ("stop", delimiter)
+    assert step.text == free.text[: free.text.index(delimiter)]
     short = Request(
-        (Message("user", "Reply with the single word yes."),), Sampling(temperature=0.0, max_tokens=32)
+        (Message("user", "Reply with the single word yes."),),
+        Sampling(temperature=0.0, max_tokens=128, stop=("\x07 never written",)),
     )
     [done] = await collect(backend, short)
-    assert (done.finish_reason, done.stop_string) == ("stop", None)
+    assert (done.finish_reason, done.stop_string) == ("stop", None), done.text
 
 
 async def test_value_probe_scores_steps_from_the_engines_hidden_states(engine, tmp_path) -> None:
