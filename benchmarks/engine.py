@@ -275,6 +275,7 @@ def main(args: argparse.Namespace) -> None:
     print(f"machine: {m.cpu}, {m.cores} cores, kind {cpu_kind(m)}; {args.requests} x {args.tokens} tokens")
     parts = args.parts.split(",")
     kinds = args.emulate.split(",")
+    here = kinds[0]  # the CPU kind the batch / settings / ours parts run on
     limits: dict[str, dict[str, float]] = {}
     if "roof" in parts or "batch" in parts or "dtype" in parts:
         for kind in kinds:
@@ -302,19 +303,17 @@ def main(args: argparse.Namespace) -> None:
             print(f"{kind:7s} bfloat16 / float32 = {rates['bfloat16'] / rates['float32']:.2f}", flush=True)
     if "batch" in parts:
         dtype = args.dtype
-        print(f"\n-- batch: raw vllm.LLM, {dtype}, max_num_seqs 256, greedy")
-        r = measure(
-            "raw", {"dtype": dtype, "batches": [1, 8, 32, 64, 128, 256], "tokens": args.tokens}, "native"
-        )
+        print(f"\n-- batch [{here}]: raw vllm.LLM, {dtype}, max_num_seqs 256, greedy")
+        spec = {"dtype": dtype, "batches": [1, 8, 32, 64, 128, 256], "tokens": args.tokens}
+        r = measure("raw", spec, here)
         for batch, rate in r.get("rates", {}).items():
-            bound, by = roof_at(limits["native"], dtype, int(batch))
-            print(
-                f"batch {int(batch):4d}  {rate:6.1f} tok/s  roof {bound:5.0f} ({by})  share {rate / bound:4.0%}"
-            )
+            bound, by = roof_at(limits[here], dtype, int(batch))
+            share = rate / bound
+            print(f"batch {int(batch):4d}  {rate:6.1f} tok/s  roof {bound:5.0f} ({by})  share {share:4.0%}")
     if "settings" in parts:
         dtype = args.dtype
         batch = args.requests
-        print(f"\n-- settings: raw vllm.LLM, {dtype}, batch {batch}, one change at a time")
+        print(f"\n-- settings [{here}]: raw vllm.LLM, {dtype}, batch {batch}, one change at a time")
         base = {"dtype": dtype, "batches": [batch], "tokens": args.tokens, "max_num_seqs": 256}
         sampled = {**base, "temperature": 0.7, "top_p": 0.95}
         variants: list[tuple[str, dict[str, Any], str]] = [
@@ -322,19 +321,15 @@ def main(args: argparse.Namespace) -> None:
             ("block_size 16", {**base, "block_size": 16}, ""),
             ("block_size 32", {**base, "block_size": 32}, ""),
             ("compiled (not eager)", {**base, "eager": False}, ""),
-            (
-                "sampled top_p .95, no plugin",
-                {**base, "temperature": 0.7, "top_p": 0.95, "plugin": False},
-                "",
-            ),
-            ("sampled top_p .95, plugin", {**base, "temperature": 0.7, "top_p": 0.95}, ""),
+            ("sampled top_p .95, no plugin", {**sampled, "plugin": False}, ""),
+            ("sampled top_p .95, plugin", sampled, ""),
         ]
         if os.path.exists(TCMALLOC):
             variants.append(("LD_PRELOAD tcmalloc", base, TCMALLOC))
         if os.path.exists(IOMP):
             variants.append(("LD_PRELOAD libiomp5", base, IOMP))
         for name, spec, preload in variants:
-            r = measure("raw", spec, "native", preload)
+            r = measure("raw", spec, here, preload)
             rate = r.get("rates", {}).get(str(batch), float("nan"))
             note = f"  start {r['start_s']:.0f} s" if "start_s" in r else f"  error: {r.get('error')}"
             print(f"{name:32s} {rate:6.1f} tok/s{note}", flush=True)
@@ -349,7 +344,7 @@ def main(args: argparse.Namespace) -> None:
                 "top_p": top_p,
                 "repeats": args.repeats,
             }
-            r = measure("ours", spec)
+            r = measure("ours", spec, here)
             if "error" in r:
                 print(f"{label}: error {r['error']}")
                 continue
@@ -370,6 +365,7 @@ def main(args: argparse.Namespace) -> None:
                     "max_num_seqs": 64,
                     "plugin": False,
                 },
+                here,
             )
             rate = stock.get("rates", {}).get(str(args.requests), float("nan"))
             print(f"{'':26s} stock vllm.LLM (no plugin, ignore_eos) {rate:6.1f} tok/s", flush=True)
@@ -380,7 +376,11 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--parts", default="roof,dtype,batch,settings,ours")
-    parser.add_argument("--emulate", default="native,avx512,avx2", help="CPU kinds for the dtype part")
+    parser.add_argument(
+        "--emulate",
+        default="native,avx512,avx2",
+        help="CPU kinds for the dtype part; the other parts run on the first",
+    )
     parser.add_argument("--dtype", default="auto", help="dtype for the batch/settings/ours parts")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=128)
