@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from reasoning import STRATEGIES, Budget, Controller, Problem, ReasoningError, Run
+from reasoning.concurrency import run_all
 from reasoning.errors import BackendError, ConfigError
 from reasoning.models import DEFAULT_MODEL, EMBEDDED_MODELS
 
@@ -568,7 +569,7 @@ def _run(
                 TimeElapsedColumn(),
                 console=err,
             ) as bar:
-                await asyncio.gather(*(one(arm, bar) for arm in arms))
+                await run_all(*(one(arm, bar) for arm in arms))
         finally:
             for backend in controller.backends.values() or [controller.primary]:
                 aclose = getattr(backend, "aclose", None)

@@ -27,6 +27,7 @@ import numpy as np
 
 from reasoning import Backend, Problem, Request, Sampling, extract_answer
 from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Assembler, HiddenStateReader, TokenCounter
+from reasoning.concurrency import run_all
 from reasoning.errors import CapabilityError, ConfigError, DatasetError
 from reasoning.models import cached_model_path, fingerprint
 from reasoning.probes.cues import DEFAULT_CUES, CueSet
@@ -86,7 +87,7 @@ async def _trace(
         got = extract_answer(prefix + text)
         return {"position": position, "answer": got, "label": int(bool(grade(problem, got))), "tokens": spent}
 
-    labelled = await asyncio.gather(*(forced(p) for p in events))
+    labelled = await run_all(*(forced(p) for p in events))
     return {
         "problem_id": problem.id,
         "question": problem.question,
@@ -129,7 +130,7 @@ async def collect_traces(
             on_trace(trace)
         return trace
 
-    traces = list(await asyncio.gather(*(one(p) for p in problems)))
+    traces = await run_all(*(one(p) for p in problems))
     header = {
         "model": asdict(fingerprint(model_of(backend))),
         "cues": cues.to_dict(),
@@ -217,14 +218,12 @@ async def compute_features(
                 counter.prompt_tokens(request_of(trace, "".join(tokens[:p]))) == start + p for p in events
             )
             if aligned:
-                first, rows = await asyncio.gather(prompt, read(full, [start + p - 1 for p in events]))
+                first, rows = await run_all(prompt, read(full, [start + p - 1 for p in events]))
                 return first[0], list(rows)
-        parts = await asyncio.gather(
-            prompt, *(read(request_of(trace, "".join(tokens[:p])), [-1]) for p in events)
-        )
+        parts = await run_all(prompt, *(read(request_of(trace, "".join(tokens[:p])), [-1]) for p in events))
         return parts[0][0], [part[0] for part in parts[1:]]
 
-    results = await asyncio.gather(*(per_trace(t) for t in traces))
+    results = await run_all(*(per_trace(t) for t in traces))
     width = len(results[0][0])
     rows = [row for _, events in results for row in events]
     features = np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32)

@@ -14,13 +14,13 @@ and verifiers sit side by side in the layering).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from reasoning import Context
+from reasoning.concurrency import run_all
 from reasoning.probes.probe import Probe, load_probe, model_of
 
 __all__ = ["ValueProbeScorer"]
@@ -46,7 +46,7 @@ class ValueProbeScorer:
         probe = self.load(ctx)
         layers = probe.card.layers
         prefixes = ["".join(step + self.delimiter for step in path) for path in paths]
-        states = await asyncio.gather(*(ctx.hidden_states(layers, p, backend=self.backend) for p in prefixes))
+        states = await run_all(*(ctx.hidden_states(layers, p, backend=self.backend) for p in prefixes))
         if not states:
             return []
         rows = [s.reshape(-1) for s in states]

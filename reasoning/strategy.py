@@ -34,6 +34,7 @@ from reasoning.backend import (
     collect_stream,
 )
 from reasoning.budget import Meter, Reservation
+from reasoning.concurrency import run_all
 from reasoning.errors import BudgetExhausted, CapabilityError, ConfigError
 from reasoning.problem import Problem
 from reasoning.record import Candidate
@@ -321,8 +322,12 @@ class Context:
     async def generate_all(
         self, requests: Sequence[Request], backend: str | None = None
     ) -> list[list[Completion]]:
-        """Run several requests concurrently so the engine batches them."""
-        return list(await asyncio.gather(*(self.generate(r, backend) for r in requests)))
+        """Run several requests concurrently so the engine batches them.
+
+        A budget stop or an error in one cancels the others in the engine and waits until they
+        have ended (`reasoning.concurrency.run_all`): nothing of the problem keeps decoding.
+        """
+        return await run_all(*(self.generate(r, backend) for r in requests))
 
     async def verify(self, texts: Sequence[str]) -> list[Verdict]:
         """Answers and scores of `texts` from the run's verifier."""

@@ -28,6 +28,7 @@ import numpy as np
 
 from reasoning import STRATEGIES, Candidate, Completion, Context, Problem, Result, Sampling, majority_vote
 from reasoning.backend import Assembler
+from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
 from reasoning.selection import token_confidence, trace_confidence
 
@@ -137,7 +138,7 @@ class DeepConf:
         while launched < self.budget and consensus() < self.tau:
             wave = min(self.batch, self.budget - launched)
             launched += wave
-            async with asyncio.TaskGroup() as group:
+            async with task_group() as group:
                 for _ in range(wave):
                     group.create_task(trace())
         return await self.vote(ctx, traces, scores, keep)

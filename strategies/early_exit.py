@@ -16,13 +16,13 @@ candidate records where it stopped: ``scores`` has ``exit_token`` (0: ran to the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
 from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling, majority_vote
 from reasoning.backend import Assembler
+from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import read_answer
@@ -59,7 +59,7 @@ class EarlyExit:
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Run n traces concurrently, each exiting early on its own, then vote."""
         probe = load_probe(self.probe, model_of(ctx), "exit")
-        traces = await asyncio.gather(*(self.trace(ctx, probe) for _ in range(self.n)))
+        traces = await run_all(*(self.trace(ctx, probe) for _ in range(self.n)))
         candidates = tuple(traces)
         chosen = majority_vote([c.answer for c in candidates])
         return Result(None if chosen is None else candidates[chosen].answer, candidates, chosen)

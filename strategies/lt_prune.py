@@ -38,6 +38,7 @@ from typing import ClassVar
 
 from reasoning import STRATEGIES, Completion, Context, Problem, Result, Sampling, majority_vote
 from reasoning.backend import Assembler
+from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
 from reasoning.probes.trajectory import Layers, Signal, Signals
 from reasoning.strategies.lt_select import (
@@ -156,7 +157,7 @@ class LTPrune:
             for i in ranked[self.keep :]:
                 traces[i].pruned = True
 
-        async with asyncio.TaskGroup() as group:
+        async with task_group() as group:
             for trace in traces:
                 group.create_task(run(trace))
             group.create_task(decide())

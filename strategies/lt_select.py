@@ -29,7 +29,6 @@ decoded count, so the read covers the last ``T`` positions). Each candidate reco
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling, majority_vote
+from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.trajectory import SIGNALS, Layers, Signal, Signals, confidence, lt_signals, standardise
 
@@ -136,10 +136,8 @@ class LTSelect:
             n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
         )
         traces = await ctx.generate(ctx.request(sampling))
-        rows = list(
-            await asyncio.gather(
-                *(trace_signals(ctx, self.layers, t.text, t.output_tokens, self.segment) for t in traces)
-            )
+        rows = await run_all(
+            *(trace_signals(ctx, self.layers, t.text, t.output_tokens, self.segment) for t in traces)
         )
         scores = confidences(rows, self.signal)
         candidates = [

@@ -36,7 +36,6 @@ the top tokens.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Literal, Protocol, get_args, runtime_checkable
 
 from reasoning import Candidate, Completion, ConfigError, Context, Message, Problem, Request, Result, Sampling
 from reasoning.answers import extract_boxed
+from reasoning.concurrency import run_all, task_group
 from reasoning.strategy import ExtractAnswer, Verdict, to_candidate
 from reasoning.verifiers.judge import yes_probability
 
@@ -177,7 +177,7 @@ class RewardModelScorer:
             Message("user", ctx.problem.question),
         )
         conversations = [(*head, Message("assistant", "".join(s + tag for s in path))) for path in paths]
-        rows = await asyncio.gather(*(ctx.step_rewards(c, self.backend) for c in conversations))
+        rows = await run_all(*(ctx.step_rewards(c, self.backend) for c in conversations))
         out = []
         for path, row in zip(paths, rows, strict=True):
             if row.ndim != 2 or row.shape[0] != len(path) or row.shape[1] <= self.positive:
@@ -399,7 +399,10 @@ class StepTree:
             texts[i] = text
         ended = [i for i, f in enumerate(finished) if f]
         asked = [(s.delimiter.join(p),) if s.aggregation == "model" else p for p in paths] if scored else []
-        verdicts, raw = await asyncio.gather(self._verify([texts[i] for i in ended]), self._score(asked))
+        async with task_group() as group:
+            verifying = group.create_task(self._verify([texts[i] for i in ended]))
+            scoring = group.create_task(self._score(asked))
+        verdicts, raw = verifying.result(), scoring.result()
         answers: list[Verdict] = [Verdict(answer=None) for _ in paths]
         for i, verdict in zip(ended, verdicts, strict=True):
             answers[i] = verdict
