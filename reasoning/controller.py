@@ -77,15 +77,19 @@ class Controller:
     async def run(self, problem: Problem, strategy: Strategy, budget: Budget | None = None) -> Run:
         """Solve `problem` with `strategy` under `budget` (default: the controller's).
 
+        The strategy, the verifier and the prompt see the problem without its gold answer
+        (`Problem.without_gold`); the record keeps the gold for the grader.
+
         On `BudgetExhausted` the run stops cleanly: the answer is the majority vote over the
         samples finished so far and ``stop_reason`` is ``budget:<line>``.
         """
         budget = budget or self.budget
+        visible = problem.without_gold()
         meter = Meter(budget)
         meters = {name: Meter(self.budgets.get(name, Budget()), line=f"{name}.") for name in self.backends}
         ctx = Context(
-            problem=problem,
-            messages=self.prompt(problem),
+            problem=visible,
+            messages=self.prompt(visible),
             backend=self.primary,
             backends=self.backends,
             meters=meters,
@@ -97,7 +101,7 @@ class Controller:
         )
         stop_reason = "done"
         try:
-            result = await strategy(problem, ctx)
+            result = await strategy(visible, ctx)
         except BudgetExhausted as exc:
             stop_reason = f"budget:{exc.resource}"
             result = await _best_so_far(ctx)

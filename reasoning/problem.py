@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from reasoning.backend import Message
@@ -20,9 +20,13 @@ DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer wit
 class Problem:
     """One question, with its gold answer when known.
 
+    The gold (`answer`, and `metadata`, which holds a grader's inputs) is the grader's alone:
+    the controller hands strategies, verifiers and the prompt `without_gold` instead.
+
     Example:
-        >>> Problem(id="p1", question="What is 2+2?", answer="4").kind
-        'number'
+        >>> problem = Problem(id="p1", question="What is 2+2?", answer="4")
+        >>> problem.kind, problem.without_gold().answer
+        ('number', None)
     """
 
     id: str
@@ -30,11 +34,16 @@ class Problem:
     question: str
     """The question text shown to the model."""
     answer: str | None = None
-    """Gold answer, used only for grading; strategies never see it."""
+    """Gold answer, used only for grading; strategies and verifiers never see it."""
     kind: AnswerKind = "number"
     """How answers are compared: exact number, math-verify, text, or a reasoning-gym scorer."""
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    """Dataset-specific extras (reasoning-gym entries keep their scorer inputs here)."""
+    """Dataset-specific extras for grading (reasoning-gym entries keep their scorer inputs, the
+    gold among them, here); like `answer`, never shown to strategies and verifiers."""
+
+    def without_gold(self) -> Problem:
+        """This problem as strategies, verifiers and prompts see it: no answer, no metadata."""
+        return replace(self, answer=None, metadata={})
 
 
 Prompt = Callable[[Problem], tuple[Message, ...]]
