@@ -188,7 +188,8 @@ def calibrate_command(
     calibrated = calibrate(probe, data, alpha, strict)
     path = calibrated.save(_stem(out_path or probe_path))
     c = calibrated.card.calibration
-    assert c is not None
+    if c is None:  # calibrate() always sets it
+        raise ConfigError(f"calibrating {probe_path} produced no exit rule")
     out.print(
         f"calibrated: {path}  alpha={alpha} threshold={c.exit_threshold:.4f} "
         f"(n_pos={c.n_pos}, n_neg={c.n_neg}); calibration exit rate on unsafe points "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning import Budget, Controller, Problem, Run, Strategy
+from reasoning.concurrency import first_error
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, DatasetError, ReasoningError
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.verifiers.grading import grade
@@ -107,8 +108,10 @@ async def solve(
         ConfigError: `output` holds results of a different configuration.
         BackendError: The backend failed for good (the engine died, the server cannot be
             reached: `BackendUnavailable`); runs already finished are on disk and a re-run
-            resumes after them. Other retryable errors fail only their problem (an error row,
-            retried on resume).
+            resumes after them. Every other failure inside a problem (a retryable backend
+            error, a `VerifierError`, any exception of a strategy or verifier, logged with its
+            traceback when it is not a `ReasoningError`) fails only that problem: its error
+            row (``stop_reason="error"``) is retried on resume.
     """
     budget = budget or controller.budget
     ids = [p.id for p in problems]
@@ -134,13 +137,13 @@ async def solve(
         async with limit:
             try:
                 run = await controller.run(problem, strategy, budget)
-            except BackendError as exc:
-                if exc.retryable and not isinstance(exc, BackendUnavailable):
-                    run = _failed(controller, strategy, budget, problem, exc)
-                else:
-                    raise
-            except ReasoningError as exc:
-                run = _failed(controller, strategy, budget, problem, exc)
+            except Exception as exc:  # every failure of this problem is its error row ...
+                error = first_error(exc) if isinstance(exc, ExceptionGroup) else exc
+                if _fatal(error):  # ... but an engine gone for good stops the whole run
+                    raise error from None
+                if not isinstance(error, ReasoningError):  # not one of ours: a bug somewhere
+                    logger.warning("problem %s failed", problem.id, exc_info=error)
+                run = _failed(controller, strategy, budget, problem, error)
         run = _grade(problem, run)
         done[index] = run
         if sink:  # written the moment it is finished: a crash loses nothing finished
@@ -162,6 +165,11 @@ async def solve(
     if output and todo:
         _rewrite_in_order(output, runs)
     return runs
+
+
+def _fatal(error: BaseException) -> bool:
+    """A backend failure no other problem would survive: not retryable, or unreachable."""
+    return isinstance(error, BackendError) and (not error.retryable or isinstance(error, BackendUnavailable))
 
 
 def _rewrite_in_order(output: Path, runs: list[Run]) -> None:
@@ -221,7 +229,7 @@ def _probe_run(controller: Controller, strategy: Strategy, budget: Budget) -> Ru
 
 
 def _failed(
-    controller: Controller, strategy: Strategy, budget: Budget, problem: Problem, exc: Exception
+    controller: Controller, strategy: Strategy, budget: Budget, problem: Problem, exc: BaseException
 ) -> Run:
     base = _probe_run(controller, strategy, budget)
     return base.model_copy(

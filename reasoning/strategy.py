@@ -35,7 +35,7 @@ from reasoning.backend import (
 )
 from reasoning.budget import Meter, Reservation
 from reasoning.concurrency import run_all
-from reasoning.errors import BudgetExhausted, CapabilityError, ConfigError
+from reasoning.errors import BudgetExhausted, CapabilityError, ConfigError, ReasoningError, VerifierError
 from reasoning.problem import Problem
 from reasoning.record import Candidate
 
@@ -330,10 +330,21 @@ class Context:
         return await run_all(*(self.generate(r, backend) for r in requests))
 
     async def verify(self, texts: Sequence[str]) -> list[Verdict]:
-        """Answers and scores of `texts` from the run's verifier."""
-        verdicts = await self.verifier(self.problem, texts)
+        """Answers and scores of `texts` from the run's verifier.
+
+        Raises:
+            VerifierError: The verifier failed with an error of its own (not a `ReasoningError`:
+                those pass as they are), or returned another number of verdicts than texts.
+        """
+        name = type(self.verifier).__name__
+        try:
+            verdicts = await self.verifier(self.problem, texts)
+        except ReasoningError:
+            raise
+        except Exception as exc:
+            raise VerifierError(f"verifier {name} failed: {type(exc).__name__}: {exc}") from exc
         if len(verdicts) != len(texts):
-            raise ValueError("verifier returned a different number of verdicts than texts")
+            raise VerifierError(f"verifier {name} returned {len(verdicts)} verdicts for {len(texts)} texts")
         return verdicts
 
     async def candidates(self, completions: Sequence[Completion], prefix: str = "") -> list[Candidate]:

@@ -67,7 +67,8 @@ class EarlyExit:
     async def trace(self, ctx: Context, probe: Probe) -> Candidate:
         """One trace with online exits."""
         rule, card = probe.rule, probe.card
-        assert rule is not None  # checked on load
+        if rule is None:  # load_probe refuses uncalibrated exit probes; a probe changed since?
+            raise ConfigError(f"early-exit: probe {self.probe} has no calibrated exit rule")
         cues = CueSet.from_dict(card.cues)
         sampling = Sampling(
             temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, logprobs=0

@@ -65,5 +65,8 @@ def _grade_gym(problem: Problem, answer: str | None) -> bool:
     source = entry.get("metadata", {}).get("source_dataset")
     if not source:
         raise VerifierError(f"problem {problem.id!r} has no reasoning-gym entry to score with")
-    score = reasoning_gym.get_score_answer_fn(source)(answer, entry)
-    return float(score) >= 1.0
+    try:
+        score = reasoning_gym.get_score_answer_fn(source)(answer, entry)
+        return float(score) >= 1.0
+    except Exception as exc:  # a task's own scorer may raise anything on odd answers
+        raise VerifierError(f"reasoning-gym scorer of {source} failed on {answer!r}: {exc}") from exc

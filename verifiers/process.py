@@ -44,6 +44,7 @@ from typing import Literal, Protocol, get_args, runtime_checkable
 from reasoning import Candidate, Completion, ConfigError, Context, Message, Problem, Request, Result, Sampling
 from reasoning.answers import extract_boxed
 from reasoning.concurrency import run_all, task_group
+from reasoning.errors import ReasoningError, VerifierError
 from reasoning.strategy import ExtractAnswer, Verdict, to_candidate
 from reasoning.verifiers.judge import yes_probability
 
@@ -181,7 +182,7 @@ class RewardModelScorer:
         out = []
         for path, row in zip(paths, rows, strict=True):
             if row.ndim != 2 or row.shape[0] != len(path) or row.shape[1] <= self.positive:
-                raise ValueError(
+                raise VerifierError(
                     f"the process reward model returned {row.shape} for {len(path)} steps; expected "
                     f"({len(path)}, >{self.positive}): is its step tag {tag!r} one token of its tokenizer?"
                 )
@@ -466,9 +467,15 @@ class StepTree:
     async def _score(self, paths: Sequence[Sequence[str]]) -> list[float]:
         if not paths:
             return []
-        scores = await self.scorer.score(self.ctx, paths)
+        name = type(self.scorer).__name__
+        try:
+            scores = await self.scorer.score(self.ctx, paths)
+        except ReasoningError:
+            raise
+        except Exception as exc:
+            raise VerifierError(f"process scorer {name} failed: {type(exc).__name__}: {exc}") from exc
         if len(scores) != len(paths):
-            raise ValueError("process scorer returned a different number of scores than paths")
+            raise VerifierError(f"process scorer {name} returned {len(scores)} scores for {len(paths)} paths")
         self.scorer_calls += len(paths)
         return scores
 
