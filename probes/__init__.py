@@ -12,3 +12,6 @@ Collecting labels needs gold answers and lives in `reasoning.evals.probing`; the
 use probes are `early-exit`, `lt-select`, `lt-prune`, `difficulty`, and the tree searches with
 ``scorer="probe"``.
 """
+
+if __name__ != "reasoning.probes":  # this folder, on sys.path in a checkout's root: no shadowing
+    raise ImportError(f"import reasoning.probes, not {__name__} (a folder of the reasoning checkout)")

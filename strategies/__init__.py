@@ -9,6 +9,9 @@ Example:
      'self-consistency', 'short-m@k', 'single']
 """
 
+if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout's root: no shadowing
+    raise ImportError(f"import reasoning.strategies, not {__name__} (a folder of the reasoning checkout)")
+
 from reasoning.strategies.a_star import AStar
 from reasoning.strategies.adaptive_sc import AdaptiveSelfConsistency
 from reasoning.strategies.beam_search import BeamSearch

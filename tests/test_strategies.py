@@ -88,20 +88,46 @@ def test_registry_validates_parameters() -> None:
 
 
 def test_record_is_complete_and_serialisable(problem: Problem) -> None:
-    run = Controller(ScriptedBackend(["\\boxed{4}"]), seed=1).run_sync(problem, SelfConsistency(n=2))
+    from datetime import datetime
+
+    from reasoning.record import FORMAT_VERSION, Run, library_versions
+
+    budget = Budget(output_tokens=100)
+    run = Controller(ScriptedBackend(["\\boxed{4}"]), seed=1, budget=budget).run_sync(
+        problem, SelfConsistency(n=2)
+    )
     data = run.model_dump()
-    for key in (
-        "problem_id",
-        "candidates",
-        "strategy",
-        "params",
-        "model",
-        "seed",
-        "budget",
-        "usage",
-        "stop_reason",
-        "versions",
-    ):
-        assert key in data
-    assert data["candidates"][0]["output_tokens"] == 1
+    candidate = {"text": "\\boxed{4}", "answer": "4", "output_tokens": 1, "finish_reason": "stop"}
+    # What every field of the record holds for this run: a field added to Run without a line
+    # here fails the test, so the record's completeness is checked field by field.
+    expected = {
+        "format_version": lambda v: v == FORMAT_VERSION,
+        "problem_id": lambda v: v == "p1",
+        "question": lambda v: v == problem.question,
+        "gold": lambda v: v == "4",
+        "answer": lambda v: v == "4",
+        "correct": lambda v: v is None,  # graded by the evaluation layer, not the controller
+        "oracle_correct": lambda v: v is None,
+        "chosen": lambda v: v == 0,
+        "candidates": lambda v: len(v) == 2 and all(c.items() >= candidate.items() for c in v),
+        "strategy": lambda v: v == "self-consistency",
+        "params": lambda v: v == {"n": 2, "temperature": 0.7, "top_p": 0.95, "max_tokens": 512},
+        "model": lambda v: v == "scripted",
+        "backend": lambda v: v == "scripted",
+        "backends": lambda v: v == {},
+        "engine": lambda v: v == {},
+        "engines": lambda v: v == {},
+        "seed": lambda v: v == 1,
+        "budget": lambda v: v["output_tokens"] == 100 and set(v) >= {"calls", "prompt_tokens", "seconds"},
+        "usage": lambda v: (v["calls"], v["samples"], v["output_tokens"]) == (1, 2, 2) and v["seconds"] >= 0,
+        "budgets": lambda v: v == {},
+        "usage_by_backend": lambda v: v == {},
+        "stop_reason": lambda v: v == "done",
+        "error": lambda v: v is None,
+        "started_at": lambda v: datetime.fromisoformat(v).tzinfo is not None,
+        "versions": lambda v: v == library_versions() and "python" in v,
+    }
+    assert set(expected) == set(Run.model_fields), "a field of Run is not checked here"
+    wrong = {key: data[key] for key, holds in expected.items() if not holds(data[key])}
+    assert not wrong
     assert type(run).model_validate_json(run.model_dump_json()) == run
