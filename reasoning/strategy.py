@@ -3,7 +3,10 @@
 A strategy is a frozen dataclass with an async ``__call__(problem, ctx) -> Result``. It
 touches the world only through its `Context`: ``ctx.stream`` / ``ctx.generate`` for the
 model (every call is metered against the budget and recorded), ``ctx.verify`` for answers
-and scores, ``ctx.rng`` for randomness.
+and scores, ``ctx.rng`` for randomness. It sees the problem without its gold answer
+(`Problem.without_gold`). Work it runs concurrently goes through ``ctx.generate_all`` or
+`reasoning.concurrency` (``run_all``, ``task_group``), never ``asyncio.gather``: a budget stop
+or an error then cancels the siblings, so no request outlives its problem.
 """
 
 from __future__ import annotations
@@ -108,9 +111,13 @@ class Context:
     """The only door from a strategy to the world (model, verifier, budget, randomness)."""
 
     problem: Problem
+    """The problem being solved, without its gold answer (`Problem.without_gold`)."""
     messages: tuple[Message, ...]
+    """The prompt's chat messages."""
     backend: Backend
+    """The run's default backend."""
     meter: Meter
+    """The run's budget and what it has spent."""
     verifier: Verifier = field(default_factory=ExtractAnswer)
     seed: int | None = 0
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
