@@ -28,6 +28,7 @@ Parts (``--parts``, comma-separated):
 
     .venv/bin/python benchmarks/engine.py                       # everything, ~25 min on 2 cores
     .venv/bin/python benchmarks/engine.py --parts roof,dtype --emulate native,avx2
+    .venv/bin/python benchmarks/engine.py --emulate avx2 --site /tmp/avx2  # then PYTHONPATH=/tmp/avx2 ...
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ IOMP = str(Path(sys.prefix) / "lib" / "libiomp5.so")
 
 EMULATION = {
     "avx2": (
-        {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+        {
+            "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "ATEN_CPU_CAPABILITY": "avx2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+            "REASONING_CPU_FLAGS": "fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c",
+        },
         [
             "_is_avx512_supported",
             "_is_avx512_vnni_supported",
@@ -61,7 +67,11 @@ EMULATION = {
         ],
     ),
     "avx512": (
-        {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+        {
+            "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+            "REASONING_CPU_FLAGS": "fpu sse sse2 avx avx2 fma f16c avx512f avx512dq avx512bw avx512vl",
+        },
         ["_is_avx512_bf16_supported", "_is_amx_tile_supported", "_is_amx_fp16_supported"],
     ),
 }
@@ -304,7 +314,7 @@ def main(args: argparse.Namespace) -> None:
     if "batch" in parts:
         dtype = args.dtype
         print(f"\n-- batch [{here}]: raw vllm.LLM, {dtype}, max_num_seqs 256, greedy")
-        spec = {"dtype": dtype, "batches": [1, 8, 32, 64, 128, 256], "tokens": args.tokens}
+        spec = {"dtype": dtype, "batches": [int(b) for b in args.batches.split(",")], "tokens": args.tokens}
         r = measure("raw", spec, here)
         for batch, rate in r.get("rates", {}).items():
             bound, by = roof_at(limits[here], dtype, int(batch))
@@ -383,11 +393,22 @@ if __name__ == "__main__":
     )
     parser.add_argument("--dtype", default="auto", help="dtype for the batch/settings/ours parts")
     parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--batches", default="1,8,32,64,128,256", help="sequences per step, batch part")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--site",
+        metavar="DIR",
+        help="write the first --emulate kind's sitecustomize.py into DIR and exit "
+        "(then PYTHONPATH=DIR runs anything, e.g. the test suite, as on that CPU)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
-    if parsed.worker:
+    if parsed.site:
+        variables, probes = EMULATION[parsed.emulate.split(",")[0]]
+        Path(parsed.site).mkdir(parents=True, exist_ok=True)
+        Path(parsed.site, "sitecustomize.py").write_text(SITE.format(env=variables, probes=probes))
+    elif parsed.worker:
         job = json.loads(parsed.worker)
         kind = job.pop("kind")
         result = {"roof": lambda: roof(), "raw": lambda: raw(job), "ours": lambda: ours(job)}[kind]()

@@ -49,7 +49,7 @@ Cost: each round decodes about K * N * max_tokens tokens per side, more for its-
 (up to max_tokens per distinct candidate). At ~200 tok/s (the 0.5B in bf16 on an AVX-512 CPU,
 both cores) the defaults take ~80 s per side and round: with the warm-ups, roughly 8 min for
 self-consistency and 8-12 min for best-of-n, plus 1-2 min of server start. On a CPU without
-AVX-512 pass ``--dtype float32`` (bf16 is ~4.6x slower there).
+AVX-512 the default ``--dtype auto`` picks float32 (bf16 is ~4.6x slower there).
 
     .venv/bin/python benchmarks/peers.py --problems 8 --n 8 --max-tokens 256 --repeats 2
 """
@@ -271,7 +271,7 @@ async def main(args: argparse.Namespace, server: VLLMServer, python: Path) -> No
         for method in args.methods.split(","):
             print(
                 f"\n{method}: {k} problems, n={args.n}, max_tokens={args.max_tokens}, "
-                f"T={args.temperature}, top_p=1, model {server.model}, dtype {args.dtype}",
+                f"T={args.temperature}, top_p=1, model {server.model}, dtype {server.dtype_choice.dtype}",
                 flush=True,
             )
             rounds: dict[str, list[Arm]] = {"ours": [], "its-hub": []}
@@ -331,7 +331,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: " + ", ".join(METHODS))
     parser.add_argument("--peers", default="its-hub", help="comma-separated: its-hub, optillm")
     parser.add_argument("--model", default=None, help="embedded model, local folder or HF id")
-    parser.add_argument("--dtype", default="bfloat16", help="float32 on CPUs without AVX-512")
+    parser.add_argument("--dtype", default="auto", help="auto: chosen from the CPU (reasoning doctor)")
     parser.add_argument("--kv-cache-gb", type=float, default=2.0)
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument(

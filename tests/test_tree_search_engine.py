@@ -88,10 +88,19 @@ async def test_value_probe_scores_steps_from_the_engines_hidden_states(engine, t
     strategy = BeamSearch(n=2, width=2, step_tokens=24, max_steps=2, scorer="probe", probe=path)
     run = await Controller(engine, seed=3).run(PROBLEM, strategy)
     first = next(c for c in run.candidates if c.scores["step"] == 1 and "step_score" in c.scores)
-    # The recorded score is the probe on the hidden states at the end of "<step>\n\n".
-    request = Request(default_prompt(PROBLEM), Sampling(max_tokens=1), first.text + "\n\n")
-    states = await engine.hidden_states(request, layers)
-    assert first.scores["step_score"] == pytest.approx(
-        float(probe.predict(states.reshape(1, -1))[0]), abs=1e-3
-    )
+
+    # The recorded score is the probe on the hidden states at the end of "<step>\n\n": equal
+    # within the dtype's noise (in bfloat16 the KV the run reused was computed while decoding, a
+    # fresh read prefills it, and the two roundings differ), and nearer to it than to the probe
+    # one delimiter earlier or one word later, which is the mechanism on any CPU's numerics.
+    async def score(assistant: str) -> float:
+        request = Request(default_prompt(PROBLEM), Sampling(max_tokens=1), assistant)
+        states = await engine.hidden_states(request, layers)
+        return float(probe.predict(states.reshape(1, -1))[0])
+
+    at, before, after = [await score(first.text + tail) for tail in ("\n\n", "", "\n\nSo")]
+    recorded = first.scores["step_score"]
+    noise = 1e-3 if engine.engine_info.get("dtype") == "float32" else 0.03
+    assert recorded == pytest.approx(at, abs=noise)
+    assert abs(recorded - at) <= min(abs(recorded - before), abs(recorded - after)), (at, before, after)
     assert run.usage["calls"] > 2  # step requests and probe reads
