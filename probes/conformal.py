@@ -1,4 +1,8 @@
-"""Split conformal calibration for stopping rules (ALGORITHMS.md sections 4.5-4.7 and 11.1).
+"""Split conformal calibration for stopping rules.
+
+The rules of split conformal prediction (Angelopoulos and Bates, "A Gentle Introduction to
+Conformal Prediction and Distribution-Free Uncertainty Quantification", arXiv 2107.07511) and
+their class-conditional use for exits in LYNX (Akgül et al., arXiv 2512.05325).
 
 Pure numpy, no model: the statistics that turn a probe's probabilities into a decision with a
 finite-sample guarantee.

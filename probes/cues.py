@@ -1,4 +1,4 @@
-"""Decision points in a generation: where a probe may decide to stop (ALGORITHMS.md 4.2).
+"""Decision points in a generation: where a probe may decide to stop (LYNX, arXiv 2512.05325).
 
 A decision point ("cue event") is identified by the generated token at which it completes. Three
 kinds, combinable:

@@ -1,7 +1,9 @@
 """Forced exits: stop reasoning at a decision point and make the model state its answer.
 
-LYNX (ALGORITHMS.md 4.3, 4.6) appends an exit phrase ending in ``\\boxed{`` to the text before
-the decision point's token and decodes greedily. The answer is complete when the braces opened
+LYNX ("LYNX: Learning Dynamic Exits for Confidence-Controlled Reasoning", Akgül et al.,
+arXiv 2512.05325) appends an exit phrase ending in ``\\boxed{`` to the text before the decision
+point's token and decodes greedily (its released code: ``</think> Final Answer: \\boxed{``, at
+most 64 greedy tokens). The answer is complete when the braces opened
 by the phrase close, so `read_answer` cancels the decoding right there instead of spending the
 rest of the 64-token cap (INFERRED: the paper always decodes up to the cap).
 """

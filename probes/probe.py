@@ -1,11 +1,11 @@
 """Probes: small classifiers on hidden states, trained, calibrated and saved as artefacts.
 
 A probe maps the hidden states of chosen layers at one position to a probability: for an exit
-probe (LYNX, ALGORITHMS.md 4.4), "forcing the final answer here gives the right answer"; for a
-difficulty probe (DiffAdapt, 9.2), "one sample of this prompt is right". Architecture from LYNX:
-standardise, then an MLP (256, 64) with ReLU, or logistic regression (``hidden=()``); trained in
-torch (imported lazily) with class-balanced weights and early stopping on a validation split of
-whole traces; scored in numpy, so using a probe needs no torch.
+probe (LYNX, arXiv 2512.05325), "forcing the final answer here gives the right answer"; for a
+difficulty probe (DiffAdapt, Liu et al., arXiv 2510.19669), "one sample of this prompt is right".
+Architecture from LYNX: standardise, then an MLP (256, 64) with ReLU, or logistic regression
+(``hidden=()``); trained in torch (imported lazily) with class-balanced weights and early stopping
+on a validation split of whole traces; scored in numpy, so using a probe needs no torch.
 
 An artefact is ``NAME.safetensors`` (weights) + ``NAME.json`` (its card: format version, kind,
 model fingerprint, layers, position, cue set, exit phrase, training-data hash, metrics, and the

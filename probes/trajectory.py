@@ -1,6 +1,6 @@
-"""Latent-Trajectory (LT) signals: how far and how straight hidden states travel (ALGORITHMS.md 7).
+"""Latent-Trajectory (LT) signals: how far and how straight hidden states travel.
 
-"Tracing the Traces" (Vilas et al., ICLR 2026) averages a trace's hidden states over
+"Tracing the Traces" (Vilas et al., arXiv 2510.10494, ICLR 2026) averages a trace's hidden states over
 consecutive segments of ``k`` tokens and reads three training-free scores off the segment
 path, per layer, then averages them over layers with equal weight:
 

@@ -1,4 +1,7 @@
-"""A hidden-state value probe as a process scorer (ALGORITHMS.md 3.3, "value probe").
+"""A hidden-state value probe as a process scorer, where a step search would use a PRM.
+
+Our construction (no paper prescribes it): the exit probe of LYNX ("LYNX: Learning Dynamic Exits
+for Confidence-Controlled Reasoning", Akgül et al., arXiv 2512.05325) read as a value function.
 
 An exit probe (`reasoning probe train`, kind ``exit``) predicts, from the hidden states at a
 decision point, the probability that the answer forced at that point is right: the value of the

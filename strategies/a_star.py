@@ -1,4 +1,4 @@
-"""A*-decoding: best-first search over partial solutions (Chatziveroglou 2025, ALGORITHMS.md 2).
+"""A*-decoding: best-first search over partial solutions (Chatziveroglou 2025, arXiv 2505.13672).
 
     h(s) = 1 - r(s)   (r: the process score of s);   root: g = 0, h = 1
     open = {root}, ordered by f = g + h (ties: lower h, then first pushed)
@@ -12,12 +12,13 @@
         push every child
     budget spent: the open goal with the lowest f, else the lowest-f partial state, its answer forced
 
-The paper body was not available: the g rule, the open set, the budget unit and the fallback are
-INFERRED (ALGORITHMS.md 2.2-2.3, Appendix A.1) and kept configurable: ``g_mode`` (default
-``penalize_drops``, the literal reading; recorded with the run's parameters), ``budget`` in
-``scorer_calls`` (default), ``output_tokens`` or ``expansions``: a round starts only while the
-spend is below the budget, so the last round may pass it by at most one round (the run's `Budget`
-stays the hard cap); when it is spent, the search returns the open goal with the lowest f, else
+The paper body was not available (only its abstract and reviews: h = 1 - r and "sample k, keep
+the lowest f" are sourced; "g accumulates only increases in h" is one survey's sentence): the g
+rule, the open set, the budget unit and the fallback are INFERRED and kept configurable:
+``g_mode`` (default ``penalize_drops``, the literal reading; recorded with the run's parameters),
+``budget`` in ``scorer_calls`` (default), ``output_tokens`` or ``expansions``: a round starts only
+while the spend is below the budget, so the last round may pass it by at most one round (the run's
+`Budget` stays the hard cap); when it is spent, the search returns the open goal with the lowest f, else
 forces an answer on the lowest-f partial state (`StepTree.force`). Other INFERRED defaults:
 k = 4, temperature 0.8, aggregation ``last``, h(root) = 1 (the empty solution is not scored),
 ``frontier`` = 1 (textbook A*; more states per round batch the engine); ties in f go to the lower

@@ -1,4 +1,7 @@
-"""Beam search over reasoning steps with a process scorer (search-and-learn; ALGORITHMS.md 10.2).
+"""Beam search over reasoning steps with a process scorer.
+
+As in huggingface/search-and-learn, after "Scaling LLM Test-Time Compute Optimally can be More
+Effective than Scaling Model Parameters" (Snell, Lee, Xu, Kumar; arXiv 2408.03314):
 
     beams, widths = [empty solution], [N]
     while beams and fewer than N solutions:
@@ -9,10 +12,11 @@
         widths = N spread over the beams (each kept beam grows about M ways)
     answer = the best-scored solution (or a score-weighted vote over the solutions)
 
-Early rejection (Cheshmi et al., ALGORITHMS.md 9.1; ``reject_at`` = tau > 0): children are
-sampled only tau tokens into their step and scored on that partial step; only the kept ones
-complete their step (one request each, all at once) before the next expansion. With tau at or
-above every step's length it is plain beam search. DVTS (`reasoning.strategies.dvts`) changes
+Early rejection ("Accelerating LLM Reasoning via Early Rejection with Partial Reward Modeling",
+Cheshmi et al., arXiv 2508.01969; ``reject_at`` = tau > 0): children are sampled only tau tokens
+into their step and scored on that partial step; only the kept ones complete their step (one
+request each, all at once) before the next expansion. With tau at or above every step's length it
+is plain beam search. DVTS (`reasoning.strategies.dvts`) changes
 only `select` and `widths`.
 
 INFERRED choices (documented): when beams finish, the next step's N samples are spread over the

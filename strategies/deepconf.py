@@ -1,4 +1,4 @@
-"""DeepConf, Deep Think with Confidence (ALGORITHMS.md section 8).
+"""DeepConf: "Deep Think with Confidence" (Fu, Wang, Tian, Zhao; arXiv 2508.15260).
 
 Token confidence C_i = -mean of the top-20 log-probabilities at position i; group confidence =
 mean over a sliding window; a trace's confidence = its lowest group (or bottom-10%, tail, mean).
@@ -13,7 +13,7 @@ mean over a sliding window; a trace's confidence = its lowest group (or bottom-1
 
 Defaults scaled to this framework's 512-token traces (INFERRED, documented): window 128
 (paper: 2048 for 32k-token traces), budget 32 and warm-up 8 (paper: 512 and 16), batch 8
-(the paper's code launches all remaining traces at once, Appendix A #10).
+(the released code launches all remaining traces at once; the paper does not say).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Difficulty-aware budgets (DiffAdapt, ALGORITHMS.md 9.2): a prompt probe picks the strategy.
+"""Difficulty-aware budgets (DiffAdapt, Liu et al., arXiv 2510.19669): a prompt probe picks the strategy.
 
     p = difficulty probe(hidden states of the prompt's last token)   # P(one sample is right)
     if p >= threshold:  run the `easy` strategy (default: one sample, 256 tokens)

@@ -1,4 +1,4 @@
-"""Diverse verifier tree search (DVTS; search-and-learn, ALGORITHMS.md 10.2): N/M greedy subtrees.
+"""Diverse verifier tree search (DVTS; huggingface/search-and-learn): N/M greedy subtrees.
 
     subtrees = the N first-step samples, in N/M groups of M
     repeat: each subtree keeps only its best child by process score and grows it M ways

@@ -1,4 +1,6 @@
-"""LYNX early exit (ALGORITHMS.md 4.6), online on the engine; with n > 1, self-consistency over it.
+"""LYNX early exit, online on the engine; with n > 1, self-consistency over it.
+
+"LYNX: Learning Dynamic Exits for Confidence-Controlled Reasoning" (Akgül et al., arXiv 2512.05325):
 
     for each of n traces (concurrent requests, so the engine batches them):
         stream tokens; at each decision point of the probe's cue set (token t):

@@ -1,4 +1,8 @@
-"""First Finish Search (FFS) and FFS-k@N (ALGORITHMS.md section 1).
+"""First Finish Search (FFS) and FFS-k@N.
+
+FFS: "First Finish Search: Efficient Test-Time Scaling in Large Language Models" (Agarwal,
+Sengupta, Chakraborty, arXiv 2505.18149); FFS-k@N: the same authors' "The Art of Scaling
+Test-Time Compute for Large Language Models".
 
 N samples start together as one request; the first to finish (end of text or the length cap)
 is the answer and the engine cancels the others at once. FFS-k@N waits for the first k and

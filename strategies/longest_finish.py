@@ -1,4 +1,7 @@
-"""LFS-k@N (ALGORITHMS.md section 1.6): let all N samples finish, vote over the k longest.
+"""LFS-k@N: let all N samples finish, vote over the k longest.
+
+From "The Art of Scaling Test-Time Compute for Large Language Models" (Agarwal, Sengupta,
+Chakraborty), the follow-up of First Finish Search (arXiv 2505.18149).
 
 The counterpart of FFS-k@N for "long-horizon" models, whose longer traces are the better ones
 on hard problems. Ties go to the group holding the longest trace.

@@ -1,7 +1,8 @@
 """LT early path selection: score n partial traces at a horizon, keep the best, cancel the rest.
 
-Training-free adaptation of ALGORITHMS.md 7.4 (the paper ranks prefixes with a random forest
-trained offline on [net_by_step, cumulative_by_step]; here the prefix's LT `signal` ranks them):
+Training-free adaptation of the early path selection of "Tracing the Traces" (Vilas et al., arXiv
+2510.10494; the paper ranks prefixes with a random forest trained offline on [net_by_step,
+cumulative_by_step]; here the prefix's LT `signal` ranks them):
 
     start n traces, each its own streamed request (the engine batches them)
     when trace i reaches `horizon` tokens (it keeps decoding meanwhile):

@@ -1,4 +1,7 @@
-"""LT-guided answer selection: pick the trace whose hidden states travelled best (ALGORITHMS.md 7).
+"""LT-guided answer selection: pick the trace whose hidden states travelled best (Tracing the Traces).
+
+"Tracing the Traces" (Vilas, Yousefi, Nushi, Horvitz, Balachandran; arXiv 2510.10494), its
+signals in `reasoning.probes.trajectory`:
 
     traces = n samples, one batched request (temperature 0.6)
     for each trace i (hidden-state reads issued concurrently):
@@ -9,7 +12,7 @@
     weighted: vote weighted by softmax of the z-scored c_i
     no finite c_i (every trace shorter than 2 segments): majority vote
 
-The paper's use (7.3) draws traces one after another and stops at the first whose signal
+The paper's use draws traces one after another and stops at the first whose signal
 passes a calibrated threshold; that needs calibration data, so this strategy scores a batch
 and selects (the paper's "highest-select" baseline of its notebook), which needs none.
 

@@ -1,4 +1,7 @@
-"""Particle filtering and particle Gibbs over reasoning steps (Puri et al., ALGORITHMS.md 3.2-3.4).
+"""Particle filtering and particle Gibbs over reasoning steps (Puri et al., arXiv 2502.01618).
+
+"Rollout Roulette: A Probabilistic Inference Approach to Inference-Time Scaling of LLMs using
+Particle-Based Monte Carlo Methods": the paper's Alg. 1 and 2 as its released code runs them.
 
     particles = N first steps (one request), each weighted by its process score r
     while some particle is active:

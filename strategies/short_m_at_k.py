@@ -1,4 +1,7 @@
-"""short-m@k (ALGORITHMS.md section 1.7): stop once m of k samples have finished, vote among them.
+"""short-m@k: stop once m of k samples have finished, vote among them.
+
+"Don't Overthink it. Preferring Shorter Thinking Chains for Improved LLM Reasoning" (Hassid et
+al., arXiv 2505.17813).
 
 k samples start together as one request; when the m-th finishes the engine cancels the rest.
 The m finished samples vote; a tie goes to the group holding the shortest chain (measured in

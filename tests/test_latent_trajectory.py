@@ -1,4 +1,4 @@
-"""Latent-Trajectory signals (ALGORITHMS.md 7) and the lt-select / lt-prune strategies.
+"""Latent-Trajectory signals ("Tracing the Traces", arXiv 2510.10494) and the lt-select / lt-prune strategies.
 
 The scripted hidden states are a deterministic function of the text: a word ``"x,y"`` puts the
 model at the point (x, y) (times the layer number), any other word leaves it where it was. A

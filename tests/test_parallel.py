@@ -1,4 +1,4 @@
-"""Parallel strategies on scripted backends (ALGORITHMS.md Appendix C invariants)."""
+"""Parallel strategies on scripted backends (the invariants each paper implies)."""
 
 import math
 from dataclasses import dataclass
