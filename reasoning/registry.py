@@ -1,14 +1,37 @@
-"""Name -> class registries with typed, validated parameters.
+"""Name -> class registries with typed, validated parameters, and user strategies as plugins.
 
 Components are frozen dataclasses whose fields are their parameters. `Registry.create`
 validates a mapping of parameters (strings from the CLI are coerced) through pydantic and
 raises `ConfigError` naming the bad parameter and listing the valid ones.
+
+User strategies join `STRATEGIES` in two ways, both through `import_strategies`:
+
+* a module named on the command line (``--import my_module`` or ``--import path/to/file.py``)
+  whose classes are decorated with ``@STRATEGIES.register("name")``;
+* an installed distribution that declares the entry-point group `ENTRY_POINT_GROUP` in its
+  ``pyproject.toml``, naming a module (imported, its decorators register) or a class (registered
+  under the entry point's name unless its module already registered it)::
+
+      [project.entry-points."reasoning.strategies"]
+      my_strategies = "my_package.strategies"
+      my-vote = "my_package.vote:MyVote"
+
+Registering the same class again (a notebook cell run twice defines it anew, with the same
+module and qualified name) replaces it; another class under a taken name is a `ConfigError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import functools
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
@@ -16,7 +39,7 @@ from pydantic_core import to_jsonable_python
 
 from reasoning.errors import ConfigError
 
-__all__ = ["STRATEGIES", "Parameter", "Registry", "params_of"]
+__all__ = ["ENTRY_POINT_GROUP", "STRATEGIES", "Parameter", "Registry", "import_strategies", "params_of"]
 
 T = TypeVar("T")
 
@@ -40,19 +63,39 @@ class Registry(Generic[T]):
         self._aliases: dict[str, str] = {}
 
     def register(self, name: str, *aliases: str) -> Callable[[type[T]], type[T]]:
-        """Class decorator registering a dataclass under `name` (and `aliases`)."""
+        """Class decorator registering a dataclass under `name` (and `aliases`).
+
+        The same class registered again (same module and qualified name: a notebook cell run
+        twice) replaces the earlier definition.
+
+        Raises:
+            ConfigError: `name` or an alias already belongs to another class.
+            TypeError: The class is not a dataclass.
+        """
 
         def add(cls: type[T]) -> type[T]:
             if not dataclasses.is_dataclass(cls):
                 raise TypeError(f"{cls.__name__} must be a dataclass to be registered")
-            if name in self._classes:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+            for key in (name, *aliases):
+                owner = self._aliases.get(key, key)
+                held = self._classes.get(owner)
+                if held is not None and not _same_class(held, cls):
+                    taken = f"{self.kind} {key!r}" + (f" (an alias of {owner!r})" if owner != key else "")
+                    raise ConfigError(
+                        f"{taken} is already registered to {_qualified(held)}; cannot register "
+                        f"{_qualified(cls)} under it: choose another name"
+                    )
             self._classes[name] = cls
+            self._aliases = {a: n for a, n in self._aliases.items() if n != name}
             for alias in aliases:
                 self._aliases[alias] = name
             return cls
 
         return add
+
+    def holds(self, cls: type) -> bool:
+        """True when `cls` (or its redefinition) is registered."""
+        return any(_same_class(cls, held) for held in self._classes.values())
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -72,7 +115,7 @@ class Registry(Generic[T]):
     def name_of(self, component: object) -> str:
         """Registered name of `component`'s class (its class name when unregistered)."""
         for name, cls in self._classes.items():
-            if type(component) is cls:
+            if _same_class(type(component), cls):
                 return name
         return type(component).__name__
 
@@ -150,5 +193,101 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def _same_class(a: type, b: type) -> bool:
+    """The same class, or its redefinition (same module and qualified name)."""
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 STRATEGIES: Registry[Any] = Registry("strategy")
 """Every strategy, by name (``reasoning.strategies`` registers the built-in ones)."""
+
+ENTRY_POINT_GROUP = "reasoning.strategies"
+"""Entry-point group through which installed distributions add strategies to `STRATEGIES`."""
+
+
+def import_strategies(modules: Sequence[str] = (), *, installed: bool = True) -> list[str]:
+    """Register user strategies: the installed plugins' (`ENTRY_POINT_GROUP`), then `modules`.
+
+    Calling it again is harmless: modules import once, and a class registered again is the
+    same class. The built-in strategies are not among them (``import reasoning.strategies``).
+
+    Args:
+        modules: Module names (looked up on ``sys.path`` and in the current directory) or paths
+            of ``.py`` files, whose ``@STRATEGIES.register`` decorators register their strategies.
+        installed: Also load the entry points of installed distributions.
+
+    Returns:
+        The strategy names this call added to `STRATEGIES`, sorted.
+
+    Raises:
+        ConfigError: A module cannot be found or fails to import, or a plugin's entry point is
+            not a module or a dataclass, or a name is taken by another class; the message names
+            the module or plugin.
+    """
+    before = set(STRATEGIES.names())
+    if installed:
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            where = f"plugin {point.name!r} ({point.value}"
+            where += f", from {point.dist.name})" if point.dist is not None else ")"
+            loaded = _guarded(where, point.load)
+            if isinstance(loaded, type):
+                if not dataclasses.is_dataclass(loaded):
+                    raise ConfigError(f"{where} is a class but not a dataclass: it cannot be a strategy")
+                if not STRATEGIES.holds(loaded):
+                    STRATEGIES.register(point.name)(loaded)
+            elif not isinstance(loaded, types.ModuleType):
+                raise ConfigError(f"{where} must name a module or a strategy class")
+    for module in modules:
+        _guarded(f"strategies module {module!r}", functools.partial(_import, module))
+    return sorted(set(STRATEGIES.names()) - before)
+
+
+def _guarded(where: str, load: Callable[[], Any]) -> Any:
+    """Run `load`; any failure becomes a `ConfigError` naming `where` (framework errors pass)."""
+    try:
+        return load()
+    except ConfigError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"{where}: no module named {exc.name!r} (not installed, or not on sys.path)"
+        ) from exc
+    except Exception as exc:
+        raise ConfigError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def _import(module: str) -> object:
+    """Import a module by name (the current directory searched too) or a ``.py`` file by path."""
+    if module.endswith(".py"):
+        path = Path(module).resolve()
+        if not path.is_file():
+            raise ConfigError(f"strategies module {module!r}: no such file")
+        name = path.stem
+        if name in sys.modules:
+            if getattr(sys.modules[name], "__file__", None) == str(path):
+                return sys.modules[name]
+            raise ConfigError(f"strategies module {module!r}: a module named {name!r} is already imported")
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"strategies module {module!r}: not a Python module")
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[name] = loaded
+        try:
+            spec.loader.exec_module(loaded)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return loaded
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:  # like ``python -m``: a module in the current directory is found
+        sys.path.insert(0, here)
+    try:
+        return importlib.import_module(module)
+    finally:
+        if added:
+            sys.path.remove(here)
