@@ -16,7 +16,6 @@ from reasoning.errors import BudgetExhausted, ConfigError
 from reasoning.problem import Problem, Prompt, default_prompt
 from reasoning.record import Run
 from reasoning.registry import STRATEGIES, params_of
-from reasoning.selection import majority_vote
 from reasoning.strategy import Context, ExtractAnswer, Result, Strategy, Verifier
 
 __all__ = ["Controller"]
@@ -153,13 +152,7 @@ async def _best_so_far(ctx: Context) -> Result:
     done = [c for c in ctx.completions if c.finish_reason != "cancelled"]
     if not done:
         return Result(answer=None)
-    candidates = await ctx.candidates(done)
-    chosen = majority_vote([c.answer for c in candidates])
-    return Result(
-        answer=None if chosen is None else candidates[chosen].answer,
-        candidates=tuple(candidates),
-        chosen=chosen,
-    )
+    return Result.vote(await ctx.candidates(done))
 
 
 def _stable(text: str) -> int:

@@ -1,13 +1,20 @@
-"""Complete, replayable records of what a run did (pydantic, written as JSONL)."""
+"""Complete, replayable records of what a run did (pydantic, written as JSONL).
+
+A `Candidate` is a plain frozen dataclass: strategies make and copy many of them in their inner
+loops. The `Run` that holds them is the pydantic model at the boundary, which validates and
+serialises the candidates with it (the JSON is the same as when they were models).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 __all__ = ["FORMAT_VERSION", "Candidate", "Run", "library_versions"]
 
@@ -15,10 +22,9 @@ FORMAT_VERSION = 1
 """Bumped whenever a field of `Run` changes meaning or order."""
 
 
-class Candidate(BaseModel):
+@dataclass(frozen=True)
+class Candidate:
     """One sample a strategy produced, with everything known about it."""
-
-    model_config = ConfigDict(frozen=True)
 
     text: str
     """Full generated text (prefix included for step-wise strategies)."""
@@ -38,10 +44,19 @@ class Candidate(BaseModel):
     """Time from request to last token."""
     mean_logprob: float | None = None
     """Mean token log-probability, when logprobs were requested."""
-    scores: dict[str, float] = Field(default_factory=dict)
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)
     """Further named scores (confidence, probe outputs, ...)."""
     backend: str = ""
     """Named backend that produced it (empty: the run's default backend)."""
+
+    def with_scores(self, **scores: float) -> Candidate:
+        """A copy with `scores` added to (or replacing those of the same name in) its `scores`.
+
+        Example:
+            >>> Candidate("x", scores={"a": 1.0}).with_scores(b=2.0).scores
+            {'a': 1.0, 'b': 2.0}
+        """
+        return dataclasses.replace(self, scores={**self.scores, **scores})
 
 
 class Run(BaseModel):

@@ -124,9 +124,7 @@ class Registry(Generic[T]):
         cls = self.get(name)
         docs = _attribute_docs(cls)
         out = []
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if not f.init or f.name.startswith("_"):
-                continue
+        for f in _parameter_fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
             kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
             out.append(Parameter(f.name, str(kind), default, docs.get(f.name, "")))
@@ -157,14 +155,23 @@ class Registry(Generic[T]):
 def params_of(component: object) -> dict[str, Any]:
     """The parameters of a dataclass component as JSON-ready values (for records and resume)."""
     if dataclasses.is_dataclass(component) and not isinstance(component, type):
-        params = {
-            f.name: getattr(component, f.name)
-            for f in dataclasses.fields(component)
-            if f.init and not f.name.startswith("_")
-        }
+        params = {f.name: getattr(component, f.name) for f in _parameter_fields(type(component))}
         jsonable: dict[str, Any] = to_jsonable_python(params, fallback=str)
         return jsonable
     return {}
+
+
+def _parameter_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    """A component's parameters: those its class declares, in order, then inherited ones.
+
+    A strategy's own parameters come first, a base class's shared ones (the sampling, a step
+    search's scorer) after them, whatever order `dataclasses.fields` has them in.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+    order = dict.fromkeys(
+        n for klass in cls.__mro__ for n in vars(klass).get("__annotations__", {}) if n in fields
+    )
+    return [fields[n] for n in order]
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:

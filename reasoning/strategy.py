@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -41,6 +41,7 @@ from reasoning.concurrency import run_all
 from reasoning.errors import BudgetExhausted, CapabilityError, ConfigError, ReasoningError, VerifierError
 from reasoning.problem import Problem
 from reasoning.record import Candidate
+from reasoning.selection import TieBreak, majority_vote
 
 __all__ = ["Context", "Result", "Strategy", "Verdict", "Verifier", "request_seed"]
 
@@ -78,7 +79,13 @@ class ExtractAnswer:
 
 @dataclass(frozen=True)
 class Result:
-    """What a strategy returns: its answer and every candidate it considered."""
+    """What a strategy returns: its answer and every candidate it considered.
+
+    Example:
+        >>> c = [Candidate("a", "3"), Candidate("b", "4"), Candidate("c", "4")]
+        >>> Result.vote(c).chosen, Result.vote(c, weights=[5, 1, 1]).answer, Result.pick(c, 0).answer
+        (1, '3', '3')
+    """
 
     answer: str | None
     """The final answer (normalised), None when the strategy found none."""
@@ -86,6 +93,32 @@ class Result:
     """All candidates, in production order."""
     chosen: int | None = None
     """Index into `candidates` of the one the answer came from."""
+
+    @classmethod
+    def pick(cls, candidates: Sequence[Candidate], chosen: int | None) -> Result:
+        """The answer of ``candidates[chosen]`` (None: no answer), every candidate kept."""
+        return cls(None if chosen is None else candidates[chosen].answer, tuple(candidates), chosen)
+
+    @classmethod
+    def vote(
+        cls,
+        candidates: Sequence[Candidate],
+        weights: Sequence[float] | None = None,
+        tie: TieBreak = "first",
+        voters: Collection[int] | None = None,
+    ) -> Result:
+        """A majority vote over the candidates' answers (`majority_vote`), every candidate kept.
+
+        Args:
+            candidates: Every candidate; those without an answer do not vote.
+            weights: Weight of each candidate's vote (default 1).
+            tie: A tie goes to the answer seen first, or to the group holding the shortest or
+                longest candidate (in output tokens).
+            voters: Indices of the candidates that vote (default: all of them).
+        """
+        answers = [c.answer if voters is None or i in voters else None for i, c in enumerate(candidates)]
+        lengths = [c.output_tokens for c in candidates]
+        return cls.pick(candidates, majority_vote(answers, weights, lengths, tie))
 
 
 class Strategy(Protocol):
@@ -96,9 +129,8 @@ class Strategy(Protocol):
         >>> @dataclass(frozen=True)
         ... class Greedy:
         ...     async def __call__(self, problem, ctx):
-        ...         [completion] = await ctx.generate(ctx.request(Sampling(temperature=0)))
-        ...         [candidate] = await ctx.candidates([completion])
-        ...         return Result(candidate.answer, (candidate,), 0)
+        ...         completions = await ctx.generate(ctx.request(Sampling(temperature=0)))
+        ...         return Result.pick(await ctx.candidates(completions), 0)
     """
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:

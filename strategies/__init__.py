@@ -25,6 +25,7 @@ from reasoning.strategies.longest_finish import LongestFinish
 from reasoning.strategies.lt_prune import LTPrune
 from reasoning.strategies.lt_select import LTSelect
 from reasoning.strategies.particle_filtering import ParticleFiltering
+from reasoning.strategies.sampled import Sampled
 from reasoning.strategies.self_consistency import SelfConsistency
 from reasoning.strategies.short_m_at_k import ShortMAtK
 from reasoning.strategies.single import Single
@@ -43,6 +44,7 @@ __all__ = [
     "LTSelect",
     "LongestFinish",
     "ParticleFiltering",
+    "Sampled",
     "SelfConsistency",
     "ShortMAtK",
     "Single",

@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling, majority_vote
+from reasoning import STRATEGIES, Candidate, Context, Problem, Result
 from reasoning.errors import ConfigError
 from reasoning.selection import majority_probability
+from reasoning.strategies.sampled import Sampled
 
 
 @STRATEGIES.register("adaptive-sc", "adaptive-consistency", "adaptive_sc")
-@dataclass(frozen=True)
-class AdaptiveSelfConsistency:
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveSelfConsistency(Sampled):
     """Majority vote that stops sampling once the leader is statistically settled."""
 
     max_samples: int = 16
@@ -31,10 +32,6 @@ class AdaptiveSelfConsistency:
     """Stop when P(leading answer is the majority) reaches this."""
     temperature: float = 0.7
     """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-    max_tokens: int = 512
-    """Most tokens per sample."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= self.max_samples:
@@ -43,22 +40,17 @@ class AdaptiveSelfConsistency:
             )
         if not 0.5 < self.confidence < 1:
             raise ConfigError(f"adaptive-sc: confidence must be in (0.5, 1), got {self.confidence}")
-        Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, n=self.batch)
+        super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Sample batch by batch until settled or out of samples; vote."""
         candidates: list[Candidate] = []
         while len(candidates) < self.max_samples:
             n = min(self.batch, self.max_samples - len(candidates))
-            sampling = Sampling(
-                n=n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
-            )
-            candidates += await ctx.candidates(await ctx.generate(ctx.request(sampling)))
+            candidates += await ctx.candidates(await ctx.generate(ctx.request(self.sampling(n))))
             votes = Counter(c.answer for c in candidates if c.answer is not None).most_common(2)
             if votes:
                 runner_up = votes[1][1] if len(votes) > 1 else 0
                 if majority_probability(votes[0][1], runner_up) >= self.confidence:
                     break
-        chosen = majority_vote([c.answer for c in candidates])
-        answer = None if chosen is None else candidates[chosen].answer
-        return Result(answer=answer, candidates=tuple(candidates), chosen=chosen)
+        return Result.vote(candidates)

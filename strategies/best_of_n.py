@@ -15,15 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from reasoning import STRATEGIES, Context, Problem, Result, Sampling, majority_vote
+from reasoning import STRATEGIES, Completion, Context, Problem, Result
 from reasoning.errors import ConfigError
 from reasoning.selection import argmax, token_confidence
+from reasoning.strategies.sampled import Sampled
 from reasoning.verifiers.judge import judge_scores
 
 
 @STRATEGIES.register("best-of-n", "bon", "best_of_n")
-@dataclass(frozen=True)
-class BestOfN:
+@dataclass(frozen=True, kw_only=True)
+class BestOfN(Sampled):
     """N samples, one selector."""
 
     n: int = 8
@@ -32,51 +33,38 @@ class BestOfN:
     """How to pick: majority vote, score-weighted vote, or the best-scored candidate."""
     score: Literal["verifier", "judge", "confidence"] = "judge"
     """Where candidate scores come from (unused by ``majority``)."""
-    temperature: float = 0.7
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-    max_tokens: int = 512
-    """Most tokens per sample."""
     judge_backend: str | None = None
     """Named backend that judges (e.g. ``target`` judging a ``draft``'s samples); default: the run's."""
+    temperature: float = 0.7
+    """Sampling temperature."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ConfigError(f"best-of-n: n must be >= 1, got {self.n}")
-        Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, n=self.n)
+        super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Sample, score, select."""
-        confidence = self.score == "confidence" and self.selector != "majority"
-        sampling = Sampling(
-            n=self.n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_tokens,
-            logprobs=20 if confidence else None,
-        )
-        completions = await ctx.generate(ctx.request(sampling))
+        logprobs = 20 if self.score == "confidence" and self.selector != "majority" else None
+        completions = await ctx.generate(ctx.request(self.sampling(self.n, logprobs=logprobs)))
         candidates = await ctx.candidates(completions)
-        scores: list[float | None] = [c.score for c in candidates]
-        if self.selector != "majority" and self.score == "judge":
-            scores = list(await judge_scores(ctx, [c.text for c in candidates], self.judge_backend))
-        elif confidence:
-            scores = [
-                sum(token_confidence(t) for t in c.logprobs or ()) / max(1, len(c.logprobs or ()))
-                for c in completions
-            ]
-        if self.selector != "majority" and self.score != "verifier":
-            candidates = [
-                c.model_copy(update={"scores": {**c.scores, self.score: float(s or 0.0)}})
-                for c, s in zip(candidates, scores, strict=True)
-            ]
-        answers = [c.answer for c in candidates]
         if self.selector == "majority":
-            chosen = majority_vote(answers)
-        elif self.selector == "weighted":
-            chosen = majority_vote(answers, weights=[s or 0.0 for s in scores])
+            return Result.vote(candidates)
+        if self.score == "judge":
+            scores = await judge_scores(ctx, [c.text for c in candidates], self.judge_backend)
+        elif self.score == "confidence":
+            scores = [mean_confidence(c) for c in completions]
         else:
-            chosen = argmax([s if a is not None else None for s, a in zip(scores, answers, strict=True)])
-        answer = None if chosen is None else candidates[chosen].answer
-        return Result(answer=answer, candidates=tuple(candidates), chosen=chosen)
+            scores = [c.score or 0.0 for c in candidates]
+        if self.score != "verifier":
+            candidates = [c.with_scores(**{self.score: s}) for c, s in zip(candidates, scores, strict=True)]
+        if self.selector == "weighted":
+            return Result.vote(candidates, weights=scores)
+        answered = [s if c.answer is not None else None for c, s in zip(candidates, scores, strict=True)]
+        return Result.pick(candidates, argmax(answered))
+
+
+def mean_confidence(completion: Completion) -> float:
+    """DeepConf's mean token confidence of a trace (0 without log-probabilities)."""
+    tokens = completion.logprobs or ()
+    return sum(token_confidence(t) for t in tokens) / max(1, len(tokens))

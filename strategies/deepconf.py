@@ -26,18 +26,19 @@ from typing import Literal
 
 import numpy as np
 
-from reasoning import STRATEGIES, Candidate, Completion, Context, Problem, Result, Sampling, majority_vote
+from reasoning import STRATEGIES, Completion, Context, Problem, Result
 from reasoning.backend import Assembler
 from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
 from reasoning.selection import token_confidence, trace_confidence
+from reasoning.strategies.sampled import Sampled
 
 Metric = Literal["lowest", "bottom10", "tail", "mean"]
 
 
 @STRATEGIES.register("deepconf", "deep-conf")
-@dataclass(frozen=True)
-class DeepConf:
+@dataclass(frozen=True, kw_only=True)
+class DeepConf(Sampled):
     """Confidence-filtered, confidence-weighted voting; online mode stops low-confidence traces."""
 
     mode: Literal["online", "offline"] = "online"
@@ -56,27 +57,17 @@ class DeepConf:
     """Online: stop sampling once the weighted vote's top answer holds this share."""
     batch: int = 8
     """Online: traces in flight at once after the warm-up."""
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-    max_tokens: int = 512
-    """Most tokens per trace."""
 
     def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ConfigError(f"deepconf: budget must be >= 1, got {self.budget}")
         if not 0 < self.eta <= 100:
             raise ConfigError(f"deepconf: eta must be in (0, 100], got {self.eta}")
         if self.mode == "online" and not 1 <= self.warmup <= self.budget:
             raise ConfigError(f"deepconf: need 1 <= warmup <= budget, got {self.warmup}, {self.budget}")
         if self.window < 1 or self.batch < 1 or not 0 < self.tau <= 1:
             raise ConfigError("deepconf: window and batch must be >= 1 and tau in (0, 1]")
-        self.sampling(self.budget)
-
-    def sampling(self, n: int) -> Sampling:
-        """Sampling of `n` traces with the top-20 log-probabilities confidence needs."""
-        return Sampling(
-            n=n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, logprobs=20
-        )
+        super().__post_init__()
 
     def confidences(self, completion: Completion) -> list[float]:
         """Per-token confidences of a trace."""
@@ -90,14 +81,14 @@ class DeepConf:
 
     async def offline(self, ctx: Context) -> Result:
         """All traces, then filter the top eta% by confidence and vote weighted by it."""
-        traces = await ctx.generate(ctx.request(self.sampling(self.budget)))
+        traces = await ctx.generate(ctx.request(self.sampling(self.budget, logprobs=20)))
         scores = [trace_confidence(self.confidences(t), self.metric, self.window) for t in traces]
         threshold = float(np.percentile(scores, 100 - self.eta))
         return await self.vote(ctx, traces, scores, keep=[s >= threshold for s in scores])
 
     async def online(self, ctx: Context) -> Result:
         """Warm up, set the threshold, then stop weak traces and stop once settled."""
-        warm = await ctx.generate(ctx.request(self.sampling(self.warmup)))
+        warm = await ctx.generate(ctx.request(self.sampling(self.warmup, logprobs=20)))
         lowest = [trace_confidence(self.confidences(t), "lowest", self.window) for t in warm]
         threshold = float(np.percentile(lowest, 100 - self.eta))
         traces, scores = list(warm), list(lowest)
@@ -114,7 +105,7 @@ class DeepConf:
             return max(tally.values()) / total if total > 0 else 0.0
 
         async def trace() -> None:
-            request = ctx.request(self.sampling(1))
+            request = ctx.request(self.sampling(1, logprobs=20))
             assembler, window = Assembler(request), deque[float](maxlen=self.window)
             async with contextlib.aclosing(ctx.stream(request)) as chunks:
                 async for chunk in chunks:
@@ -147,11 +138,8 @@ class DeepConf:
         self, ctx: Context, traces: list[Completion], scores: list[float], keep: list[bool]
     ) -> Result:
         """Confidence-weighted vote over the kept traces; every trace is in the record."""
-        candidates: list[Candidate] = [
-            c.model_copy(update={"scores": {**c.scores, "confidence": s, "kept": float(k)}})
+        candidates = [
+            c.with_scores(confidence=s, kept=float(k))
             for c, s, k in zip(await ctx.candidates(traces), scores, keep, strict=True)
         ]
-        answers = [c.answer if k else None for c, k in zip(candidates, keep, strict=True)]
-        chosen = majority_vote(answers, weights=scores)
-        answer = None if chosen is None else candidates[chosen].answer
-        return Result(answer=answer, candidates=tuple(candidates), chosen=chosen)
+        return Result.vote(candidates, weights=scores, voters={i for i, k in enumerate(keep) if k})

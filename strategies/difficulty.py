@@ -14,7 +14,7 @@ difficulty``), threshold 0.5 unless given. Every candidate records ``p_easy`` an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from reasoning import STRATEGIES, Context, Problem, Result, Strategy
@@ -75,5 +75,4 @@ class DifficultyRouter:
         easy = p >= self.threshold
         result = await parse_spec(self.easy if easy else self.hard)(problem, ctx)
         marks = {"p_easy": p, "route": 1.0 if easy else 0.0}
-        candidates = tuple(c.model_copy(update={"scores": {**c.scores, **marks}}) for c in result.candidates)
-        return Result(result.answer, candidates, result.chosen)
+        return replace(result, candidates=tuple(c.with_scores(**marks) for c in result.candidates))

@@ -22,18 +22,19 @@ import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
-from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling, majority_vote
+from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling
 from reasoning.backend import Assembler
 from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import read_answer
 from reasoning.probes.probe import Probe, load_probe, model_of
+from reasoning.strategies.sampled import Sampled
 
 
 @STRATEGIES.register("early-exit", "lynx", "early_exit")
-@dataclass(frozen=True)
-class EarlyExit:
+@dataclass(frozen=True, kw_only=True)
+class EarlyExit(Sampled):
     """Stop each trace at the first decision point where the calibrated probe says it is safe."""
 
     needs_hidden_states: ClassVar[bool] = True
@@ -42,12 +43,6 @@ class EarlyExit:
     """Path of a calibrated exit-probe artefact (``reasoning probe calibrate``)."""
     n: int = 1
     """Traces; more than one = self-consistency whose traces each stop early."""
-    temperature: float = 0.6
-    """Sampling temperature (LYNX default)."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-    max_tokens: int = 512
-    """Most tokens per trace."""
     exit_tokens: int = 32
     """Most tokens of the forced answer."""
 
@@ -56,15 +51,12 @@ class EarlyExit:
             raise ConfigError("early-exit: give the probe artefact, e.g. -p probe=probes/gsm8k-exit.json")
         if self.n < 1 or self.exit_tokens < 1:
             raise ConfigError("early-exit: n and exit_tokens must be >= 1")
-        Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+        super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Run n traces concurrently, each exiting early on its own, then vote."""
         probe = load_probe(self.probe, model_of(ctx), "exit")
-        traces = await run_all(*(self.trace(ctx, probe) for _ in range(self.n)))
-        candidates = tuple(traces)
-        chosen = majority_vote([c.answer for c in candidates])
-        return Result(None if chosen is None else candidates[chosen].answer, candidates, chosen)
+        return Result.vote(await run_all(*(self.trace(ctx, probe) for _ in range(self.n))))
 
     async def trace(self, ctx: Context, probe: Probe) -> Candidate:
         """One trace with online exits."""
@@ -72,10 +64,7 @@ class EarlyExit:
         if rule is None:  # load_probe refuses uncalibrated exit probes; a probe changed since?
             raise ConfigError(f"early-exit: probe {self.probe} has no calibrated exit rule")
         cues = CueSet.from_dict(card.cues)
-        sampling = Sampling(
-            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, logprobs=0
-        )
-        request = ctx.request(sampling)
+        request = ctx.request(self.sampling(logprobs=0))
         assembler = Assembler(request)
         tokens: list[str] = []
         scored, p, exit_at = 0, float("nan"), 0
@@ -99,7 +88,7 @@ class EarlyExit:
         if not exit_at:
             ctx.record([trace])
             [candidate] = await ctx.candidates([trace])
-            return candidate.model_copy(update={"scores": {**scores, "exit_tokens": 0.0}})
+            return candidate.with_scores(**scores, exit_tokens=0.0)
         prefix = "".join(tokens[: exit_at - 1]) + card.exit_phrase
         forced = ctx.request(Sampling(temperature=0.0, max_tokens=self.exit_tokens), prefix)
         answer, spent = await read_answer(ctx.stream(forced))

@@ -17,50 +17,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reasoning import STRATEGIES, Completion, Context, Problem, Result, Sampling, majority_vote
+from reasoning import STRATEGIES, Completion, Context, Problem, Result
 from reasoning.errors import ConfigError
+from reasoning.strategies.sampled import Sampled
 
 
 @STRATEGIES.register("first-finish", "ffs", "first_finish", "ffs-k")
-@dataclass(frozen=True)
-class FirstFinish:
+@dataclass(frozen=True, kw_only=True)
+class FirstFinish(Sampled):
     """Return the first of n samples to finish (k=1), or vote over the first k."""
 
     n: int = 4
     """Samples launched together."""
     k: int = 1
     """Finished samples to wait for (1 = FFS, more = FFS-k@N)."""
-    temperature: float = 0.6
-    """Sampling temperature (published default for FFS)."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-    max_tokens: int = 512
-    """Most tokens per sample."""
     skip_unanswered: bool = False
     """Only count finishers that carry an answer (INFERRED extension)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= self.n:
             raise ConfigError(f"first-finish: need 1 <= k <= n, got k={self.k}, n={self.n}")
-        Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, n=self.n)
+        super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Race n samples; stop the rest once k have finished."""
-        sampling = Sampling(
-            n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
-        )
 
         async def answered(completion: Completion) -> bool:
             return not self.skip_unanswered or (await ctx.candidates([completion]))[0].answer is not None
 
-        finished, cancelled = await ctx.first_finished(ctx.request(sampling), self.k, accept=answered)
-        candidates = await ctx.candidates(finished)
-        everyone = (*candidates, *await ctx.candidates(cancelled))
-        winners = [i for i, c in enumerate(candidates) if not self.skip_unanswered or c.answer is not None]
-        vote = None
-        if winners:
-            vote = majority_vote([candidates[i].answer for i in winners]) if self.k > 1 else 0
-        if vote is None:
-            return Result(answer=None, candidates=everyone)
-        chosen = winners[vote]
-        return Result(answer=candidates[chosen].answer, candidates=everyone, chosen=chosen)
+        request = ctx.request(self.sampling(self.n))
+        finished, cancelled = await ctx.first_finished(request, self.k, accept=answered)
+        everyone = await ctx.candidates([*finished, *cancelled])  # the cancelled have no answer
+        if self.k == 1 and not self.skip_unanswered:  # FFS: the first finisher, answer or not
+            return Result.pick(everyone, 0 if finished else None)
+        return Result.vote(everyone)  # the finishers that answered (with skip_unanswered: the first k)

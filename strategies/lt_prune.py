@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from reasoning import STRATEGIES, Completion, Context, Problem, Result, Sampling, majority_vote
+from reasoning import STRATEGIES, Completion, Context, Problem, Result
 from reasoning.backend import Assembler
 from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
@@ -50,6 +50,7 @@ from reasoning.strategies.lt_select import (
     lt_scores,
     trace_signals,
 )
+from reasoning.strategies.sampled import Sampled
 
 
 @dataclass
@@ -73,8 +74,8 @@ class _Trace:
 
 
 @STRATEGIES.register("lt-prune", "lt_prune", "lt-early")
-@dataclass(frozen=True)
-class LTPrune:
+@dataclass(frozen=True, kw_only=True)
+class LTPrune(Sampled):
     """n traces to a horizon; continue the `keep` with the best LT prefix signal, cancel the rest."""
 
     needs_hidden_states: ClassVar[bool] = True
@@ -91,12 +92,6 @@ class LTPrune:
     """LT signal that ranks the prefixes: net, cumulative (lower = better), aligned, combined."""
     layers: Layers = DEFAULT_LAYERS
     """Layers whose signals are averaged (1 = first block; comma-separated on the command line)."""
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-    max_tokens: int = 512
-    """Most tokens per trace (kept traces run up to it)."""
 
     def __post_init__(self) -> None:
         if self.n < 1 or not 1 <= self.keep <= self.n:
@@ -107,7 +102,7 @@ class LTPrune:
                 f"lt-prune: need 2 * segment <= horizon < max_tokens (two segments to trace, a tail to "
                 f"save), got segment={self.segment}, horizon={self.horizon}, max_tokens={self.max_tokens}"
             )
-        Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+        super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Run n traces to the horizon, score them, keep the best, finish those, pick."""
@@ -124,10 +119,7 @@ class LTPrune:
                 scored.set()
 
         async def run(trace: _Trace) -> None:
-            sampling = Sampling(
-                temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, logprobs=0
-            )
-            request = ctx.request(sampling)
+            request = ctx.request(self.sampling(logprobs=0))
             assembler = Assembler(request)
             async with contextlib.aclosing(ctx.stream(request)) as chunks:
                 async for chunk in chunks:
@@ -165,20 +157,12 @@ class LTPrune:
 
         completions = [t.completion for t in traces if t.completion is not None]
         candidates = [
-            c.model_copy(
-                update={
-                    "scores": {
-                        **c.scores,
-                        **(lt_scores(t.signals, s) if t.signals is not None else {}),
-                        "lt_tokens": float(t.scored_tokens),
-                        "pruned": float(c.finish_reason == "cancelled"),
-                    }
-                }
+            c.with_scores(
+                **(lt_scores(t.signals, s) if t.signals is not None else {}),
+                lt_tokens=float(t.scored_tokens),
+                pruned=float(c.finish_reason == "cancelled"),
             )
             for c, t, s in zip(await ctx.candidates(completions), traces, scores, strict=True)
         ]
         chosen = best(candidates, scores)
-        if chosen is None:
-            chosen = majority_vote([c.answer for c in candidates])
-        answer = None if chosen is None else candidates[chosen].answer
-        return Result(answer=answer, candidates=tuple(candidates), chosen=chosen)
+        return Result.vote(candidates) if chosen is None else Result.pick(candidates, chosen)

@@ -39,10 +39,11 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling, majority_vote
+from reasoning import STRATEGIES, Candidate, Context, Problem, Result
 from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.trajectory import SIGNALS, Layers, Signal, Signals, confidence, lt_signals, standardise
+from reasoning.strategies.sampled import Sampled
 
 DEFAULT_LAYERS: tuple[int, ...] = (4, 8, 12, 16, 20, 24)
 """Every 4th block of the 24-block default model (qwen2.5-coder-0.5b-instruct)."""
@@ -102,8 +103,8 @@ def softmax_weights(scores: Sequence[float]) -> list[float]:
 
 
 @STRATEGIES.register("lt-select", "lt_select", "latent-trajectory")
-@dataclass(frozen=True)
-class LTSelect:
+@dataclass(frozen=True, kw_only=True)
+class LTSelect(Sampled):
     """n traces; select by their latent-trajectory signal (argmax or weighted vote)."""
 
     needs_hidden_states: ClassVar[bool] = True
@@ -118,12 +119,6 @@ class LTSelect:
     """Tokens per segment k (paper: 500 for traces of thousands of tokens; INFERRED 64)."""
     layers: Layers = DEFAULT_LAYERS
     """Layers whose signals are averaged (1 = first block; comma-separated on the command line)."""
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-    max_tokens: int = 512
-    """Most tokens per trace."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -131,27 +126,23 @@ class LTSelect:
         if self.select not in ("argmax", "weighted"):
             raise ConfigError(f"lt-select: select must be argmax or weighted, got {self.select!r}")
         check_lt("lt-select", self.signal, self.segment, self.layers)
-        Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, n=self.n)
+        super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Sample n traces, read their hidden states concurrently, select."""
-        sampling = Sampling(
-            n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
-        )
-        traces = await ctx.generate(ctx.request(sampling))
+        traces = await ctx.generate(ctx.request(self.sampling(self.n)))
         rows = await run_all(
             *(trace_signals(ctx, self.layers, t.text, t.output_tokens, self.segment) for t in traces)
         )
         scores = confidences(rows, self.signal)
         candidates = [
-            c.model_copy(update={"scores": {**c.scores, **lt_scores(row, s)}})
+            c.with_scores(**lt_scores(row, s))
             for c, row, s in zip(await ctx.candidates(traces), rows, scores, strict=True)
         ]
-        answers = [c.answer for c in candidates]
         chosen = best(candidates, scores) if self.select == "argmax" else None
-        if chosen is None:
-            finite = any(math.isfinite(s) for s in scores)
-            weights = softmax_weights(scores) if self.select == "weighted" and finite else None
-            chosen = majority_vote(answers, weights=weights)
-        answer = None if chosen is None else candidates[chosen].answer
-        return Result(answer=answer, candidates=tuple(candidates), chosen=chosen)
+        if chosen is not None:
+            return Result.pick(candidates, chosen)
+        finite = any(math.isfinite(s) for s in scores)
+        return Result.vote(
+            candidates, softmax_weights(scores) if self.select == "weighted" and finite else None
+        )

@@ -13,40 +13,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reasoning import STRATEGIES, Context, Problem, Result, Sampling, majority_vote
+from reasoning import STRATEGIES, Context, Problem, Result
 from reasoning.errors import ConfigError
+from reasoning.strategies.sampled import Sampled
 
 
 @STRATEGIES.register("short-m@k", "short-m-at-k", "short_m_at_k")
-@dataclass(frozen=True)
-class ShortMAtK:
+@dataclass(frozen=True, kw_only=True)
+class ShortMAtK(Sampled):
     """Vote over the first m of k samples to finish; ties to the shortest chain."""
 
     k: int = 5
     """Samples launched together."""
     m: int = 3
     """Finished samples to wait for."""
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-    max_tokens: int = 512
-    """Most tokens per sample."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.m <= self.k:
             raise ConfigError(f"short-m@k: need 1 <= m <= k, got m={self.m}, k={self.k}")
-        Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, n=self.k)
+        super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Race k samples, keep the first m, vote."""
-        sampling = Sampling(
-            n=self.k, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
-        )
-        finished, cancelled = await ctx.first_finished(ctx.request(sampling), self.m)
-        candidates = await ctx.candidates(finished)
-        lengths = [c.output_tokens for c in candidates]
-        chosen = majority_vote([c.answer for c in candidates], lengths=lengths, tie="shortest")
-        answer = None if chosen is None else candidates[chosen].answer
-        everyone = (*candidates, *await ctx.candidates(cancelled))
-        return Result(answer=answer, candidates=everyone, chosen=chosen)
+        finished, cancelled = await ctx.first_finished(ctx.request(self.sampling(self.k)), self.m)
+        everyone = await ctx.candidates([*finished, *cancelled])  # the cancelled have no answer
+        return Result.vote(everyone, tie="shortest")

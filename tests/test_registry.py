@@ -27,8 +27,7 @@ class {cls}:
 
     async def __call__(self, problem, ctx):
         [completion] = await ctx.generate(ctx.request(Sampling(temperature=0, max_tokens=self.max_tokens)))
-        [candidate] = await ctx.candidates([completion])
-        return Result(candidate.answer, (candidate,), 0)
+        return Result.pick(await ctx.candidates([completion]), 0)
 '''
 
 

@@ -419,7 +419,7 @@ class StepTree:
             if scored:
                 extra["step_score"] = raw[i]
             record = to_candidate(texts[i], completion, answers[i])
-            self.candidates.append(record.model_copy(update={"scores": {**record.scores, **extra}}))
+            self.candidates.append(record.with_scores(**extra))
             self.output_tokens += completion.output_tokens
             nodes.append(
                 Node(
@@ -447,7 +447,7 @@ class StepTree:
         record = to_candidate(text, completion, verdict)
         scores = {**self.candidates[node.records[-1]].scores, "forced": 1.0}
         scores.pop("step_score", None)  # no scorer call for the forced answer
-        self.candidates.append(record.model_copy(update={"scores": {**record.scores, **scores}}))
+        self.candidates.append(record.with_scores(**scores))
         records = (*node.records[:-1], len(self.candidates) - 1)
         return Node(node.steps, node.scores, records, verdict.answer, True, depth=node.depth)
 
@@ -485,8 +485,7 @@ class StepTree:
     def note(self, node: Node, **scores: float) -> None:
         """Add named scores to the record of `node`'s newest step."""
         i = node.records[-1]
-        record = self.candidates[i]
-        self.candidates[i] = record.model_copy(update={"scores": {**record.scores, **scores}})
+        self.candidates[i] = self.candidates[i].with_scores(**scores)
 
     def result(self, chosen: Node | None) -> Result:
         """The search's result: `chosen`'s answer, every record, and `chosen`'s newest record."""
