@@ -35,10 +35,7 @@ from typing import Literal
 from reasoning import STRATEGIES, Context, Problem, Result
 from reasoning.errors import ConfigError
 from reasoning.strategies.step_search import StepSearch
-from reasoning.verifiers.process import (
-    Node,
-    StepTree,
-)
+from reasoning.strategies.step_tree import Node, StepTree
 
 
 @dataclass(order=True)

@@ -37,9 +37,7 @@ from typing import Literal
 from reasoning import STRATEGIES, Context, Problem, Result, majority_vote
 from reasoning.errors import ConfigError
 from reasoning.strategies.step_search import StepSearch
-from reasoning.verifiers.process import (
-    Node,
-)
+from reasoning.strategies.step_tree import Node
 
 
 @STRATEGIES.register("beam", "beam-search", "beam_search")

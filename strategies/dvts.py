@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from reasoning import STRATEGIES
 from reasoning.strategies.beam_search import BeamSearch
-from reasoning.verifiers.process import Node
+from reasoning.strategies.step_tree import Node
 
 
 @STRATEGIES.register("dvts", "diverse-verifier-tree-search")

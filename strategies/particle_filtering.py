@@ -37,11 +37,8 @@ import numpy as np
 from reasoning import STRATEGIES, Context, Problem, Result
 from reasoning.errors import ConfigError
 from reasoning.strategies.step_search import StepSearch
-from reasoning.verifiers.process import (
-    Aggregation,
-    Node,
-    StepTree,
-)
+from reasoning.strategies.step_tree import Node, StepTree
+from reasoning.verifiers.process import Aggregation
 
 Transform = Literal["logit", "raw"]
 Resampling = Literal["multinomial", "systematic"]

@@ -18,14 +18,8 @@ from typing import Literal, get_args
 
 from reasoning import ConfigError, Context
 from reasoning.probes.value import ValueProbeScorer
-from reasoning.verifiers.process import (
-    Aggregation,
-    GenerativeScorer,
-    ProcessScorer,
-    RewardModelScorer,
-    StepSampling,
-    StepTree,
-)
+from reasoning.strategies.step_tree import StepSampling, StepTree
+from reasoning.verifiers.process import Aggregation, GenerativeScorer, ProcessScorer, RewardModelScorer
 
 ScorerName = Literal["judge", "prm", "probe", "verifier"]
 """Where process scores come from."""

@@ -7,21 +7,14 @@ import numpy as np
 import pytest
 
 from reasoning import STRATEGIES, Budget, ConfigError, Context, Controller, Meter, Problem, ScriptedBackend
-from reasoning.strategies import a_star, beam_search, dvts, particle_filtering
+from reasoning.strategies import a_star, beam_search, dvts, particle_filtering, step_tree
 from reasoning.strategies.a_star import AStar
 from reasoning.strategies.beam_search import BeamSearch
 from reasoning.strategies.dvts import DVTS
 from reasoning.strategies.particle_filtering import ParticleFiltering, resample, resampling_weights
+from reasoning.strategies.step_tree import is_final_step, search_stats, split_steps, step_prefix
 from reasoning.verifiers import process
-from reasoning.verifiers.process import (
-    GenerativeScorer,
-    ScriptedScorer,
-    aggregate,
-    is_final_step,
-    search_stats,
-    split_steps,
-    step_prefix,
-)
+from reasoning.verifiers.process import GenerativeScorer, ScriptedScorer, aggregate
 
 PROBLEM = Problem("p", "What is 6 times 7?", answer="42")
 
@@ -98,7 +91,7 @@ def test_aggregations() -> None:
 
 
 def test_docstring_examples() -> None:
-    for module in (process, beam_search, dvts, particle_filtering, a_star):
+    for module in (process, step_tree, beam_search, dvts, particle_filtering, a_star):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0, module.__name__
 
@@ -141,6 +134,7 @@ async def test_one_step_of_all_beams_goes_out_at_once_and_the_cache_serves_the_p
         if c.scores["step"] > 1:
             assert c.prompt_tokens - c.cached_tokens == 1  # only the newest step is new
     stats = search_stats(result.candidates)
+    assert process.search_stats(result.candidates) == stats  # the transitional copy agrees
     assert stats["scorer_calls"] == 12 and stats["output_tokens"] == result.usage["output_tokens"]
     assert stats["cached_tokens"] / stats["prompt_tokens"] == stats["cache_share"] > 0.5
 
@@ -293,9 +287,9 @@ async def test_a_star_expansion_order_depends_on_the_g_mode(g_mode, third, f_1a)
     backend = ScriptedBackend(labelled(k=2))
     strategy = AStar(k=2, budget=3, budget_unit="expansions", g_mode=g_mode, scorer="verifier")
     result = await run(backend, strategy, path_scores(TABLE))
-    step_requests = [r.prefix for r in backend.requests if not r.prefix.endswith(process.ANSWER_PHRASE)]
+    step_requests = [r.prefix for r in backend.requests if not r.prefix.endswith(step_tree.ANSWER_PHRASE)]
     assert step_requests == ["", "1a\n\n", third]
-    assert backend.requests[-1].prefix.endswith(process.ANSWER_PHRASE)  # budget spent: answer forced
+    assert backend.requests[-1].prefix.endswith(step_tree.ANSWER_PHRASE)  # budget spent: answer forced
     assert result.params["g_mode"] == g_mode  # the choice is recorded with the run
     first = {c.text: c.scores for c in result.candidates}["1a"]
     assert first["h"] == pytest.approx(0.1) and first["f"] == pytest.approx(f_1a)
@@ -454,14 +448,14 @@ async def test_a_step_stopped_by_the_token_cap_stays_open_and_is_continued_mid_s
 
 async def test_max_steps_forces_a_stated_answer_instead_of_the_last_number() -> None:
     def script(request, number):
-        if request.prefix.endswith(process.ANSWER_PHRASE):
+        if request.prefix.endswith(step_tree.ANSWER_PHRASE):
             return "7} and 99 more"
         return f"step {number} has 3 apples\n\nmore"
 
     backend = ScriptedBackend(script)
     result = await run(backend, BeamSearch(n=1, width=1, max_steps=2, scorer="verifier"), by_name({}))
     prefixes = [r.prefix for r in backend.requests]
-    assert prefixes[-1] == "step 0 has 3 apples\n\nstep 1 has 3 apples" + process.ANSWER_PHRASE
+    assert prefixes[-1] == "step 0 has 3 apples\n\nstep 1 has 3 apples" + step_tree.ANSWER_PHRASE
     assert backend.requests[-1].sampling.temperature == 0 and len(prefixes) == 3
     assert result.answer == "7" and result.candidates[result.chosen].scores["forced"] == 1
 

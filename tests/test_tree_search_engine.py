@@ -4,7 +4,7 @@ import pytest
 
 from reasoning import Controller, Problem
 from reasoning.strategies import AStar, BeamSearch, ParticleFiltering
-from reasoning.verifiers.process import search_stats
+from reasoning.strategies.step_tree import search_stats
 
 pytestmark = pytest.mark.engine
 
