@@ -49,8 +49,21 @@ def _add_probe_commands() -> None:
 _add_probe_commands()
 
 
-def _strategies() -> None:
+ImportOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--import",
+        help="Module or .py file whose @STRATEGIES.register strategies to add (repeatable); "
+        "installed plugins (entry-point group reasoning.strategies) load on their own.",
+    ),
+]
+
+
+def _strategies(modules: list[str] | None = None) -> None:
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
+    from reasoning.registry import import_strategies
+
+    import_strategies(modules or ())
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
@@ -65,9 +78,9 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 @app.command()
-def strategies() -> None:
+def strategies(import_: ImportOption = None) -> None:
     """List the strategies and their parameters."""
-    _strategies()
+    _strategies(import_)
     for name in STRATEGIES.names():
         table = Table(title=name, title_justify="left", show_edge=False)
         for column in ("parameter", "type", "default", "meaning"):
@@ -162,11 +175,12 @@ def solve(
             "self-consistency:n=4), at once on the same engine, and compare them side by side."
         ),
     ] = None,
+    import_: ImportOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve a dataset (or one --question) with a strategy, under a budget."""
     quiet_engine_logs(verbose)
-    _strategies()
+    _strategies(import_)
     if (dataset is None) == (question is None):
         raise ConfigError("give exactly one of --dataset or --question")
     chosen = STRATEGIES.create(strategy, parse_params(param or []))

@@ -193,3 +193,34 @@ def test_baseline_and_strategy_get_their_own_results_files(
     assert code == 0, text
     files = sorted(p.name for p in (tmp_path / "results").iterdir())
     assert files == ["gsm8k-self-consistency.jsonl", "gsm8k-single-baseline.jsonl", "gsm8k-single.jsonl"]
+
+
+def test_import_adds_a_user_strategy_to_strategies_and_solve(tmp_path: Path) -> None:
+    from reasoning import STRATEGIES
+
+    module = tmp_path / "user_strategies.py"
+    module.write_text(
+        "from dataclasses import dataclass\n"
+        "from reasoning import STRATEGIES, Result\n\n"
+        '@STRATEGIES.register("always-seven-cli")\n'
+        "@dataclass(frozen=True)\n"
+        "class AlwaysSeven:\n"
+        '    """Answers 7."""\n\n'
+        "    async def __call__(self, problem, ctx):\n"
+        '        return Result(answer="7")\n'
+    )
+    classes, aliases = dict(STRATEGIES._classes), dict(STRATEGIES._aliases)
+    try:
+        code, text = invoke(
+            "solve", "--strategy", "always-seven-cli", "--question", "3+4?", "--backend", "scripted"
+        )
+        assert code != 0 and "always-seven-cli" in text  # unknown without --import
+        code, text = invoke("strategies", "--import", str(module))
+        assert code == 0 and "always-seven-cli" in text, text
+        args = ["solve", "--import", str(module), "--strategy", "always-seven-cli", "--question", "3+4?"]
+        code, text = invoke(
+            *args, "--gold", "7", "--backend", "scripted", "--output", str(tmp_path / "r.jsonl")
+        )
+        assert code == 0 and "answer: 7" in text, text
+    finally:
+        STRATEGIES._classes, STRATEGIES._aliases = classes, aliases
