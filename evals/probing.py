@@ -15,7 +15,6 @@ Grading uses gold answers, so this lives in evals: strategies never see labels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from reasoning import Backend, Problem, Request, Sampling, extract_answer
-from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Assembler, HiddenStateReader, TokenCounter
+from reasoning.backend import HIDDEN_STATES_OFFERED_BY, HiddenStateReader, TokenCounter
 from reasoning.concurrency import run_all
 from reasoning.errors import CapabilityError, ConfigError, DatasetError
 from reasoning.models import cached_model_path, fingerprint
@@ -35,6 +34,7 @@ from reasoning.probes.data import DecisionPoints
 from reasoning.probes.exit import EXIT_PHRASE, default_layers, read_answer
 from reasoning.problem import default_prompt
 from reasoning.strategy import request_seed
+from reasoning.trace import Trace
 from reasoning.verifiers.grading import grade
 
 __all__ = ["collect_traces", "compute_features", "model_layers", "read_traces", "write_traces"]
@@ -70,13 +70,10 @@ async def _trace(
 ) -> dict[str, Any]:
     messages = default_prompt(problem)
     request = Request(messages, replace(sampling, seed=request_seed(seed, problem.id, 1)))
-    assembler = Assembler(request)
-    tokens: list[str] = []
-    async with contextlib.aclosing(backend.stream(request)) as chunks:
-        async for chunk in chunks:
-            assembler.add(chunk)
-            tokens.extend(t.token for t in chunk.logprobs)
-    [completion] = assembler.all()
+    async with Trace(request, backend.stream(request)) as trace:
+        async for _ in trace:
+            pass
+    [completion], tokens = trace.completions, trace.tokens()
     answer = extract_answer(completion.text)
     events = cues.events(tokens)
 

@@ -39,6 +39,7 @@ from reasoning.record import Candidate, Run
 from reasoning.registry import STRATEGIES, Registry
 from reasoning.selection import majority_vote
 from reasoning.strategy import Context, Result, Strategy, Verdict, Verifier
+from reasoning.trace import Trace
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -71,6 +72,7 @@ __all__ = [
     "Strategy",
     "TokenCounter",
     "TokenLogprob",
+    "Trace",
     "Usage",
     "Verdict",
     "Verifier",

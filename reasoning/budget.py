@@ -8,6 +8,11 @@ Reservations are held until the call ends, so concurrent calls cannot overspend 
 a strategy cannot exceed its budget by construction. `Meter.settle` replaces the reservation
 with what was actually spent.
 
+A problem charges several meters at once: the run's, and the named backend's own when a call
+goes to one (``draft.output_tokens=...``). The `Ledger` owns that: `Ledger.reserve` holds a call
+on every meter it concerns or on none (a refusal by one undoes the others), and the `Charge` it
+returns settles on all of them.
+
 Example:
     >>> from reasoning import Budget, Meter, Message, Request, Sampling
     >>> meter = Meter(Budget(output_tokens=100))
@@ -19,13 +24,13 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from reasoning.backend import Request, Sampling
+from reasoning.backend import Completion, Request, Sampling
 from reasoning.errors import BudgetExhausted, ConfigError
 
-__all__ = ["Budget", "Meter", "Reservation", "Usage"]
+__all__ = ["Budget", "Charge", "Ledger", "Meter", "Reservation", "Usage"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,12 @@ class Meter:
         u.prompt_tokens += prompt_tokens
         return Reservation(sampling=sampling, output_tokens=held, prompt_tokens=prompt_tokens)
 
+    def shrink(self, reservation: Reservation, sampling: Sampling) -> Reservation:
+        """Hold only what `sampling` (a tighter clamp of the same call) can decode; never refuses."""
+        output_tokens = min(reservation.output_tokens, sampling.max_tokens * sampling.n)
+        self._held -= reservation.output_tokens - output_tokens
+        return replace(reservation, sampling=sampling, output_tokens=output_tokens)
+
     def cancel(self, reservation: Reservation, n: int) -> None:
         """Undo a reservation that was never sent (another meter refused the call)."""
         self._held -= reservation.output_tokens
@@ -174,3 +185,101 @@ class Meter:
         """Stamp the wall time on the usage and return it."""
         self.usage.seconds = self.elapsed
         return self.usage
+
+
+@dataclass
+class Charge:
+    """One call held on several meters: granted by all of them, settled on all of them once."""
+
+    request: Request
+    """The request as granted: its ``max_tokens`` lowered to fit every meter."""
+    held: tuple[tuple[Meter, Reservation], ...]
+    """Each meter and what it holds for the call."""
+    _settled: bool = False
+
+    @property
+    def counted_prompt(self) -> bool:
+        """Every meter charged the prompt up front (else `prompt_tokens` charges it later)."""
+        return all(reservation.prompt_tokens > 0 for _, reservation in self.held)
+
+    def prompt_tokens(self, count: int) -> None:
+        """Charge the prompt length, learnt from the call, to the meters that did not count it."""
+        for meter, reservation in self.held:
+            if reservation.prompt_tokens == 0:
+                meter.usage.prompt_tokens += count
+
+    def seconds_left(self) -> tuple[float | None, Meter]:
+        """The wall seconds left on the tightest meter (None: no wall-clock line), and that meter."""
+        left, tightest = None, self.held[0][0]
+        for meter, _ in self.held:
+            mine = meter.seconds_left
+            if mine is not None and (left is None or mine < left):
+                left, tightest = mine, meter
+        return left, tightest
+
+    def settle(self, output_tokens: int, cached_tokens: int = 0) -> None:
+        """Release the holds and charge what the call decoded; later calls do nothing."""
+        if self._settled:
+            return
+        self._settled = True
+        for meter, reservation in self.held:
+            meter.settle(reservation, output_tokens, cached_tokens)
+
+
+class Ledger:
+    """The meters of one problem: the run's, and one per named backend.
+
+    Example:
+        >>> from reasoning import Budget, Message, Request, Sampling
+        >>> ledger = Ledger(Meter(Budget(output_tokens=100)), {"draft": Meter(Budget(output_tokens=30))})
+        >>> charge = ledger.reserve(Request((Message("user", "hi"),), Sampling(max_tokens=80)), "draft")
+        >>> charge.request.sampling.max_tokens       # the draft's own line is the tighter
+        30
+        >>> charge.settle(12); ledger.meter.usage.output_tokens, ledger.meters["draft"].usage.output_tokens
+        (12, 12)
+    """
+
+    def __init__(self, meter: Meter, meters: Mapping[str, Meter] | None = None) -> None:
+        self.meter = meter
+        """The run's meter: every call counts against it."""
+        self.meters: Mapping[str, Meter] = meters or {}
+        """Each named backend's own meter."""
+
+    def meters_for(self, backend: str | None) -> list[Meter]:
+        """The meters a call to `backend` (None: the run's default) counts against."""
+        own = self.meters.get(backend) if backend is not None else None
+        return [self.meter] if own is None else [self.meter, own]
+
+    def reserve(
+        self, request: Request, backend: str | None = None, count: Callable[[Request], int] | None = None
+    ) -> Charge:
+        """Hold `request` on every meter of `backend`, or on none.
+
+        Args:
+            request: The call about to be sent.
+            backend: The named backend it goes to (None: the run's default).
+            count: Counts the request's prompt tokens; asked only by meters with a prompt line.
+
+        Raises:
+            BudgetExhausted: A meter cannot fit the call; the meters that granted it are undone.
+        """
+        held: list[tuple[Meter, Reservation]] = []
+        try:
+            for meter in self.meters_for(backend):
+                prompt = count(request) if count is not None and meter.budget.prompt_tokens is not None else 0
+                reservation = meter.reserve(request, prompt)
+                request = replace(request, sampling=reservation.sampling)
+                held.append((meter, reservation))
+        except BudgetExhausted:
+            for meter, reservation in held:
+                meter.cancel(reservation, request.sampling.n)
+            raise
+        # A meter that granted more than a later one allowed holds only what will be sent.
+        return Charge(request, tuple((meter, meter.shrink(r, request.sampling)) for meter, r in held))
+
+    def cancelled(self, completions: Sequence[Completion], backend: str | None = None) -> None:
+        """Count the cancelled samples among `completions` (and their decoded tokens) as such."""
+        cancelled = [c for c in completions if c.finish_reason == "cancelled"]
+        for meter in self.meters_for(backend):
+            meter.usage.cancelled_samples += len(cancelled)
+            meter.usage.cancelled_tokens += sum(c.output_tokens for c in cancelled)

@@ -1,18 +1,20 @@
 """The Strategy and Verifier seams, and the Context through which strategies act.
 
 A strategy is a frozen dataclass with an async ``__call__(problem, ctx) -> Result``. It
-touches the world only through its `Context`: ``ctx.stream`` / ``ctx.generate`` for the
-model (every call is metered against the budget and recorded), ``ctx.verify`` for answers
-and scores, ``ctx.rng`` for randomness. It sees the problem without its gold answer
-(`Problem.without_gold`). Work it runs concurrently goes through ``ctx.generate_all`` or
-`reasoning.concurrency` (``run_all``, ``task_group``), never ``asyncio.gather``: a budget stop
-or an error then cancels the siblings, so no request outlives its problem.
+touches the world only through its `Context`: ``ctx.generate`` for whole samples and
+``ctx.trace`` to watch them stream (every call is held and settled on the budget's `Ledger`
+and recorded), ``ctx.verify`` for answers and scores, ``ctx.rng`` for randomness. It sees the
+problem without its gold answer (`Problem.without_gold`). Work it runs concurrently goes through
+``ctx.generate_all`` or `reasoning.concurrency` (``run_all``, ``task_group``), never
+``asyncio.gather``: a budget stop or an error then cancels the siblings, so no request outlives
+its problem.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,7 +26,6 @@ from reasoning.answers import extract_answer, normalize_answer
 from reasoning.backend import (
     HIDDEN_STATES_OFFERED_BY,
     REWARDS_OFFERED_BY,
-    Assembler,
     Backend,
     Chunk,
     Completion,
@@ -36,12 +37,13 @@ from reasoning.backend import (
     TokenCounter,
     collect_stream,
 )
-from reasoning.budget import Meter, Reservation
+from reasoning.budget import Charge, Ledger, Meter
 from reasoning.concurrency import run_all
 from reasoning.errors import BudgetExhausted, CapabilityError, ConfigError, ReasoningError, VerifierError
 from reasoning.problem import Problem
 from reasoning.record import Candidate
 from reasoning.selection import TieBreak, majority_vote
+from reasoning.trace import Trace
 
 __all__ = ["Context", "Result", "Strategy", "Verdict", "Verifier", "request_seed"]
 
@@ -165,6 +167,11 @@ class Context:
     """Set by a strategy that keeps its own records (a step search: its samples are steps, not
     solutions): what a budget stop returns instead of a vote over the samples finished so far."""
     _requests: int = 0
+    ledger: Ledger = field(init=False, repr=False)
+    """Holds and settles every call on `meter` and the named backend's own meter in `meters`."""
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.meter, self.meters)
 
     def request(self, sampling: Sampling, prefix: str = "") -> Request:
         """A request for this problem's messages, continuing `prefix` when given."""
@@ -189,33 +196,11 @@ class Context:
             return request
         return request.with_sampling(seed=request_seed(self.seed, self.problem.id, self._requests))
 
-    def _reserve(
-        self, request: Request, backend: Backend, name: str | None
-    ) -> list[tuple[Meter, Reservation]]:
-        """Reserve on the run's meter and the named backend's own meter, or on neither."""
-        meters = [self.meter] + ([self.meters[name]] if name is not None and name in self.meters else [])
-        granted: list[tuple[Meter, Reservation]] = []
-        try:
-            for meter in meters:
-                count = 0
-                if meter.budget.prompt_tokens is not None and isinstance(backend, TokenCounter):
-                    count = backend.prompt_tokens(request)
-                reservation = meter.reserve(request, count)
-                request = replace(request, sampling=reservation.sampling)
-                granted.append((meter, reservation))
-        except BudgetExhausted:
-            for meter, reservation in granted:
-                meter.cancel(reservation, request.sampling.n)
-            raise
-        return granted
-
-    def _seconds_left(self, meters: Sequence[Meter]) -> tuple[float | None, Meter]:
-        left, tightest = None, meters[0]
-        for meter in meters:
-            mine = meter.seconds_left
-            if mine is not None and (left is None or mine < left):
-                left, tightest = mine, meter
-        return left, tightest
+    def _charge(self, request: Request, target: Backend, backend: str | None) -> Charge:
+        """Hold `request` on the run's meter and on `backend`'s own (None: the default's)."""
+        name = backend if backend is not None else (self.backend_name or None)
+        count = target.prompt_tokens if isinstance(target, TokenCounter) else None
+        return self.ledger.reserve(request, name, count)
 
     async def stream(self, request: Request, backend: str | None = None) -> AsyncGenerator[Chunk, None]:
         """Stream `request` under the budget; closing the iterator cancels it in the engine.
@@ -229,17 +214,13 @@ class Context:
                 wall-clock line runs out (the request is cancelled first).
         """
         target = self.backend_named(backend)
-        backend = backend if backend is not None else (self.backend_name or None)
-        request = self._seeded(request)
-        granted = self._reserve(request, target, backend)
-        request = replace(request, sampling=granted[-1][1].sampling)
-        meters = [meter for meter, _ in granted]
+        charge = self._charge(self._seeded(request), target, backend)
         decoded = cached = 0
-        prompt_counted = all(r.prompt_tokens > 0 for _, r in granted)
+        prompt_counted = charge.counted_prompt
         try:
-            async with contextlib.aclosing(target.stream(request)) as chunks:
+            async with contextlib.aclosing(target.stream(charge.request)) as chunks:
                 while True:
-                    left, tightest = self._seconds_left(meters)
+                    left, tightest = charge.seconds_left()
                     try:
                         if left is None:
                             chunk = await anext(chunks)
@@ -254,14 +235,22 @@ class Context:
                     decoded += chunk.tokens
                     cached = max(cached, chunk.cached_tokens)
                     if not prompt_counted and chunk.prompt_tokens:
-                        for meter, reservation in granted:
-                            if reservation.prompt_tokens == 0:
-                                meter.usage.prompt_tokens += chunk.prompt_tokens
+                        charge.prompt_tokens(chunk.prompt_tokens)
                         prompt_counted = True
                     yield chunk
         finally:
-            for meter, reservation in granted:
-                meter.settle(reservation, decoded, cached)
+            charge.settle(decoded, cached)
+
+    def trace(self, request: Request, backend: str | None = None, *, record: bool = True) -> Trace:
+        """Stream `request` as a `Trace` that assembles its samples and closes once.
+
+        Leaving ``async with ctx.trace(request) as trace`` cancels the samples still decoding,
+        settles their cost and (with `record`) records every sample: each as it finishes, the
+        unfinished as cancelled. A strategy that makes its own record of the samples (a trace
+        cut short and continued by a forced answer) passes ``record=False``.
+        """
+        recorder = functools.partial(self.record, backend=backend) if record else None
+        return Trace(request, self.stream(request, backend), recorder)
 
     async def generate(self, request: Request, backend: str | None = None) -> list[Completion]:
         """Run `request` to the end on `backend` (default: the run's); return its samples."""
@@ -277,16 +266,10 @@ class Context:
         engine, at once; they are recorded as cancelled with the tokens they had decoded
         (``usage.cancelled_tokens``). Every yielded completion is recorded too.
         """
-        assembler = Assembler(request)
-        try:
-            async with contextlib.aclosing(self.stream(request, backend)) as chunks:
-                async for chunk in chunks:
-                    done = assembler.add(chunk)
-                    if done is not None:
-                        [done] = self.record([done], backend)
-                        yield done
-        finally:
-            self.record(assembler.unfinished(), backend)
+        async with self.trace(request, backend) as trace:
+            async for _ in trace:
+                if trace.ended is not None:
+                    yield trace.ended
 
     def record(self, completions: list[Completion], backend: str | None = None) -> list[Completion]:
         """Add samples obtained through `stream` to the run's record (cancelled ones counted)."""
@@ -294,13 +277,7 @@ class Context:
         if backend is not None:
             completions = [replace(c, backend=backend) for c in completions]
         self.completions.extend(completions)
-        cancelled = [c for c in completions if c.finish_reason == "cancelled"]
-        meters = [self.meter] + (
-            [self.meters[backend]] if backend is not None and backend in self.meters else []
-        )
-        for meter in meters:
-            meter.usage.cancelled_samples += len(cancelled)
-            meter.usage.cancelled_tokens += sum(c.output_tokens for c in cancelled)
+        self.ledger.cancelled(completions, backend)
         return completions
 
     async def hidden_states(
@@ -320,16 +297,14 @@ class Context:
         target = self.backend_named(backend)
         if not isinstance(target, HiddenStateReader):
             raise CapabilityError("hidden states", target.name, HIDDEN_STATES_OFFERED_BY)
-        name = backend if backend is not None else (self.backend_name or None)
         request = self.request(Sampling(temperature=0.0, max_tokens=1), prefix)
-        granted = self._reserve(request, target, name)
+        charge = self._charge(request, target, backend)
         spent = 0
         try:
             values = await target.hidden_states(request, layers, positions)
             spent = 1
         finally:
-            for meter, reservation in granted:
-                meter.settle(reservation, spent)
+            charge.settle(spent)
         return values
 
     async def step_rewards(self, messages: Sequence[Message], backend: str | None = None) -> np.ndarray:
@@ -344,19 +319,14 @@ class Context:
         if not isinstance(target, RewardReader):
             raise CapabilityError("process rewards", target.name, REWARDS_OFFERED_BY)
         request = Request(tuple(messages), Sampling(temperature=0.0, max_tokens=1))
-        name = backend if backend is not None else (self.backend_name or None)
-        granted = self._reserve(request, target, name)
+        charge = self._charge(request, target, backend)
         try:
             rewards = await target.step_rewards(request)
             if isinstance(target, TokenCounter):  # the PRM's prefill: its prompt tokens
-                count = target.prompt_tokens(request)
-                for meter, reservation in granted:
-                    if reservation.prompt_tokens == 0:
-                        meter.usage.prompt_tokens += count
+                charge.prompt_tokens(target.prompt_tokens(request))
             return rewards
         finally:
-            for meter, reservation in granted:
-                meter.settle(reservation, 0)
+            charge.settle(0)
 
     async def generate_all(
         self, requests: Sequence[Request], backend: str | None = None

@@ -19,7 +19,6 @@ Defaults scaled to this framework's 512-token traces (INFERRED, documented): win
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
@@ -27,7 +26,6 @@ from typing import Literal
 import numpy as np
 
 from reasoning import STRATEGIES, Completion, Context, Problem, Result
-from reasoning.backend import Assembler
 from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
 from reasoning.selection import token_confidence, trace_confidence
@@ -105,17 +103,16 @@ class DeepConf(Sampled):
             return max(tally.values()) / total if total > 0 else 0.0
 
         async def trace() -> None:
-            request = ctx.request(self.sampling(1, logprobs=20))
-            assembler, window = Assembler(request), deque[float](maxlen=self.window)
-            async with contextlib.aclosing(ctx.stream(request)) as chunks:
-                async for chunk in chunks:
-                    if assembler.add(chunk) is not None:
+            window = deque[float](maxlen=self.window)
+            async with ctx.trace(ctx.request(self.sampling(1, logprobs=20))) as live:
+                async for chunk in live:
+                    if live.ended is not None:
                         continue  # finished; the stream ends by itself
                     window.extend(token_confidence(t) for t in chunk.logprobs)
                     full = len(window) == self.window
                     if settled.is_set() or (full and sum(window) / self.window < threshold):
-                        break  # closing the stream cancels the trace in the engine
-            [completion] = ctx.record(assembler.all())  # unfinished = cancelled
+                        break  # leaving the trace cancels it in the engine
+            [completion] = live.completions  # unfinished = cancelled
             [candidate] = await ctx.candidates([completion])
             voting = completion.finish_reason != "cancelled"
             traces.append(completion)  # stopped traces stay in the record, without a vote

@@ -18,12 +18,10 @@ candidate records where it stopped: ``scores`` has ``exit_token`` (0: ran to the
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
 from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling
-from reasoning.backend import Assembler
 from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.cues import CueSet
@@ -64,14 +62,11 @@ class EarlyExit(Sampled):
         if rule is None:  # load_probe refuses uncalibrated exit probes; a probe changed since?
             raise ConfigError(f"early-exit: probe {self.probe} has no calibrated exit rule")
         cues = CueSet.from_dict(card.cues)
-        request = ctx.request(self.sampling(logprobs=0))
-        assembler = Assembler(request)
-        tokens: list[str] = []
         scored, p, exit_at = 0, float("nan"), 0
-        async with contextlib.aclosing(ctx.stream(request)) as chunks:
-            async for chunk in chunks:
-                assembler.add(chunk)
-                tokens.extend(t.token for t in chunk.logprobs)
+        # Not recorded as it streams: an exited trace lives on in the forced answer's candidate.
+        async with ctx.trace(ctx.request(self.sampling(logprobs=0)), record=False) as live:
+            tokens = live.tokens()
+            async for _ in live:
                 for position in cues.events(tokens)[scored:]:
                     scored += 1
                     states = await ctx.hidden_states(card.layers, "".join(tokens[:position]))
@@ -80,8 +75,8 @@ class EarlyExit(Sampled):
                         exit_at = position
                         break
                 if exit_at:
-                    break
-        [trace] = assembler.all()
+                    break  # leaving the trace cancels it in the engine
+        [trace] = live.completions
         scores = {"decision_points": float(scored), "exit_token": float(exit_at)}
         if scored:  # records hold no NaN (JSON null would not read back as a float)
             scores["probe"] = p

@@ -32,13 +32,11 @@ or whole-trace signal for traces shorter than the horizon). Candidates record th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from reasoning import STRATEGIES, Completion, Context, Problem, Result
-from reasoning.backend import Assembler
 from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
 from reasoning.probes.trajectory import Layers, Signal, Signals
@@ -119,11 +117,9 @@ class LTPrune(Sampled):
                 scored.set()
 
         async def run(trace: _Trace) -> None:
-            request = ctx.request(self.sampling(logprobs=0))
-            assembler = Assembler(request)
-            async with contextlib.aclosing(ctx.stream(request)) as chunks:
-                async for chunk in chunks:
-                    done = assembler.add(chunk)
+            async with ctx.trace(ctx.request(self.sampling(logprobs=0))) as live:
+                async for chunk in live:
+                    done = live.ended
                     if chunk.logprobs:
                         trace.pieces.extend(t.token for t in chunk.logprobs)
                     else:
@@ -136,10 +132,10 @@ class LTPrune(Sampled):
                     elif trace.signals is None and trace.decoded >= self.horizon:
                         await score(trace, self.horizon)
                     if trace.pruned and done is None:
-                        break  # closing the stream cancels this trace in the engine
+                        break  # leaving the trace cancels it in the engine
+            [trace.completion] = live.completions  # unfinished = cancelled
             if trace.signals is None:  # a stream that ended without a finish reason
                 await score(trace, trace.decoded)
-            [trace.completion] = ctx.record(assembler.all())  # unfinished = cancelled
 
         async def decide() -> None:
             await scored.wait()

@@ -1,0 +1,90 @@
+"""`ctx.trace`: a streamed request that assembles, records and charges itself when closed."""
+
+import pytest
+
+from reasoning import Budget, BudgetExhausted, Context, Meter, Problem, Sampling, ScriptedBackend, Trace
+from reasoning.problem import default_prompt
+
+PROBLEM = Problem("p", "2+2?")
+
+
+def context(backend: ScriptedBackend, budget: Budget | None = None) -> Context:
+    return Context(PROBLEM, default_prompt(PROBLEM), backend, Meter(budget or Budget()))
+
+
+async def test_leaving_early_cancels_records_and_charges_what_was_decoded() -> None:
+    backend = ScriptedBackend(["one two three four five"])
+    ctx = context(backend)
+    async with ctx.trace(ctx.request(Sampling(logprobs=0))) as trace:
+        async for _ in trace:
+            if len(trace.tokens()) == 2:
+                break
+    assert backend.cancelled == 1
+    assert [(c.text, c.finish_reason) for c in trace.completions] == [("one two ", "cancelled")]
+    assert ctx.completions == trace.completions
+    usage = ctx.meter.usage
+    assert usage.output_tokens == trace.decoded == backend.decoded_tokens == 2
+    assert (usage.cancelled_samples, usage.cancelled_tokens) == (1, 2)
+
+
+async def test_samples_are_recorded_as_they_finish_and_the_rest_when_it_closes() -> None:
+    backend = ScriptedBackend(["a b c d", "e", "f g"], seconds_per_token=0.001)
+    ctx = context(backend)
+    async with ctx.trace(ctx.request(Sampling(n=3))) as trace:
+        async for _ in trace:
+            if len(trace.finished) == 2:
+                break
+    assert [c.text for c in trace.finished] == ["e", "f g"]
+    assert [c.index for c in ctx.completions] == [1, 2, 0]  # finishing order, then the cancelled
+    assert [c.index for c in trace.completions] == [0, 1, 2]
+    assert trace.completions[0].finish_reason == "cancelled"
+    assert await trace.close() == trace.completions  # closing again changes nothing
+    assert len(ctx.completions) == 3
+
+
+async def test_an_error_inside_still_closes_and_records() -> None:
+    backend = ScriptedBackend(["a b c d"])
+    ctx = context(backend)
+    with pytest.raises(RuntimeError, match="strategy bug"):
+        async with ctx.trace(ctx.request(Sampling())) as trace:
+            async for _ in trace:
+                raise RuntimeError("strategy bug")
+    assert backend.cancelled == 1 and ctx.meter.usage.output_tokens == 1
+    assert [c.finish_reason for c in ctx.completions] == ["cancelled"]
+
+
+async def test_a_budget_stop_mid_stream_is_charged_and_recorded() -> None:
+    backend = ScriptedBackend(["a " * 50], seconds_per_token=0.01)
+    ctx = context(backend, Budget(seconds=0.05))
+    with pytest.raises(BudgetExhausted, match="seconds"):
+        async with ctx.trace(ctx.request(Sampling(max_tokens=100))) as trace:
+            async for _ in trace:
+                pass
+    assert backend.cancelled == 1
+    assert 0 < ctx.meter.usage.output_tokens == trace.decoded == backend.decoded_tokens
+    assert [c.finish_reason for c in ctx.completions] == ["cancelled"]
+
+
+async def test_without_record_it_is_charged_but_left_to_the_strategy() -> None:
+    backend = ScriptedBackend(["a b"])
+    ctx = context(backend)
+    async with ctx.trace(ctx.request(Sampling()), record=False) as trace:
+        async for _ in trace:
+            pass
+    assert [c.text for c in trace.completions] == ["a b"]
+    assert ctx.completions == [] and ctx.meter.usage.output_tokens == 2
+
+
+async def test_a_trace_never_iterated_sends_nothing() -> None:
+    backend = ScriptedBackend(["a b"])
+    ctx = context(backend)
+    async with ctx.trace(ctx.request(Sampling())) as trace:
+        pass
+    assert backend.requests == [] and ctx.meter.usage.calls == 0
+    assert [c.finish_reason for c in trace.completions] == ["cancelled"]  # never started
+
+
+def test_trace_is_public() -> None:
+    import reasoning
+
+    assert reasoning.Trace is Trace
