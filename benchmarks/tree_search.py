@@ -29,7 +29,7 @@ from reasoning.backends.vllm_local import VLLMBackend
 from reasoning.evals.datasets import load_dataset
 from reasoning.evals.run import solve
 from reasoning.strategies import AStar, BeamSearch, BestOfN, ParticleFiltering
-from reasoning.verifiers.process import search_stats
+from reasoning.strategies.step_tree import search_stats
 
 
 def strategies(args: argparse.Namespace) -> dict[str, object]:

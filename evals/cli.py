@@ -663,7 +663,7 @@ def _summary(arms: list[_Arm]) -> None:
 
 
 def _arm_rows(runs: list[Run], seconds: float, output: Path | None) -> list[tuple[str, str]]:
-    from reasoning.verifiers.process import search_stats
+    from reasoning.strategies.step_tree import search_stats
 
     graded = [r for r in runs if r.correct is not None]
     tokens = sum(int(r.usage.get("output_tokens", 0)) for r in runs)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from reasoning import Candidate, Context, Message, Problem, Request, Sampling
+from reasoning import Context, Message, Problem, Request, Sampling
 from reasoning.concurrency import run_all
 from reasoning.errors import VerifierError
 from reasoning.strategy import ExtractAnswer, Verdict
@@ -36,7 +36,6 @@ __all__ = [
     "RewardModelScorer",
     "ScriptedScorer",
     "aggregate",
-    "search_stats",
 ]
 
 Aggregation = Literal["last", "min", "product", "model"]
@@ -155,25 +154,3 @@ class ScriptedScorer:
         batch = [tuple(path) for path in paths]
         self.batches.append(batch)
         return [float(self.function(path)) for path in batch]
-
-
-# Transitional: `search_stats` belongs to `reasoning.strategies.step_tree` (which verifiers cannot
-# import); this copy serves evals/cli.py and benchmarks/tree_search.py until they import it from
-# there, and tests/test_tree_search.py checks that the two agree. Then delete it.
-def search_stats(candidates: Sequence[Candidate]) -> dict[str, float]:
-    """Cost of a step-level search, read from its candidate records.
-
-    ``prompt_tokens`` are resubmitted prompt tokens summed over step samples (a request with n
-    samples counts once per sample, as its samples report it), ``cached_tokens`` those the prefix
-    cache served, ``cache_share`` their ratio, ``scorer_calls`` paths scored. The run's
-    ``usage`` has the same token counts per request, scorer (judge) requests included.
-    """
-    prompt = sum(c.prompt_tokens for c in candidates)
-    cached = sum(c.cached_tokens for c in candidates)
-    return {
-        "output_tokens": float(sum(c.output_tokens for c in candidates)),
-        "prompt_tokens": float(prompt),
-        "cached_tokens": float(cached),
-        "cache_share": cached / prompt if prompt else 0.0,
-        "scorer_calls": float(sum("step_score" in c.scores for c in candidates)),
-    }
