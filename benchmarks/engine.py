@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -280,12 +281,17 @@ def main(args: argparse.Namespace) -> None:
     from reasoning.hardware import choose_dtype, cpu_kind, machine
 
     m = machine()
-    if args.dtype == "auto":
-        args.dtype = choose_dtype("auto", m).dtype
-    print(f"machine: {m.cpu}, {m.cores} cores, kind {cpu_kind(m)}; {args.requests} x {args.tokens} tokens")
     parts = args.parts.split(",")
     kinds = args.emulate.split(",")
     here = kinds[0]  # the CPU kind the batch / settings / ours parts run on
+    if here != "native":  # the choice the framework makes on the emulated kind
+        m = dataclasses.replace(m, flags=frozenset(EMULATION[here][0]["REASONING_CPU_FLAGS"].split()))
+    if args.dtype == "auto":
+        args.dtype = choose_dtype("auto", m).dtype
+    print(
+        f"machine: {m.cpu}, {m.cores} cores, kind {cpu_kind(m)}{' (emulated)' if here != 'native' else ''}; "
+        f"{args.requests} x {args.tokens} tokens; dtype {args.dtype}"
+    )
     limits: dict[str, dict[str, float]] = {}
     if "roof" in parts or "batch" in parts or "dtype" in parts:
         for kind in kinds:
