@@ -17,6 +17,7 @@ from rich.table import Table
 
 from reasoning import STRATEGIES, Budget, Controller, Problem, ReasoningError, Run
 from reasoning.concurrency import run_all
+from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, ConfigError
 from reasoning.models import DEFAULT_MODEL, EMBEDDED_MODELS
 
@@ -479,20 +480,18 @@ def serve(
 
     from reasoning.backends.server import VLLMServer
 
-    quiet_engine_logs(verbose)
-    _resolve_with_progress(model)
-    server = VLLMServer(
-        model,
-        host=host,
-        port=port,
+    config = EngineConfig(
+        model=model,
         kv_cache_gb=kv_cache_gb,
         max_model_len=max_model_len,
         max_num_seqs=max_num_seqs,
         seed=seed,
         hidden_states=hidden_states,
-        log=log,
         dtype=dtype,
     )
+    quiet_engine_logs(verbose)
+    _resolve_with_progress(model)
+    server = VLLMServer.from_config(config, host=host, port=port, log=log)
     if hidden_states and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] --hidden-states exposes vLLM's development endpoints on {host}")
 
