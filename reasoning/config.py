@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from contextvars import ContextVar
 from typing import Any, ClassVar
 
@@ -45,6 +46,8 @@ class Settings(BaseModel):
 
     what: ClassVar[str] = "settings"
     """How error messages call this model (``invalid <what>: ...``)."""
+    tags: ClassVar[frozenset[str]] = frozenset()
+    """The tags of its tagged unions (pydantic puts them in an error's path; messages leave them out)."""
 
     def __init__(self, **data: Any) -> None:
         outermost = not _nested.get()
@@ -54,16 +57,21 @@ class Settings(BaseModel):
         except ValidationError as exc:
             if not outermost:  # the outermost model reports it, with the field's whole path
                 raise
-            raise ConfigError(f"invalid {self.what}: {describe_errors(exc)}") from None
+            raise ConfigError(f"invalid {self.what}: {describe_errors(exc, self.tags)}") from None
         finally:
             _nested.reset(token)
 
 
-def describe_errors(exc: ValidationError) -> str:
-    """One line per pydantic error: the field's dotted path, what is wrong, the value given."""
+def describe_errors(exc: ValidationError, tags: Collection[str] = ()) -> str:
+    """One line per pydantic error: the field's dotted path, what is wrong, the value given.
+
+    Args:
+        exc: The errors.
+        tags: Tags of tagged unions, left out of the paths.
+    """
     lines = []
     for error in exc.errors():
-        loc = [str(part) for part in error["loc"] if part not in _TAGS]
+        loc = [str(part) for part in error["loc"] if part not in tags]
         where = ".".join(loc)
         message = str(error["msg"])
         if error["type"] == "value_error":  # our own validators' messages, kept as written
@@ -87,10 +95,6 @@ def describe_errors(exc: ValidationError) -> str:
         message = message.replace("Input should be", "must be").replace("Input should", "must")
         lines.append(f"{where} {message} (got {error.get('input')!r})")
     return "; ".join(lines)
-
-
-_TAGS = frozenset({"vllm", "openai", "scripted"})
-"""Union tags pydantic puts in an error's path (the kinds of backend): not part of the field's path."""
 
 
 class EngineConfig(Settings):
