@@ -206,3 +206,62 @@ def test_records_of_format_version_1_still_resume(tmp_path: Path, monkeypatch: p
     code, text = invoke(*args)
     assert code == 0 and "nothing left to do" in text, text
     assert [r.format_version for r in read_results(out).values()] == [1, 1]
+
+
+def test_every_engine_starts_from_its_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reasoning.backends.vllm_local as local
+    from reasoning.config import EngineConfig
+
+    started: list[EngineConfig] = []
+
+    def start(config: EngineConfig, progress: object = None) -> ScriptedBackend:
+        started.append(config)
+        return ScriptedBackend(["\\boxed{1}"], model=config.model or "default")
+
+    monkeypatch.setattr(local.VLLMBackend, "from_config", staticmethod(start))
+    monkeypatch.setattr(local, "resolve_model", lambda model=None, progress=None: "/models/m")
+    monkeypatch.setattr(local, "_check_memory", lambda *args, **kwargs: None)
+    monkeypatch.setattr(local, "on_gpu", lambda: False)
+    monkeypatch.setattr(cli, "_resolve_with_progress", lambda model: None)
+    base = ["solve", "--question", "q", "--strategy", "single"]
+    code, text = invoke(*base, "--model", "0.5b", "--kv-cache-gb", "1", "--seed", "4", "--block-size", "32")
+    assert code == 0, text
+    assert started == [EngineConfig(model="0.5b", kv_cache_gb=1.0, seed=4, block_size=32)]
+    path = tmp_path / "run.yaml"
+    path.write_text("backends:\n  draft: {model: d, kv_cache_gb: 1.5, seed: 9}\n  target: t\nquestion: q\n")
+    started.clear()
+    code, text = invoke("solve", "--config", str(path), "--dtype", "float32", "--seed", "3")
+    assert code == 0, text
+    assert started == [
+        EngineConfig(model="d", kv_cache_gb=1.5, seed=9, dtype="float32"),
+        EngineConfig(model="t", seed=3, dtype="float32"),
+    ]
+
+
+def test_a_server_is_asked_its_model_before_the_resume_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str | None]] = []
+
+    def server(url: str, model: str | None, api_key: str) -> ScriptedBackend:
+        calls.append((url, model))
+        return ScriptedBackend(["\\boxed{18}"], model=model or "served-model")
+
+    monkeypatch.setattr(cli, "_server_backend", server)
+    out = tmp_path / "r.jsonl"
+    args = ["solve", "--dataset", "gsm8k", "--limit", "2", "--base-url", "http://h:1", "--output", str(out)]
+    code, text = invoke(*args)
+    assert code == 0, text
+    assert calls == [("http://h:1", None), ("http://h:1", "served-model")]  # asked, then used
+    assert {r.model for r in read_results(out).values()} == {"served-model"}
+    assert RunSpec.model_validate(next(iter(read_results(out).values())).spec).models() == {
+        "": "served-model"
+    }
+    calls.clear()
+    code, text = invoke(*args)
+    assert code == 0 and "nothing left to do" in text and calls == [("http://h:1", None)], text
+    calls.clear()
+    code, text = invoke(*args, "--model", "served-model")  # named: not even asked
+    assert code == 0 and "nothing left to do" in text and calls == [], text
+    code, text = invoke(*args, "--model", "other")
+    assert code == 1 and "different model" in " ".join(text.split())
