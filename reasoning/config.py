@@ -63,7 +63,7 @@ class Settings(BaseModel):
 
 
 def describe_errors(exc: ValidationError, tags: Collection[str] = ()) -> str:
-    """One line per pydantic error: the field's dotted path, what is wrong, the value given.
+    """Pydantic's errors in one line: each field's dotted path, what is wrong, the value given.
 
     Args:
         exc: The errors.
@@ -90,7 +90,8 @@ def describe_errors(exc: ValidationError, tags: Collection[str] = ()) -> str:
             continue
         if error["type"] == "union_tag_invalid":
             context = error.get("ctx", {})
-            lines.append(f"{where}.kind {context.get('tag')!r} is not one of {context.get('expected_tags')}")
+            key = str(context.get("discriminator", "")).strip("'")
+            lines.append(f"{where}.{key} {context.get('tag')!r} is not one of {context.get('expected_tags')}")
             continue
         message = message.replace("Input should be", "must be").replace("Input should", "must")
         lines.append(f"{where} {message} (got {error.get('input')!r})")
