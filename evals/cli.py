@@ -6,7 +6,8 @@ import asyncio
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,9 +16,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reasoning import STRATEGIES, Budget, Controller, Problem, ReasoningError, Run
+from reasoning import STRATEGIES, Controller, Problem, ReasoningError, Run
 from reasoning.concurrency import run_all
+from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, ConfigError
+from reasoning.evals.spec import (
+    DEFAULT_SCRIPT,
+    BackendSpec,
+    RunSpec,
+    ScriptedReply,
+    ServerBackend,
+    VLLMEngine,
+    backend_kind,
+    read_spec,
+)
 from reasoning.models import DEFAULT_MODEL, EMBEDDED_MODELS
 
 DtypeOption = Annotated[
@@ -91,8 +103,19 @@ def strategies(import_: ImportOption = None) -> None:
         out.print()
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Run spec, YAML or JSON (backends, strategy and params, budget, dataset, output, ...; "
+        "see reasoning.evals.spec); the flags given override it.",
+    ),
+]
+
+
 @app.command()
 def solve(
+    config: ConfigOption = None,
     dataset: Annotated[
         str | None,
         typer.Option(help="gsm8k, math500, aime24, a .jsonl file, gym:<task> or hf:<id>."),
@@ -102,14 +125,15 @@ def solve(
     ] = None,
     gold: Annotated[str | None, typer.Option(help="Gold answer of --question, to grade it.")] = None,
     limit: Annotated[int | None, typer.Option(help="Solve at most this many problems.")] = None,
-    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    offset: Annotated[int | None, typer.Option(help="Skip this many problems first (default 0).")] = None,
     field: Annotated[
         list[str] | None,
         typer.Option("--field", help="JSONL field mapping, e.g. question=problem (repeatable)."),
     ] = None,
     strategy: Annotated[
-        str, typer.Option(help="Strategy name (see `reasoning strategies`).")
-    ] = "self-consistency",
+        str | None,
+        typer.Option(help="Strategy name (see `reasoning strategies`; default self-consistency)."),
+    ] = None,
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="Strategy parameter name=value (repeatable)."),
@@ -134,12 +158,13 @@ def solve(
         ),
     ] = None,
     backend: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="vllm (in-process engine), openai (a running server, see --base-url) "
-            "or scripted (a fixed reply, for dry runs)."
+            help="vllm (in-process engine, the default), openai (a running server, see --base-url) "
+            "or scripted (a fixed reply, for dry runs). It, --model and --base-url replace the "
+            "--config file's backends."
         ),
-    ] = "vllm",
+    ] = None,
     base_url: Annotated[
         list[str] | None,
         typer.Option(
@@ -147,14 +172,22 @@ def solve(
             "ones as name=URL (repeatable)."
         ),
     ] = None,
-    api_key: Annotated[str, typer.Option(envvar="OPENAI_API_KEY", help="API key of the server.")] = "EMPTY",
-    script: Annotated[str, typer.Option(help="Reply of the scripted backend.")] = "The answer is \\boxed{0}.",
-    seed: Annotated[int, typer.Option(help="Run seed (per-request seeds derive from it).")] = 0,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="OPENAI_API_KEY", help="API key of the server (default EMPTY).")
+    ] = None,
+    script: Annotated[
+        str | None, typer.Option(help=f"Reply of the scripted backend (default {DEFAULT_SCRIPT!r}).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Run seed (per-request seeds derive from it; default 0).")
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Results JSONL (appended; re-running resumes).")] = None,
     concurrency: Annotated[
         int | None, typer.Option(help="Problems in flight (default: sized to the engine).")
     ] = None,
-    kv_cache_gb: Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")] = 2.0,
+    kv_cache_gb: Annotated[
+        float | None, typer.Option(help="KV-cache size on CPU, GiB, of every engine (default 2).")
+    ] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
     prm: Annotated[
         str | None,
@@ -167,7 +200,13 @@ def solve(
         int | None,
         typer.Option(help="KV-cache block size, the prefix cache's unit (tree searches: 32 on CPU)."),
     ] = None,
-    dtype: DtypeOption = "auto",
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="Weight dtype of every engine: auto (the default; chosen from the CPU's features, "
+            "`reasoning doctor` says why), bfloat16, float16 or float32."
+        ),
+    ] = None,
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -178,72 +217,185 @@ def solve(
     import_: ImportOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
-    """Solve a dataset (or one --question) with a strategy, under a budget."""
-    quiet_engine_logs(verbose)
-    _strategies(import_)
-    if (dataset is None) == (question is None):
-        raise ConfigError("give exactly one of --dataset or --question")
-    chosen = STRATEGIES.create(strategy, parse_params(param or []))
-    arms = [_Arm(_describe(strategy, param or []), chosen, output)]
-    if baseline is not None:
-        from reasoning.strategies.difficulty import parse_spec
+    """Solve a dataset (or one --question) with a strategy, under a budget.
 
-        arms.insert(0, _Arm(f"{baseline} (baseline)", parse_spec(baseline), None))
-    budget = Budget(
-        output_tokens=budget_tokens,
-        prompt_tokens=budget_prompt_tokens,
-        calls=budget_calls,
-        seconds=budget_seconds,
-    )
-    budgets = _budget_lines(budget_line or [])
-    problems = _problems(dataset, question, gold, limit, offset, field or [], seed)
-    if dataset is not None:
-        stem = Path("results") / Path(dataset).stem.replace(":", "-")
-        for arm in arms:
-            if arm.output is None:
-                name = STRATEGIES.name_of(arm.strategy)
-                arm.output = Path(f"{stem}-{name}{'-baseline' if arm is not arms[-1] else ''}.jsonl")
-    if len({arm.output for arm in arms if arm.output is not None}) < sum(a.output is not None for a in arms):
-        raise ConfigError("--baseline and the strategy would write the same results file; pass --output")
+    The settings are a run spec: the --config file's, with the flags given overriding it.
+    """
+    flags = dict(locals())  # every option, by name
+    quiet_engine_logs(verbose)
+    execute(spec_of(config, flags))
+
+
+def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
+    """The run spec of a ``solve`` command: the `config` file's settings, the `flags` given over them.
+
+    A flag overrides its setting; ``--param``, ``--field``, ``--budget-line`` and ``--import``
+    add to the file's (a different ``--strategy`` drops the file's parameters). ``--backend``,
+    ``--model`` and ``--base-url`` replace the file's backends; ``--kv-cache-gb``,
+    ``--max-model-len``, ``--block-size`` and ``--dtype`` set every engine's, ``--script``
+    every scripted backend's and ``--api-key`` every server's.
+
+    Raises:
+        ConfigError: The file or a flag is invalid (the message names the setting).
+    """
+    spec: dict[str, Any] = read_spec(config) if config is not None else {}
+    # The problems.
+    if flags["question"] is not None:
+        spec["question"] = flags["question"]
+        if flags["dataset"] is None:
+            spec.pop("dataset", None)
+    if flags["gold"] is not None:
+        spec["gold"] = flags["gold"]
+    if flags["dataset"] is not None:
+        if flags["question"] is None:
+            spec.pop("question", None)
+            spec.pop("gold", None)
+        spec["dataset"] = {**_mapping(spec.get("dataset"), "name"), "name": flags["dataset"]}
+    if spec.get("dataset") is not None:
+        data = _mapping(spec["dataset"], "name")
+        for key in ("limit", "offset"):
+            if flags[key] is not None:
+                data[key] = flags[key]
+        if flags["field"]:
+            data["fields"] = {**data.get("fields", {}), **parse_params(flags["field"])}
+        spec["dataset"] = data
+    # The strategy, the baseline and the budget.
+    if flags["strategy"] is not None:
+        if spec.get("strategy", "self-consistency") != flags["strategy"]:
+            spec.pop("params", None)
+        spec["strategy"] = flags["strategy"]
+    if flags["param"]:
+        spec["params"] = {**spec.get("params", {}), **parse_params(flags["param"])}
+    budget = {
+        "output_tokens": flags["budget_tokens"],
+        "prompt_tokens": flags["budget_prompt_tokens"],
+        "calls": flags["budget_calls"],
+        "seconds": flags["budget_seconds"],
+    }
+    if any(value is not None for value in budget.values()):
+        given = {key: value for key, value in budget.items() if value is not None}
+        spec["budget"] = {**spec.get("budget", {}), **given}
+    if flags["budget_line"]:
+        budgets = dict(spec.get("budgets", {}))
+        for name, lines in _budget_lines(flags["budget_line"]).items():
+            budgets[name] = {**budgets.get(name, {}), **lines}
+        spec["budgets"] = budgets
+    for key in ("baseline", "seed", "output", "concurrency", "prm"):
+        if flags[key] is not None:
+            spec[key] = flags[key]
+    if flags["import_"]:
+        spec["imports"] = [*spec.get("imports", []), *flags["import_"]]
+    # The backends.
+    models, urls = _named(flags["model"] or [], "model"), _named(flags["base_url"] or [], "base-url")
+    if flags["backend"] is not None or models is not None or urls is not None:
+        spec.pop("backend", None)
+        spec.pop("backends", None)
+        spec.update(_backends_of(flags["backend"] or "vllm", models, urls))
+    engine = {
+        key: flags[key]
+        for key in ("kv_cache_gb", "max_model_len", "block_size", "dtype")
+        if flags[key] is not None
+    }
+    given = {"vllm": engine, "scripted": {"script": flags["script"]}, "openai": {"api_key": flags["api_key"]}}
+    settings = {kind: {k: v for k, v in values.items() if v is not None} for kind, values in given.items()}
+    if not spec.get("backend") and not spec.get("backends"):
+        spec["backend"] = {"kind": "vllm"}
+    if spec.get("backend"):
+        spec["backend"] = _with_settings(spec["backend"], settings)
+    if spec.get("backends"):
+        spec["backends"] = {name: _with_settings(b, settings) for name, b in spec["backends"].items()}
+    return RunSpec.model_validate(spec)
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    """A settings mapping (a plain string is shorthand for its `key`)."""
+    if isinstance(value, str):
+        return {key: value}
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _with_settings(backend: Any, settings: Mapping[str, Mapping[str, Any]]) -> Any:
+    """`backend` (as the spec gives it) with the flags' settings for its kind."""
+    backend = backend_kind(backend)
+    if isinstance(backend, Mapping) and settings.get(str(backend.get("kind"))):
+        return {**backend, **settings[str(backend["kind"])]}
+    return backend
+
+
+def _backends_of(
+    kind: str, models: str | dict[str, str] | None, urls: str | dict[str, str] | None
+) -> dict[str, Any]:
+    """The spec's backend(s) from ``--backend``, ``--model`` and ``--base-url``."""
+    if urls is not None and kind == "vllm":
+        kind = "openai"
+    if kind == "scripted":
+        return {"backend": {"kind": "scripted"}}
+    if kind == "openai":
+        if isinstance(urls, dict):
+            named = models if isinstance(models, dict) else {}
+            return {
+                "backends": {
+                    name: {"kind": "openai", "url": url, "model": named.get(name)}
+                    for name, url in urls.items()
+                }
+            }
+        if isinstance(models, dict):
+            raise ConfigError("several named --model need as many named --base-url (name=URL)")
+        if not urls:
+            raise ConfigError("--backend openai needs --base-url (the URL `reasoning serve` printed)")
+        return {"backend": {"kind": "openai", "url": urls, "model": models}}
+    if kind != "vllm":
+        raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
+    if isinstance(models, dict):
+        return {"backends": {name: {"kind": "vllm", "model": value} for name, value in models.items()}}
+    return {"backend": {"kind": "vllm", "model": models}}
+
+
+def execute(spec: RunSpec) -> None:
+    """Run `spec`: every problem, with the strategy (and the baseline beside it); print a summary.
+
+    The one function behind ``reasoning solve``. Results files are checked against the spec's
+    resume identity before any engine starts; when they already hold every problem, nothing
+    starts at all and the summary is of the results on file.
+
+    Raises:
+        ConfigError: An invalid setting, or a results file of another configuration.
+        BackendError: A backend failed for good (finished results are kept).
+    """
+    from reasoning.evals.run import read_results, unfinished
+
+    _strategies(spec.imports)
+    arms = _arms(spec)
+    problems = _problems(spec)
     for arm in arms:
         if arm.output is not None:
             arm.output.parent.mkdir(parents=True, exist_ok=True)
-    if base_url and backend == "vllm":
-        backend = "openai"
-    if prm is not None and backend != "vllm":
-        raise ConfigError("--prm starts an in-process pooling engine: it needs --backend vllm")
-    models, urls = _named(model or [], "model"), _named(base_url or [], "base-url")
-    if prm is not None and isinstance(models, dict) and "prm" in models:
-        raise ConfigError("--prm is served as backend 'prm': no --model may be named prm")
-    if backend == "vllm":
-        # Refuse a results file of other settings before spending ~40 s starting an engine.
-        from reasoning.evals.run import check_resumable
-
-        stand_in = Controller(
-            _with_prm(_stand_ins(models), prm, _StandIn), budget=budget, seed=seed, budgets=budgets
-        )
+    spec = _ask_servers(spec)  # cheap: a running server's model name, for the resume identity
+    for arm in arms:
+        arm.identity = spec.identity(arm.strategy)
+        arm.todo = len(unfinished(arm.output, problems, arm.identity))
+    if not any(arm.todo for arm in arms):
         for arm in arms:
-            if arm.output is not None and arm.output.exists():
-                check_resumable(arm.output, problems, stand_in, arm.strategy, budget)
+            previous = read_results(arm.output) if arm.output else {}
+            arm.runs = [previous[p.id] for p in problems]
+        kept = ", ".join(str(arm.output) for arm in arms)
+        err.print(f"nothing left to do: {kept} already hold every problem (no engine started)")
+        _summary(arms)
+        return
     hidden = any(getattr(arm.strategy, "needs_hidden_states", False) for arm in arms)
-    engine = _backend(
-        backend, models, script, kv_cache_gb, max_model_len, seed, urls, api_key, hidden, block_size, dtype
-    )
-    if prm is not None:
-        engine = _with_prm(engine, prm, _start_prm)
+    engine = _backend(spec, hidden)
+    if spec.prm is not None:
+        engine = _with_prm(engine, spec.prm, _start_prm)
     try:
-        controller = Controller(engine, budget=budget, seed=seed, budgets=budgets)
-        _run(problems, controller, arms, budget, concurrency)
+        controller = Controller(engine, budget=spec.budget, seed=spec.seed, budgets=spec.budgets)
+        _run(problems, controller, arms, spec)
     except BackendError as exc:
         kept = ", ".join(str(arm.output) for arm in arms if arm.output)
         kept = f"finished results are kept in {kept}; " if kept else ""
         raise BackendError(f"{exc}\n{kept}re-run the same command to resume", backend=exc.backend) from exc
     finally:
-        for each in engine.values() if isinstance(engine, dict) else [engine]:
-            close = getattr(each, "close", None)
-            if close:
-                close()
-    if question is not None:
+        _close(engine)
+    if spec.question is not None:
         for arm in arms:
             run = (arm.runs or [])[0]
             tokens = run.usage.get("output_tokens", 0)
@@ -252,27 +404,32 @@ def solve(
     _summary(arms)
 
 
-def _describe(strategy: str, params: list[str]) -> str:
-    """How a strategy is shown in progress bars and tables: its name and parameters."""
-    return " ".join([strategy, *params])
+def _arms(spec: RunSpec) -> list[_Arm]:
+    """The strategy, and the baseline before it, each with its results file."""
+    arms = [_Arm(spec.label(), STRATEGIES.create(spec.strategy, spec.params), spec.output)]
+    if spec.baseline is not None:
+        from reasoning.strategies.difficulty import parse_spec
+
+        arms.insert(0, _Arm(f"{spec.baseline} (baseline)", parse_spec(spec.baseline), None))
+    if spec.dataset is not None:
+        stem = Path("results") / Path(spec.dataset.name).stem.replace(":", "-")
+        for arm in arms:
+            if arm.output is None:
+                name = STRATEGIES.name_of(arm.strategy)
+                arm.output = Path(f"{stem}-{name}{'-baseline' if arm is not arms[-1] else ''}.jsonl")
+    if len({arm.output for arm in arms if arm.output is not None}) < sum(a.output is not None for a in arms):
+        raise ConfigError("--baseline and the strategy would write the same results file; pass --output")
+    return arms
 
 
-def _problems(
-    dataset: str | None,
-    question: str | None,
-    gold: str | None,
-    limit: int | None,
-    offset: int,
-    fields: list[str],
-    seed: int,
-) -> list[Problem]:
+def _problems(spec: RunSpec) -> list[Problem]:
     from reasoning.evals.datasets import load_dataset
 
-    if question is not None:
-        return [Problem(id="question", question=question, answer=gold, kind="math")]
-    if dataset is None:
-        raise ConfigError("give --dataset or --question")
-    return load_dataset(dataset, limit=limit, offset=offset, fields=parse_params(fields), seed=seed)
+    if spec.dataset is None:
+        return [Problem(id="question", question=spec.question or "", answer=spec.gold, kind="math")]
+    data = spec.dataset
+    seed = spec.seed if data.seed is None else data.seed
+    return load_dataset(data.name, limit=data.limit, offset=data.offset, fields=data.fields, seed=seed)
 
 
 def _named(items: list[str], what: str) -> str | dict[str, str] | None:
@@ -292,17 +449,6 @@ def _named(items: list[str], what: str) -> str | dict[str, str] | None:
     return named or (plain[0] if plain else None)
 
 
-@dataclass
-class _StandIn:
-    """What the resume check needs of a backend before the engine exists."""
-
-    name: str
-    model: str
-
-    async def stream(self, request: Any) -> Any:  # pragma: no cover - the check never generates
-        raise ConfigError(f"{self.model}: a resume-check stand-in cannot generate")
-
-
 def _start_prm(name: str, model: str) -> Any:
     from reasoning.backends.vllm_reward import VLLMRewardBackend
 
@@ -317,27 +463,20 @@ def _with_prm(engine: Any, prm: str | None, make: Any) -> Any:
     try:
         reward = make("prm", prm)
     except BaseException:
-        for each in engine.values() if isinstance(engine, dict) else [engine]:
-            close = getattr(each, "close", None)
-            if close:
-                close()
+        _close(engine)
         raise
     return {**(engine if isinstance(engine, dict) else {"policy": engine}), "prm": reward}
 
 
-def _stand_ins(models: str | dict[str, str] | None) -> Any:
-    from reasoning.models import embedded
-
-    def name_of(model: str | None) -> str:
-        spec = embedded(model or DEFAULT_MODEL)
-        return spec.name if spec else str(model)
-
-    if isinstance(models, dict):
-        return {key: _StandIn("vllm", name_of(value)) for key, value in models.items()}
-    return _StandIn("vllm", name_of(models))
+def _close(engine: Any) -> None:
+    """Shut down the engines among the run's backends (one, or a dict by name)."""
+    for each in engine.values() if isinstance(engine, dict) else [engine]:
+        close = getattr(each, "close", None)
+        if close:
+            close()
 
 
-def _budget_lines(items: list[str]) -> dict[str, Budget]:
+def _budget_lines(items: list[str]) -> dict[str, dict[str, float]]:
     lines: dict[str, dict[str, float]] = {}
     for key, value in parse_params(items).items():
         name, dot, line = key.partition(".")
@@ -350,61 +489,65 @@ def _budget_lines(items: list[str]) -> dict[str, Budget]:
             lines.setdefault(name, {})[line] = float(value) if line == "seconds" else int(value)
         except ValueError:
             raise ConfigError(f"--budget-line {key}={value!r} is not a number") from None
-    return {name: Budget(**values) for name, values in lines.items()}  # type: ignore[arg-type]
+    return lines
 
 
-def _backend(
-    kind: str,
-    model: str | dict[str, str] | None,
-    script: str,
-    kv_cache_gb: float,
-    max_model_len: int | None,
-    seed: int,
-    base_url: str | dict[str, str] | None = None,
-    api_key: str = "EMPTY",
-    hidden_states: bool = False,
-    block_size: int | None = None,
-    dtype: str = "auto",
-) -> Any:
-    if kind == "scripted":
+def _ask_servers(spec: RunSpec) -> RunSpec:
+    """`spec` with the model of each server that names none filled in (asked of the server)."""
+    served = {
+        name: _server_backend(b.url, None, b.api_key).model
+        for name, b in spec.named().items()
+        if isinstance(b, ServerBackend) and b.model is None
+    }
+    return spec.with_models(served) if served else spec
+
+
+def _backend(spec: RunSpec, hidden_states: bool) -> Any:
+    """Start the run's backends, its PRM aside: the one backend, or a dict of them by name.
+
+    Engines get the strategies' need of hidden states; several engines are checked to fit in
+    memory together before any starts (`load_backends`).
+    """
+    named = spec.named()
+    engines = {
+        name: EngineConfig(**{**b.engine_settings(), "hidden_states": b.hidden_states or hidden_states})
+        for name, b in named.items()
+        if isinstance(b, VLLMEngine)
+    }
+    started: dict[str, Any] = {}
+    try:
+        if len(engines) > 1:
+            from reasoning.backends.vllm_local import load_backends
+
+            for config in engines.values():
+                _resolve_with_progress(config.model)
+            with err.status(f"starting {len(engines)} vLLM engines ({', '.join(engines)}) ..."):
+                started.update(load_backends(engines))
+        for name, b in named.items():
+            if name not in started:
+                started[name] = _start(b, engines.get(name))
+    except BaseException:
+        _close(started)
+        raise
+    if "" in started:
+        return started[""]
+    return {name: started[name] for name in named}
+
+
+def _start(backend: BackendSpec, engine: EngineConfig | None) -> Any:
+    """Start one backend (`engine`: its settings, when it is an engine)."""
+    if isinstance(backend, ScriptedReply):
         from reasoning import ScriptedBackend
 
-        return ScriptedBackend([script])
-    if kind == "openai":
-        if isinstance(base_url, dict):
-            models = model if isinstance(model, dict) else {}
-            return {name: _server_backend(url, models.get(name), api_key) for name, url in base_url.items()}
-        if isinstance(model, dict):
-            raise ConfigError("several named --model need as many named --base-url (name=URL)")
-        return _server_backend(base_url, model, api_key)
-    if kind != "vllm":
-        raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
-    from reasoning.backends.vllm_local import VLLMBackend, load_backends
+        return ScriptedBackend([backend.script])
+    if isinstance(backend, ServerBackend):
+        return _server_backend(backend.url, backend.model, backend.api_key)
+    from reasoning.backends.vllm_local import VLLMBackend
 
-    if isinstance(model, dict):
-        for each in model.values():
-            _resolve_with_progress(each)
-        with err.status(f"starting {len(model)} vLLM engines ({', '.join(model)}) ..."):
-            return load_backends(
-                model,
-                kv_cache_gb=kv_cache_gb,
-                max_model_len=max_model_len,
-                seed=seed,
-                hidden_states=hidden_states,
-                block_size=block_size,
-                dtype=dtype,
-            )
-    _resolve_with_progress(model)
-    with err.status(f"starting the vLLM engine for {model or DEFAULT_MODEL} ..."):
-        return VLLMBackend.load(
-            model,
-            kv_cache_gb=kv_cache_gb,
-            max_model_len=max_model_len,
-            seed=seed,
-            hidden_states=hidden_states,
-            block_size=block_size,
-            dtype=dtype,
-        )
+    config = engine or backend
+    _resolve_with_progress(config.model)
+    with err.status(f"starting the vLLM engine for {config.model or DEFAULT_MODEL} ..."):
+        return VLLMBackend.from_config(config)
 
 
 def quiet_engine_logs(verbose: bool) -> None:
@@ -479,20 +622,18 @@ def serve(
 
     from reasoning.backends.server import VLLMServer
 
-    quiet_engine_logs(verbose)
-    _resolve_with_progress(model)
-    server = VLLMServer(
-        model,
-        host=host,
-        port=port,
+    config = EngineConfig(
+        model=model,
         kv_cache_gb=kv_cache_gb,
         max_model_len=max_model_len,
         max_num_seqs=max_num_seqs,
         seed=seed,
         hidden_states=hidden_states,
-        log=log,
         dtype=dtype,
     )
+    quiet_engine_logs(verbose)
+    _resolve_with_progress(model)
+    server = VLLMServer.from_config(config, host=host, port=port, log=log)
     if hidden_states and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] --hidden-states exposes vLLM's development endpoints on {host}")
 
@@ -558,18 +699,19 @@ class _Arm:
     strategy: Any
     output: Path | None
     runs: list[Run] | None = None
-    seconds: float = 0.0
+    seconds: float | None = None
+    """Wall time of this session's solving (None: it solved nothing)."""
+    identity: dict[str, Any] = field(default_factory=dict)
+    """Its results' resume identity (`RunSpec.identity`)."""
+    todo: int = 0
+    """Problems it has still to solve."""
 
 
-def _run(
-    problems: list[Problem],
-    controller: Controller,
-    arms: list[_Arm],
-    budget: Budget,
-    concurrency: int | None,
-) -> None:
+def _run(problems: list[Problem], controller: Controller, arms: list[_Arm], spec: RunSpec) -> None:
     """Solve `problems` with every arm at once on the one engine, one progress bar each."""
     from reasoning.evals.run import solve as solve_all
+
+    record = spec.record()
 
     async def go() -> None:
         try:
@@ -609,10 +751,12 @@ def _run(
             problems,
             controller,
             arm.strategy,
-            budget=budget,
+            budget=spec.budget,
             output=arm.output,
-            concurrency=concurrency,
+            concurrency=spec.concurrency,
             on_result=on_result,
+            identity=arm.identity,
+            spec=record,
         )
         arm.seconds = time.monotonic() - start
 
@@ -662,7 +806,7 @@ def _summary(arms: list[_Arm]) -> None:
         )
 
 
-def _arm_rows(runs: list[Run], seconds: float, output: Path | None) -> list[tuple[str, str]]:
+def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> list[tuple[str, str]]:
     from reasoning.strategies.step_tree import search_stats
 
     graded = [r for r in runs if r.correct is not None]
@@ -688,8 +832,9 @@ def _arm_rows(runs: list[Run], seconds: float, output: Path | None) -> list[tupl
         rows.append(("process scorer calls (mean per problem)", f"{scorer_calls / max(len(runs), 1):.1f}"))
     rows.append(("stopped by budget", str(sum(r.stop_reason.startswith("budget") for r in runs))))
     rows.append(("errors", str(sum(r.error is not None for r in runs))))
-    rows.append(("wall time (this session)", f"{seconds:.1f} s"))
-    rows.append(("decode rate (this session)", f"{tokens / max(seconds, 1e-9):.0f} tok/s"))
+    if seconds is not None:
+        rows.append(("wall time (this session)", f"{seconds:.1f} s"))
+        rows.append(("decode rate (this session)", f"{tokens / max(seconds, 1e-9):.0f} tok/s"))
     if output:
         rows.append(("results", str(output)))
     return rows

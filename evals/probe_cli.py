@@ -33,12 +33,14 @@ Dtype = Annotated[
 
 def _engine(model: str | None, kv_cache_gb: float, hidden_states: bool, dtype: str = "auto") -> Any:
     from reasoning.backends.vllm_local import VLLMBackend
+    from reasoning.config import EngineConfig
     from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs
 
+    config = EngineConfig(model=model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states, dtype=dtype)
     quiet_engine_logs(False)
     _resolve_with_progress(model)
     with err.status("starting the vLLM engine ..."):
-        backend = VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states, dtype=dtype)
+        backend = VLLMBackend.from_config(config)
     info = backend.engine_info
     err.print(f"engine ready: {backend.model}, {info['dtype']} ({info['dtype_reason']})", highlight=False)
     return backend

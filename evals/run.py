@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from reasoning.errors import BackendError, BackendUnavailable, ConfigError, Data
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.verifiers.grading import grade
 
-__all__ = ["check_resumable", "default_concurrency", "read_results", "solve"]
+__all__ = ["check_resumable", "default_concurrency", "read_results", "resume_identity", "solve", "unfinished"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,23 @@ async def solve(
     output: Path | None = None,
     concurrency: int | None = None,
     on_result: OnResult | None = None,
+    identity: Mapping[str, Any] | None = None,
+    spec: Mapping[str, Any] | None = None,
 ) -> list[Run]:
     """Solve `problems` with `strategy`; return all runs (resumed ones included), in order.
+
+    Args:
+        problems: What to solve (unique ids).
+        controller: The backends, verifier, seed and named budgets.
+        strategy: How to solve each problem.
+        budget: Budget per problem (default: the controller's).
+        output: Results JSONL: each run is appended as it finishes; runs already there are
+            resumed (a failed one is retried).
+        concurrency: Problems in flight (default: `default_concurrency`).
+        on_result: Called with each run, resumed ones first.
+        identity: The configuration's `resume_identity`, when the caller has it (the CLI
+            computes it from the run spec); default: computed from `controller` and `strategy`.
+        spec: The run spec, stored in every new row (`Run.spec`).
 
     Raises:
         ConfigError: `output` holds results of a different configuration.
@@ -118,7 +133,9 @@ async def solve(
     if len(set(ids)) != len(ids):
         raise DatasetError("problem ids are not unique; results could not be resumed")
     previous = read_results(output) if output else {}
-    _check_identity(output, previous, ids, controller, strategy, budget)
+    if identity is None:
+        identity = _controller_identity(controller, strategy, budget)
+    _check_identity(output, previous, ids, identity)
     done: dict[int, Run] = {}
     todo: list[int] = []
     for index, problem in enumerate(problems):
@@ -145,6 +162,8 @@ async def solve(
                     logger.warning("problem %s failed", problem.id, exc_info=error)
                 run = _failed(controller, strategy, budget, problem, error)
         run = _grade(problem, run)
+        if spec is not None:
+            run = run.model_copy(update={"spec": dict(spec)})
         done[index] = run
         if sink:  # written the moment it is finished: a crash loses nothing finished
             sink.write(run.model_dump_json() + "\n")
@@ -188,26 +207,85 @@ def check_resumable(
 ) -> None:
     """Raise `ConfigError` if `output` holds results of another configuration for `problems`.
 
-    Cheap (no model call): the CLI runs it before starting an engine. `controller` may hold
-    stand-in backends that only carry ``name`` and ``model``.
+    Cheap (no model call). `controller` may hold stand-in backends that only carry ``name``
+    and ``model``; `unfinished` does the same from a `resume_identity`, without a controller.
     """
     previous = read_results(output)
-    _check_identity(output, previous, [p.id for p in problems], controller, strategy, budget)
+    expected = _controller_identity(controller, strategy, budget)
+    _check_identity(output, previous, [p.id for p in problems], expected)
+
+
+def resume_identity(
+    strategy: Strategy,
+    *,
+    model: str,
+    backends: Mapping[str, str] | None = None,
+    seed: int | None = 0,
+    budget: Budget | None = None,
+    budgets: Mapping[str, Budget] | None = None,
+) -> dict[str, Any]:
+    """What a results file's rows must share with a run for it to resume them.
+
+    The strategy and its parameters, the model (and each named backend's), the seed, the budget
+    and each named backend's budget lines: the fields of `Run` of those names, as JSON values.
+
+    Args:
+        strategy: The run's strategy.
+        model: The default backend's model, as records name it.
+        backends: Named backends and their models (none: a single unnamed backend).
+        seed: The run seed.
+        budget: Budget per problem.
+        budgets: Named backends' budget lines.
+    """
+    backends = dict(backends or {})
+    budgets = budgets or {}
+    return _identity(
+        Run(
+            problem_id="",
+            strategy=STRATEGIES.name_of(strategy),
+            params=params_of(strategy),
+            model=model,
+            backends=backends,
+            budgets={name: asdict(budgets.get(name, Budget())) for name in backends},
+            seed=seed,
+            budget=asdict(budget or Budget()),
+        )
+    )
+
+
+def unfinished(
+    output: Path | None, problems: Sequence[Problem], identity: Mapping[str, Any]
+) -> list[Problem]:
+    """The problems a run writing `output` has still to solve (all of them without a file).
+
+    A problem is finished when `output` holds a row of it without an error.
+
+    Raises:
+        ConfigError: `output` holds results of another configuration (`resume_identity`).
+    """
+    previous = read_results(output) if output else {}
+    _check_identity(output, previous, [p.id for p in problems], identity)
+    return [p for p in problems if p.id not in previous or previous[p.id].error is not None]
+
+
+def _controller_identity(controller: Controller, strategy: Strategy, budget: Budget) -> dict[str, Any]:
+    return resume_identity(
+        strategy,
+        model=controller.model or str(getattr(controller.primary, "model", "")),
+        backends=controller.models(),
+        seed=controller.seed,
+        budget=budget,
+        budgets=controller.budgets,
+    )
 
 
 def _check_identity(
-    output: Path | None,
-    previous: dict[str, Run],
-    ids: Sequence[str],
-    controller: Controller,
-    strategy: Strategy,
-    budget: Budget,
+    output: Path | None, previous: dict[str, Run], ids: Sequence[str], expected: Mapping[str, Any]
 ) -> None:
-    expected = _identity(_probe_run(controller, strategy, budget))
     wanted = set(ids)
     for run in previous.values():
         if run.problem_id in wanted and _identity(run) != expected:
-            mismatch = [k for k in _IDENTITY if _identity(run)[k] != expected[k]]
+            mismatch = [k for k in _IDENTITY if _identity(run)[k] != expected.get(k)]
             raise ConfigError(
                 f"{output} holds results of another configuration (different {', '.join(mismatch)}); "
                 "use a new --output or the same settings to resume"
@@ -215,7 +293,7 @@ def _check_identity(
 
 
 def _probe_run(controller: Controller, strategy: Strategy, budget: Budget) -> Run:
-    """A Run carrying only the identity fields of this configuration."""
+    """A Run carrying only the fields of this configuration (an error row's start)."""
     return Run(
         problem_id="",
         strategy=STRATEGIES.name_of(strategy),

@@ -1,7 +1,8 @@
 """reasoning: test-time reasoning on real local vLLM engines.
 
-The core API: backends (`ScriptedBackend`, `VLLMBackend` via ``reasoning.backends.vllm_local``),
-`Controller`, `Budget`, `Problem`, the `Strategy`/`Verifier` seams and the `Run` record.
+The core API: backends (`ScriptedBackend`, `VLLMBackend` via ``reasoning.backends.vllm_local``,
+started from an `EngineConfig`), `Controller`, `Budget`, `Problem`, the `Strategy`/`Verifier`
+seams and the `Run` record.
 Built-in strategies live in `reasoning.strategies`, verifiers in `reasoning.verifiers`,
 datasets and the CLI in `reasoning.evals`.
 """
@@ -20,6 +21,7 @@ from reasoning.backend import (
 )
 from reasoning.backends.scripted import ScriptedBackend
 from reasoning.budget import Budget, Meter, Usage
+from reasoning.config import EngineConfig
 from reasoning.controller import Controller
 from reasoning.errors import (
     BackendError,
@@ -57,6 +59,7 @@ __all__ = [
     "Context",
     "Controller",
     "DatasetError",
+    "EngineConfig",
     "EngineStartError",
     "Message",
     "Meter",

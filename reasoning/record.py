@@ -18,8 +18,11 @@ from pydantic import BaseModel, Field
 
 __all__ = ["FORMAT_VERSION", "Candidate", "Run", "library_versions"]
 
-FORMAT_VERSION = 1
-"""Bumped whenever a field of `Run` changes meaning or order."""
+FORMAT_VERSION = 2
+"""Bumped whenever a field of `Run` is added or changes meaning or order.
+
+2: `Run.spec` (the run spec a ``reasoning solve`` row was solved under). Rows of version 1 read
+as they are (their `spec` empty) and resume as before."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ class Run(BaseModel):
     """UTC start time."""
     versions: dict[str, str] = Field(default_factory=lambda: library_versions())
     """Python and library versions."""
+    spec: dict[str, Any] = Field(default_factory=dict)
+    """The run spec it was solved under (`reasoning.evals.spec.RunSpec`, as JSON; empty when
+    solved without one, e.g. by `Controller.run` alone)."""
 
 
 _VERSIONS: dict[str, str] = {}

@@ -25,6 +25,7 @@ from typing import IO, Any
 from reasoning.backends.hidden_states import EXTENSION
 from reasoning.backends.openai_server import OpenAIBackend
 from reasoning.backends.vllm_local import _check_memory, _configure_cpu_environment, engine_info, on_gpu
+from reasoning.config import EngineConfig
 from reasoning.errors import ConfigError, EngineStartError
 from reasoning.hardware import choose_dtype
 from reasoning.models import DEFAULT_MODEL, Progress, embedded, resolve_model
@@ -60,11 +61,15 @@ class VLLMServer:
         dtype: str = "auto",
         seed: int = 0,
         hidden_states: bool = False,
+        block_size: int | None = None,
         extra_args: tuple[str, ...] = (),
         log: Path | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Describe the server; `start` launches it.
+
+        The engine settings (`model` to `block_size`) are the fields of `EngineConfig`, which
+        documents them; `from_config` takes them as one.
 
         Args:
             model: Embedded model name, local HF folder or HF id (default: the default model).
@@ -79,6 +84,7 @@ class VLLMServer:
             hidden_states: Offer hidden states over HTTP: installs the worker extension of
                 `reasoning.backends.hidden_states` and turns on vLLM's development endpoints
                 (``/collective_rpc`` among them: keep such a server on loopback). Needs eager mode.
+            block_size: Tokens per KV-cache block (None: the engine's default).
             extra_args: More ``vllm serve`` arguments, passed verbatim.
             log: File for the server's output (default: a temporary file); None with
                 ``inherit`` output is chosen by `start`.
@@ -86,27 +92,62 @@ class VLLMServer:
         """
         if port is not None and not 0 < port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {port}")
-        spec = embedded(model or DEFAULT_MODEL)
-        self.path = resolve_model(model, progress)
-        self.model = spec.name if spec else str(model)
+        self.config = EngineConfig(
+            model=model,
+            kv_cache_gb=kv_cache_gb,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager,
+            dtype=dtype,
+            seed=seed,
+            hidden_states=hidden_states,
+            block_size=block_size,
+        )
+        """The engine's settings."""
+        if hidden_states and not enforce_eager:
+            raise ConfigError("hidden states need eager mode (compiled graphs skip the hooks)")
+        config = self.config
+        spec = embedded(config.model or DEFAULT_MODEL)
+        self.path = resolve_model(config.model, progress)
+        self.model = spec.name if spec else str(config.model)
         """Name the server serves the model under (the embedded name, or `model` as given)."""
         self.host = host
         self.port = port or free_port(host)
-        self.max_model_len = max_model_len or (spec.max_model_len if spec else 4096)
-        self.kv_cache_gb = kv_cache_gb
-        self.max_num_seqs = max_num_seqs
-        self.enforce_eager = enforce_eager
-        self.dtype_choice = choose_dtype(dtype)
+        self.max_model_len = config.max_model_len or (spec.max_model_len if spec else 4096)
+        self.kv_cache_gb = config.kv_cache_gb
+        self.max_num_seqs = config.max_num_seqs
+        self.enforce_eager = config.enforce_eager
+        self.dtype_choice = choose_dtype(config.dtype)
         """The dtype the server runs in and why."""
         self.dtype = self.dtype_choice.dtype
-        self.seed = seed
-        self.hidden_states = hidden_states
-        if hidden_states and not enforce_eager:
-            raise ConfigError("hidden states need eager mode (compiled graphs skip the hooks)")
+        self.seed = config.seed
+        self.hidden_states = config.hidden_states
+        self.block_size = config.block_size
         self.extra_args = extra_args
         self.log_path = log
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: EngineConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        log: Path | None = None,
+        progress: Progress | None = None,
+    ) -> VLLMServer:
+        """Describe a server for the engine `config` describes; the other arguments as `VLLMServer`."""
+        return cls(
+            **config.engine_settings(),
+            host=host,
+            port=port,
+            extra_args=extra_args,
+            log=log,
+            progress=progress,
+        )
 
     @property
     def url(self) -> str:
@@ -147,6 +188,8 @@ class VLLMServer:
             cmd.append("--enforce-eager")
         if self.hidden_states:
             cmd += ["--worker-extension-cls", EXTENSION]
+        if self.block_size:
+            cmd += ["--block-size", str(self.block_size)]
         if not on_gpu():
             cmd += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
         return cmd + list(self.extra_args)

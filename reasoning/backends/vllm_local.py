@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
 from reasoning.backends.hidden_states import EXTENSION, capture_args, decode_popped, fetch, positions_of
 from reasoning.backends.vllm_plugin import ENV as PATCHES_ENV
+from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
 from reasoning.hardware import DtypeChoice, choose_dtype, cpu_kind, machine
 from reasoning.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
@@ -133,6 +134,9 @@ class VLLMBackend:
     ) -> VLLMBackend:
         """Start an engine for `model` (default: the embedded default model).
 
+        The keyword form of `from_config`: the arguments are the fields of `EngineConfig`
+        (which documents them), with hidden states on by default here.
+
         Args:
             model: Embedded model name, local HF folder or HF id.
             max_model_len: Context length per sequence (default: the embedded model's, or 4096).
@@ -150,13 +154,39 @@ class VLLMBackend:
                 one step: on CPU, 32 lets the cache serve all but the last partial block.
 
         Raises:
+            ConfigError: A setting is invalid (the message names it).
             EngineStartError: The engine could not start; the message says why and what to do.
         """
-        choice = choose_dtype(dtype, gpu=False)  # validates before anything slow happens
+        config = EngineConfig(
+            model=model,
+            max_model_len=max_model_len,
+            kv_cache_gb=kv_cache_gb,
+            max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager,
+            dtype=dtype,
+            seed=seed,
+            hidden_states=hidden_states,
+            block_size=block_size,
+        )
+        return cls.from_config(config, progress=progress)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, *, progress: Progress | None = None) -> VLLMBackend:
+        """Start an engine as `config` describes (its model None: the embedded default model).
+
+        Args:
+            config: The engine's settings.
+            progress: Progress callback for the embedded model's first-use conversion.
+
+        Raises:
+            EngineStartError: The engine could not start; the message says why and what to do.
+        """
+        choice = choose_dtype(config.dtype, gpu=False)
+        model = config.model
         path = resolve_model(model, progress)
         spec = embedded(model or "") if model else embedded(path.rsplit("/", 1)[-1])
         name = spec.name if spec else (model or path)
-        max_model_len = max_model_len or (spec.max_model_len if spec else 4096)
+        max_model_len = config.max_model_len or (spec.max_model_len if spec else 4096)
         _configure_cpu_environment()
         try:
             import torch
@@ -169,39 +199,40 @@ class VLLMBackend:
             ) from exc
         gpu = torch.cuda.is_available()
         if gpu:
-            choice = choose_dtype(dtype, gpu=True)
+            choice = choose_dtype(config.dtype, gpu=True)
         else:
-            _check_memory(kv_cache_gb, path, dtype=choice.dtype)
+            _check_memory(config.kv_cache_gb, path, dtype=choice.dtype)
         stats = EngineStats()
+        hidden = config.hidden_states and config.enforce_eager  # compiled graphs skip the hooks
         args = AsyncEngineArgs(
             model=path,
             tokenizer=path,
             dtype=choice.dtype,
-            seed=seed,
+            seed=config.seed,
             max_model_len=max_model_len,
-            max_num_seqs=max_num_seqs,
+            max_num_seqs=config.max_num_seqs,
             enable_prefix_caching=True,
             enable_chunked_prefill=False,
             max_num_batched_tokens=max(max_model_len, 2048),
-            enforce_eager=enforce_eager,
+            enforce_eager=config.enforce_eager,
             disable_log_stats=False,
             use_tqdm_on_load=not _quiet(),
-            **({"block_size": block_size} if block_size else {}),
-            **({} if gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
-            **({"worker_extension_cls": EXTENSION} if hidden_states and enforce_eager else {}),
+            **({"block_size": config.block_size} if config.block_size else {}),
+            **({} if gpu else {"kv_cache_memory_bytes": int(config.kv_cache_gb * (1 << 30))}),
+            **({"worker_extension_cls": EXTENSION} if hidden else {}),
         )
         try:
             engine = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(stats)])
         except Exception as exc:  # engine start failures arrive as assorted exception types
             raise EngineStartError(_explain_start_failure(exc, name)) from exc
-        backend = cls(engine, engine.get_tokenizer(), name, stats, hidden_states and enforce_eager)
-        backend.max_concurrency = max_num_seqs
+        backend = cls(engine, engine.get_tokenizer(), name, stats, hidden)
+        backend.max_concurrency = config.max_num_seqs
         backend.engine_info = engine_info(
             choice,
             engine,
-            max_num_seqs=max_num_seqs,
-            enforce_eager=enforce_eager,
-            kv_cache_gb=None if gpu else kv_cache_gb,
+            max_num_seqs=config.max_num_seqs,
+            enforce_eager=config.enforce_eager,
+            kv_cache_gb=None if gpu else config.kv_cache_gb,
         )
         logger.info("engine ready: %s, dtype %s", name, choice)
         return backend
@@ -353,26 +384,34 @@ class VLLMBackend:
 
 
 def load_backends(
-    models: dict[str, str], *, kv_cache_gb: float = 2.0, **kwargs: Any
+    models: Mapping[str, str | EngineConfig], *, kv_cache_gb: float = 2.0, **kwargs: Any
 ) -> dict[str, VLLMBackend]:
     """Start one engine per named model (e.g. `DRAFT_TARGET`), after checking they all fit.
 
-    Memory is checked for all engines together before any starts; if one fails to start, the
-    ones already started are shut down. Keyword arguments go to `VLLMBackend.load`.
+    Each model is an `EngineConfig`, or a model name started with `kv_cache_gb` and the other
+    keyword arguments of `VLLMBackend.load`. Memory is checked for all engines together before
+    any starts; if one fails to start, the ones already started are shut down.
 
     Raises:
         EngineStartError: They do not fit in memory together, or one failed to start.
     """
     if not models:
         raise ConfigError("load_backends needs at least one name=model")
-    paths = {name: resolve_model(model) for name, model in models.items()}
+    configs = {
+        name: model
+        if isinstance(model, EngineConfig)
+        else EngineConfig(model=model, kv_cache_gb=kv_cache_gb, **{"hidden_states": True, **kwargs})
+        for name, model in models.items()
+    }
+    paths = {name: resolve_model(config.model) for name, config in configs.items()}
     if not on_gpu():
-        dtype = choose_dtype(str(kwargs.get("dtype", "auto")), gpu=False).dtype
-        _check_memory(kv_cache_gb * len(paths), *paths.values(), dtype=dtype)
+        dtypes = {choose_dtype(config.dtype, gpu=False).dtype for config in configs.values()}
+        dtype = "float32" if "float32" in dtypes else dtypes.pop()  # the larger, when they differ
+        _check_memory(sum(c.kv_cache_gb for c in configs.values()), *paths.values(), dtype=dtype)
     started: dict[str, VLLMBackend] = {}
     try:
-        for name, model in models.items():
-            started[name] = VLLMBackend.load(model, kv_cache_gb=kv_cache_gb, **kwargs)
+        for name, config in configs.items():
+            started[name] = VLLMBackend.from_config(config)
     except BaseException:
         for backend in started.values():
             backend.close()

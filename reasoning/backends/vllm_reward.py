@@ -21,6 +21,7 @@ import numpy as np
 
 from reasoning.backend import Chunk, Request
 from reasoning.backends.vllm_local import _backend_error, _check_memory, _configure_cpu_environment, _shutdown
+from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
 from reasoning.hardware import choose_dtype
 from reasoning.models import resolve_model
@@ -63,10 +64,41 @@ class VLLMRewardBackend:
     ) -> VLLMRewardBackend:
         """Start a pooling engine for the PRM `model` (a local Hugging Face folder or an HF id).
 
+        The keyword form of `from_config`, with a PRM's defaults (a smaller KV cache).
+
         Raises:
-            ConfigError: `step_tag` is not one token of the model's tokenizer.
+            ConfigError: A setting is invalid, or `step_tag` is not one token of the model's
+                tokenizer.
             EngineStartError: The engine could not start.
         """
+        config = EngineConfig(
+            model=model,
+            max_model_len=max_model_len,
+            kv_cache_gb=kv_cache_gb,
+            max_num_seqs=max_num_seqs,
+            dtype=dtype,
+        )
+        return cls.from_config(config, step_tag=step_tag, name=name)
+
+    @classmethod
+    def from_config(
+        cls, config: EngineConfig, *, step_tag: str = "<extra_0>", name: str = "prm"
+    ) -> VLLMRewardBackend:
+        """Start a pooling engine for the PRM `config` describes (its model is required).
+
+        The engine always runs eagerly; `EngineConfig.seed` and `EngineConfig.hidden_states`
+        do not apply to it (it samples nothing and offers no hidden states), and its context
+        length is 4096 unless `EngineConfig.max_model_len` says otherwise.
+
+        Raises:
+            ConfigError: `config` names no model, or `step_tag` is not one token of the model's
+                tokenizer.
+            EngineStartError: The engine could not start.
+        """
+        if not config.model:
+            raise ConfigError("a PRM engine needs a model (a local Hugging Face folder or an HF id)")
+        model, dtype, kv_cache_gb = config.model, config.dtype, config.kv_cache_gb
+        max_model_len = config.max_model_len or 4096
         path = resolve_model(model)
         _configure_cpu_environment()
         try:
@@ -95,10 +127,11 @@ class VLLMRewardBackend:
             pooler_config=PoolerConfig(pooling_type="STEP", step_tag_id=ids[0]),
             dtype=choice.dtype,
             max_model_len=max_model_len,
-            max_num_seqs=max_num_seqs,
+            max_num_seqs=config.max_num_seqs,
             enable_chunked_prefill=False,
             max_num_batched_tokens=max(max_model_len, 2048),
             enforce_eager=True,
+            **({"block_size": config.block_size} if config.block_size else {}),
             **({} if gpu else {"kv_cache_memory_bytes": int(kv_cache_gb * (1 << 30))}),
         )
         try:

@@ -1,0 +1,328 @@
+"""The run spec: what a ``reasoning solve`` run is, as one validated value.
+
+A `RunSpec` names the backends (engines to start, servers to use, or a scripted reply), the
+strategy and its parameters, the budget, the problems (a dataset or one question), the seed,
+the results file and an optional baseline. ``reasoning solve --config run.yaml`` reads one from
+YAML (or JSON), the command-line flags override it, every result row records it (`Run.spec`),
+and a re-run's resume identity is computed from it before any engine starts::
+
+    backends:                       # or `backend:` for one unnamed backend
+      draft: {model: qwen2.5-coder-0.5b-instruct, kv_cache_gb: 1.5}
+      target: qwen2.5-coder-1.5b-instruct      # a model name: an in-process engine
+    strategy: self-consistency
+    params: {n: 8, temperature: 0.7}
+    budget: {output_tokens: 4000}
+    budgets: {draft: {output_tokens: 1000}}
+    dataset: {name: gsm8k, limit: 50}
+    output: results/gsm8k-sc.jsonl
+    baseline: single
+
+A backend is an `EngineConfig` (``kind: vllm``, the default), a `ServerBackend`
+(``kind: openai``; a string starting with ``http://`` or ``https://`` is one) or a
+`ScriptedReply` (``kind: scripted``).
+
+Example:
+    >>> spec = RunSpec.model_validate({"question": "2+2?", "backend": "0.5b", "params": {"n": 4}})
+    >>> spec.backend.kind, spec.models()
+    ('vllm', {'': 'qwen2.5-coder-0.5b-instruct'})
+    >>> RunSpec(dataset={"name": "gsm8k", "limit": -1})
+    Traceback (most recent call last):
+    ...
+    reasoning.errors.ConfigError: invalid run spec: dataset.limit must be greater than or equal to 0 (got -1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from reasoning.budget import Budget
+from reasoning.config import EngineConfig, Settings
+from reasoning.errors import ConfigError
+from reasoning.models import DEFAULT_MODEL, embedded
+from reasoning.strategy import Strategy
+
+__all__ = [
+    "DEFAULT_SCRIPT",
+    "BackendSpec",
+    "DatasetSpec",
+    "RunSpec",
+    "ScriptedReply",
+    "ServerBackend",
+    "VLLMEngine",
+    "backend_kind",
+    "read_spec",
+]
+
+DEFAULT_SCRIPT = "The answer is \\boxed{0}."
+"""The scripted backend's reply when none is given."""
+
+
+class VLLMEngine(EngineConfig):
+    """An in-process vLLM engine (``kind: vllm``): its `EngineConfig`.
+
+    In a `RunSpec`, its seed is the run's unless given, and its hidden states are turned on when
+    a strategy of the run needs them.
+    """
+
+    kind: Literal["vllm"] = "vllm"
+
+    def served_model(self) -> str:
+        """The model name the engine's records carry (an embedded model's own name)."""
+        spec = embedded(self.model or DEFAULT_MODEL)
+        return spec.name if spec else str(self.model)
+
+
+class ServerBackend(Settings):
+    """An OpenAI-compatible server that is already running (``kind: openai``)."""
+
+    what: ClassVar[str] = "server backend"
+
+    kind: Literal["openai"] = "openai"
+    url: str
+    """Base URL (what ``reasoning serve`` printed)."""
+    model: str | None = None
+    """Served model name (None: the server's first model, asked before the run)."""
+    api_key: str = Field(
+        default_factory=lambda: os.environ.get("OPENAI_API_KEY", "EMPTY"), exclude=True, repr=False
+    )
+    """API key (default: ``$OPENAI_API_KEY``); never written to records."""
+
+
+class ScriptedReply(Settings):
+    """The scripted backend (``kind: scripted``): one fixed reply, for dry runs."""
+
+    what: ClassVar[str] = "scripted backend"
+
+    kind: Literal["scripted"] = "scripted"
+    script: str = DEFAULT_SCRIPT
+    """The reply to every request."""
+
+    @staticmethod
+    def served_model() -> str:
+        """The model name its records carry."""
+        return "scripted"
+
+
+def backend_kind(value: Any) -> Any:
+    """A backend's settings as a mapping with its ``kind`` (others pass as they are).
+
+    Shorthands: a URL is a server, any other string a model; a mapping's kind from its keys.
+    """
+    if isinstance(value, str):
+        if value.startswith(("http://", "https://")):
+            return {"kind": "openai", "url": value}
+        return {"kind": "vllm", "model": value}
+    if isinstance(value, Mapping) and "kind" not in value:
+        kind = "openai" if "url" in value else "scripted" if "script" in value else "vllm"
+        return {"kind": kind, **value}
+    return value
+
+
+def _seeded(value: Any, seed: Any) -> Any:
+    """An engine's seed is the run's unless given."""
+    value = backend_kind(value)
+    if isinstance(value, Mapping) and value.get("kind") == "vllm" and "seed" not in value:
+        return {**value, "seed": seed}
+    return value
+
+
+BackendSpec = Annotated[
+    VLLMEngine | ServerBackend | ScriptedReply, Field(discriminator="kind"), BeforeValidator(backend_kind)
+]
+"""One backend of a run: an engine to start, a running server, or a scripted reply."""
+
+
+def _budget_lines(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        lines = [f.name for f in dataclasses.fields(Budget)]
+        unknown = sorted(set(value) - set(lines))
+        if unknown:
+            raise ValueError(f"budget line {unknown[0]!r} is not one of {', '.join(lines)}")
+    return value
+
+
+BudgetLines = Annotated[Budget, BeforeValidator(_budget_lines)]
+
+
+class DatasetSpec(Settings):
+    """Which problems to solve."""
+
+    what: ClassVar[str] = "dataset"
+
+    name: str
+    """gsm8k, math500, aime24, a .jsonl file, ``gym:<task>`` or ``hf:<id>``."""
+    limit: int | None = Field(default=None, ge=0)
+    """Solve at most this many problems (after `offset`)."""
+    offset: int = Field(default=0, ge=0)
+    """Skip this many problems first."""
+    fields: dict[str, str] = Field(default_factory=dict)
+    """JSONL / Hugging Face field mapping, e.g. ``{question: problem}``."""
+    seed: int | None = None
+    """Seed of generated datasets (reasoning-gym; None: the run's seed)."""
+
+
+class RunSpec(Settings):
+    """Everything a ``reasoning solve`` run is (see the module docstring for the YAML form)."""
+
+    what: ClassVar[str] = "run spec"
+    tags: ClassVar[frozenset[str]] = frozenset({"vllm", "openai", "scripted"})
+
+    backend: BackendSpec | None = None
+    """The run's one backend (unnamed); with neither this nor `backends`, the default engine."""
+    backends: dict[str, BackendSpec] = Field(default_factory=dict)
+    """Several backends by name (the first is the default); strategies address them by name."""
+    prm: str | None = None
+    """Process reward model (a folder in the Qwen2.5-Math-PRM format) served beside the policy
+    as backend ``prm`` (the policy is then named ``policy`` if it has no name)."""
+    strategy: str = "self-consistency"
+    """Strategy name (see ``reasoning strategies``)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The strategy's parameters."""
+    baseline: str | None = None
+    """Also solve the problems with this strategy (``name:param=value,...``), side by side."""
+    budget: BudgetLines = Field(default_factory=Budget)
+    """Budget per problem."""
+    budgets: dict[str, BudgetLines] = Field(default_factory=dict)
+    """Budget lines of named backends, on top of `budget`."""
+    dataset: DatasetSpec | None = None
+    """The problems to solve (or `question`)."""
+    question: str | None = None
+    """One ad-hoc question instead of a dataset."""
+    gold: str | None = None
+    """Gold answer of `question`, to grade it."""
+    seed: int = 0
+    """Run seed (per-request seeds derive from it)."""
+    output: Path | None = None
+    """Results JSONL (appended; a re-run resumes). None: ``results/<dataset>-<strategy>.jsonl``
+    for a dataset, no file for a question."""
+    concurrency: int | None = Field(default=None, gt=0)
+    """Problems in flight (None: sized to the engine)."""
+    imports: list[str] = Field(default_factory=list)
+    """Modules or .py files whose strategies to register first."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            if isinstance(data.get("dataset"), str):
+                data = {**data, "dataset": {"name": data["dataset"]}}
+            if not data.get("backend") and not data.get("backends"):  # the default engine
+                data = {**data, "backend": {"kind": "vllm"}}
+            seed = data.get("seed", 0)
+            if data.get("backend"):
+                data = {**data, "backend": _seeded(data["backend"], seed)}
+            if isinstance(data.get("backends"), Mapping):
+                data = {**data, "backends": {k: _seeded(v, seed) for k, v in data["backends"].items()}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSpec:
+        if (self.dataset is None) == (self.question is None):
+            raise ValueError("give exactly one of --dataset or --question")
+        if self.backend is not None and self.backends:
+            raise ValueError("give one backend (backend) or several by name (backends), not both")
+        if self.prm is not None:
+            if any(b.kind != "vllm" for b in self.named().values()):
+                raise ValueError("--prm starts an in-process pooling engine: it needs --backend vllm")
+            if "prm" in self.backends:
+                raise ValueError("--prm is served as backend 'prm': no --model may be named prm")
+        named = self.models()
+        unknown = sorted(set(self.budgets) - (set(named) - {""}))
+        if unknown:
+            names = ", ".join(n for n in named if n) or "(none: pass backends by name)"
+            raise ValueError(f"budgets name unknown backends {unknown}; named backends: {names}")
+        return self
+
+    def named(self) -> dict[str, VLLMEngine | ServerBackend | ScriptedReply]:
+        """The run's backends by name, the PRM left out (``""``: the one unnamed backend)."""
+        if self.backends:
+            return dict(self.backends)
+        return {"": self.backend or VLLMEngine()}  # (the validator sets `backend` when neither is given)
+
+    def models(self) -> dict[str, str | None]:
+        """The model each backend serves as records name it, by backend name.
+
+        ``""`` names the one unnamed backend; with a PRM, it is named ``policy`` and the PRM
+        ``prm``. None: a server that names its model itself (`ServerBackend.model` not given).
+        """
+        models: dict[str, str | None] = {
+            name: b.model if isinstance(b, ServerBackend) else b.served_model()
+            for name, b in self.named().items()
+        }
+        if self.prm is not None:
+            models = {("policy" if name == "" else name): model for name, model in models.items()}
+            models["prm"] = self.prm
+        return models
+
+    def with_models(self, served: Mapping[str, str]) -> RunSpec:
+        """This spec with the servers' model names filled in (`served` by backend name)."""
+        named = {
+            name: b.model_copy(update={"model": served[name]}) if name in served else b
+            for name, b in self.named().items()
+        }
+        if self.backends:
+            return self.model_copy(update={"backends": named})
+        return self.model_copy(update={"backend": named[""]})
+
+    def identity(self, strategy: Strategy) -> dict[str, Any]:
+        """The resume identity of this run's results solved by `strategy` (`resume_identity`).
+
+        Computed from the spec alone, before any backend starts; a server that names no model
+        must be asked for it first (`with_models`).
+        """
+        from reasoning.evals.run import resume_identity
+
+        models = self.models()
+        named = bool(self.backends) or self.prm is not None
+        return resume_identity(
+            strategy,
+            model=next(iter(models.values())) or "",
+            backends={name: model or "" for name, model in models.items()} if named else {},
+            seed=self.seed,
+            budget=self.budget,
+            budgets=self.budgets,
+        )
+
+    def label(self) -> str:
+        """How the strategy is shown in progress bars and tables: its name and parameters."""
+        return " ".join([self.strategy, *(f"{key}={value}" for key, value in self.params.items())])
+
+    def record(self) -> dict[str, Any]:
+        """The spec as results rows store it (`Run.spec`): JSON values, no API key."""
+        data: dict[str, Any] = json.loads(self.model_dump_json())
+        return data
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """The settings of a run-spec file: YAML (``.yaml``/``.yml``, or anything else) or JSON (``.json``).
+
+    Raises:
+        ConfigError: The file is missing, unreadable, or not a mapping of settings.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"run spec {path}: cannot read it ({exc})") from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise ConfigError(f"run spec {path}: not valid JSON: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError
+        raise ConfigError(f"run spec {path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"run spec {path}: expected a mapping of settings, got {type(data).__name__}")
+    return data

@@ -1,0 +1,141 @@
+"""Validated settings: the one `EngineConfig` every engine we start is described by.
+
+`VLLMBackend`, `VLLMRewardBackend`, `VLLMServer` and the ``solve`` / ``serve`` / ``probe``
+commands all take their engine settings from an `EngineConfig` (their keyword arguments are a
+thin layer that builds one), so a setting is named, defaulted and checked in one place. The
+module imports neither vLLM nor torch: a configuration is checked before anything slow starts.
+
+`Settings` is the base of every settings model (this one, and the run spec of
+`reasoning.evals.spec`): frozen, unknown keys refused, and any invalid value a `ConfigError`
+that names the field.
+
+Example:
+    >>> EngineConfig(model="0.5b", dtype="float32").kv_cache_gb
+    2.0
+    >>> EngineConfig(kv_cache_gb=-1)
+    Traceback (most recent call last):
+    ...
+    reasoning.errors.ConfigError: invalid engine config: kv_cache_gb must be greater than 0 (got -1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from contextvars import ContextVar
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from reasoning.errors import ConfigError
+from reasoning.hardware import DTYPES
+
+__all__ = ["EngineConfig", "Settings", "describe_errors"]
+
+_nested: ContextVar[bool] = ContextVar("reasoning_settings_nested", default=False)
+
+
+class Settings(BaseModel):
+    """Base of settings models: frozen, no unknown keys, errors as one `ConfigError`.
+
+    An invalid value raises `ConfigError` naming the field (its path inside nested settings)
+    and the value given, wherever the model is built: ``Model(...)``, ``Model.model_validate``,
+    or as a field of another settings model (the outermost one raises, with the full path).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    what: ClassVar[str] = "settings"
+    """How error messages call this model (``invalid <what>: ...``)."""
+    tags: ClassVar[frozenset[str]] = frozenset()
+    """The tags of its tagged unions (pydantic puts them in an error's path; messages leave them out)."""
+
+    def __init__(self, **data: Any) -> None:
+        outermost = not _nested.get()
+        token = _nested.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if not outermost:  # the outermost model reports it, with the field's whole path
+                raise
+            raise ConfigError(f"invalid {self.what}: {describe_errors(exc, self.tags)}") from None
+        finally:
+            _nested.reset(token)
+
+
+def describe_errors(exc: ValidationError, tags: Collection[str] = ()) -> str:
+    """Pydantic's errors in one line: each field's dotted path, what is wrong, the value given.
+
+    Args:
+        exc: The errors.
+        tags: Tags of tagged unions, left out of the paths.
+    """
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if part not in tags]
+        where = ".".join(loc)
+        message = str(error["msg"])
+        if error["type"] == "value_error":  # our own validators' messages, kept as written
+            message = message.removeprefix("Value error, ")
+            parent, _, last = where.rpartition(".")
+            if last and message.startswith(last + " "):  # it names the field already
+                lines.append(f"{parent + '.' if parent else ''}{message}")
+            else:
+                lines.append(f"{where}: {message}" if where else message)
+            continue
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{where} is not a known setting")
+            continue
+        if error["type"] == "missing":
+            lines.append(f"{where} is required")
+            continue
+        if error["type"] == "union_tag_invalid":
+            context = error.get("ctx", {})
+            key = str(context.get("discriminator", "")).strip("'")
+            lines.append(f"{where}.{key} {context.get('tag')!r} is not one of {context.get('expected_tags')}")
+            continue
+        message = message.replace("Input should be", "must be").replace("Input should", "must")
+        lines.append(f"{where} {message} (got {error.get('input')!r})")
+    return "; ".join(lines)
+
+
+class EngineConfig(Settings):
+    """The settings of one engine we start (in process, as a server, or a pooling PRM).
+
+    The defaults are those of `VLLMBackend.load` and ``reasoning solve``, except
+    `hidden_states` (off here; ``VLLMBackend.load`` turns it on unless told otherwise, and
+    ``solve`` turns it on when a strategy needs hidden states).
+    """
+
+    what: ClassVar[str] = "engine config"
+
+    model: str | None = None
+    """Embedded model name, local Hugging Face folder or HF id (None: the default model)."""
+    dtype: str = "auto"
+    """Weight dtype: ``auto`` (chosen from the CPU's features, `reasoning.hardware.choose_dtype`;
+    on a GPU, vLLM's choice), ``bfloat16``, ``float16`` or ``float32``."""
+    kv_cache_gb: float = Field(default=2.0, gt=0)
+    """KV-cache size on CPU, in GiB (ignored on GPUs)."""
+    max_num_seqs: int = Field(default=64, gt=0)
+    """Most sequences decoded at once."""
+    max_model_len: int | None = Field(default=None, gt=0)
+    """Context length per sequence (None: the embedded model's, or 4096)."""
+    enforce_eager: bool = True
+    """Skip graph compilation (faster start; hidden states need it)."""
+    block_size: int | None = Field(default=None, gt=0)
+    """Tokens per KV-cache block, the prefix cache's unit (None: the engine's default, 128 on
+    CPU, 16 on GPUs; step-wise searches on CPU: 32)."""
+    seed: int = 0
+    """Engine seed (per-request seeds come from the controller)."""
+    hidden_states: bool = False
+    """Offer hidden states (installs idle forward hooks in the engine's worker; eager mode only)."""
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in DTYPES:
+            raise ValueError(f"dtype {value!r} is not one of {', '.join(DTYPES)}")
+        return value
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The fields of `EngineConfig` alone (a subclass's own fields left out), by name."""
+        return {name: getattr(self, name) for name in EngineConfig.model_fields}
