@@ -7,12 +7,13 @@ in-process engine and on an OpenAI-compatible vLLM server (each starts once per 
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import decoded_tokens
 
-from reasoning import Budget, Controller, Message, Problem, Request, Sampling, collect
+from reasoning import Budget, Context, Controller, Message, Problem, Request, Result, Sampling, collect
 from reasoning.strategies import SelfConsistency, Single
 
 pytestmark = pytest.mark.engine
@@ -91,6 +92,30 @@ async def test_budget_holds_on_the_real_engine(backend) -> None:
     )
     assert run.usage["output_tokens"] <= 40
     assert len(run.candidates) == 4 and all(c.output_tokens <= 10 for c in run.candidates)
+
+
+@dataclass(frozen=True)
+class _ThreeCounts:
+    """Three greedy requests at once, long enough to still be decoding when a sibling stops."""
+
+    async def __call__(self, problem: Problem, ctx: Context) -> Result:
+        sampling = Sampling(temperature=0, max_tokens=120)
+        await ctx.generate_all([ctx.request(sampling, prefix=f"{i}, ") for i in (1, 10, 20)])
+        return Result(answer=None)
+
+
+async def test_a_budget_stop_leaves_no_request_decoding_in_the_engine(backend) -> None:
+    before = await decoded_tokens(backend)
+    problem = Problem("count", COUNT[0].content)
+    run = await Controller(backend, budget=Budget(output_tokens=30)).run(problem, _ThreeCounts())
+    assert run.stop_reason.startswith("budget:"), run.stop_reason
+    await asyncio.sleep(1.0)
+    decoded = await decoded_tokens(backend) - before
+    await asyncio.sleep(0.5)
+    assert await decoded_tokens(backend) - before == decoded  # nothing of the problem still runs
+    # Decoded = charged, within an engine step or two for each of the three sequences.
+    charged = int(run.usage["output_tokens"])
+    assert charged <= decoded <= charged + 6, (decoded, charged)
 
 
 async def test_controller_record_and_resume_on_the_engine(backend, tmp_path: Path) -> None:
