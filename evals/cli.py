@@ -416,7 +416,10 @@ def _arms(spec: RunSpec) -> list[_Arm]:
         for arm in arms:
             if arm.output is None:
                 name = STRATEGIES.name_of(arm.strategy)
-                arm.output = Path(f"{stem}-{name}{'-baseline' if arm is not arms[-1] else ''}.jsonl")
+                if arm is not arms[-1] and spec.output is not None:  # beside the run's own file
+                    arm.output = spec.output.with_name(f"{spec.output.stem}-{name}-baseline.jsonl")
+                else:
+                    arm.output = Path(f"{stem}-{name}{'-baseline' if arm is not arms[-1] else ''}.jsonl")
     if len({arm.output for arm in arms if arm.output is not None}) < sum(a.output is not None for a in arms):
         raise ConfigError("--baseline and the strategy would write the same results file; pass --output")
     return arms

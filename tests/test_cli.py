@@ -178,6 +178,8 @@ def test_baseline_runs_beside_the_strategy_and_both_are_summed_up(tmp_path: Path
     main_rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["strategy"] for r in main_rows} == {"self-consistency"}
     assert [r["usage"]["samples"] for r in main_rows] == [3, 3, 3]
+    baseline_rows = (tmp_path / "sc-single-baseline.jsonl").read_text().splitlines()  # beside --output
+    assert [json.loads(line)["strategy"] for line in baseline_rows] == ["single"] * 3
 
 
 def test_baseline_and_strategy_get_their_own_results_files(
