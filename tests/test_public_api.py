@@ -35,7 +35,10 @@ def test_import_reasoning_does_not_import_vllm_or_torch() -> None:
         "import sys, reasoning, reasoning.strategies, reasoning.evals.cli; "
         "print(any(m in sys.modules for m in ('vllm', 'torch')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # -I: no PYTHONPATH/user site, so a sitecustomize that emulates another CPU (it imports
+    # torch; README, Development) cannot make this pass or fail.
+    command = [sys.executable, "-I", "-c", code]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
