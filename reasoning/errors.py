@@ -19,6 +19,11 @@ Errors are never turned into answer text: a failed generation raises, it is not 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 __all__ = [
     "BackendError",
     "BackendUnavailable",
@@ -30,6 +35,7 @@ __all__ = [
     "ModelError",
     "ReasoningError",
     "VerifierError",
+    "checked_verdicts",
 ]
 
 
@@ -112,3 +118,23 @@ class BudgetExhausted(ReasoningError):
 
 class VerifierError(ReasoningError):
     """A verifier or grader failed on a candidate."""
+
+
+async def checked_verdicts(
+    what: str, call: Awaitable[list[T]], count: int, nouns: tuple[str, str]
+) -> list[T]:
+    """Await a verifier's or scorer's `call`, which owes one result per input (`count`).
+
+    Its own failures become a `VerifierError` naming `what` (the package's errors pass through),
+    and so does a wrong number of results (`nouns`: what it returns and what it was given, e.g.
+    ``("verdicts", "texts")``).
+    """
+    try:
+        results = await call
+    except ReasoningError:
+        raise
+    except Exception as exc:
+        raise VerifierError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+    if len(results) != count:
+        raise VerifierError(f"{what} returned {len(results)} {nouns[0]} for {count} {nouns[1]}")
+    return results

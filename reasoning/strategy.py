@@ -39,7 +39,12 @@ from reasoning.backend import (
 )
 from reasoning.budget import Charge, Ledger, Meter
 from reasoning.concurrency import run_all
-from reasoning.errors import BudgetExhausted, CapabilityError, ConfigError, ReasoningError, VerifierError
+from reasoning.errors import (
+    BudgetExhausted,
+    CapabilityError,
+    ConfigError,
+    checked_verdicts,
+)
 from reasoning.problem import Problem
 from reasoning.record import Candidate
 from reasoning.selection import TieBreak, majority_vote
@@ -345,16 +350,10 @@ class Context:
             VerifierError: The verifier failed with an error of its own (not a `ReasoningError`:
                 those pass as they are), or returned another number of verdicts than texts.
         """
-        name = type(self.verifier).__name__
-        try:
-            verdicts = await self.verifier(self.problem, texts)
-        except ReasoningError:
-            raise
-        except Exception as exc:
-            raise VerifierError(f"verifier {name} failed: {type(exc).__name__}: {exc}") from exc
-        if len(verdicts) != len(texts):
-            raise VerifierError(f"verifier {name} returned {len(verdicts)} verdicts for {len(texts)} texts")
-        return verdicts
+        what = f"verifier {type(self.verifier).__name__}"
+        return await checked_verdicts(
+            what, self.verifier(self.problem, texts), len(texts), ("verdicts", "texts")
+        )
 
     async def candidates(self, completions: Sequence[Completion], prefix: str = "") -> list[Candidate]:
         """Turn completions into verified candidate records.

@@ -38,7 +38,7 @@ from typing import get_args
 from reasoning import Candidate, Completion, ConfigError, Context, Result, Sampling
 from reasoning.answers import extract_boxed
 from reasoning.concurrency import task_group
-from reasoning.errors import ReasoningError, VerifierError
+from reasoning.errors import checked_verdicts
 from reasoning.strategy import Verdict, to_candidate
 from reasoning.verifiers.process import Aggregation, ProcessScorer, aggregate
 
@@ -336,15 +336,10 @@ class StepTree:
     async def _score(self, paths: Sequence[Sequence[str]]) -> list[float]:
         if not paths:
             return []
-        name = type(self.scorer).__name__
-        try:
-            scores = await self.scorer.score(self.ctx, paths)
-        except ReasoningError:
-            raise
-        except Exception as exc:
-            raise VerifierError(f"process scorer {name} failed: {type(exc).__name__}: {exc}") from exc
-        if len(scores) != len(paths):
-            raise VerifierError(f"process scorer {name} returned {len(scores)} scores for {len(paths)} paths")
+        what = f"process scorer {type(self.scorer).__name__}"
+        scores = await checked_verdicts(
+            what, self.scorer.score(self.ctx, paths), len(paths), ("scores", "paths")
+        )
         self.scorer_calls += len(paths)
         return scores
 

@@ -46,3 +46,16 @@ def backend(request: pytest.FixtureRequest) -> object:
 async def decoded_tokens(backend: object) -> int:
     """Tokens the backend's engine decoded so far (its own count, cancelled work included)."""
     return int(await backend.decoded_tokens())
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """Run the `reasoning` CLI in-process; the exit code and the output (plus any exception)."""
+    from typer.testing import CliRunner
+
+    from reasoning.evals.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    text = result.output
+    if result.exception and not isinstance(result.exception, SystemExit):
+        text += f"\n{type(result.exception).__name__}: {result.exception}"
+    return result.exit_code, text

@@ -2,19 +2,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
-from reasoning.evals.cli import app, main
-
-runner = CliRunner()
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    text = result.output
-    if result.exception and not isinstance(result.exception, SystemExit):
-        text += f"\n{type(result.exception).__name__}: {result.exception}"
-    return result.exit_code, text
+from reasoning.evals.cli import main
 
 
 def test_solve_dataset_writes_results_and_resumes(tmp_path: Path) -> None:

@@ -4,23 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
 from reasoning import Budget, ConfigError, Controller, ScriptedBackend
 from reasoning.evals import cli
-from reasoning.evals.cli import app, main, spec_of
+from reasoning.evals.cli import main, spec_of
 from reasoning.evals.run import check_resumable, read_results
 from reasoning.evals.spec import RunSpec, ScriptedReply, ServerBackend, VLLMEngine
-
-runner = CliRunner()
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    text = result.output
-    if result.exception and not isinstance(result.exception, SystemExit):
-        text += f"\n{type(result.exception).__name__}: {result.exception}"
-    return result.exit_code, text
 
 
 def no_backend(*args: object, **kwargs: object) -> None:
