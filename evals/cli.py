@@ -52,9 +52,11 @@ out = Console()
 
 def _add_probe_commands() -> None:
     from reasoning.evals.doctor import doctor
+    from reasoning.evals.leaderboard.cli import leaderboard_app
     from reasoning.evals.probe_cli import probe_app
 
     app.add_typer(probe_app, name="probe")
+    app.add_typer(leaderboard_app, name="leaderboard")
     app.command()(doctor)
 
 

@@ -25,7 +25,15 @@ from reasoning.errors import BackendError, BackendUnavailable, ConfigError, Data
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.verifiers.grading import grade
 
-__all__ = ["check_resumable", "default_concurrency", "read_results", "resume_identity", "solve", "unfinished"]
+__all__ = [
+    "check_resumable",
+    "default_concurrency",
+    "grade_run",
+    "read_results",
+    "resume_identity",
+    "solve",
+    "unfinished",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +80,13 @@ def _identity(run: Run) -> dict[str, Any]:
     return identity
 
 
-def _grade(problem: Problem, run: Run) -> Run:
-    """Grade the answer, and every candidate for the pass@k oracle (distinct answers once)."""
+def grade_run(problem: Problem, run: Run) -> tuple[Run, list[bool | None]]:
+    """Grade the answer and every candidate's (distinct answers once); the run with its verdict.
+
+    Returns the run with `Run.correct` and the pass@k oracle `Run.oracle_correct` set, and each
+    candidate's verdict (None when the problem has no gold answer; a candidate without an answer
+    is wrong). A grader that fails on an answer counts it wrong (logged).
+    """
     verdicts: dict[str | None, bool | None] = {}
 
     def correct(answer: str | None) -> bool | None:
@@ -86,10 +99,15 @@ def _grade(problem: Problem, run: Run) -> Run:
         return verdicts[answer]
 
     final = correct(run.answer)
-    oracle = None
-    if final is not None and run.candidates:
-        oracle = any(correct(c.answer) for c in run.candidates if c.answer is not None)
-    return run.model_copy(update={"correct": final, "oracle_correct": oracle})
+    samples = [
+        None if final is None else bool(c.answer is not None and correct(c.answer)) for c in run.candidates
+    ]
+    oracle = any(bool(v) for v in samples) if final is not None and run.candidates else None
+    return run.model_copy(update={"correct": final, "oracle_correct": oracle}), samples
+
+
+def _grade(problem: Problem, run: Run) -> Run:
+    return grade_run(problem, run)[0]
 
 
 async def solve(

@@ -34,6 +34,7 @@ __all__ = [
     "EngineStartError",
     "ModelError",
     "ReasoningError",
+    "StoreError",
     "VerifierError",
     "checked_verdicts",
 ]
@@ -49,6 +50,10 @@ class ConfigError(ReasoningError):
 
 class DatasetError(ReasoningError):
     """A dataset could not be read; the message names the file (and line when known)."""
+
+
+class StoreError(ReasoningError):
+    """A results store is unreadable, corrupted or not ours; it is left untouched."""
 
 
 class ModelError(ReasoningError):

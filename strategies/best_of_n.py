@@ -13,7 +13,7 @@ oracle the evaluation layer computes from gold answers (``Run.oracle_correct``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from reasoning import STRATEGIES, Completion, Context, Problem, Result
 from reasoning.errors import ConfigError
@@ -26,6 +26,9 @@ from reasoning.verifiers.judge import judge_scores
 @dataclass(frozen=True, kw_only=True)
 class BestOfN(Sampled):
     """N samples, one selector."""
+
+    independent_samples: ClassVar[bool] = True
+    """Its candidates are independent samples of one prompt: pass@k and maj@k hold on them."""
 
     n: int = 8
     """Number of sampled solutions."""

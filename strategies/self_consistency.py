@@ -8,6 +8,7 @@ samples without an answer do not vote; ties go to the answer seen first (sample 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from reasoning import STRATEGIES, Context, Problem, Result
 from reasoning.errors import ConfigError
@@ -18,6 +19,9 @@ from reasoning.strategies.sampled import Sampled
 @dataclass(frozen=True, kw_only=True)
 class SelfConsistency(Sampled):
     """Majority vote over `n` sampled solutions."""
+
+    independent_samples: ClassVar[bool] = True
+    """Its candidates are independent samples of one prompt: pass@k and maj@k hold on them."""
 
     n: int = 8
     """Number of sampled solutions."""

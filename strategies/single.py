@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from reasoning import STRATEGIES, Context, Problem, Result
 from reasoning.strategies.sampled import Sampled
@@ -12,6 +13,9 @@ from reasoning.strategies.sampled import Sampled
 @dataclass(frozen=True, kw_only=True)
 class Single(Sampled):
     """Generate once and return that sample's answer."""
+
+    independent_samples: ClassVar[bool] = True
+    """Its candidates are independent samples of one prompt: pass@k and maj@k hold on them."""
 
     temperature: float = 0.0
     """0 decodes greedily; above 0 samples (seeded by the run seed)."""

@@ -1,0 +1,305 @@
+"""Run a leaderboard: every cell's unfinished problems, interleaved on each model's engine.
+
+Models run one after another (each engine gets the machine to itself). On one engine, the
+problems of every cell and seed are interleaved round-robin under one limit on the *samples*
+in flight (a self-consistency problem of n=8 holds 8, a greedy one 1), so the engine stays
+saturated across entries and every entry makes progress together. Each problem is graded and
+committed to the store the moment it finishes (`Store.put`); a problem that fails is an error
+row, retried by the next run; an engine that dies stops the run with everything finished kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from reasoning import Controller, Problem, Run
+from reasoning.concurrency import first_error
+from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
+from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec
+from reasoning.evals.leaderboard.store import CellRow, Store
+from reasoning.evals.run import _failed, grade_run
+from reasoning.hardware import machine
+
+__all__ = ["Job", "StartBackend", "load_problems", "plan", "run_leaderboard"]
+
+StartBackend = Callable[[str, bool], Any]
+"""Starts the backend of a model by its leaderboard name (and whether hidden states are needed)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One problem to solve by one cell under one seed."""
+
+    cell: Cell
+    seed: int
+    position: int
+    problem: Problem
+
+
+def load_problems(spec: LeaderboardSpec) -> dict[str, list[Problem]]:
+    """Every dataset's problems, loaded before any compute.
+
+    Raises:
+        ConfigError: Some datasets cannot be loaded (every one is listed with its name).
+    """
+    from reasoning.evals.datasets import load_dataset
+
+    problems: dict[str, list[Problem]] = {}
+    errors = []
+    for name, data in spec.datasets.items():
+        try:
+            seed = spec.seeds[0] if data.seed is None else data.seed
+            problems[name] = load_dataset(
+                data.name, limit=data.limit, offset=data.offset, fields=data.fields, seed=seed
+            )
+        except ReasoningError as exc:
+            errors.append(f"datasets.{name}: {exc}")
+    if errors:
+        raise ConfigError(f"invalid leaderboard {spec.name}: " + "; ".join(errors))
+    return problems
+
+
+def iid_samples(cell: Cell) -> bool:
+    """Whether the cell's candidates are independent samples of one prompt (pass@k and maj@k hold)."""
+    return bool(getattr(type(cell.strategy), "independent_samples", False))
+
+
+def plan(
+    spec: LeaderboardSpec, cells: Sequence[Cell], problems: Mapping[str, list[Problem]], store: Store
+) -> list[Job]:
+    """The jobs still to do, interleaved round-robin over cells (and seeds), models in order."""
+    for cell in cells:
+        store.add_cell(
+            CellRow(
+                key=cell.key, leaderboard=spec.name, entry=cell.entry, label=cell.label, model=cell.model,
+                dataset=cell.dataset, strategy=cell.strategy_name, swept=cell.swept,
+                identity=cell.identity(spec), iid_samples=iid_samples(cell),
+            )
+        )  # fmt: skip
+    queues: dict[str, list[deque[Job]]] = {}
+    for cell in cells:
+        for seed in spec.seeds:
+            done = store.done(cell.key, seed)
+            todo = deque(
+                Job(cell, seed, i, p) for i, p in enumerate(problems[cell.dataset]) if p.id not in done
+            )
+            if todo:
+                queues.setdefault(cell.model, []).append(todo)
+    jobs: list[Job] = []
+    for model in spec.models:
+        lanes = queues.get(model, [])
+        while any(lanes):
+            for lane in lanes:
+                if lane:
+                    jobs.append(lane.popleft())
+    return jobs
+
+
+class _Samples:
+    """A first-come first-served limit on samples in flight (a job holds its strategy's n)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.free = capacity
+        self.waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, weight: int) -> AsyncIterator[None]:
+        weight = max(1, min(weight, self.capacity))
+        if not self.waiting and self.free >= weight:
+            self.free -= weight
+        else:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiting.append((weight, future))
+            await future
+        try:
+            yield
+        finally:
+            self.free += weight
+            while self.waiting and (self.waiting[0][1].done() or self.waiting[0][0] <= self.free):
+                wanted, future = self.waiting.popleft()
+                if not future.done():
+                    self.free -= wanted
+                    future.set_result(None)
+
+
+def _weight(cell: Cell) -> int:
+    strategy = cell.strategy
+    for name in ("n", "num_particles", "beam_width", "width"):
+        value = getattr(strategy, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1
+
+
+def run_leaderboard(
+    spec: LeaderboardSpec,
+    store: Store,
+    start: StartBackend,
+    *,
+    console: Console | None = None,
+    close: Callable[[Any], None] | None = None,
+    announce: Callable[[Controller], Any] | None = None,
+) -> int:
+    """Solve every unfinished job of `spec` (see the module docstring); returns the jobs solved.
+
+    Raises:
+        ConfigError: The spec or a dataset is invalid (before any backend starts).
+        BackendError: A backend failed for good; everything finished is in the store.
+    """
+    cells = spec.cells()
+    problems = load_problems(spec)
+    jobs = plan(spec, cells, problems, store)
+    console = console or Console(stderr=True)
+    if not jobs:
+        console.print(
+            f"nothing left to do: {store.path} holds every problem of every entry (no engine started)"
+        )
+        return 0
+    totals = {cell.key: len(problems[cell.dataset]) * len(spec.seeds) for cell in cells}
+    left = {cell.key: 0 for cell in cells}
+    for job in jobs:
+        left[job.cell.key] += 1
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("acc {task.fields[acc]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        overall = bar.add_task("all entries", total=len(jobs), acc="-")
+        tasks = {
+            cell.key: bar.add_task(
+                escape(_where(cell, spec)),
+                total=totals[cell.key],
+                completed=totals[cell.key] - left[cell.key],
+                acc="-",
+            )
+            for cell in cells
+        }
+        score: dict[str, list[int]] = {cell.key: [0, 0] for cell in cells}
+        solved = 0
+        for model in spec.models:
+            mine = [job for job in jobs if job.cell.model == model]
+            if not mine:
+                continue
+            hidden = any(getattr(job.cell.strategy, "needs_hidden_states", False) for job in mine)
+            backend = start(model, hidden)
+            try:
+
+                def advance(job: Job, run: Run) -> None:
+                    nonlocal solved
+                    solved += 1
+                    if run.correct is not None:
+                        score[job.cell.key][0] += int(run.correct)
+                        score[job.cell.key][1] += 1
+                    right, graded = score[job.cell.key]
+                    acc = f"{right / graded:.0%}" if graded else "-"
+                    bar.update(tasks[job.cell.key], advance=1, acc=acc)
+                    bar.update(overall, advance=1)
+
+                asyncio.run(_solve(spec, model, mine, backend, store, advance, announce))
+            finally:
+                if close is not None:
+                    close(backend)
+    return solved
+
+
+async def _solve(
+    spec: LeaderboardSpec,
+    model: str,
+    jobs: list[Job],
+    backend: Any,
+    store: Store,
+    advance: Callable[[Job, Run], None],
+    announce: Callable[[Controller], Any] | None,
+) -> None:
+    """Solve `jobs` on one model's backend, all interleaved under one limit on samples in flight."""
+    controllers: dict[int, Controller] = {}
+
+    def controller(seed: int) -> Controller:
+        if seed not in controllers:
+            controllers[seed] = Controller(backend, seed=seed)
+        return controllers[seed]
+
+    try:
+        if announce is not None:
+            await announce(controller(spec.seeds[0]))
+        capacity = spec.concurrency or 2 * int(getattr(backend, "max_concurrency", 32))
+        limit = _Samples(capacity)
+        info = dict(getattr(backend, "engine_info", {}) or {})
+        session = store.start_session(model, info, _machine())
+        started = time.monotonic()
+        spent = {"output": 0, "prompt": 0}
+
+        async def one(job: Job) -> None:
+            run_controller = controller(job.seed)
+            async with limit.hold(_weight(job.cell)):
+                try:
+                    run = await run_controller.run(job.problem, job.cell.strategy, job.cell.budget)
+                except Exception as exc:  # this problem's error row, unless the engine is gone
+                    error = first_error(exc) if isinstance(exc, ExceptionGroup) else exc
+                    if isinstance(error, BackendError) and (
+                        not error.retryable or isinstance(error, BackendUnavailable)
+                    ):
+                        raise error from None
+                    run = _failed(run_controller, job.cell.strategy, job.cell.budget, job.problem, error)
+            run, verdicts = grade_run(job.problem, run)
+            samples = [
+                (c.answer, verdict, c.output_tokens)
+                for c, verdict in zip(run.candidates, verdicts, strict=True)
+            ]
+            store.put(job.cell.key, job.seed, job.position, run, samples, session)
+            spent["output"] += int(run.usage.get("output_tokens", 0))
+            spent["prompt"] += int(run.usage.get("prompt_tokens", 0))
+            store.update_session(session, time.monotonic() - started, spent["output"], spent["prompt"])
+            advance(job, run)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for job in jobs:
+                    group.create_task(one(job))
+        except* BackendError as failures:
+            raise failures.exceptions[0] from None
+    finally:
+        for each in {id(c.primary): c.primary for c in controllers.values()}.values():
+            aclose = getattr(each, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _where(cell: Cell, spec: LeaderboardSpec) -> str:
+    """The cell's label, with its model and dataset when the leaderboard has several."""
+    place = [
+        name
+        for name, many in ((cell.model, len(spec.models) > 1), (cell.dataset, len(spec.datasets) > 1))
+        if many
+    ]
+    return f"{cell.label} [{'/'.join(place)}]" if place else cell.label
+
+
+def _machine() -> dict[str, Any]:
+    m = machine()
+    described = asdict(m)
+    described["flags"] = sorted(f for f in m.flags if f.startswith(("avx", "amx", "sse4", "fma", "bf16")))
+    return described

@@ -1,0 +1,342 @@
+"""A leaderboard's configuration: models x strategies (with parameter sweeps) x budgets x datasets.
+
+One YAML file says what to compare; `LeaderboardSpec.cells` expands it into `Cell` values, one
+per entry x model x dataset, each with a stable `Cell.key` that names its rows in the store::
+
+    name: gsm8k-default
+    models:                                   # backends by name, as in a run spec
+      0.5b: qwen2.5-coder-0.5b-instruct
+      1.5b: {model: qwen2.5-coder-1.5b-instruct, kv_cache_gb: 3}
+    datasets:
+      gsm8k: {name: gsm8k, offset: 200, limit: 300}
+      math500: {name: math500, limit: 60}
+    seeds: [0]                                # repeats: every problem once per seed
+    budget: {output_tokens: 4096}             # per problem, every entry (an entry may override)
+    baseline: greedy                          # the entry every other is compared with
+    price: {per_million_output_tokens: 0.6, per_million_prompt_tokens: 0.15}
+    entries:
+      - {name: greedy, strategy: single, params: {temperature: 0}}
+      - name: sc
+        strategy: self-consistency
+        params: {n: [2, 4, 8], temperature: [0.4, 0.8]}   # a list is a sweep: 6 entries
+        models: [0.5b]                                     # default: every model
+        datasets: [gsm8k]                                  # default: every dataset
+
+A list value in ``params`` (or a budget line) sweeps it: the entry expands to the product of
+its lists. A cell's key is a hash of what decides its results: the strategy and all its
+parameters (defaults included, so spelling a default out changes nothing), the budget, the
+model and its dtype and context length, and the dataset's identity (not its limit or offset, so
+a larger limit extends the same cell). Change any of those and it is a new cell: its rows never
+mix with the old ones. Seeds are repeats of the same cell (rows are keyed by seed).
+
+Example:
+    >>> import reasoning.strategies
+    >>> spec = LeaderboardSpec.model_validate({
+    ...     "name": "demo", "models": {"m": {"kind": "scripted"}}, "datasets": {"g": "gsm8k"},
+    ...     "entries": [{"strategy": "self-consistency", "params": {"n": [2, 4]}}]})
+    >>> [cell.label for cell in spec.cells()]
+    ['self-consistency n=2', 'self-consistency n=4']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, model_validator
+
+from reasoning import STRATEGIES, Budget, Strategy
+from reasoning.config import Settings
+from reasoning.errors import ConfigError, ReasoningError
+from reasoning.evals.spec import BackendSpec, DatasetSpec, ScriptedReply, ServerBackend, VLLMEngine
+from reasoning.registry import params_of
+
+__all__ = ["Cell", "EntrySpec", "LeaderboardSpec", "Price", "read_leaderboard"]
+
+_BUDGET_LINES = tuple(f.name for f in dataclasses.fields(Budget))
+
+
+class EntrySpec(Settings):
+    """One strategy with its parameters; a list value sweeps that parameter."""
+
+    what: ClassVar[str] = "leaderboard entry"
+
+    name: str | None = None
+    """Short name (default: the strategy's); a sweep appends its swept values."""
+    strategy: str
+    """Registered strategy name (``reasoning strategies``)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Strategy parameters; a list is a sweep."""
+    budget: dict[str, Any] | None = None
+    """Budget lines per problem replacing the leaderboard's; a list is a sweep."""
+    models: list[str] | None = None
+    """The models it runs on (default: all)."""
+    datasets: list[str] | None = None
+    """The datasets it runs on (default: all)."""
+
+
+class Price(Settings):
+    """What compute costs, for cost-of-pass: per million tokens, or per device hour."""
+
+    what: ClassVar[str] = "price"
+
+    per_million_output_tokens: float = Field(default=0.0, ge=0)
+    """Price of a million decoded tokens."""
+    per_million_prompt_tokens: float = Field(default=0.0, ge=0)
+    """Price of a million prompt tokens the prefix cache did not serve."""
+    per_million_cached_tokens: float | None = Field(default=None, ge=0)
+    """Price of a million prompt tokens served by the prefix cache (default: the prompt price)."""
+    per_device_hour: float = Field(default=0.0, ge=0)
+    """Price of an hour of the machine; a problem's share is its tokens at the engine's measured
+    throughput during the run (the engine is shared by the problems in flight)."""
+    currency: str = "$"
+    """Printed before amounts."""
+
+    @model_validator(mode="after")
+    def _some_price(self) -> Price:
+        if not (self.per_million_output_tokens or self.per_million_prompt_tokens or self.per_device_hour):
+            object.__setattr__(self, "per_million_output_tokens", 1.0)
+        return self
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One entry on one model and one dataset: what the store keys rows by."""
+
+    key: str
+    """Stable hash of what decides its results (see the module docstring)."""
+    entry: str
+    """The entry's name (the family of a sweep)."""
+    label: str
+    """Name and swept values, e.g. ``sc n=4 temperature=0.8``."""
+    model: str
+    """The model's name in the leaderboard."""
+    dataset: str
+    """The dataset's name in the leaderboard."""
+    strategy: Strategy
+    """The strategy, built and validated."""
+    budget: Budget
+    """Budget per problem."""
+    swept: dict[str, Any]
+    """The swept parameters and budget lines of this cell, by name."""
+
+    @property
+    def strategy_name(self) -> str:
+        """Registered name of the strategy."""
+        return STRATEGIES.name_of(self.strategy)
+
+    def identity(self, spec: LeaderboardSpec) -> dict[str, Any]:
+        """What `key` hashes: strategy, parameters, budget, model settings, dataset identity."""
+        return {
+            "strategy": self.strategy_name,
+            "params": params_of(self.strategy),
+            "budget": dataclasses.asdict(self.budget),
+            "model": _model_identity(spec.models[self.model]),
+            "dataset": _dataset_identity(spec.datasets[self.dataset]),
+        }
+
+
+class LeaderboardSpec(Settings):
+    """Everything a leaderboard compares (see the module docstring for the YAML form)."""
+
+    what: ClassVar[str] = "leaderboard"
+    tags: ClassVar[frozenset[str]] = frozenset({"vllm", "openai", "scripted"})
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    """The leaderboard's name (letters, digits, ``._-``): the default store's file name."""
+    store: Path | None = None
+    """SQLite store (default ``results/<name>.sqlite``, relative to the working directory)."""
+    models: dict[str, BackendSpec] = Field(default_factory=lambda: {"default": _default_engine()})
+    """Backends by name: model names (in-process engines), engine settings, servers."""
+    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    """Datasets by name."""
+    entries: list[EntrySpec] = Field(min_length=1)
+    """The strategies compared."""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    """Repeats: every problem is solved once per seed."""
+    budget: dict[str, Any] = Field(default_factory=dict)
+    """Budget lines per problem of every entry (an entry's own replace them)."""
+    baseline: str | None = None
+    """The entry (name or label) the others are compared with (default: the first cell)."""
+    price: Price = Field(default_factory=Price)
+    """Compute prices for cost-of-pass."""
+    concurrency: int | None = Field(default=None, gt=0)
+    """Samples in flight on an engine, over all entries (default: twice its batch)."""
+    imports: list[str] = Field(default_factory=list)
+    """Modules or .py files whose strategies to register first."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("datasets"), Mapping):
+            datasets = {k: {"name": v} if isinstance(v, str) else v for k, v in data["datasets"].items()}
+            data = {**data, "datasets": datasets}
+        return data
+
+    @model_validator(mode="after")
+    def _names(self) -> LeaderboardSpec:
+        errors = []
+        for i, entry in enumerate(self.entries):
+            where = f"entries[{i}]"
+            for name in entry.models or []:
+                if name not in self.models:
+                    errors.append(f"{where}.models: {name!r} is not a model ({', '.join(self.models)})")
+            for name in entry.datasets or []:
+                if name not in self.datasets:
+                    errors.append(f"{where}.datasets: {name!r} is not a dataset ({', '.join(self.datasets)})")
+        if len(set(self.seeds)) != len(self.seeds):
+            errors.append(f"seeds repeat a value: {self.seeds}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite store."""
+        return self.store or Path("results") / f"{self.name}.sqlite"
+
+    def cells(self) -> list[Cell]:
+        """Every entry x sweep point x model x dataset, validated; all problems listed at once.
+
+        Raises:
+            ConfigError: Some entries are invalid (an unknown strategy or parameter, a bad value,
+                a bad budget line, two cells of one label): every one is listed, with its field.
+        """
+        cells: list[Cell] = []
+        errors: list[str] = []
+        for i, entry in enumerate(self.entries):
+            where = f"entries[{i}]" + (f" ({entry.name})" if entry.name else "")
+            try:
+                STRATEGIES.get(entry.strategy)
+            except ReasoningError as exc:
+                errors.append(f"{where}.strategy: {exc}")
+                continue
+            budget_lines = self.budget if entry.budget is None else entry.budget
+            axes = {
+                **{f"params.{k}": v for k, v in entry.params.items()},
+                **{f"budget.{k}": v for k, v in budget_lines.items()},
+            }
+            for point in _sweep(axes):
+                params = {k[7:]: v for k, v in point.items() if k.startswith("params.")}
+                lines = {k[7:]: v for k, v in point.items() if k.startswith("budget.")}
+                swept = {k.split(".", 1)[1]: v for k, v in point.items() if isinstance(axes[k], list)}
+                try:
+                    strategy = STRATEGIES.create(entry.strategy, params)
+                except ReasoningError as exc:
+                    errors.append(f"{where}.params {_show(params)}: {exc}")
+                    continue
+                try:
+                    budget = _budget(lines)
+                except ReasoningError as exc:
+                    errors.append(f"{where}.budget {_show(lines)}: {exc}")
+                    continue
+                name = entry.name or entry.strategy
+                label = " ".join([name, *(f"{k}={_value(v)}" for k, v in swept.items())])
+                for model in entry.models or list(self.models):
+                    for dataset in entry.datasets or list(self.datasets):
+                        cell = Cell("", name, label, model, dataset, strategy, budget, swept)
+                        key = _hash(cell.identity(self))
+                        cells.append(dataclasses.replace(cell, key=key))
+        seen: dict[tuple[str, str, str], Cell] = {}
+        for cell in cells:
+            place = (cell.label, cell.model, cell.dataset)
+            if place in seen:
+                errors.append(
+                    f"two entries are both {cell.label!r} on {cell.model}/{cell.dataset}: name them"
+                )
+            seen[place] = cell
+        if self.baseline is not None and not any(self.baseline in (c.entry, c.label) for c in cells):
+            errors.append(f"baseline {self.baseline!r} is not an entry's name or label")
+        if errors:
+            raise ConfigError(f"invalid leaderboard {self.name}: " + "; ".join(errors))
+        return cells
+
+    def baseline_of(self, cells: list[Cell], cell: Cell) -> Cell | None:
+        """The baseline cell `cell` is compared with: the baseline entry on its model and dataset."""
+        wanted = self.baseline or cells[0].label
+        for other in cells:
+            if wanted in (other.entry, other.label) and (other.model, other.dataset) == (
+                cell.model,
+                cell.dataset,
+            ):
+                return other
+        return None
+
+
+def _sweep(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The product of the list values (a scalar is a one-point list)."""
+    keys = list(values)
+    options = [v if isinstance(v, list) else [v] for v in values.values()]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*options)]
+
+
+def _budget(lines: Mapping[str, Any]) -> Budget:
+    unknown = sorted(set(lines) - set(_BUDGET_LINES))
+    if unknown:
+        raise ConfigError(f"budget line {unknown[0]!r} is not one of {', '.join(_BUDGET_LINES)}")
+    try:
+        values: dict[str, Any] = {
+            k: None if v is None else float(v) if k == "seconds" else int(v) for k, v in lines.items()
+        }
+        return Budget(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"budget lines must be numbers ({exc})") from None
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def _show(values: Mapping[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in values.items()) + "}"
+
+
+def _hash(identity: Mapping[str, Any]) -> str:
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _default_engine() -> VLLMEngine | ServerBackend | ScriptedReply:
+    return VLLMEngine()
+
+
+def _model_identity(backend: VLLMEngine | ServerBackend | ScriptedReply) -> dict[str, Any]:
+    if isinstance(backend, VLLMEngine):
+        return {
+            "kind": "vllm",
+            "model": backend.served_model(),
+            "dtype": backend.dtype,
+            "max_model_len": backend.max_model_len,
+        }
+    if isinstance(backend, ServerBackend):
+        return {"kind": "openai", "url": backend.url, "model": backend.model}
+    return {"kind": "scripted", "script": backend.script}
+
+
+def _dataset_identity(dataset: DatasetSpec) -> dict[str, Any]:
+    return {"name": dataset.name, "fields": dataset.fields, "seed": dataset.seed}
+
+
+def read_leaderboard(path: Path) -> LeaderboardSpec:
+    """Read and validate a leaderboard file (YAML, or JSON by its suffix); strategies get registered.
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or a setting is invalid (all are listed).
+    """
+    import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
+    from reasoning.evals.spec import read_spec
+    from reasoning.registry import import_strategies
+
+    data = read_spec(path)
+    imports = data.get("imports")
+    import_strategies([str(i) for i in imports] if isinstance(imports, list) else [])
+    try:
+        return LeaderboardSpec.model_validate(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
