@@ -8,6 +8,11 @@ Reservations are held until the call ends, so concurrent calls cannot overspend 
 a strategy cannot exceed its budget by construction. `Meter.settle` replaces the reservation
 with what was actually spent.
 
+Every call passes the meter, so the meter also times them: it notes when each call was granted
+and when it was settled, and `Meter.finish` finds the longest chain of calls each of which
+started after the previous one ended (`Usage.sequential_tokens`, the run's latency cost in
+tokens: n parallel samples count as their longest, calls one after another add up).
+
 A problem charges several meters at once: the run's, and the named backend's own when a call
 goes to one (``draft.output_tokens=...``). The `Ledger` owns that: `Ledger.reserve` holds a call
 on every meter it concerns or on none (a refusal by one undoes the others), and the `Charge` it
@@ -23,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -64,6 +70,10 @@ class Usage:
 
     output_tokens: int = 0
     """Tokens decoded (all samples, including ones later cancelled)."""
+    sequential_tokens: int = 0
+    """Output tokens on the critical path: the longest chain of calls each of which started after
+    the previous one ended, each contributing its longest sample (Amdahl-style latency cost;
+    parallel samples count once). Cancelled samples count with the tokens they decoded."""
     prompt_tokens: int = 0
     """Prompt tokens submitted."""
     cached_tokens: int = 0
@@ -90,6 +100,8 @@ class Reservation:
     """Output tokens held until `Meter.settle`."""
     prompt_tokens: int
     """Prompt tokens charged."""
+    started: float = 0.0
+    """The meter's clock when the call was granted (the start of its link in the critical path)."""
 
     @property
     def max_tokens(self) -> int:
@@ -108,6 +120,8 @@ class Meter:
     """Prefix of this meter's budget lines in errors (``draft.`` for a named backend's)."""
     _held: int = 0
     _start: float = field(default=0.0, init=False)
+    _calls: list[tuple[float, float, int]] = field(default_factory=list, init=False, repr=False)
+    """Each settled call: (granted, settled, tokens of its longest sample), on `clock`."""
 
     def __post_init__(self) -> None:
         self._start = self.clock()
@@ -160,7 +174,9 @@ class Meter:
         u.calls += 1
         u.samples += sampling.n
         u.prompt_tokens += prompt_tokens
-        return Reservation(sampling=sampling, output_tokens=held, prompt_tokens=prompt_tokens)
+        return Reservation(
+            sampling=sampling, output_tokens=held, prompt_tokens=prompt_tokens, started=self.clock()
+        )
 
     def shrink(self, reservation: Reservation, sampling: Sampling) -> Reservation:
         """Hold only what `sampling` (a tighter clamp of the same call) can decode; never refuses."""
@@ -175,15 +191,46 @@ class Meter:
         self.usage.samples -= n
         self.usage.prompt_tokens -= reservation.prompt_tokens
 
-    def settle(self, reservation: Reservation, output_tokens: int, cached_tokens: int = 0) -> None:
-        """Release `reservation` and charge what the call really decoded."""
+    def settle(
+        self,
+        reservation: Reservation,
+        output_tokens: int,
+        cached_tokens: int = 0,
+        *,
+        longest: int | None = None,
+    ) -> None:
+        """Release `reservation` and charge what the call really decoded.
+
+        Args:
+            reservation: What `reserve` granted for the call.
+            output_tokens: Tokens it decoded, over all its samples (cancelled ones included).
+            cached_tokens: Its prompt tokens the prefix cache served.
+            longest: Tokens its longest sample decoded, for `Usage.sequential_tokens`. None
+                (unknown) counts `output_tokens`, as if the samples had run one after another:
+                an upper bound, exact for one sample, so the critical path is never understated.
+        """
         self._held -= reservation.output_tokens
         self.usage.output_tokens += output_tokens
         self.usage.cached_tokens += cached_tokens
+        tokens = output_tokens if longest is None else longest
+        self._calls.append((reservation.started, self.clock(), tokens))
 
     def finish(self) -> Usage:
-        """Stamp the wall time on the usage and return it."""
+        """Stamp the wall time and the critical path (`Usage.sequential_tokens`) on the usage; return it.
+
+        Example:
+            >>> from reasoning import Message, Request, Sampling
+            >>> now = [0.0]
+            >>> meter = Meter(Budget(), clock=lambda: now[0])
+            >>> req = Request((Message("user", "hi"),), Sampling(n=4))
+            >>> a, b = meter.reserve(req), meter.reserve(req)        # two calls at once ...
+            >>> now[0] = 1.0; meter.settle(a, 40, longest=20); meter.settle(b, 12, longest=5)
+            >>> c = meter.reserve(req); now[0] = 2.0; meter.settle(c, 8, longest=3)  # ... then one
+            >>> meter.finish().sequential_tokens                     # a's longest sample, then c's
+            23
+        """
         self.usage.seconds = self.elapsed
+        self.usage.sequential_tokens = _longest_chain(self._calls)
         return self.usage
 
 
@@ -217,13 +264,17 @@ class Charge:
                 left, tightest = mine, meter
         return left, tightest
 
-    def settle(self, output_tokens: int, cached_tokens: int = 0) -> None:
-        """Release the holds and charge what the call decoded; later calls do nothing."""
+    def settle(self, output_tokens: int, cached_tokens: int = 0, *, longest: int | None = None) -> None:
+        """Release the holds and charge what the call decoded; later calls do nothing.
+
+        `longest` is the tokens of the call's longest sample (see `Meter.settle`; None: unknown,
+        counted as `output_tokens`).
+        """
         if self._settled:
             return
         self._settled = True
         for meter, reservation in self.held:
-            meter.settle(reservation, output_tokens, cached_tokens)
+            meter.settle(reservation, output_tokens, cached_tokens, longest=longest)
 
 
 class Ledger:
@@ -283,3 +334,22 @@ class Ledger:
         for meter in self.meters_for(backend):
             meter.usage.cancelled_samples += len(cancelled)
             meter.usage.cancelled_tokens += sum(c.output_tokens for c in cancelled)
+
+
+def _longest_chain(calls: Sequence[tuple[float, float, int]]) -> int:
+    """Tokens on the heaviest chain of `calls` ``(start, end, tokens)`` each starting after the last ended.
+
+    A call may follow one that ended no later than it started. Calls are taken in order of their
+    end (ties in a fixed order, so zero-length calls at one instant chain without a cycle); the
+    best chain ending at a call is its tokens plus the best over the calls before it in that
+    order that ended by its start: a prefix of that order, read from a running maximum.
+    O(n log n).
+    """
+    ordered = sorted(calls, key=lambda call: (call[1], call[0]))
+    ends = [end for _, end, _ in ordered]
+    best_up_to: list[int] = []  # best_up_to[k]: the heaviest chain ending at one of the first k + 1
+    for position, (start, _, tokens) in enumerate(ordered):
+        before = min(bisect.bisect_right(ends, start), position)
+        chain = tokens + (best_up_to[before - 1] if before else 0)
+        best_up_to.append(max(chain, best_up_to[-1]) if best_up_to else chain)
+    return best_up_to[-1] if best_up_to else 0

@@ -101,7 +101,9 @@ class Run(BaseModel):
     budget: dict[str, float | None] = Field(default_factory=dict)
     """The budget's lines."""
     usage: dict[str, int | float] = Field(default_factory=dict)
-    """What was spent (tokens, cached tokens, calls, samples, seconds)."""
+    """What was spent: `reasoning.budget.Usage`'s fields (tokens, critical-path tokens, cached
+    tokens, calls, samples, seconds). A free dict: a new key is no new format version, and rows
+    written before ``sequential_tokens`` existed lack it."""
     budgets: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     """Budget lines of each named backend (empty when there is only one backend)."""
     usage_by_backend: dict[str, dict[str, int | float]] = Field(default_factory=dict)

@@ -221,6 +221,7 @@ class Context:
         target = self.backend_named(backend)
         charge = self._charge(self._seeded(request), target, backend)
         decoded = cached = 0
+        by_sample: dict[int, int] = {}  # tokens each sample decoded: the longest is on the critical path
         prompt_counted = charge.counted_prompt
         try:
             async with contextlib.aclosing(target.stream(charge.request)) as chunks:
@@ -238,13 +239,14 @@ class Context:
                             tightest.line + "seconds", tightest.elapsed, tightest.budget.seconds or 0
                         ) from None
                     decoded += chunk.tokens
+                    by_sample[chunk.index] = by_sample.get(chunk.index, 0) + chunk.tokens
                     cached = max(cached, chunk.cached_tokens)
                     if not prompt_counted and chunk.prompt_tokens:
                         charge.prompt_tokens(chunk.prompt_tokens)
                         prompt_counted = True
                     yield chunk
         finally:
-            charge.settle(decoded, cached)
+            charge.settle(decoded, cached, longest=max(by_sample.values(), default=0))
 
     def trace(self, request: Request, backend: str | None = None, *, record: bool = True) -> Trace:
         """Stream `request` as a `Trace` that assembles its samples and closes once.

@@ -60,3 +60,18 @@ def test_the_tightest_wall_clock_line_and_cancelled_samples() -> None:
     books.cancelled(samples, "draft")
     for meter in (books.meter, books.meters["draft"]):
         assert (meter.usage.cancelled_samples, meter.usage.cancelled_tokens) == (1, 2)
+
+
+def test_a_charge_settles_its_longest_sample_on_every_meter() -> None:
+    now = [0.0]
+    books = ledger(Budget(), Budget(), clock=lambda: now[0])
+    first, second = books.reserve(req(10, n=3), "draft"), books.reserve(req(10))
+    now[0] = 1.0
+    first.settle(12, longest=6)
+    second.settle(4)  # the default backend's call: the draft's meter never saw it
+    then = books.reserve(req(10), "draft")
+    now[0] = 2.0
+    then.settle(5, longest=5)
+    assert books.meter.finish().sequential_tokens == 6 + 5
+    assert books.meters["draft"].finish().sequential_tokens == 6 + 5
+    assert (books.meter.usage.output_tokens, books.meters["draft"].usage.output_tokens) == (21, 17)

@@ -15,6 +15,14 @@ async def test_self_consistency_votes_in_one_batched_call(problem: Problem) -> N
     assert run.strategy == "self-consistency" and run.params["n"] == 4
 
 
+async def test_parallel_samples_count_once_on_the_critical_path(problem: Problem) -> None:
+    backend = ScriptedBackend(["\\boxed{4}", "a b c d e f \\boxed{4}", "a b \\boxed{5}", "a \\boxed{4}"])
+    run = await Controller(backend).run(problem, SelfConsistency(n=4))
+    longest = max(c.output_tokens for c in run.candidates)
+    assert longest == 7 and run.usage["output_tokens"] == 1 + 7 + 3 + 2
+    assert run.usage["sequential_tokens"] == longest < run.usage["output_tokens"]
+
+
 async def test_single_is_greedy_by_default(problem: Problem) -> None:
     backend = ScriptedBackend(["\\boxed{4}"])
     run = await Controller(backend).run(problem, Single())
@@ -61,6 +69,8 @@ async def test_seconds_budget_cancels_a_slow_stream(problem: Problem) -> None:
     assert run.stop_reason == "budget:seconds"
     assert backend.cancelled == 1
     assert run.usage["output_tokens"] < 50
+    # A stopped run has its critical path too: the one sample, cancelled with what it decoded.
+    assert run.usage["sequential_tokens"] == run.usage["output_tokens"] > 0
 
 
 async def test_seeds_are_derived_per_request_and_reproducible(problem: Problem) -> None:

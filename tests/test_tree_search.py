@@ -2,6 +2,7 @@
 
 import doctest
 from collections import Counter
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -136,6 +137,17 @@ async def test_one_step_of_all_beams_goes_out_at_once_and_the_cache_serves_the_p
     stats = search_stats(result.candidates)
     assert stats["scorer_calls"] == 12 and stats["output_tokens"] == result.usage["output_tokens"]
     assert stats["cached_tokens"] / stats["prompt_tokens"] == stats["cache_share"] > 0.5
+
+
+async def test_the_critical_path_of_a_beam_search_is_one_sample_per_step() -> None:
+    # Every step is "sN w w" (3 tokens) and every final one "sN w w \\boxed{N}" (4): the samples
+    # of a step decode side by side, the steps one after another.
+    backend = ScriptedBackend(numbered(depth=3, words=2))
+    result = await run(backend, BeamSearch(n=4, width=2, scorer="verifier"), by_name(STEP1 | STEP2 | STEP3))
+    assert calls(backend) == [("", 4), *[(ANY, 2)] * 4]
+    longest = max(c.output_tokens for c in result.candidates)
+    assert longest == 4 and result.usage["output_tokens"] == 4 * 3 + 4 * 3 + 4 * 4
+    assert longest < result.usage["sequential_tokens"] == 3 + 3 + 4 <= result.usage["output_tokens"]
 
 
 async def test_dvts_keeps_the_best_of_each_subtree() -> None:
