@@ -38,7 +38,7 @@ def run(
 ) -> None:
     """Solve every entry's unfinished problems; each is stored as it finishes (a re-run resumes)."""
     from reasoning.evals.cli import _announce, _close, _start, err, quiet_engine_logs
-    from reasoning.evals.leaderboard.runner import load_problems, run_leaderboard
+    from reasoning.evals.leaderboard.runner import cell_problems, load_problems, run_leaderboard
     from reasoning.evals.leaderboard.spec import read_leaderboard
     from reasoning.evals.leaderboard.store import Store
     from reasoning.evals.spec import VLLMEngine
@@ -55,7 +55,7 @@ def run(
         spec = spec.model_copy(update={"datasets": datasets})
     cells = spec.cells()  # every error listed, before any compute
     problems = load_problems(spec)
-    size = sum(len(problems[c.dataset]) for c in cells) * len(spec.seeds)
+    size = sum(len(cell_problems(c, problems)) for c in cells) * len(spec.seeds)
     err.print(
         f"leaderboard {spec.name}: {len(cells)} entries x datasets x models, {len(spec.seeds)} seed(s), "
         f"{size} problem runs; store {spec.store_path}",

@@ -76,6 +76,11 @@ def load_problems(spec: LeaderboardSpec) -> dict[str, list[Problem]]:
     return problems
 
 
+def cell_problems(cell: Cell, problems: Mapping[str, list[Problem]]) -> list[Problem]:
+    """The problems `cell` solves: its dataset's, the first `Cell.limit` of them when it has one."""
+    return problems[cell.dataset][: cell.limit]
+
+
 def iid_samples(cell: Cell) -> bool:
     """Whether the cell's candidates are independent samples of one prompt (pass@k and maj@k hold)."""
     return bool(getattr(type(cell.strategy), "independent_samples", False))
@@ -98,7 +103,7 @@ def plan(
         for seed in spec.seeds:
             done = store.done(cell.key, seed)
             todo = deque(
-                Job(cell, seed, i, p) for i, p in enumerate(problems[cell.dataset]) if p.id not in done
+                Job(cell, seed, i, p) for i, p in enumerate(cell_problems(cell, problems)) if p.id not in done
             )
             if todo:
                 queues.setdefault(cell.model, []).append(todo)
@@ -142,7 +147,7 @@ class _Samples:
 
 def _weight(cell: Cell) -> int:
     strategy = cell.strategy
-    for name in ("n", "num_particles", "beam_width", "width"):
+    for name in ("n", "k", "batch", "num_particles", "width"):
         value = getattr(strategy, name, None)
         if isinstance(value, int) and value > 0:
             return value
@@ -173,7 +178,7 @@ def run_leaderboard(
             f"nothing left to do: {store.path} holds every problem of every entry (no engine started)"
         )
         return 0
-    totals = {cell.key: len(problems[cell.dataset]) * len(spec.seeds) for cell in cells}
+    totals = {cell.key: len(cell_problems(cell, problems)) * len(spec.seeds) for cell in cells}
     left = {cell.key: 0 for cell in cells}
     for job in jobs:
         left[job.cell.key] += 1

@@ -79,6 +79,10 @@ class EntrySpec(Settings):
     """The models it runs on (default: all)."""
     datasets: list[str] | None = None
     """The datasets it runs on (default: all)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Solve only the first this-many problems of each dataset (costly entries on fewer problems;
+    comparisons use the problems both sides solved). Not part of the cell's key: raising it
+    extends the same cell."""
 
 
 class Price(Settings):
@@ -125,6 +129,8 @@ class Cell:
     """Budget per problem."""
     swept: dict[str, Any]
     """The swept parameters and budget lines of this cell, by name."""
+    limit: int | None = None
+    """Only the first this-many problems of the dataset."""
 
     @property
     def strategy_name(self) -> str:
@@ -240,7 +246,7 @@ class LeaderboardSpec(Settings):
                 label = " ".join([name, *(f"{k}={_value(v)}" for k, v in swept.items())])
                 for model in entry.models or list(self.models):
                     for dataset in entry.datasets or list(self.datasets):
-                        cell = Cell("", name, label, model, dataset, strategy, budget, swept)
+                        cell = Cell("", name, label, model, dataset, strategy, budget, swept, entry.limit)
                         key = _hash(cell.identity(self))
                         cells.append(dataclasses.replace(cell, key=key))
         seen: dict[tuple[str, str, str], Cell] = {}
