@@ -49,10 +49,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from reasoning import STRATEGIES, Budget, Strategy
-from reasoning.config import Settings
+from reasoning.config import Settings, describe_errors
 from reasoning.errors import ConfigError, ReasoningError
 from reasoning.evals.spec import BackendSpec, DatasetSpec, ScriptedReply, ServerBackend, VLLMEngine
 from reasoning.registry import params_of
@@ -185,22 +185,20 @@ class LeaderboardSpec(Settings):
             data = {**data, "datasets": datasets}
         return data
 
-    @model_validator(mode="after")
-    def _names(self) -> LeaderboardSpec:
-        errors = []
-        for i, entry in enumerate(self.entries):
-            where = f"entries[{i}]"
-            for name in entry.models or []:
-                if name not in self.models:
-                    errors.append(f"{where}.models: {name!r} is not a model ({', '.join(self.models)})")
-            for name in entry.datasets or []:
-                if name not in self.datasets:
-                    errors.append(f"{where}.datasets: {name!r} is not a dataset ({', '.join(self.datasets)})")
-        if len(set(self.seeds)) != len(self.seeds):
-            errors.append(f"seeds repeat a value: {self.seeds}")
-        if errors:
-            raise ValueError("; ".join(errors))
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_error(cls, data: Any, handler: Any) -> Any:
+        """Field errors and dangling names together, so one message lists them all."""
+        names = _name_errors(data)
+        try:
+            spec = handler(data)
+        except ValidationError as exc:
+            if not names:
+                raise
+            raise ValueError("; ".join([describe_errors(exc, cls.tags), *names])) from None
+        if names:
+            raise ValueError("; ".join(names))
+        return spec
 
     @property
     def store_path(self) -> Path:
@@ -273,6 +271,30 @@ class LeaderboardSpec(Settings):
             ):
                 return other
         return None
+
+
+def _name_errors(data: Any) -> list[str]:
+    """Entries' models and datasets that the leaderboard does not define; repeated seeds."""
+    if not isinstance(data, Mapping):
+        return []
+    models = data.get("models") if isinstance(data.get("models"), Mapping) else {"default": None}
+    datasets = data.get("datasets") if isinstance(data.get("datasets"), Mapping) else {}
+    errors = []
+    entries = data.get("entries") if isinstance(data.get("entries"), list) else []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            continue
+        for key, defined, what in (("models", models, "model"), ("datasets", datasets, "dataset")):
+            names = entry.get(key)
+            for name in names if isinstance(names, list) else []:
+                if name not in defined:
+                    errors.append(
+                        f"entries[{i}].{key}: {name!r} is not a {what} ({', '.join(map(str, defined))})"
+                    )
+    seeds = data.get("seeds")
+    if isinstance(seeds, list) and len(set(map(str, seeds))) != len(seeds):
+        errors.append(f"seeds repeat a value: {seeds}")
+    return errors
 
 
 def _sweep(values: Mapping[str, Any]) -> list[dict[str, Any]]:
