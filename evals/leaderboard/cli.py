@@ -81,3 +81,30 @@ def run(
                 backend=exc.backend,
             ) from exc
     err.print(f"solved {solved} problem runs; report: reasoning leaderboard report {config}", highlight=False)
+
+
+@leaderboard_app.command("report")
+def report(
+    config: ConfigArgument,
+    store: StoreOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder to write into (default: results/leaderboard/<name>/)."),
+    ] = None,
+) -> None:
+    """Write the report (README.md, index.html, plots) from the store; starts no engine."""
+    from reasoning.evals.cli import out as stdout
+    from reasoning.evals.leaderboard.report import collect, rich_tables, write
+    from reasoning.evals.leaderboard.spec import read_leaderboard
+    from reasoning.evals.leaderboard.store import Store
+
+    spec = read_leaderboard(config)
+    folder = out or Path("results") / "leaderboard" / spec.name
+    with Store.open(store or spec.store_path, create=False) as opened:
+        collected = collect(spec, opened)
+    for table in rich_tables(collected):
+        stdout.print(table)
+    paths = write(collected, folder)
+    stdout.print(
+        f"wrote {len(paths)} files into {folder}/: {', '.join(p.name for p in paths)}", highlight=False
+    )
