@@ -64,9 +64,9 @@ def test_best_within_budget_and_held_out_pick(tmp_path: Path) -> None:
     assert (
         roomy.best is four and roomy.runner_up is one and roomy.p_value is not None and roomy.p_value < 0.01
     )
-    assert roomy.held_out is not None and roomy.held_out[:2] == ("four", 1.0)
+    assert roomy.held_out is not None and roomy.held_out[:2] == ("four [s]", 1.0)
     [tight] = advise(stats, rows, budget_tokens=5)
-    assert tight.best is one and tight.candidates == ["one"] and tight.allocation is None
+    assert tight.best is one and tight.candidates == ["one [s]"] and tight.allocation is None
     [none] = advise(stats, rows, budget_tokens=1)
     assert none.best is None and none.held_out is None
 
@@ -77,15 +77,15 @@ def test_allocation_by_difficulty_beats_the_best_fixed_entry_on_held_out_problem
     [advice] = advise(stats, rows, budget_tokens=5.5, difficulty=difficulty, bins=2)
     allocation = advice.allocation
     assert allocation is not None
-    assert allocation.chosen == ["four", "one"]  # hard (long) bin first: four samples; easy bin: one
-    assert allocation.fixed == "one"  # four samples everywhere does not fit 5.5 tokens
+    assert allocation.chosen == ["four [s]", "one [s]"]  # hard (long) bin first: four samples; easy bin: one
+    assert allocation.fixed == "one [s]"  # four samples everywhere does not fit 5.5 tokens
     assert allocation.accuracy > 0.9 and allocation.tokens <= 6.5
     assert allocation.gain > 0.3 and allocation.low > 0 and allocation.p_value < 0.01
     held = [p.id for p in PROBLEMS if not split(p.id)]
     assert allocation.problems == len(held)
     # without room for the expensive entry anywhere, both are the single sample
     [cheap] = advise(stats, rows, budget_tokens=2.5, difficulty=difficulty, bins=2)
-    assert cheap.allocation is None or cheap.allocation.chosen == ["one", "one"]
+    assert cheap.allocation is None or cheap.allocation.chosen == ["one [s]", "one [s]"]
 
 
 def test_difficulty_sources_and_errors(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,7 +159,7 @@ def advise(
                 p_value,
                 held_out,
                 allocation,
-                [s.label for s in fits],
+                [f"{s.label} [{s.cell.model}]" for s in fits],
             )
         )
     return advice
@@ -194,7 +194,7 @@ def _held_out(
         return None
     _, pick = max(scored, key=lambda t: (t[0], -t[1].output_tokens))
     value, count = accuracy(pick, False)
-    return pick.label, value, count
+    return f"{pick.label} [{pick.cell.model}]", value, count
 
 
 def _allocate(
@@ -222,11 +222,11 @@ def _allocate(
     acc = [[_mean([outcomes[k][p][0] for p in m]) for k in keys] for m in members]
     tok = [[_mean([outcomes[k][p][1] for p in m]) for k in keys] for m in members]
     best_total, choice = -1.0, None
-    combos = (
-        itertools.product(range(len(keys)), repeat=bins)
-        if len(keys) ** bins <= MAX_ASSIGNMENTS
-        else [tuple(max(range(len(keys)), key=lambda i, b=b: acc[b][i]) for b in range(bins))]
-    )
+    combos: Iterable[tuple[int, ...]]
+    if len(keys) ** bins <= MAX_ASSIGNMENTS:
+        combos = itertools.product(range(len(keys)), repeat=bins)
+    else:  # too many to search: each bin's most accurate entry
+        combos = [tuple(int(np.argmax(acc[b])) for b in range(bins))]
     for combo in combos:
         tokens = sum(share[b] * tok[b][i] for b, i in enumerate(combo) if share[b])
         if tokens > budget:
@@ -245,7 +245,7 @@ def _allocate(
     routed = [outcomes[keys[choice[bin_of(p)]]][p] for p in held]
     alone = [outcomes[keys[fixed]][p] for p in held]
     gain, low, high, p_value = paired_bootstrap([v[0] for v in alone], [v[0] for v in routed], seed=seed)
-    labels = [s.label for s in fits]
+    labels = [f"{s.label} [{s.cell.model}]" for s in fits]
     return Allocation(
         bins=[(edges[b], edges[b + 1]) for b in range(bins)],
         chosen=[labels[i] for i in choice],

@@ -72,6 +72,15 @@ def run(
             engine = EngineConfig(**settings)
         return _start(backend, engine)
 
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (and SIGINT, which a shell may start a background job with ignored) stop the run
+    # cleanly: the engine is shut down, every finished problem is already in the store.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     with Store.open(spec.store_path) as opened:
         try:
             solved = run_leaderboard(spec, opened, start, console=err, close=_close, announce=_announce)
@@ -108,3 +117,98 @@ def report(
     stdout.print(
         f"wrote {len(paths)} files into {folder}/: {', '.join(p.name for p in paths)}", highlight=False
     )
+
+
+@leaderboard_app.command("advise")
+def advise(
+    config: ConfigArgument,
+    budget_tokens: Annotated[float, typer.Option(help="Mean output tokens per problem allowed.")],
+    store: StoreOption = None,
+    difficulty: Annotated[
+        str | None,
+        typer.Option(
+            help="Per-problem difficulty for per-bin allocation: 'length' (the question's length, "
+            "free), or a .jsonl (id, score) / .csv (id,score) file, e.g. a difficulty probe's P(right)."
+        ),
+    ] = None,
+    bins: Annotated[int, typer.Option(help="Difficulty bins (quantiles of the score).")] = 3,
+    min_problems: Annotated[
+        int, typer.Option(help="Entries with fewer problems stay out of the allocation.")
+    ] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the selection / held-out split.")] = 0,
+) -> None:
+    """The best entry under a token budget per dataset, checked on held-out problems; starts no engine."""
+    from rich.table import Table
+
+    from reasoning.evals.cli import out as stdout
+    from reasoning.evals.leaderboard.advise import advise as advise_from
+    from reasoning.evals.leaderboard.advise import difficulty_scores
+    from reasoning.evals.leaderboard.runner import load_problems
+    from reasoning.evals.leaderboard.spec import read_leaderboard
+    from reasoning.evals.leaderboard.store import Store
+    from reasoning.evals.leaderboard.summary import summarize
+
+    spec = read_leaderboard(config)
+    cells = spec.cells()
+    with Store.open(store or spec.store_path, create=False) as opened:
+        rows = opened.cells([c.key for c in cells])
+        baselines = {c.key: (b.key if (b := spec.baseline_of(cells, c)) else None) for c in cells}
+        stats = summarize(opened, rows, baselines, spec.price)
+        results = {row.key: opened.results(row.key) for row in rows}
+    scores = None
+    if difficulty is not None:
+        problems = [p for ps in load_problems(spec).values() for p in ps]
+        scores = difficulty_scores(difficulty, problems)
+    for advice in advise_from(
+        stats, results, budget_tokens, difficulty=scores, bins=bins, seed=seed, min_problems=min_problems
+    ):
+        table = Table(
+            title=f"{advice.dataset}: within {budget_tokens:g} output tokens per problem", show_header=False
+        )
+        table.add_column("")
+        table.add_column("")
+        if advice.best is None:
+            table.add_row("advice", "no entry fits: raise the budget")
+            stdout.print(table)
+            continue
+        best = advice.best
+        table.add_row(
+            "best entry",
+            f"{best.label} [{best.cell.model}]: {best.accuracy:.3f} [{best.low:.3f}, {best.high:.3f}] "
+            f"on {best.runs}, {best.output_tokens:.0f} tokens",
+        )
+        if advice.runner_up is not None:
+            second = advice.runner_up
+            verdict = (
+                "the difference is established"
+                if advice.p_value is not None and advice.p_value < 0.05
+                else "the difference is NOT established"
+            )
+            p_text = "n/a" if advice.p_value is None else f"{advice.p_value:.2g}"
+            table.add_row(
+                "runner-up",
+                f"{second.label} [{second.cell.model}]: {second.accuracy:.3f}, "
+                f"{second.output_tokens:.0f} tokens (paired p={p_text}: {verdict})",
+            )
+        if advice.held_out is not None:
+            label, value, count = advice.held_out
+            table.add_row(
+                "picked on half, scored on the other", f"{label}: {value:.3f} on {count} held-out problems"
+            )
+        a = advice.allocation
+        if a is not None:
+            chosen = "; ".join(
+                f"{'hardest' if i == 0 else 'easiest' if i == len(a.chosen) - 1 else 'middle'}: {c}"
+                for i, c in enumerate(a.chosen)
+            )
+            table.add_row("per-difficulty allocation", chosen)
+            table.add_row(
+                "held-out gain over the best fixed entry",
+                f"{a.accuracy:.3f} ({a.tokens:.0f} tokens) vs {a.fixed} {a.fixed_accuracy:.3f} "
+                f"({a.fixed_tokens:.0f} tokens): {a.gain:+.3f} [{a.low:+.3f}, {a.high:+.3f}] "
+                f"p={a.p_value:.2g} on {a.problems} problems",
+            )
+        elif scores is not None:
+            table.add_row("per-difficulty allocation", "not enough shared problems (see --min-problems)")
+        table.add_row("within the budget", ", ".join(advice.candidates))
+        stdout.print(table)

@@ -743,15 +743,7 @@ def rich_tables(report: Report) -> list[Table]:
 
 def _newest(store: Store, keys: Sequence[str]) -> tuple[str, str, int, str] | None:
     """The newest row among `keys`' cells: its cell, problem, seed and finish time."""
-    if not keys:
-        return None
-    query = (
-        "SELECT cell, problem_id, seed, finished_at FROM results "
-        f"WHERE cell IN ({', '.join('?' * len(keys))}) "
-        "ORDER BY finished_at DESC, cell, problem_id, seed LIMIT 1"
-    )
-    rows = store._read(query, tuple(keys))  # the store has no public query for it (yet)
-    return (str(rows[0][0]), str(rows[0][1]), int(rows[0][2]), str(rows[0][3])) if rows else None
+    return store.newest(keys)
 
 
 def _slugs(names: Sequence[str]) -> dict[str, str]:

@@ -277,10 +277,15 @@ def _name_errors(data: Any) -> list[str]:
     """Entries' models and datasets that the leaderboard does not define; repeated seeds."""
     if not isinstance(data, Mapping):
         return []
-    models = data.get("models") if isinstance(data.get("models"), Mapping) else {"default": None}
-    datasets = data.get("datasets") if isinstance(data.get("datasets"), Mapping) else {}
+    given_models, given_datasets, given_entries = (
+        data.get("models"),
+        data.get("datasets"),
+        data.get("entries"),
+    )
+    models: list[str] = [str(m) for m in given_models] if isinstance(given_models, Mapping) else ["default"]
+    datasets: list[str] = [str(d) for d in given_datasets] if isinstance(given_datasets, Mapping) else []
+    entries: list[Any] = given_entries if isinstance(given_entries, list) else []
     errors = []
-    entries = data.get("entries") if isinstance(data.get("entries"), list) else []
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             continue
@@ -288,9 +293,7 @@ def _name_errors(data: Any) -> list[str]:
             names = entry.get(key)
             for name in names if isinstance(names, list) else []:
                 if name not in defined:
-                    errors.append(
-                        f"entries[{i}].{key}: {name!r} is not a {what} ({', '.join(map(str, defined))})"
-                    )
+                    errors.append(f"entries[{i}].{key}: {name!r} is not a {what} ({', '.join(defined)})")
     seeds = data.get("seeds")
     if isinstance(seeds, list) and len(set(map(str, seeds))) != len(seeds):
         errors.append(f"seeds repeat a value: {seeds}")

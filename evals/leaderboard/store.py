@@ -145,6 +145,8 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
+            if not create:  # reading: nothing to set up, nothing written
+                return cls(path, db)
             db.executescript(_SCHEMA)  # idempotent
             with _transaction(db):
                 db.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -256,6 +258,18 @@ class Store:
         if not rows:
             raise StoreError(f"{self.path}: no row of cell {cell} problem {problem_id} seed {seed}")
         return Run.model_validate_json(rows[0][0])
+
+    def newest(self, cells: Sequence[str]) -> tuple[str, str, int, str] | None:
+        """The most recently finished row of `cells`: its cell, problem, seed and finish time."""
+        if not cells:
+            return None
+        query = (
+            "SELECT cell, problem_id, seed, finished_at FROM results "
+            f"WHERE cell IN ({', '.join('?' * len(cells))}) "
+            "ORDER BY finished_at DESC, cell, problem_id, seed LIMIT 1"
+        )
+        rows = self._read(query, tuple(cells))
+        return (str(rows[0][0]), str(rows[0][1]), int(rows[0][2]), str(rows[0][3])) if rows else None
 
     def sessions(self) -> list[SessionRow]:
         """Every engine session, oldest first."""
