@@ -203,6 +203,11 @@ def run_leaderboard(
             for cell in cells
         }
         score: dict[str, list[int]] = {cell.key: [0, 0] for cell in cells}
+        for cell in cells:  # the accuracy shown counts the rows already stored
+            stored = [r for r in store.results(cell.key) if r.error is None and r.correct is not None]
+            score[cell.key] = [sum(bool(r.correct) for r in stored), len(stored)]
+            if stored:
+                bar.update(tasks[cell.key], acc=f"{score[cell.key][0] / len(stored):.0%}")
         solved = 0
         for model in spec.models:
             mine = [job for job in jobs if job.cell.model == model]
