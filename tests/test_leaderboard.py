@@ -335,3 +335,19 @@ def test_problems_must_exist_for_every_dataset(tmp_path: Path) -> None:
         load_problems(spec)
     assert "datasets.a" in str(error.value) and "datasets.b" in str(error.value)
     assert isinstance(Problem, type)
+
+
+def test_the_shipped_leaderboard_is_valid_and_covers_every_strategy() -> None:
+    """Every registered strategy is an entry of the shipped comparison, or named with its reason."""
+    from reasoning import STRATEGIES
+    from reasoning.evals.leaderboard.spec import read_leaderboard
+
+    path = Path(__file__).resolve().parents[1] / "leaderboards" / "gsm8k-default.yaml"
+    spec = read_leaderboard(path)
+    cells = spec.cells()
+    assert {c.model for c in cells} == {"0.5b", "1.5b"} and {c.dataset for c in cells} == {"gsm8k", "math500"}
+    assert all(spec.baseline_of(cells, c) is not None for c in cells)
+    entered = {c.strategy_name for c in cells}
+    left_out = path.read_text().split("Left out, and why:")[1].split("name:")[0]
+    missing = [n for n in STRATEGIES.names() if n not in entered and n not in left_out]
+    assert not missing, f"strategies neither in {path.name} nor in its 'Left out' note: {missing}"
