@@ -37,7 +37,7 @@ from reasoning.evals.leaderboard.store import CellRow, Store
 from reasoning.evals.run import _failed, grade_run
 from reasoning.hardware import machine
 
-__all__ = ["Job", "StartBackend", "load_problems", "plan", "run_leaderboard"]
+__all__ = ["Job", "StartBackend", "arun_leaderboard", "load_problems", "plan", "run_leaderboard"]
 
 StartBackend = Callable[[str, bool], Any]
 """Starts the backend of a model by its leaderboard name (and whether hidden states are needed)."""
@@ -165,6 +165,29 @@ def run_leaderboard(
 ) -> int:
     """Solve every unfinished job of `spec` (see the module docstring); returns the jobs solved.
 
+    `start` starts a model's backend (by its name in the leaderboard), `close` shuts it down
+    once its jobs are done, `announce` is awaited with a controller on it first (the CLI's
+    ``engine ready`` line). Runs its own event loop; `arun_leaderboard` is the same in a
+    running one.
+
+    Raises:
+        ConfigError: The spec or a dataset is invalid (before any backend starts).
+        BackendError: A backend failed for good; everything finished is in the store.
+    """
+    return asyncio.run(arun_leaderboard(spec, store, start, console=console, close=close, announce=announce))
+
+
+async def arun_leaderboard(
+    spec: LeaderboardSpec,
+    store: Store,
+    start: StartBackend,
+    *,
+    console: Console | None = None,
+    close: Callable[[Any], None] | None = None,
+    announce: Callable[[Controller], Any] | None = None,
+) -> int:
+    """`run_leaderboard` in the running event loop (where the backends' clients live).
+
     Raises:
         ConfigError: The spec or a dataset is invalid (before any backend starts).
         BackendError: A backend failed for good; everything finished is in the store.
@@ -228,7 +251,7 @@ def run_leaderboard(
                     bar.update(tasks[job.cell.key], advance=1, acc=acc)
                     bar.update(overall, advance=1)
 
-                asyncio.run(_solve(spec, model, mine, backend, store, advance, announce))
+                await _solve(spec, model, mine, backend, store, advance, announce)
             finally:
                 if close is not None:
                     close(backend)
