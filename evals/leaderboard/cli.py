@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from reasoning.errors import BackendError
+from reasoning.errors import BackendError, ConfigError
 
 __all__ = ["leaderboard_app"]
 
@@ -53,8 +53,17 @@ def run(
             for name, d in spec.datasets.items()
         }
         spec = spec.model_copy(update={"datasets": datasets})
-    cells = spec.cells()  # every error listed, before any compute
-    problems = load_problems(spec)
+    cells, problems, errors = [], {}, []
+    try:  # every error listed, the entries' and the datasets', before any compute
+        cells = spec.cells()
+    except ConfigError as exc:
+        errors.append(str(exc))
+    try:
+        problems = load_problems(spec)
+    except ConfigError as exc:
+        errors.append(str(exc))
+    if errors:
+        raise ConfigError("; ".join(errors))
     size = sum(len(cell_problems(c, problems)) for c in cells) * len(spec.seeds)
     err.print(
         f"leaderboard {spec.name}: {len(cells)} entries x datasets x models, {len(spec.seeds)} seed(s), "
