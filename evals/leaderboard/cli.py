@@ -215,7 +215,8 @@ def advise(
                 "held-out gain over the best fixed entry",
                 f"{a.accuracy:.3f} ({a.tokens:.0f} tokens) vs {a.fixed} {a.fixed_accuracy:.3f} "
                 f"({a.fixed_tokens:.0f} tokens): {a.gain:+.3f} [{a.low:+.3f}, {a.high:+.3f}] "
-                f"p={a.p_value:.2g} on {a.problems} problems",
+                f"p={a.p_value:.2g} on {a.problems} problems"
+                + (" (over the budget on the held-out half)" if a.tokens > budget_tokens else ""),
             )
         elif scores is not None:
             table.add_row("per-difficulty allocation", "not enough shared problems (see --min-problems)")
