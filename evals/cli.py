@@ -225,7 +225,23 @@ def solve(
     """
     flags = dict(locals())  # every option, by name
     quiet_engine_logs(verbose)
+    stop_on_signals()
     execute(spec_of(config, flags))
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGINT stop a run like Ctrl-C: engines shut down, finished results kept.
+
+    A shell starts background jobs with SIGINT ignored, and Python's default SIGTERM exits at
+    once, leaving the engine's processes running.
+    """
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:

@@ -37,7 +37,7 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve every entry's unfinished problems; each is stored as it finishes (a re-run resumes)."""
-    from reasoning.evals.cli import _announce, _close, _start, err, quiet_engine_logs
+    from reasoning.evals.cli import _announce, _close, _start, err, quiet_engine_logs, stop_on_signals
     from reasoning.evals.leaderboard.runner import cell_problems, load_problems, run_leaderboard
     from reasoning.evals.leaderboard.spec import read_leaderboard
     from reasoning.evals.leaderboard.store import Store
@@ -81,15 +81,7 @@ def run(
             engine = EngineConfig(**settings)
         return _start(backend, engine)
 
-    import signal
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # SIGTERM (and SIGINT, which a shell may start a background job with ignored) stop the run
-    # cleanly: the engine is shut down, every finished problem is already in the store.
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    stop_on_signals()  # the engine is shut down; every finished problem is already in the store
     with Store.open(spec.store_path) as opened:
         try:
             solved = run_leaderboard(spec, opened, start, console=err, close=_close, announce=_announce)
