@@ -77,23 +77,25 @@ async def test_prefix_cache_serves_a_repeated_long_prompt(backend) -> None:
 
 
 async def test_seeded_sampling_is_reproducible_under_concurrent_load(backend) -> None:
+    """The request's seed decides its draws, whatever else the engine decodes at the same time.
+
+    Not asserted: identical text to the last token. On CPU the logits' rounding depends on the
+    batch's shape and on whether the prompt came from the prefix cache (vLLM promises no batch
+    invariance there), so a draw that falls near a token boundary can tip late in a sample: seen
+    at token ~12 of this very prompt in bfloat16, on a repeat of the same request alone.
+    """
     poem = (Message("user", "Write a short poem about the sea."),)
     request = Request(poem, Sampling(temperature=1.0, max_tokens=16, n=2, seed=1234))
-    await collect(backend, request)  # the prompt's KV cached: a cache hit changes the logits' rounding
     alone = await collect(backend, request)
     again = await collect(backend, request)
-    assert [c.text for c in alone] == [c.text for c in again]  # same seed, same batch: identical
-    assert alone[0].text != alone[1].text
-    other = await collect(backend, Request(poem, Sampling(temperature=1.0, max_tokens=16, n=2, seed=99)))
-    assert [c.text for c in other] != [c.text for c in alone]  # the seed decides the draws
     noise = Request(COUNT, Sampling(temperature=1.0, max_tokens=24, n=3))
     together, _ = await asyncio.gather(collect(backend, request), collect(backend, noise))
-    # Under load the batch is another shape, and the CPU kernels' rounding depends on it (vLLM
-    # does not promise batch invariance): a draw near a token boundary can tip late in a sample
-    # (seen at token ~12 in bfloat16). The seeded draws themselves are the request's own, so the
-    # samples start the same: the noise did not consume their random stream.
-    for a, t in zip(alone, together, strict=True):
-        assert t.text[:12] == a.text[:12], (a.text, t.text)
+    other = await collect(backend, Request(poem, Sampling(temperature=1.0, max_tokens=16, n=2, seed=99)))
+    assert alone[0].text != alone[1].text  # the n samples draw differently
+    assert [c.text for c in other] != [c.text for c in alone]  # another seed, other draws
+    for run in (again, together):  # the same seed: the same draws (the noise took none of them)
+        for a, b in zip(alone, run, strict=True):
+            assert b.text[:12] == a.text[:12], (a.text, b.text)
 
 
 async def test_budget_holds_on_the_real_engine(backend) -> None:

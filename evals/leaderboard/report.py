@@ -195,6 +195,11 @@ def columns(dataset: DatasetReport, price: Price) -> list[Column]:
             lambda s: "—" if s.sequential_tokens is None else _count(s.sequential_tokens),
             lambda s: None if s.sequential_tokens is None else _value(s.sequential_tokens),
         ),
+        Column(
+            "prompt tokens (cached)",
+            lambda s: f"{_count(s.prompt_tokens)} ({_count(s.cached_tokens)})",
+            lambda s: _value(s.prompt_tokens),
+        ),
         Column("calls", lambda s: f"{s.calls:.1f}", lambda s: _value(s.calls)),
         Column(
             "wall p50 / p95 (s)",
@@ -320,7 +325,8 @@ def _how_to_read(report: Report) -> str:
         "difference is not established: the two may be equally good, and more problems are needed to "
         "tell. maj@k is the accuracy of a majority vote over k of a cell's samples; pass@k the chance "
         "that one of k samples is right, what a perfect selector would reach. Output tokens are all the "
-        "tokens decoded per problem, sequential tokens the longest chain of them one waits for. Wall "
+        "tokens decoded per problem, sequential tokens the longest chain of them one waits for; prompt "
+        "tokens are those sent, in brackets those the prefix cache served. Wall "
         "times are per problem while sharing the engine with every problem in flight, so they compare "
         "entries run together. Cost-of-pass is the cost of one correct answer at the leaderboard's "
         "prices. A model's tokens cost what its size costs: across models, the wall-time frontier is "
