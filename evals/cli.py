@@ -81,7 +81,12 @@ def _strategies(modules: list[str] | None = None) -> None:
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
-    """Turn ``["n=8", "temperature=0.7"]`` into a dict; raise `ConfigError` on bad items."""
+    """Turn ``["n=8", "temperature=0.7"]`` into a dict; raise `ConfigError` on bad items.
+
+    Example:
+        >>> parse_params(["n=8", " temperature = 0.7"])
+        {'n': '8', 'temperature': '0.7'}
+    """
     params: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -828,6 +833,7 @@ def _summary(arms: list[_Arm]) -> None:
 
 
 def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> list[tuple[str, str]]:
+    from reasoning.evals.leaderboard.stats import wilson
     from reasoning.strategies.step_tree import search_stats
 
     graded = [r for r in runs if r.correct is not None]
@@ -859,22 +865,6 @@ def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> li
     if output:
         rows.append(("results", str(output)))
     return rows
-
-
-def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95% by default).
-
-    Example:
-        >>> [round(v, 3) for v in wilson(8, 20)]
-        [0.219, 0.613]
-    """
-    if trials <= 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * ((p * (1 - p) / trials + z * z / (4 * trials * trials)) ** 0.5) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from reasoning import Problem
 from reasoning.errors import ConfigError, DatasetError
-from reasoning.evals.leaderboard.stats import paired_bootstrap, wilson
+from reasoning.evals.leaderboard.stats import paired_bootstrap
 from reasoning.evals.leaderboard.store import ResultRow
 from reasoning.evals.leaderboard.summary import CellStats
 
@@ -264,17 +264,6 @@ def _allocate(
 
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else math.nan
-
-
-def interval(successes: int, trials: int) -> str:
-    """A Wilson interval as text.
-
-    Example:
-        >>> interval(8, 20)
-        '[0.219, 0.613]'
-    """
-    low, high = wilson(successes, trials)
-    return f"[{low:.3f}, {high:.3f}]"
 
 
 def difficulty_scores(source: str, problems: Sequence[Problem]) -> dict[str, float]:

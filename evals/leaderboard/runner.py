@@ -31,10 +31,10 @@ from rich.progress import (
 
 from reasoning import Controller, Problem, Run
 from reasoning.concurrency import first_error
-from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
+from reasoning.errors import BackendError, ConfigError, ReasoningError
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec
 from reasoning.evals.leaderboard.store import CellRow, Store
-from reasoning.evals.run import _failed, grade_run
+from reasoning.evals.run import _failed, _fatal, grade_run
 from reasoning.hardware import machine
 
 __all__ = ["Job", "StartBackend", "arun_leaderboard", "load_problems", "plan", "run_leaderboard"]
@@ -292,9 +292,7 @@ async def _solve(
                     run = await run_controller.run(job.problem, job.cell.strategy, job.cell.budget)
                 except Exception as exc:  # this problem's error row, unless the engine is gone
                     error = first_error(exc) if isinstance(exc, ExceptionGroup) else exc
-                    if isinstance(error, BackendError) and (
-                        not error.retryable or isinstance(error, BackendUnavailable)
-                    ):
+                    if _fatal(error):  # the engine is gone: no other problem would survive
                         raise error from None
                     run = _failed(run_controller, job.cell.strategy, job.cell.budget, job.problem, error)
             run, verdicts = grade_run(job.problem, run)
