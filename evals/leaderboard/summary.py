@@ -23,7 +23,6 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -273,27 +272,3 @@ def frontier(stats: Sequence[CellStats], cost: str = "output_tokens") -> list[Ce
     keep = [i for i, (x, y) in enumerate(points) if not (math.isnan(x) or math.isnan(y))]
     front = pareto_front([points[i] for i in keep])
     return [stats[keep[i]] for i in front]
-
-
-def describe(stats: CellStats) -> dict[str, Any]:
-    """The headline numbers of a cell as plain values (for tables and JSON)."""
-    c = stats.comparison
-    return {
-        "entry": stats.label,
-        "model": stats.cell.model,
-        "dataset": stats.cell.dataset,
-        "problems": stats.problems,
-        "runs": stats.runs,
-        "accuracy": stats.accuracy,
-        "low": stats.low,
-        "high": stats.high,
-        "delta": None if c is None else c.delta,
-        "p_value": None if c is None else c.p_value,
-        "test": None if c is None else c.test,
-        "output_tokens": stats.output_tokens,
-        "sequential_tokens": stats.sequential_tokens,
-        "calls": stats.calls,
-        "seconds_p50": stats.seconds_p50,
-        "seconds_p95": stats.seconds_p95,
-        "cost_of_pass": stats.cost_of_pass,
-    }
