@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning import Budget, Controller, Problem, Run, Strategy
-from reasoning.concurrency import first_error
+from reasoning.concurrency import first_error, task_group
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, DatasetError, ReasoningError
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.verifiers.grading import grade
@@ -190,11 +190,9 @@ async def solve(
             on_result(run)
 
     try:
-        async with asyncio.TaskGroup() as group:
+        async with task_group() as group:  # a fatal error re-raised as itself, the rest cancelled
             for index in todo:
                 group.create_task(one(index))
-    except* BackendError as failures:
-        raise failures.exceptions[0] from None
     finally:
         if sink:
             sink.close()

@@ -30,8 +30,8 @@ from rich.progress import (
 )
 
 from reasoning import Controller, Problem, Run
-from reasoning.concurrency import first_error
-from reasoning.errors import BackendError, ConfigError, ReasoningError
+from reasoning.concurrency import first_error, task_group
+from reasoning.errors import ConfigError, ReasoningError
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec
 from reasoning.evals.leaderboard.store import CellRow, Store
 from reasoning.evals.run import _failed, _fatal, grade_run
@@ -306,12 +306,9 @@ async def _solve(
             store.update_session(session, time.monotonic() - started, spent["output"], spent["prompt"])
             advance(job, run)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for job in jobs:
-                    group.create_task(one(job))
-        except* BackendError as failures:
-            raise failures.exceptions[0] from None
+        async with task_group() as group:  # a fatal error re-raised as itself, the rest cancelled
+            for job in jobs:
+                group.create_task(one(job))
     finally:
         for each in {id(c.primary): c.primary for c in controllers.values()}.values():
             aclose = getattr(each, "aclose", None)
