@@ -8,7 +8,8 @@ convenience on top: it drains a stream into one `Completion` per sample.
 
 Optional abilities are separate protocols: `TokenCounter` (count a request's prompt tokens
 before sending it, needed to enforce a prompt-token budget) and `HiddenStateReader` (hidden
-states of chosen layers at chosen positions of a prompt, from the model the engine serves).
+states of chosen layers at chosen positions of a prompt, from the model the engine serves) and
+`PromptScorer` (the log-probability the model gives each token of a prompt, in one prefill).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from reasoning.errors import ConfigError
 
 __all__ = [
     "HIDDEN_STATES_OFFERED_BY",
+    "PROMPT_LOGPROBS_OFFERED_BY",
     "REWARDS_OFFERED_BY",
     "Assembler",
     "Backend",
@@ -32,6 +34,7 @@ __all__ = [
     "FinishReason",
     "HiddenStateReader",
     "Message",
+    "PromptScorer",
     "Request",
     "RewardReader",
     "Sampling",
@@ -220,6 +223,34 @@ REWARDS_OFFERED_BY = (
     "reasoning.backends.vllm_reward.VLLMRewardBackend)"
 )
 """Which backends can give process rewards, for `CapabilityError` messages."""
+
+
+PROMPT_LOGPROBS_OFFERED_BY = (
+    "vllm (in-process), openai against a vLLM server (its prompt_logprobs extension), and "
+    "scripted (with prompt_logprob=)"
+)
+"""Which backends can score a prompt's tokens, for `CapabilityError` messages."""
+
+
+@runtime_checkable
+class PromptScorer(Protocol):
+    """Capability: how likely the model finds each token of a prompt (a prefill, no decoding).
+
+    ATTS' conformity score is the target model's perplexity of a draft's chunk: the chunk is
+    the end of the prompt's assistant prefix, scored by the target in one forward pass.
+    """
+
+    async def prompt_logprobs(self, request: Request) -> tuple[TokenLogprob, ...]:
+        """Log-probability of each token of `request`'s rendered prompt given those before it.
+
+        The text is rendered as a continuation request would send it (chat template, then
+        ``request.prefix``). The first token has no context and is left out, so the result has
+        one entry fewer than the prompt has tokens; each entry's ``token`` is its text.
+
+        Raises:
+            CapabilityError: This backend instance cannot score prompts.
+        """
+        ...
 
 
 @runtime_checkable

@@ -88,6 +88,9 @@ class Usage:
     """Tokens decoded for samples that were then cancelled (work whose result was dropped)."""
     seconds: float = 0.0
     """Wall time."""
+    busy_seconds: float = 0.0
+    """Seconds with at least one call in flight (the union of the calls' intervals): for a named
+    backend, the time that model was working for the problem, e.g. a draft's vs a target's."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,7 @@ class Meter:
         """
         self.usage.seconds = self.elapsed
         self.usage.sequential_tokens = _longest_chain(self._calls)
+        self.usage.busy_seconds = _covered(self._calls)
         return self.usage
 
 
@@ -334,6 +338,21 @@ class Ledger:
         for meter in self.meters_for(backend):
             meter.usage.cancelled_samples += len(cancelled)
             meter.usage.cancelled_tokens += sum(c.output_tokens for c in cancelled)
+
+
+def _covered(calls: Sequence[tuple[float, float, int]]) -> float:
+    """Length of the union of the calls' ``(start, end)`` intervals.
+
+    Example:
+        >>> _covered([(0.0, 2.0, 1), (1.0, 3.0, 1), (5.0, 6.0, 1)])
+        4.0
+    """
+    total, reach = 0.0, float("-inf")
+    for start, end, _ in sorted(calls):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _longest_chain(calls: Sequence[tuple[float, float, int]]) -> int:

@@ -25,16 +25,19 @@ import numpy as np
 from reasoning.answers import extract_answer, normalize_answer
 from reasoning.backend import (
     HIDDEN_STATES_OFFERED_BY,
+    PROMPT_LOGPROBS_OFFERED_BY,
     REWARDS_OFFERED_BY,
     Backend,
     Chunk,
     Completion,
     HiddenStateReader,
     Message,
+    PromptScorer,
     Request,
     RewardReader,
     Sampling,
     TokenCounter,
+    TokenLogprob,
     collect_stream,
 )
 from reasoning.budget import Charge, Ledger, Meter
@@ -313,6 +316,32 @@ class Context:
         finally:
             charge.settle(spent)
         return values
+
+    async def prompt_logprobs(
+        self, prefix: str = "", backend: str | None = None, messages: Sequence[Message] | None = None
+    ) -> tuple[TokenLogprob, ...]:
+        """Log-probabilities `backend` gives the tokens of a prompt (see `PromptScorer`).
+
+        The prompt is this problem's messages (or `messages`) with the assistant `prefix`.
+        Metered as one call: its prompt tokens and one decoded token.
+
+        Raises:
+            CapabilityError: The backend cannot score prompts; the message names those that can.
+        """
+        target = self.backend_named(backend)
+        if not isinstance(target, PromptScorer):
+            raise CapabilityError("prompt log-probabilities", target.name, PROMPT_LOGPROBS_OFFERED_BY)
+        request = Request(tuple(messages or self.messages), Sampling(temperature=0.0, max_tokens=1), prefix)
+        charge = self._charge(request, target, backend)
+        spent = 0
+        try:
+            scored = await target.prompt_logprobs(request)
+            if not charge.counted_prompt:
+                charge.prompt_tokens(len(scored) + 1)
+            spent = 1
+        finally:
+            charge.settle(spent)
+        return scored
 
     async def step_rewards(self, messages: Sequence[Message], backend: str | None = None) -> np.ndarray:
         """Step rewards ``[steps, labels]`` of a process reward model (see `RewardReader`).

@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
+from reasoning.backend import (
+    HIDDEN_STATES_OFFERED_BY,
+    PROMPT_LOGPROBS_OFFERED_BY,
+    Chunk,
+    FinishReason,
+    Request,
+    TokenLogprob,
+)
 from reasoning.backends.hidden_states import capture_args, decode_popped, fetch, positions_of
 from reasoning.errors import BackendError, BackendUnavailable, CapabilityError, ConfigError
 
@@ -235,6 +242,50 @@ class OpenAIBackend:
         return len(tokenizer.encode(self.render(request), add_special_tokens=False))
 
     # -- hidden states ---------------------------------------------------------------------------
+
+    async def prompt_logprobs(self, request: Request) -> tuple[TokenLogprob, ...]:
+        """Log-probability of each prompt token after the first (`PromptScorer`).
+
+        vLLM's ``prompt_logprobs`` extension: one request decoding one token, retried like the
+        others. A server without the extension answers without them: `CapabilityError`.
+        """
+        if not self.model:
+            await self.check()
+        client = self._get_client()
+        extra: dict[str, Any] = {"prompt_logprobs": 0, "return_token_ids": True}
+        common: dict[str, Any] = {"model": self.model, "max_tokens": 1, "temperature": 0.0}
+        if self._local_tokenizer() is not None:
+            response = await self._with_retries(
+                lambda: client.completions.create(prompt=self.render(request), extra_body=extra, **common)
+            )
+            holder = response.choices[0]
+        else:
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            if request.prefix:
+                messages.append({"role": "assistant", "content": request.prefix})
+                extra.update(continue_final_message=True, add_generation_prompt=False)
+            response = await self._with_retries(
+                lambda: client.chat.completions.create(messages=messages, extra_body=extra, **common)
+            )
+            holder = response
+        extras = holder.model_extra or {}
+        positions = extras.get("prompt_logprobs")
+        if not positions:
+            raise CapabilityError(
+                f"prompt log-probabilities (the server at {self.url} returned none)",
+                self.name,
+                PROMPT_LOGPROBS_OFFERED_BY,
+            )
+        ids = extras.get("prompt_token_ids") or []
+        out = []
+        for i, position in enumerate(positions):
+            if i == 0 or not position:
+                continue
+            entry = position.get(str(ids[i])) if i < len(ids) else None
+            if entry is None:  # without ids: the one entry prompt_logprobs=0 returns
+                entry = next(iter(position.values()))
+            out.append(TokenLogprob(token=entry.get("decoded_token") or "", logprob=float(entry["logprob"])))
+        return tuple(out)
 
     async def hidden_states(
         self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)

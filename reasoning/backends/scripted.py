@@ -24,6 +24,7 @@ import numpy as np
 
 from reasoning.backend import (
     HIDDEN_STATES_OFFERED_BY,
+    PROMPT_LOGPROBS_OFFERED_BY,
     REWARDS_OFFERED_BY,
     Chunk,
     FinishReason,
@@ -61,6 +62,7 @@ class ScriptedBackend:
         hidden_states: HiddenStates | None = None,
         rewards: Callable[[Request], Sequence[float]] | None = None,
         step_tag: str = "<extra_0>",
+        prompt_logprob: Callable[[Request, int, str], float] | None = None,
     ) -> None:
         """Create a backend.
 
@@ -81,6 +83,9 @@ class ScriptedBackend:
                 are the last message split at `step_tag`); without it `step_rewards` raises
                 `CapabilityError`.
             step_tag: The step tag of the fake process reward model.
+            prompt_logprob: Fake prompt scoring: ``(request, position, token) -> logprob`` of
+                each prompt token (position 1 onwards, as `PromptScorer` leaves out the first);
+                without it `prompt_logprobs` raises `CapabilityError`.
         """
         if not callable(script) and len(script) == 0:
             raise ConfigError("ScriptedBackend needs at least one scripted output")
@@ -90,6 +95,9 @@ class ScriptedBackend:
         self._hidden_states = hidden_states
         self._rewards = rewards
         self.step_tag = step_tag
+        self._prompt_logprob = prompt_logprob
+        self.scored_requests: list[Request] = []
+        """Every prompt-scoring request received, in order."""
         self.reward_requests: list[Request] = []
         """Every process-reward request received, in order."""
         self._name = name
@@ -148,6 +156,23 @@ class ScriptedBackend:
         if good.shape != (tags,):
             raise ValueError(f"scripted rewards gave {good.size} values for {tags} step tags")
         return np.stack([1.0 - good, good], axis=1)
+
+    async def prompt_logprobs(self, request: Request) -> tuple[TokenLogprob, ...]:
+        """Scripted log-probabilities of the prompt's tokens after the first (see ``prompt_logprob=``)."""
+        if self._prompt_logprob is None:
+            raise CapabilityError(
+                "prompt log-probabilities (this ScriptedBackend has no prompt_logprob= function)",
+                self._name,
+                PROMPT_LOGPROBS_OFFERED_BY,
+            )
+        self.scored_requests.append(request)
+        await asyncio.sleep(0)
+        tokens = self._prompt(request)
+        return tuple(
+            TokenLogprob(token, float(self._prompt_logprob(request, i, token)))
+            for i, token in enumerate(tokens)
+            if i > 0
+        )
 
     def prompt_tokens(self, request: Request) -> int:
         """Fake prompt length: the number of words of the messages plus prefix."""

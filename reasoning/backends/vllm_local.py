@@ -312,6 +312,31 @@ class VLLMBackend:
         finally:
             self.stats.delivered_tokens += delivered
 
+    async def prompt_logprobs(self, request: Request) -> tuple[TokenLogprob, ...]:
+        """Log-probability of each prompt token after the first, from one prefill (`PromptScorer`)."""
+        from vllm import SamplingParams
+
+        if self._engine is None:
+            raise BackendError("the vLLM engine is closed", backend=self.name)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        final: Any = None
+        try:
+            outputs = self._engine.generate(self.render(request), params, uuid.uuid4().hex)
+            async with contextlib.aclosing(outputs) as stream:
+                async for out in stream:
+                    final = out
+        except Exception as exc:
+            raise _backend_error(exc, self.name) from exc
+        self.stats.delivered_tokens += 1  # the one decoded token is part of the call
+        if final is None or final.prompt_logprobs is None:
+            raise BackendError("the engine returned no prompt log-probabilities", backend=self.name)
+        ids = list(final.prompt_token_ids or ())
+        return tuple(
+            TokenLogprob(token=position[ids[i]].decoded_token or "", logprob=float(position[ids[i]].logprob))
+            for i, position in enumerate(final.prompt_logprobs)
+            if i > 0 and position is not None
+        )
+
     async def hidden_states(
         self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)
     ) -> np.ndarray:
