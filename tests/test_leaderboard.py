@@ -351,3 +351,30 @@ def test_the_shipped_leaderboard_is_valid_and_covers_every_strategy() -> None:
     left_out = path.read_text().split("Left out, and why:")[1].split("name:")[0]
     missing = [n for n in STRATEGIES.names() if n not in entered and n not in left_out]
     assert not missing, f"strategies neither in {path.name} nor in its 'Left out' note: {missing}"
+
+
+def test_a_model_group_runs_its_named_backends_together(tmp_path: Path) -> None:
+    pair = {"backends": {"draft": {"kind": "scripted"}, "target": {"kind": "scripted", "script": "Yes"}}}
+    entry = {"name": "bon", "strategy": "best-of-n", "params": {"n": 2, "judge_backend": "target"}}
+    spec = board(tmp_path, models={"pair": pair}, entries=[entry])
+    started: list[str] = []
+    closed: list[Any] = []
+
+    def start(model: str, hidden: bool) -> dict[str, ScriptedBackend]:
+        started.append(model)
+        return {"draft": ScriptedBackend(answers, name="draft"), "target": ScriptedBackend(["Yes"], name="t")}
+
+    with Store.open(spec.store_path) as store:
+        assert run_leaderboard(spec, store, start, console=quiet(), close=closed.append) == 6
+        [cell] = spec.cells()
+        rows = store.results(cell.key)
+        assert [r.correct for r in rows] == [True, False] * 3
+        run = store.record(cell.key, rows[0].problem_id, 0)
+        assert set(run.usage_by_backend) == {"draft", "target"}
+        assert run.usage_by_backend["draft"]["samples"] == 2 and run.usage_by_backend["target"]["calls"] >= 1
+        [session] = store.sessions()
+        assert set(session.engine) == {"draft", "target"}
+    assert started == ["pair"] and isinstance(closed[0], dict)
+    # A group's identity is its members': another target model is another cell.
+    other = {"backends": {**pair["backends"], "target": {"kind": "scripted", "script": "No"}}}
+    assert board(tmp_path, models={"pair": other}, entries=[entry]).cells()[0].key != cell.key

@@ -37,11 +37,19 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve every entry's unfinished problems; each is stored as it finishes (a re-run resumes)."""
-    from reasoning.evals.cli import _announce, _close, _start, err, quiet_engine_logs, stop_on_signals
+    from reasoning.evals.cli import (
+        _announce,
+        _backend,
+        _close,
+        _start,
+        err,
+        quiet_engine_logs,
+        stop_on_signals,
+    )
     from reasoning.evals.leaderboard.runner import cell_problems, load_problems, run_leaderboard
-    from reasoning.evals.leaderboard.spec import read_leaderboard
+    from reasoning.evals.leaderboard.spec import ModelGroup, read_leaderboard
     from reasoning.evals.leaderboard.store import Store
-    from reasoning.evals.spec import VLLMEngine
+    from reasoning.evals.spec import RunSpec, VLLMEngine
 
     quiet_engine_logs(verbose)
     spec = read_leaderboard(config)
@@ -75,6 +83,8 @@ def run(
         from reasoning.config import EngineConfig
 
         backend = spec.models[model]
+        if isinstance(backend, ModelGroup):  # started together, checked to fit in memory first
+            return _backend(RunSpec(backends=backend.backends), hidden_states)
         engine = None
         if isinstance(backend, VLLMEngine):
             settings = {**backend.engine_settings(), "hidden_states": backend.hidden_states or hidden_states}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec, Price
 from reasoning.evals.leaderboard.store import SessionRow, Store
@@ -146,7 +146,7 @@ def collect(spec: LeaderboardSpec, store: Store) -> Report:
         datasets.append(dataclasses.replace(report, plots=plot_names(report)))
     newest = _newest(store, [c.key for c in stored])
     versions = store.record(*newest[:3]).versions if newest else {}
-    models = {c.model: str(c.identity(spec)["model"].get("model") or c.model) for c in cells}
+    models = {c.model: _served_model(c.identity(spec)["model"], c.model) for c in cells}
     return Report(spec, datasets, store.sessions(), versions, newest[3] if newest else None, models)
 
 
@@ -369,16 +369,10 @@ def _machine_lines(report: Report) -> list[str]:
         )
     for (model, key), sessions in engines.items():
         engine = json.loads(key)
-        reason = f" ({engine['dtype_reason']})" if engine.get("dtype_reason") else ""
-        first = [
-            f"{k} {engine[k]}{reason if k == 'dtype' else ''}" for k in ("device", "dtype") if k in engine
-        ]
-        rest = [
-            f"{k} {v}"
-            for k, v in engine.items()
-            if k not in ("device", "dtype", "dtype_reason", "cpu", "cores")
-        ]
-        settings = ", ".join(first + rest)
+        if engine and all(isinstance(v, dict) for v in engine.values()):  # a model group's engines
+            settings = "; ".join(f"{name}: {_engine_settings(v)}" for name, v in engine.items())
+        else:
+            settings = _engine_settings(engine)
         hours = sum(s.seconds for s in sessions) / 3600
         tokens = sum(s.output_tokens for s in sessions)
         lines.append(
@@ -388,6 +382,14 @@ def _machine_lines(report: Report) -> list[str]:
     if report.versions:
         lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()))
     return lines or ["No engine session recorded yet."]
+
+
+def _engine_settings(engine: dict[str, Any]) -> str:
+    reason = f" ({engine['dtype_reason']})" if engine.get("dtype_reason") else ""
+    first = [f"{k} {engine[k]}{reason if k == 'dtype' else ''}" for k in ("device", "dtype") if k in engine]
+    skip = ("device", "dtype", "dtype_reason", "cpu", "cores")
+    rest = [f"{k} {v}" for k, v in engine.items() if k not in skip]
+    return ", ".join(first + rest)
 
 
 # HTML
@@ -575,6 +577,19 @@ def _slugs(names: Sequence[str]) -> dict[str, str]:
 
 def _cell_where(cell: Cell) -> str:
     return f"{cell.label} [{cell.model}]"
+
+
+def _served_model(identity: dict[str, Any], default: str) -> str:
+    """What a leaderboard model serves: its model, or a group's as ``name=model`` pairs.
+
+    Example:
+        >>> group = {"kind": "group", "backends": {"draft": {"model": "a"}, "target": {"model": "b"}}}
+        >>> _served_model(group, "pair")
+        'draft=a, target=b'
+    """
+    if identity.get("kind") == "group":
+        return ", ".join(f"{k}={_served_model(v, k)}" for k, v in identity["backends"].items())
+    return str(identity.get("model") or default)
 
 
 def _served(report: Report, model: str) -> str:

@@ -278,9 +278,14 @@ async def _solve(
     try:
         if announce is not None:
             await announce(controller(spec.seeds[0]))
-        capacity = spec.concurrency or 2 * int(getattr(backend, "max_concurrency", 32))
+        grouped = dict(backend) if isinstance(backend, Mapping) else {}  # a model group's backends
+        members = list(grouped.values()) or [backend]
+        capacity = spec.concurrency or 2 * max(int(getattr(b, "max_concurrency", 32)) for b in members)
         limit = _Samples(capacity)
-        info = dict(getattr(backend, "engine_info", {}) or {})
+        if grouped:
+            info = {name: dict(getattr(b, "engine_info", {}) or {}) for name, b in grouped.items()}
+        else:
+            info = dict(getattr(backend, "engine_info", {}) or {})
         session = store.start_session(model, info, _machine())
         started = time.monotonic()
         spent = {"output": 0, "prompt": 0}
@@ -310,7 +315,8 @@ async def _solve(
             for job in jobs:
                 group.create_task(one(job))
     finally:
-        for each in {id(c.primary): c.primary for c in controllers.values()}.values():
+        opened = [b for c in controllers.values() for b in (c.backends.values() or [c.primary])]
+        for each in {id(b): b for b in opened}.values():
             aclose = getattr(each, "aclose", None)
             if aclose is not None:
                 await aclose()

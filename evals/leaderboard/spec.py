@@ -7,6 +7,8 @@ per entry x model x dataset, each with a stable `Cell.key` that names its rows i
     models:                                   # backends by name, as in a run spec
       0.5b: qwen2.5-coder-0.5b-instruct
       1.5b: {model: qwen2.5-coder-1.5b-instruct, kv_cache_gb: 3}
+      pair:                                   # several named backends started together
+        backends: {draft: qwen2.5-coder-0.5b-instruct, target: qwen2.5-coder-1.5b-instruct}
     datasets:
       gsm8k: {name: gsm8k, offset: 200, limit: 300}
       math500: {name: math500, limit: 60}
@@ -47,19 +49,54 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from reasoning import STRATEGIES, Budget, Strategy
 from reasoning.config import Settings, describe_errors
 from reasoning.errors import ConfigError, ReasoningError
-from reasoning.evals.spec import BackendSpec, DatasetSpec, ScriptedReply, ServerBackend, VLLMEngine
+from reasoning.evals.spec import (
+    BackendSpec,
+    DatasetSpec,
+    ScriptedReply,
+    ServerBackend,
+    VLLMEngine,
+    backend_kind,
+)
 from reasoning.registry import params_of
 
-__all__ = ["Cell", "EntrySpec", "LeaderboardSpec", "Price", "read_leaderboard"]
+__all__ = ["Cell", "EntrySpec", "LeaderboardSpec", "ModelGroup", "Price", "read_leaderboard"]
 
 _BUDGET_LINES = tuple(f.name for f in dataclasses.fields(Budget))
+
+
+class ModelGroup(Settings):
+    """Several named backends run together as one leaderboard model (e.g. a draft and a target).
+
+    Strategies that call more than one model (speculative reasoning) reach them by these names;
+    the first is the run's default backend. Engines are checked to fit in memory together.
+    """
+
+    what: ClassVar[str] = "model group"
+
+    kind: Literal["group"] = "group"
+    backends: dict[str, BackendSpec] = Field(min_length=2)
+    """The backends by the names strategies use (``draft``, ``target``)."""
+
+
+def _model_kind(value: Any) -> Any:
+    if isinstance(value, Mapping) and "backends" in value and "kind" not in value:
+        return {"kind": "group", **value}
+    return backend_kind(value)
+
+
+ModelSpec = Annotated[
+    VLLMEngine | ServerBackend | ScriptedReply | ModelGroup,
+    Field(discriminator="kind"),
+    BeforeValidator(_model_kind),
+]
+"""One leaderboard model: a backend, or a group of named backends."""
 
 
 class EntrySpec(Settings):
@@ -158,8 +195,9 @@ class LeaderboardSpec(Settings):
     """The leaderboard's name (letters, digits, ``._-``): the default store's file name."""
     store: Path | None = None
     """SQLite store (default ``results/<name>.sqlite``, relative to the working directory)."""
-    models: dict[str, BackendSpec] = Field(default_factory=lambda: {"default": _default_engine()})
-    """Backends by name: model names (in-process engines), engine settings, servers."""
+    models: dict[str, ModelSpec] = Field(default_factory=lambda: {"default": _default_engine()})
+    """Backends by name: model names (in-process engines), engine settings, servers, or groups of
+    named backends (``{backends: {draft: ..., target: ...}}``)."""
     datasets: dict[str, DatasetSpec] = Field(min_length=1)
     """Datasets by name."""
     entries: list[EntrySpec] = Field(min_length=1)
@@ -333,11 +371,13 @@ def _hash(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _default_engine() -> VLLMEngine | ServerBackend | ScriptedReply:
+def _default_engine() -> VLLMEngine | ServerBackend | ScriptedReply | ModelGroup:
     return VLLMEngine()
 
 
-def _model_identity(backend: VLLMEngine | ServerBackend | ScriptedReply) -> dict[str, Any]:
+def _model_identity(backend: VLLMEngine | ServerBackend | ScriptedReply | ModelGroup) -> dict[str, Any]:
+    if isinstance(backend, ModelGroup):
+        return {"kind": "group", "backends": {k: _model_identity(b) for k, b in backend.backends.items()}}
     if isinstance(backend, VLLMEngine):
         return {
             "kind": "vllm",
