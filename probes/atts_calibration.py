@@ -47,7 +47,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -348,7 +348,6 @@ async def collect_calibration(
     samples: int = 16,
     concurrency: int = 8,
     source: str = "",
-    on_run: Callable[[Run], None] | None = None,
 ) -> tuple[AttsCalibration, list[Run]]:
     """Collect an ATTS calibration: per problem, `samples` first-turn chunks scored by the target.
 
@@ -372,8 +371,6 @@ async def collect_calibration(
             run = await controller.run(problem, strategy)
         if run.stop_reason != "done":
             raise ConfigError(f"ATTS calibration on problem {problem.id} stopped: {run.stop_reason}")
-        if on_run is not None:
-            on_run(run)
         return run
 
     runs = await run_all(*(one(p) for p in problems))
