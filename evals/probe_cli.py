@@ -1,4 +1,4 @@
-"""``reasoning probe collect | features | train | calibrate``: the probe pipeline from the shell.
+"""``reasoning probe collect | features | train | calibrate | atts-calibrate``: probes from the shell.
 
     reasoning probe collect --dataset gsm8k --offset 200 --limit 200 --out probes/gsm8k-train
     reasoning probe features --traces probes/gsm8k-train.traces.jsonl
@@ -6,6 +6,11 @@
     reasoning probe calibrate --probe probes/gsm8k-exit --data probes/gsm8k-calib --alpha 0.1
 
 Keep the problems you evaluate on out of training and calibration (``--offset``/``--limit``).
+ATTS' calibration (target perplexities of draft chunks, no labels) is the exception: the paper
+calibrates on the test questions themselves::
+
+    reasoning probe atts-calibrate --dataset gsm8k --offset 200 --limit 40 \\
+        --model draft=0.5b --model target=1.5b --out probes/gsm8k-atts.json
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 
 from reasoning.errors import ConfigError
 
-probe_app = typer.Typer(no_args_is_help=True, help="Train and calibrate hidden-state probes.")
+probe_app = typer.Typer(
+    no_args_is_help=True, help="Train and calibrate hidden-state probes; calibrate ATTS (atts-calibrate)."
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -198,3 +206,89 @@ def calibrate_command(
         f"{c.calibration_exit_rate_unsafe:.3f}, on safe points {c.calibration_exit_rate_safe:.3f}"
     )
     out.print(f"guarantee: {c.guarantee}")
+
+
+@probe_app.command("atts-calibrate")
+def atts_calibrate(
+    out_path: Annotated[Path, typer.Option("--out", help="Calibration artefact to write (JSON).")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="The pair, as draft=MODEL and target=MODEL (embedded name, HF folder or id)."),
+    ] = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(help="Servers instead of engines: draft=URL and target=URL (vLLM servers)."),
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="gsm8k, math500, a .jsonl file or gym:<task>.")] = "gsm8k",
+    limit: Annotated[int, typer.Option(help="Problems to calibrate on.")] = 50,
+    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    samples: Annotated[int, typer.Option(help="Draft first-turn chunks per problem (m).")] = 16,
+    draft_tokens: Annotated[int, typer.Option(help="Most tokens per chunk (Kd; atts draft_tokens).")] = 128,
+    delimiter: Annotated[
+        str, typer.Option(help="Chunks stop at this delimiter (escapes such as \\n are read; '' for none).")
+    ] = "\\n\\n",
+    temperature: Annotated[float, typer.Option(help="Draft temperature.")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="Draft nucleus mass.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Run seed (the chunks' seeds derive from it).")] = 0,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight.")] = 8,
+    kv_cache_gb: KV = 2.0,
+    dtype: Dtype = "auto",
+) -> None:
+    """Collect an ATTS calibration: target perplexities of the draft's first-turn chunks.
+
+    Use the file with ``reasoning solve --strategy atts -p calibration=FILE`` and the same pair
+    and chunk settings (draft_tokens, delimiter, temperature, top_p). Calibrating on the problems
+    solved later is the paper's setting (and needed for ``-p coverage=conditional``).
+    """
+    from reasoning import Controller
+    from reasoning.evals import cli
+    from reasoning.evals.spec import RunSpec
+    from reasoning.probes.atts_calibration import ChunkSettings, collect_calibration
+
+    chunk = ChunkSettings(draft_tokens, delimiter.encode().decode("unicode_escape"), temperature, top_p)
+    kind = "openai" if base_url else "vllm"
+    backends = cli._backends_of(
+        kind, cli._named(model or [], "model"), cli._named(base_url or [], "base-url")
+    )
+    if set(backends.get("backends", {})) != {"draft", "target"}:
+        raise ConfigError(
+            "atts-calibrate needs the pair by name: --model draft=MODEL --model target=MODEL "
+            "(or --base-url draft=URL --base-url target=URL)"
+        )
+    settings = {"vllm": {"kv_cache_gb": kv_cache_gb, "dtype": dtype}}
+    named = {name: cli._with_settings(b, settings) for name, b in backends["backends"].items()}
+    source = f"{dataset}[{offset}:{offset + limit}]"
+    spec = RunSpec.model_validate(
+        {"backends": named, "seed": seed, "dataset": {"name": dataset, "limit": limit, "offset": offset}}
+    )
+    problems = cli._problems(spec)
+    cli.quiet_engine_logs(False)
+    engine = cli._backend(spec, False)
+
+    async def go() -> tuple[Any, list[Any]]:  # one event loop: the engines' clients are bound to it
+        try:
+            with err.status(f"calibrating on {len(problems)} problems x {samples} chunks ..."):
+                return await collect_calibration(
+                    Controller(engine, seed=seed), problems, chunk, samples, concurrency, source
+                )
+        finally:
+            for backend in engine.values():
+                aclose = getattr(backend, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    try:
+        calibration, runs = asyncio.run(go())
+    finally:
+        cli._close(engine)
+    path = calibration.save(out_path)
+    pooled = calibration.pooled()
+    used = {
+        role: {key: sum(r.usage_by_backend[role][key] for r in runs) for key in ("calls", "output_tokens")}
+        for role in ("draft", "target")
+    }
+    out.print(
+        f"calibration: {path}  ({len(pooled)} chunks of {len(calibration.scores)} problems; "
+        f"PPL median {float(np.median(pooled)):.3f}, 60th percentile {float(np.quantile(pooled, 0.6)):.3f})"
+    )
+    out.print(f"cost: {json.dumps(used)}")
