@@ -128,6 +128,21 @@ class EngineConfig(Settings):
     """Engine seed (per-request seeds come from the controller)."""
     hidden_states: bool = False
     """Offer hidden states (installs idle forward hooks in the engine's worker; eager mode only)."""
+    speculative: dict[str, Any] | None = None
+    """Token-level speculative decoding inside the engine: vLLM's ``speculative_config``, e.g.
+    ``{method: ngram, num_speculative_tokens: 4, prompt_lookup_max: 4}`` (n-gram lookup in the
+    prompt) or ``{model: qwen2.5-coder-0.5b-instruct, num_speculative_tokens: 4}`` (a draft
+    model; an embedded name is resolved like `model`). Greedy outputs are unchanged, only
+    faster or slower: ``benchmarks/speculative.py`` measures which on this machine."""
+
+    @field_validator("speculative")
+    @classmethod
+    def _speculative_kind(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not ({"method", "model"} & set(value)):
+            raise ValueError("speculative needs a method (e.g. ngram) or a draft model")
+        if value is not None and int(value.get("num_speculative_tokens", 0)) < 1:
+            raise ValueError("speculative needs num_speculative_tokens >= 1")
+        return value
 
     @field_validator("dtype")
     @classmethod

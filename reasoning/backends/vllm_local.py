@@ -201,7 +201,8 @@ class VLLMBackend:
         if gpu:
             choice = choose_dtype(config.dtype, gpu=True)
         else:
-            _check_memory(config.kv_cache_gb, path, dtype=choice.dtype)
+            draft = _speculative(config.speculative).get("model")  # a draft model shares the memory
+            _check_memory(config.kv_cache_gb, path, *([str(draft)] if draft else []), dtype=choice.dtype)
         stats = EngineStats()
         hidden = config.hidden_states and config.enforce_eager  # compiled graphs skip the hooks
         args = AsyncEngineArgs(
@@ -220,6 +221,7 @@ class VLLMBackend:
             **({"block_size": config.block_size} if config.block_size else {}),
             **({} if gpu else {"kv_cache_memory_bytes": int(config.kv_cache_gb * (1 << 30))}),
             **({"worker_extension_cls": EXTENSION} if hidden else {}),
+            **({"speculative_config": _speculative(config.speculative)} if config.speculative else {}),
         )
         try:
             engine = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(stats)])
@@ -233,6 +235,7 @@ class VLLMBackend:
             max_num_seqs=config.max_num_seqs,
             enforce_eager=config.enforce_eager,
             kv_cache_gb=None if gpu else config.kv_cache_gb,
+            **({"speculative": config.speculative} if config.speculative else {}),
         )
         logger.info("engine ready: %s, dtype %s", name, choice)
         return backend
@@ -406,6 +409,14 @@ class VLLMBackend:
                 )
             )
         return tuple(out)
+
+
+def _speculative(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``speculative_config`` vLLM takes, from ours: an embedded draft's name becomes its folder."""
+    out = dict(settings or {})
+    if out.get("model"):
+        out["model"] = resolve_model(str(out["model"]))
+    return out
 
 
 def load_backends(
