@@ -6,7 +6,7 @@ Example:
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
     ['a-star', 'adaptive-sc', 'atts', 'beam', 'best-of-n', 'deepconf', 'difficulty', 'dvts',
      'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select', 'particle-filtering',
-     'self-consistency', 'short-m@k', 'single']
+     'self-consistency', 'short-m@k', 'single', 'spec-reason', 'spec-thinking']
 """
 
 if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout's root: no shadowing
@@ -30,6 +30,8 @@ from reasoning.strategies.sampled import Sampled
 from reasoning.strategies.self_consistency import SelfConsistency
 from reasoning.strategies.short_m_at_k import ShortMAtK
 from reasoning.strategies.single import Single
+from reasoning.strategies.spec_reason import SpecReason
+from reasoning.strategies.spec_thinking import SpecThinking
 
 __all__ = [
     "ATTS",
@@ -50,4 +52,6 @@ __all__ = [
     "SelfConsistency",
     "ShortMAtK",
     "Single",
+    "SpecReason",
+    "SpecThinking",
 ]
