@@ -10,6 +10,7 @@ strategy produces the same samples on either backend.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -24,7 +25,13 @@ from typing import IO, Any
 
 from reasoning.backends.hidden_states import EXTENSION
 from reasoning.backends.openai_server import OpenAIBackend
-from reasoning.backends.vllm_local import _check_memory, _configure_cpu_environment, engine_info, on_gpu
+from reasoning.backends.vllm_local import (
+    _check_memory,
+    _configure_cpu_environment,
+    _speculative,
+    engine_info,
+    on_gpu,
+)
 from reasoning.config import EngineConfig
 from reasoning.errors import ConfigError, EngineStartError
 from reasoning.hardware import choose_dtype
@@ -62,13 +69,14 @@ class VLLMServer:
         seed: int = 0,
         hidden_states: bool = False,
         block_size: int | None = None,
+        speculative: dict[str, Any] | None = None,
         extra_args: tuple[str, ...] = (),
         log: Path | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Describe the server; `start` launches it.
 
-        The engine settings (`model` to `block_size`) are the fields of `EngineConfig`, which
+        The engine settings (`model` to `speculative`) are the fields of `EngineConfig`, which
         documents them; `from_config` takes them as one.
 
         Args:
@@ -85,6 +93,7 @@ class VLLMServer:
                 `reasoning.backends.hidden_states` and turns on vLLM's development endpoints
                 (``/collective_rpc`` among them: keep such a server on loopback). Needs eager mode.
             block_size: Tokens per KV-cache block (None: the engine's default).
+            speculative: Token-level speculative decoding (`EngineConfig.speculative`).
             extra_args: More ``vllm serve`` arguments, passed verbatim.
             log: File for the server's output (default: a temporary file); None with
                 ``inherit`` output is chosen by `start`.
@@ -102,6 +111,7 @@ class VLLMServer:
             seed=seed,
             hidden_states=hidden_states,
             block_size=block_size,
+            speculative=speculative,
         )
         """The engine's settings."""
         if hidden_states and not enforce_eager:
@@ -190,6 +200,8 @@ class VLLMServer:
             cmd += ["--worker-extension-cls", EXTENSION]
         if self.block_size:
             cmd += ["--block-size", str(self.block_size)]
+        if self.config.speculative:
+            cmd += ["--speculative-config", json.dumps(_speculative(self.config.speculative))]
         if not on_gpu():
             cmd += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
         return cmd + list(self.extra_args)

@@ -131,6 +131,7 @@ class VLLMBackend:
         hidden_states: bool = True,
         progress: Progress | None = None,
         block_size: int | None = None,
+        speculative: dict[str, Any] | None = None,
     ) -> VLLMBackend:
         """Start an engine for `model` (default: the embedded default model).
 
@@ -152,6 +153,7 @@ class VLLMBackend:
             block_size: Tokens per KV-cache block, the prefix cache's unit (None: the engine's
                 default, 128 on CPU, 16 on GPUs). Step-wise searches resubmit prefixes that grow by
                 one step: on CPU, 32 lets the cache serve all but the last partial block.
+            speculative: Token-level speculative decoding (`EngineConfig.speculative`).
 
         Raises:
             ConfigError: A setting is invalid (the message names it).
@@ -167,6 +169,7 @@ class VLLMBackend:
             seed=seed,
             hidden_states=hidden_states,
             block_size=block_size,
+            speculative=speculative,
         )
         return cls.from_config(config, progress=progress)
 
