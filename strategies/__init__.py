@@ -4,8 +4,8 @@ Example:
     >>> from reasoning import STRATEGIES
     >>> import reasoning.strategies
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
-    ['a-star', 'adaptive-sc', 'beam', 'best-of-n', 'deepconf', 'difficulty', 'dvts', 'early-exit',
-     'first-finish', 'longest-finish', 'lt-prune', 'lt-select', 'particle-filtering',
+    ['a-star', 'adaptive-sc', 'arbitrage', 'beam', 'best-of-n', 'deepconf', 'difficulty', 'dvts',
+     'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select', 'particle-filtering',
      'self-consistency', 'short-m@k', 'single']
 """
 
@@ -14,6 +14,7 @@ if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout
 
 from reasoning.strategies.a_star import AStar
 from reasoning.strategies.adaptive_sc import AdaptiveSelfConsistency
+from reasoning.strategies.arbitrage import Arbitrage
 from reasoning.strategies.beam_search import BeamSearch
 from reasoning.strategies.best_of_n import BestOfN
 from reasoning.strategies.deepconf import DeepConf
@@ -34,6 +35,7 @@ __all__ = [
     "DVTS",
     "AStar",
     "AdaptiveSelfConsistency",
+    "Arbitrage",
     "BeamSearch",
     "BestOfN",
     "DeepConf",
