@@ -8,7 +8,7 @@
 An advantage router for ``arbitrage`` (draft and target models, judged steps)::
 
     reasoning probe collect-advantage --model draft=0.5b --model target=1.5b \
-        --dataset gsm8k --offset 1000 --limit 300 --out probes/gsm8k-adv-train
+        --dataset gsm8k --offset 400 --limit 300 --out probes/gsm8k-adv-train
     reasoning probe train --kind advantage --data probes/gsm8k-adv-train --out probes/gsm8k-router
     reasoning probe calibrate --probe probes/gsm8k-router --data probes/gsm8k-adv-calib --escalate-rate 0.3
 
