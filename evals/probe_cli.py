@@ -1,9 +1,17 @@
-"""``reasoning probe collect | features | train | calibrate | atts-calibrate``: probes from the shell.
+"""``reasoning probe collect | collect-advantage | features | train | calibrate | atts-calibrate``:
+probes from the shell.
 
     reasoning probe collect --dataset gsm8k --offset 200 --limit 200 --out probes/gsm8k-train
     reasoning probe features --traces probes/gsm8k-train.traces.jsonl
     reasoning probe train --data probes/gsm8k-train --out probes/gsm8k-exit
     reasoning probe calibrate --probe probes/gsm8k-exit --data probes/gsm8k-calib --alpha 0.1
+
+An advantage router for ``arbitrage`` (draft and target models, judged steps)::
+
+    reasoning probe collect-advantage --model draft=0.5b --model target=1.5b \
+        --dataset gsm8k --offset 400 --limit 300 --out probes/gsm8k-adv-train
+    reasoning probe train --kind advantage --data probes/gsm8k-adv-train --out probes/gsm8k-router
+    reasoning probe calibrate --probe probes/gsm8k-router --data probes/gsm8k-adv-calib --escalate-rate 0.3
 
 Keep the problems you evaluate on out of training and calibration (``--offset``/``--limit``).
 ATTS' calibration (target perplexities of draft chunks, no labels) is the exception: the paper
@@ -124,6 +132,91 @@ def collect(
         backend.close()
 
 
+@probe_app.command("collect-advantage")
+def collect_advantage_command(
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Output stem; writes STEM.traces.jsonl + features.")
+    ],
+    models: Annotated[
+        list[str], typer.Option("--model", help="draft=MODEL and target=MODEL (both required).")
+    ],
+    dataset: Annotated[str, typer.Option(help="gsm8k, math500, a .jsonl file or gym:<task>.")] = "gsm8k",
+    limit: Annotated[int, typer.Option(help="Problems to collect on.")] = 100,
+    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    margin: Annotated[float, typer.Option(help="Label: target score - draft score > margin (0-9).")] = 1.0,
+    follow: Annotated[
+        str, typer.Option(help="Continue with the draft's step, or the oracle's pick.")
+    ] = "draft",
+    max_steps: Annotated[int, typer.Option(help="Most steps per trajectory.")] = 20,
+    step_tokens: Annotated[int, typer.Option(help="Most tokens per step.")] = 256,
+    max_tokens: Annotated[int, typer.Option(help="Token budget of a trajectory's kept steps.")] = 512,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of steps.")] = 0.6,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    layers: Annotated[
+        str | None, typer.Option(help="Comma-separated draft layers (default L/4,L/2,3L/4,L).")
+    ] = None,
+    kv_cache_gb: KV = 2.0,
+    dtype: Dtype = "auto",
+) -> None:
+    """Judge paired draft/target steps from the same prefix; label and featurise the draft's."""
+    from reasoning.backends.vllm_local import load_backends
+    from reasoning.config import EngineConfig
+    from reasoning.evals.advantage import AdvantageCollection, collect_advantage
+    from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs
+    from reasoning.evals.datasets import load_dataset
+    from reasoning.evals.probing import model_layers, write_traces
+    from reasoning.probes.exit import default_layers
+
+    named = dict(m.partition("=")[::2] for m in models)
+    if set(named) != {"draft", "target"} or not all(named.values()):
+        raise ConfigError(f"give --model draft=MODEL --model target=MODEL, got {models}")
+    settings = AdvantageCollection(
+        margin=margin,
+        follow=follow,  # type: ignore[arg-type]  # checked by AdvantageCollection
+        max_steps=max_steps,
+        step_tokens=step_tokens,
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+    problems = load_dataset(dataset, limit=limit, offset=offset)
+    stem = _stem(out_path)
+    configs = {
+        name: EngineConfig(model=model, kv_cache_gb=kv_cache_gb, hidden_states=name == "draft", dtype=dtype)
+        for name, model in named.items()
+    }
+    quiet_engine_logs(False)
+    for config in configs.values():
+        _resolve_with_progress(config.model)
+    with err.status("starting the draft and target vLLM engines ..."):
+        backends = load_backends(configs)
+    chosen = [int(v) for v in layers.split(",")] if layers else None
+
+    async def go() -> None:  # one event loop: the engines' clients are bound to it
+        read = chosen or default_layers(model_layers(backends["draft"]))
+        with err.status(f"collecting {len(problems)} judged trajectories ..."):
+            traces, data = await collect_advantage(
+                backends,
+                problems,
+                read,
+                settings=settings,
+                dataset=f"{dataset}[{offset}:{offset + limit}]",
+                seed=seed,
+            )
+        write_traces(stem.with_name(stem.name + ".traces.jsonl"), traces)
+        judged = [r for t in traces for r in t["steps"]]
+        out.print(
+            f"{len(traces)} trajectories, {len(judged)} paired steps, {len(data)} labelled "
+            f"({int(data.labels.sum())} positive at margin {margin}); "
+            f"features: {data.save(stem)} (draft layers {read})"
+        )
+
+    try:
+        asyncio.run(go())
+    finally:
+        for backend in backends.values():
+            backend.close()
+
+
 def _report(traces: list[dict[str, Any]]) -> None:
     events = [len(t["events"]) for t in traces]
     labels = [e["label"] for t in traces for e in t["events"]]
@@ -162,7 +255,9 @@ def features_command(
 def train(
     data_path: Annotated[Path, typer.Option("--data", help="Features stem from collect/features.")],
     out_path: Annotated[Path, typer.Option("--out", help="Artefact stem (writes .safetensors + .json).")],
-    kind: Annotated[str, typer.Option(help="exit (decision points) or difficulty (prompts).")] = "exit",
+    kind: Annotated[
+        str, typer.Option(help="exit (decision points), difficulty (prompts) or advantage (draft steps).")
+    ] = "exit",
     hidden: Annotated[str, typer.Option(help="MLP hidden sizes, comma-separated; '' = logistic.")] = "256,64",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
 ) -> None:
@@ -170,8 +265,8 @@ def train(
     from reasoning.probes.data import DecisionPoints
     from reasoning.probes.probe import train_probe
 
-    if kind not in ("exit", "difficulty"):
-        raise ConfigError(f"--kind must be exit or difficulty, got {kind!r}")
+    if kind not in ("exit", "difficulty", "advantage"):
+        raise ConfigError(f"--kind must be exit, difficulty or advantage, got {kind!r}")
     data = DecisionPoints.load(_stem(data_path))
     sizes = tuple(int(v) for v in hidden.split(",") if v)
     probe = train_probe(data, kind, sizes, seed=seed)  # type: ignore[arg-type]
@@ -183,18 +278,39 @@ def train(
 def calibrate_command(
     probe_path: Annotated[Path, typer.Option("--probe", help="Trained probe artefact.")],
     data_path: Annotated[Path, typer.Option("--data", help="Calibration features (disjoint from training).")],
-    alpha: Annotated[float, typer.Option(help="Miscoverage: P(exit | unsafe) <= alpha per decision point.")],
+    alpha: Annotated[
+        float | None, typer.Option(help="Exit probes: miscoverage, P(exit | unsafe) <= alpha per point.")
+    ] = None,
+    escalate_rate: Annotated[
+        float, typer.Option(help="Advantage routers: fraction of held-out steps to escalate.")
+    ] = 0.3,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Output stem (default: overwrite --probe).")
     ] = None,
     strict: Annotated[bool, typer.Option(help="Strict quantile (+inf when too few points).")] = True,
 ) -> None:
-    """Calibrate the conformal exit rule; the artefact records alpha, thresholds and the guarantee."""
+    """Calibrate an exit rule (alpha) or a router's escalation threshold (escalate rate)."""
+    from reasoning.probes.advantage import calibrate_router
     from reasoning.probes.data import DecisionPoints
     from reasoning.probes.probe import Probe, calibrate
 
     probe = Probe.load(_stem(probe_path))
     data = DecisionPoints.load(_stem(data_path))
+    if probe.card.kind == "advantage":
+        router = calibrate_router(probe, data, escalate_rate)
+        r = router.card.router
+        if r is None:  # calibrate_router always sets it
+            raise ConfigError(f"calibrating {probe_path} produced no threshold")
+        out.print(
+            f"calibrated: {router.save(_stem(out_path or probe_path))}  tau={r.threshold:.4f} escalates "
+            f"{r.calibration_escalation_rate:.3f} of {r.steps} steps; spearman(y_hat, advantage)="
+            f"{r.spearman:.3f} auroc={r.auroc:.3f}; mean advantage escalated "
+            f"{r.mean_advantage_escalated:.2f} (oracle {r.mean_advantage_oracle:.2f}, "
+            f"random {r.mean_advantage_all:.2f})"
+        )
+        return
+    if alpha is None:
+        raise ConfigError(f"{probe_path} is a {probe.card.kind} probe: give --alpha")
     calibrated = calibrate(probe, data, alpha, strict)
     path = calibrated.save(_stem(out_path or probe_path))
     c = calibrated.card.calibration

@@ -6,11 +6,12 @@
 * `reasoning.probes.probe`: probe training, AUROC, calibration, self-describing artefacts;
 * `reasoning.probes.conformal`: split conformal quantiles, p-values, LYNX's exit rule;
 * `reasoning.probes.trajectory`: latent-trajectory signals (net, cumulative, aligned change);
-* `reasoning.probes.value`: an exit probe as a process scorer for step searches (value probe).
+* `reasoning.probes.value`: an exit probe as a process scorer for step searches (value probe);
+* `reasoning.probes.advantage`: advantage routers (where they read, escalation-rate calibration).
 
-Collecting labels needs gold answers and lives in `reasoning.evals.probing`; the strategies that
-use probes are `early-exit`, `lt-select`, `lt-prune`, `difficulty`, and the tree searches with
-``scorer="probe"``.
+Collecting labels needs gold answers or a judge and lives in `reasoning.evals.probing` and
+`reasoning.evals.advantage`; the strategies that use probes are `early-exit`, `lt-select`,
+`lt-prune`, `difficulty`, `arbitrage`, and the tree searches with ``scorer="probe"``.
 """
 
 if __name__ != "reasoning.probes":  # this folder, on sys.path in a checkout's root: no shadowing

@@ -8,7 +8,9 @@ Layout (never pickle): ``NAME.safetensors`` holds the arrays, ``NAME.json`` the 
 * ``trace`` int32 ``[events]``: index of the trace (one per problem) the event belongs to;
 * ``position`` int32 ``[events]``: 1-based index of the event's token among the generated ones;
 * ``prompt_features`` float16 ``[traces, ...]`` and ``trace_correct`` int8 ``[traces]``: the
-  prompt's last-token hidden states and whether the full trace was right (difficulty probes).
+  prompt's last-token hidden states and whether the full trace was right (difficulty probes);
+* ``advantage`` float32 ``[events]``, optional: the real-valued target behind a binary label
+  (advantage-router data: the target's step score minus the draft's), for rank correlations.
 
 The JSON side records the model fingerprint, layers, cue set, exit phrase, dataset and one
 entry per trace (problem id, tokens, answer, correctness), plus the sha256 of the arrays file,
@@ -60,11 +62,15 @@ class DecisionPoints:
     trace_correct: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     """model {name, sha256}, layers, cues, exit_phrase, dataset, traces [...], ..."""
+    advantage: np.ndarray | None = None
+    """Optional real value behind each label (advantage-router data: Delta = s_target - s_draft)."""
 
     def __post_init__(self) -> None:
         n = len(self.labels)
         if not (len(self.features) == len(self.trace) == len(self.position) == n):
             raise ConfigError("decision points: features, labels, trace and position differ in length")
+        if self.advantage is not None and len(self.advantage) != n:
+            raise ConfigError("decision points: advantage and labels differ in length")
         if len(self.prompt_features) != len(self.trace_correct):
             raise ConfigError("decision points: prompt_features and trace_correct differ in length")
 
@@ -92,6 +98,7 @@ class DecisionPoints:
             prompt_features=self.prompt_features[traces],
             trace_correct=self.trace_correct[traces],
             meta=meta,
+            advantage=None if self.advantage is None else self.advantage[keep],
         )
 
     def save(self, path: str | Path) -> Path:
@@ -100,17 +107,17 @@ class DecisionPoints:
 
         arrays, described = _paths(path)
         arrays.parent.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {
-                "features": np.ascontiguousarray(self.features, dtype=np.float16),
-                "labels": np.ascontiguousarray(self.labels, dtype=np.int8),
-                "trace": np.ascontiguousarray(self.trace, dtype=np.int32),
-                "position": np.ascontiguousarray(self.position, dtype=np.int32),
-                "prompt_features": np.ascontiguousarray(self.prompt_features, dtype=np.float16),
-                "trace_correct": np.ascontiguousarray(self.trace_correct, dtype=np.int8),
-            },
-            str(arrays),
-        )
+        tensors: dict[str, np.ndarray] = {
+            "features": np.ascontiguousarray(self.features, dtype=np.float16),
+            "labels": np.ascontiguousarray(self.labels, dtype=np.int8),
+            "trace": np.ascontiguousarray(self.trace, dtype=np.int32),
+            "position": np.ascontiguousarray(self.position, dtype=np.int32),
+            "prompt_features": np.ascontiguousarray(self.prompt_features, dtype=np.float16),
+            "trace_correct": np.ascontiguousarray(self.trace_correct, dtype=np.int8),
+        }
+        if self.advantage is not None:
+            tensors["advantage"] = np.ascontiguousarray(self.advantage, dtype=np.float32)
+        save_file(tensors, str(arrays))
         meta = {**self.meta, "events": len(self), "positives": int(self.labels.sum())}
         meta["arrays_sha256"] = file_sha256(arrays)
         described.write_text(json.dumps(meta, indent=1))
@@ -137,4 +144,4 @@ class DecisionPoints:
         missing = [name for name in _ARRAYS if name not in loaded]
         if missing:
             raise DatasetError(f"{arrays} lacks arrays {missing}")
-        return cls(**{name: loaded[name] for name in _ARRAYS}, meta=meta)
+        return cls(**{name: loaded[name] for name in _ARRAYS}, meta=meta, advantage=loaded.get("advantage"))

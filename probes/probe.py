@@ -2,14 +2,17 @@
 
 A probe maps the hidden states of chosen layers at one position to a probability: for an exit
 probe (LYNX, arXiv 2512.05325), "forcing the final answer here gives the right answer"; for a
-difficulty probe (DiffAdapt, Liu et al., arXiv 2510.19669), "one sample of this prompt is right".
+difficulty probe (DiffAdapt, Liu et al., arXiv 2510.19669), "one sample of this prompt is right";
+for an advantage router (Arbitrage, Maheswaran et al., arXiv 2512.05033), "the target model's step
+from here would be clearly better than the draft's step just written" (`reasoning.probes.advantage`).
 Architecture from LYNX: standardise, then an MLP (256, 64) with ReLU, or logistic regression
 (``hidden=()``); trained in torch (imported lazily) with class-balanced weights and early stopping
 on a validation split of whole traces; scored in numpy, so using a probe needs no torch.
 
 An artefact is ``NAME.safetensors`` (weights) + ``NAME.json`` (its card: format version, kind,
 model fingerprint, layers, position, cue set, exit phrase, training-data hash, metrics, and the
-calibrated conformal rule with alpha, thresholds, calibration size and the guarantee in words).
+calibrated conformal rule with alpha, thresholds, calibration size and the guarantee in words, or
+for a router its escalation threshold with the rank correlation and AUROC it was calibrated at).
 Loading it for another model raises `ProbeMismatch`.
 """
 
@@ -21,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -34,15 +37,21 @@ from reasoning.strategy import Context
 
 __all__ = [
     "Calibration",
+    "Kind",
     "Probe",
     "ProbeCard",
     "ProbeMismatch",
+    "RouterCalibration",
     "auroc",
     "calibrate",
     "load_probe",
     "model_of",
+    "spearman",
     "train_probe",
 ]
+
+Kind = Literal["exit", "difficulty", "advantage"]
+"""What a probe predicts: see `ProbeCard.kind`."""
 
 FORMAT = 1
 """Version of the artefact format."""
@@ -50,6 +59,23 @@ FORMAT = 1
 
 class ProbeMismatch(ConfigError):
     """A probe artefact was made for another model (or another layer layout)."""
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of `values`, ties sharing their average rank."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    ranks = np.empty(len(values))
+    i = 0
+    while i < len(values):  # average ranks over ties
+        j = i
+        while j + 1 < len(values) and ordered[j + 1] == ordered[i]:
+            j += 1
+        ranks[i : j + 1] = (i + j) / 2 + 1
+        i = j + 1
+    rank_of = np.empty(len(values))
+    rank_of[order] = ranks
+    return rank_of
 
 
 def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
@@ -64,20 +90,24 @@ def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarr
     pos, neg = s[y], s[~y]
     if len(pos) == 0 or len(neg) == 0:
         return math.nan
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    values = np.concatenate([pos, neg])[order]
-    ranks = np.empty(len(values))
-    i = 0
-    while i < len(values):  # average ranks over ties
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[i]:
-            j += 1
-        ranks[i : j + 1] = (i + j) / 2 + 1
-        i = j + 1
-    rank_of = np.empty(len(values))
-    rank_of[order] = ranks
+    rank_of = _ranks(np.concatenate([pos, neg]))
     u = rank_of[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
+
+
+def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Spearman rank correlation (Pearson on average ranks); NaN when either side is constant.
+
+    Arbitrage selects routers by rho(router output, advantage), a threshold-free metric.
+
+    Example:
+        >>> round(spearman([0.1, 0.2, 0.3, 0.4], [1, 3, 2, 9]), 6), spearman([1, 2, 3], [3, 2, 1])
+        (0.8, -1.0)
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
 
 
 class Calibration(BaseModel):
@@ -105,20 +135,52 @@ class Calibration(BaseModel):
         return ClassConditional(self.alpha, self.q_pos, self.q_neg, self.n_pos, self.n_neg, self.guarantee)
 
 
+class RouterCalibration(BaseModel):
+    """An advantage router's escalation threshold, chosen on held-out steps (`calibrate_router`)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    escalate_rate: float
+    """Fraction of steps the threshold was chosen to escalate to the target."""
+    threshold: float
+    """tau: escalate a step iff the router's output is above it."""
+    calibration_escalation_rate: float
+    """Fraction of the calibration steps it does escalate (ties can make it differ)."""
+    spearman: float
+    """rho(router output, advantage) on the calibration steps (Arbitrage's selection metric)."""
+    auroc: float
+    """AUROC of the router output against the labels on the calibration steps."""
+    steps: int
+    """Calibration steps."""
+    margin: float | None = None
+    """Label margin of the calibration data: a step is positive iff advantage > margin."""
+    mean_advantage_escalated: float = math.nan
+    """Mean advantage of the steps it escalates (what each target call buys)."""
+    mean_advantage_oracle: float = math.nan
+    """Mean advantage of the same number of steps with the largest advantage (the oracle)."""
+    mean_advantage_all: float = math.nan
+    """Mean advantage of all calibration steps (what random escalation buys per call)."""
+    data_sha256: str = ""
+    """Hash of the calibration data (disjoint from the training data)."""
+
+
 class ProbeCard(BaseModel):
     """Everything needed to use a probe correctly and to know where it came from."""
 
     model_config = ConfigDict(ser_json_inf_nan="constants")
 
     format: int = FORMAT
-    kind: Literal["exit", "difficulty"]
-    """exit: P(forced exit at this decision point is right); difficulty: P(a sample is right)."""
+    kind: Kind
+    """exit: P(forced exit at this decision point is right); difficulty: P(a sample is right);
+    advantage: P(the target's step would beat the draft's just-written step by the label margin)."""
     model: dict[str, str]
     """Fingerprint of the model whose hidden states it reads: {name, sha256}."""
     layers: list[int]
     """Layers read (transformers numbering: 0 = embeddings, L = final normed output)."""
     hidden_size: int
-    position: Literal["decision-point", "prompt"]
+    position: Literal["decision-point", "prompt", "step-end"]
+    """Where states are read: a decision point, the prompt's last token, or the end of a draft
+    step (the delimiter after it: `reasoning.probes.advantage.router_prefix`)."""
     cues: dict[str, Any] = {}
     exit_phrase: str = ""
     hidden: list[int]
@@ -127,6 +189,8 @@ class ProbeCard(BaseModel):
     training: dict[str, Any] = {}
     metrics: dict[str, float] = {}
     calibration: Calibration | None = None
+    router: RouterCalibration | None = None
+    """Escalation threshold of an advantage router (`reasoning probe calibrate --escalate-rate`)."""
 
 
 class Probe:
@@ -214,6 +278,13 @@ class Probe:
         return probe
 
 
+_POSITIONS: dict[str, Literal["decision-point", "prompt", "step-end"]] = {
+    "exit": "decision-point",
+    "difficulty": "prompt",
+    "advantage": "step-end",
+}
+
+
 def _split(groups: int, fraction: float, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of training and validation groups, stratified by a per-group label."""
     rng = np.random.default_rng(seed)
@@ -229,7 +300,7 @@ def _split(groups: int, fraction: float, labels: np.ndarray, seed: int) -> tuple
 
 def train_probe(
     data: DecisionPoints,
-    kind: Literal["exit", "difficulty"] = "exit",
+    kind: Kind = "exit",
     hidden: Sequence[int] = (256, 64),
     val_fraction: float = 0.2,
     epochs: int = 500,
@@ -238,17 +309,21 @@ def train_probe(
     weight_decay: float = 1e-4,
     seed: int = 42,
 ) -> Probe:
-    """Train a probe on decision points (kind exit) or on prompts (kind difficulty).
+    """Train a probe on decision points (kind exit), prompts (difficulty) or draft steps (advantage).
 
     The validation split holds out whole traces (stratified by whether the trace was right), so
     the reported AUROC is on traces the probe never saw. Early stopping watches validation loss.
+    Classes are weighted to balance (Arbitrage downsamples the majority class instead). With an
+    ``advantage`` array in the data, ``spearman_val`` reports rho(output, advantage) held out.
 
     Raises:
         ConfigError: fewer than two traces, or labels of one class only.
     """
     import torch
 
-    if kind == "exit":
+    if kind not in get_args(Kind):
+        raise ConfigError(f"probe kind must be one of {', '.join(get_args(Kind))}, got {kind!r}")
+    if kind != "difficulty":
         x, y, groups = data.features, data.labels, data.trace
     else:
         x, y, groups = data.prompt_features, data.trace_correct, np.arange(data.traces)
@@ -316,7 +391,7 @@ def train_probe(
         model=dict(meta.get("model", {"name": "unknown", "sha256": ""})),
         layers=layers_read,
         hidden_size=hidden_size,
-        position="decision-point" if kind == "exit" else "prompt",
+        position=_POSITIONS[kind],
         cues=dict(meta.get("cues", {})) if kind == "exit" else {},
         exit_phrase=str(meta.get("exit_phrase", "")) if kind == "exit" else "",
         hidden=list(hidden),
@@ -330,6 +405,7 @@ def train_probe(
             "val_traces": len(val_t),
             "epochs": ran,
             "seed": seed,
+            **({"label": meta["label"]} if kind == "advantage" and "label" in meta else {}),
         },
     )
     probe = Probe(card, arrays)
@@ -339,6 +415,8 @@ def train_probe(
         "accuracy_val": float(np.mean((p >= 0.5) == (y[val] > 0.5))),
         "auroc_train": auroc(probe.predict(x[train]), y[train]),
     }
+    if kind == "advantage" and data.advantage is not None:
+        probe.card.metrics["spearman_val"] = spearman(p, np.asarray(data.advantage)[val])
     return probe
 
 
@@ -346,8 +424,11 @@ def calibrate(probe: Probe, data: DecisionPoints, alpha: float, strict: bool = T
     """Calibrate `probe`'s exit rule on decision points it was not trained on (new `Probe`).
 
     Raises:
-        ConfigError: alpha out of range, one class missing, or data for another model.
+        ConfigError: alpha out of range, one class missing, data for another model, or an
+            advantage router (calibrated by `reasoning.probes.advantage.calibrate_router`).
     """
+    if probe.card.kind == "advantage":
+        raise ConfigError("an advantage router is calibrated by an escalation rate, not by alpha")
     model = data.meta.get("model", {})
     probe.check_model(ModelFingerprint(str(model.get("name", "")), str(model.get("sha256", ""))))
     if data.meta.get("arrays_sha256") and data.meta["arrays_sha256"] == probe.card.training_data_sha256:
@@ -393,14 +474,15 @@ def model_of(ctx: Context, backend: str | None = None) -> str:
     return str(getattr(target, "model", target.name))
 
 
-def load_probe(path: str, model: str, kind: Literal["exit", "difficulty"], calibrated: bool = True) -> Probe:
+def load_probe(path: str, model: str, kind: Kind, calibrated: bool = True) -> Probe:
     """Load (once per file version) a `kind` probe for `model`, as strategies do.
 
-    Exit probes must be calibrated unless `calibrated` is False (a value probe reads only its
-    probability). ``path`` may omit the ``.json``.
+    Exit probes and advantage routers must be calibrated unless `calibrated` is False (a value
+    probe reads only its probability; a router given its threshold needs none). ``path`` may
+    omit the ``.json``.
 
     Raises:
-        ConfigError: no such artefact, the wrong kind, or an uncalibrated exit probe.
+        ConfigError: no such artefact, the wrong kind, or an uncalibrated exit probe or router.
         ProbeMismatch: made for another model.
     """
     file = Path(path if path.endswith(".json") else path + ".json")
@@ -411,4 +493,9 @@ def load_probe(path: str, model: str, kind: Literal["exit", "difficulty"], calib
         raise ConfigError(f"{file} is a {probe.card.kind} probe; a {kind} probe is needed here")
     if kind == "exit" and calibrated and probe.rule is None:
         raise ConfigError(f"{file} is not calibrated: run `reasoning probe calibrate` on it first")
+    if kind == "advantage" and calibrated and probe.card.router is None:
+        raise ConfigError(
+            f"{file} has no escalation threshold: run `reasoning probe calibrate --escalate-rate` "
+            "on it, or give the threshold"
+        )
     return probe

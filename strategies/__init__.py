@@ -4,9 +4,9 @@ Example:
     >>> from reasoning import STRATEGIES
     >>> import reasoning.strategies
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
-    ['a-star', 'adaptive-sc', 'atts', 'beam', 'best-of-n', 'deepconf', 'difficulty', 'dvts',
-     'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select', 'particle-filtering',
-     'self-consistency', 'short-m@k', 'single', 'spec-reason', 'spec-thinking']
+    ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'deepconf', 'difficulty',
+     'dvts', 'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select',
+     'particle-filtering', 'self-consistency', 'short-m@k', 'single', 'spec-reason', 'spec-thinking']
 """
 
 if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout's root: no shadowing
@@ -14,6 +14,7 @@ if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout
 
 from reasoning.strategies.a_star import AStar
 from reasoning.strategies.adaptive_sc import AdaptiveSelfConsistency
+from reasoning.strategies.arbitrage import Arbitrage
 from reasoning.strategies.atts import ATTS
 from reasoning.strategies.beam_search import BeamSearch
 from reasoning.strategies.best_of_n import BestOfN
@@ -38,6 +39,7 @@ __all__ = [
     "DVTS",
     "AStar",
     "AdaptiveSelfConsistency",
+    "Arbitrage",
     "BeamSearch",
     "BestOfN",
     "DeepConf",
