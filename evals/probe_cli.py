@@ -1,5 +1,6 @@
-"""``reasoning probe collect | collect-advantage | features | train | calibrate | atts-calibrate``:
-probes from the shell.
+"""``reasoning probe``: train and calibrate probes, calibrate ATTS, from the shell.
+
+Subcommands: collect, collect-advantage, features, train, calibrate, atts-calibrate::
 
     reasoning probe collect --dataset gsm8k --offset 200 --limit 200 --out probes/gsm8k-train
     reasoning probe features --traces probes/gsm8k-train.traces.jsonl
