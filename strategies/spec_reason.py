@@ -18,10 +18,11 @@ arXiv 2504.07891), after its released ``spec_reason.py``::
 and stops at ``"\\n\\n"`` (T=0.6, top_p=0.95, at most 512 tokens; a step cut there is kept as a
 step). The judge is one target call decoding one greedy token with its top-10 log-probabilities
 from: the problem's messages, an assistant message holding the steps (candidate included, each
-followed by ``"\\n\\n"``), the user message `JUDGE_PROMPT` (the paper's, verbatim), and the
-assistant prefix `SCORE_PREFIX` continued. `judge_score` reads the score: ``greedy`` takes the
-decoded digit (0 when it is no digit); ``average`` is the expected digit over the digit tokens
-among the top-10, their probabilities renormalised. A step is accepted at ``score >= threshold``.
+followed by ``"\\n\\n"``), the user message `STEP_JUDGE_PROMPT` (the paper's, verbatim), and the
+assistant prefix `JUDGE_PREFIX` continued (both in `reasoning.verifiers.step_judge`).
+`judge_score` reads the score: ``greedy`` takes the decoded digit (0 when it is no digit);
+``average`` is the expected digit over the digit tokens among the top-10, their probabilities
+renormalised. A step is accepted at ``score >= threshold``.
 
 INFERRED adaptations (documented): the paper's reasoning models open their answer with
 ``<think>``, and its judge message and score prefix start with it; the instruction-tuned models
@@ -39,25 +40,17 @@ tokens and calls of each model (`Speculative.candidate`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from reasoning import STRATEGIES, Candidate, ConfigError, Context, Message, Problem, Request, Result, Sampling
+from reasoning import STRATEGIES, Candidate, ConfigError, Context, Problem, Result
 from reasoning.backend import TokenLogprob
 from reasoning.strategies.speculative_steps import Speculative, Tally, ended_text
 from reasoning.strategies.step_tree import step_prefix
+from reasoning.verifiers.step_judge import digit_score, step_judgement
 
-__all__ = ["JUDGE_PROMPT", "SCORE_PREFIX", "SpecReason", "judge_score"]
+__all__ = ["SpecReason", "judge_score"]
 
-JUDGE_PROMPT = (
-    "Evaluate the last reasoning step solely based on factual correctness and logical validity. "
-    "Ignore style, phrasing, or overall usefulness—only judge whether the step is objectively correct "
-    "and logically follows from prior steps. Assign a score from 0 to 9."
-)
-"""The judge's instruction (a user message after the steps), the paper's verbatim."""
-SCORE_PREFIX = "I think the quality score is: "
-"""The judge's assistant prefix: the next token is the score (the paper's, without ``<think>``)."""
 FINISH_MARKERS = ("boxed", "Answer:", "ANSWER:")
 """A step holding one of these states the final answer: the trace ends."""
 _DIGITS = tuple("0123456789")
@@ -77,11 +70,8 @@ def judge_score(token: TokenLogprob, method: ScoreMethod) -> float:
     """
     if method == "greedy":
         digit = token.token.strip()
-        return float(digit) if digit in _DIGITS else 0.0
-    top = token.top or ((token.token, token.logprob),)
-    weights = [(float(text.strip()), math.exp(logprob)) for text, logprob in top if text.strip() in _DIGITS]
-    total = sum(w for _, w in weights)
-    return sum(d * w for d, w in weights) / total if total else 0.0
+        return float(digit) if len(digit) == 1 and digit in _DIGITS else 0.0
+    return digit_score(token) or 0.0
 
 
 @STRATEGIES.register("spec-reason", "specreason", "spec_reason")
@@ -160,8 +150,7 @@ class SpecReason(Speculative):
 
     async def judge(self, ctx: Context, tally: Tally, steps: list[str]) -> float:
         """The target's 0-9 score of the last of `steps` (one decoded token, top-10 logprobs)."""
-        messages = (*ctx.messages, Message("assistant", step_prefix(steps)), Message("user", JUDGE_PROMPT))
-        request = Request(messages, Sampling(temperature=0.0, max_tokens=1, logprobs=10), SCORE_PREFIX)
+        request = step_judgement(ctx.messages, steps)
         verdict = await tally.call(ctx, request, self.target, "target")
         token = verdict.logprobs[0] if verdict.logprobs else TokenLogprob(verdict.text, 0.0)
         return judge_score(token, self.score_method)

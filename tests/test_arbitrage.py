@@ -51,7 +51,7 @@ def writer(steps: list[str]):
 
 
 def judged_last_step(request: Request) -> str:
-    return request.messages[-2].content.split("\n\n")[-1]
+    return request.messages[-2].content.split("\n\n")[-2]  # each step ends with the delimiter
 
 
 def target_script(judge=lambda step: "2" if "5" in step else "9"):

@@ -18,8 +18,9 @@ from reasoning import (
     default_prompt,
 )
 from reasoning.strategies import SpecReason
-from reasoning.strategies.spec_reason import JUDGE_PROMPT, SCORE_PREFIX
 from reasoning.strategies.step_tree import split_steps
+from reasoning.verifiers.step_judge import JUDGE_PREFIX as SCORE_PREFIX
+from reasoning.verifiers.step_judge import STEP_JUDGE_PROMPT as JUDGE_PROMPT
 
 PROBLEM = Problem("p", "2+2?", answer="4")
 PROMPT = default_prompt(PROBLEM.without_gold())

@@ -1,10 +1,11 @@
 """A model grades one reasoning step 0-9, read from one decoded token's top log-probabilities.
 
-The judgement of SpecReason (Pan et al., arXiv 2504.07891; ALGORITHMS.md section 6.1), used here
-by the Arbitrage router's labels and by its RSD baseline (arXiv 2512.05033; sections 6.3, 6.4):
+The judgement of SpecReason (Pan et al., arXiv 2504.07891; ALGORITHMS.md section 6.1), used by
+SpecReason itself, by the Arbitrage router's labels and by its RSD baseline (arXiv 2512.05033;
+sections 6.3, 6.4):
 
-    messages = problem prompt, assistant: steps so far + the candidate step (joined by the
-               delimiter), user: STEP_JUDGE_PROMPT; assistant prefix: JUDGE_PREFIX (continued)
+    messages = problem prompt, assistant: steps so far + the candidate step (each followed by
+               the delimiter), user: STEP_JUDGE_PROMPT; assistant prefix: JUDGE_PREFIX (continued)
     decode 1 greedy token with its top-10 log-probabilities
     score = expected digit: sum d * p(d) over the digit tokens among the top 10, renormalised
             (SpecReason's "average" method; None when no digit is among them)
@@ -66,9 +67,9 @@ def digit_score(token: TokenLogprob) -> float | None:
 
 def step_judgement(messages: Sequence[Message], steps: Sequence[str], delimiter: str = "\n\n") -> Request:
     """The judge's request for the newest of `steps`, given the problem's prompt `messages`."""
-    conversation = (
+    conversation = (  # the partial solution as SpecReason sends it: each step ends with the delimiter
         *messages,
-        Message("assistant", delimiter.join(steps)),
+        Message("assistant", "".join(step + delimiter for step in steps)),
         Message("user", STEP_JUDGE_PROMPT),
     )
     return Request(conversation, Sampling(temperature=0.0, max_tokens=1, logprobs=TOP_LOGPROBS), JUDGE_PREFIX)
