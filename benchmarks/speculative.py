@@ -180,8 +180,8 @@ async def main(args: argparse.Namespace) -> None:
         backends = load_backends(DRAFT_TARGET, kv_cache_gb=args.kv_cache_gb, hidden_states=bool(args.router))
         assert shares_tokenizer(backends["draft"], backends["target"])
         try:
-            calibration = str(Path(tempfile.mkdtemp()) / "atts.json")
-            if not args.only or "atts" in args.only:
+            calibration = args.calibration or str(Path(tempfile.mkdtemp()) / "atts.json")
+            if not args.calibration and (not args.only or "atts" in args.only):
                 cal_problems = load_dataset(
                     "gsm8k", offset=args.calibration_offset, limit=args.calibration_problems
                 )
@@ -235,6 +235,7 @@ if __name__ == "__main__":
     parser.add_argument("--chunk-tokens", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--kv-cache-gb", type=float, default=1.5)
+    parser.add_argument("--calibration", default="", help="an ATTS calibration to use (default: collect one)")
     parser.add_argument("--router", default="", help="a trained Arbitrage router probe (adds its arm)")
     parser.add_argument(
         "--only", default="", help="comma-separated arm names (target alone always runs); none: skip"

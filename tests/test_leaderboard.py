@@ -345,7 +345,12 @@ def test_the_shipped_leaderboard_is_valid_and_covers_every_strategy() -> None:
     path = Path(__file__).resolve().parents[1] / "leaderboards" / "gsm8k-default.yaml"
     spec = read_leaderboard(path)
     cells = spec.cells()
-    assert {c.model for c in cells} == {"0.5b", "1.5b"} and {c.dataset for c in cells} == {"gsm8k", "math500"}
+    assert {c.model for c in cells} == {"0.5b", "1.5b", "pair"}
+    assert {c.dataset for c in cells} == {"gsm8k", "math500"}
+    artefacts = [getattr(c.strategy, k, "") for c in cells for k in ("calibration", "probe")]
+    artefacts = [a for a in artefacts if a]
+    root = path.parents[1]
+    assert artefacts and all((root / a).is_file() for a in artefacts), artefacts  # shipped with it
     assert all(spec.baseline_of(cells, c) is not None for c in cells)
     entered = {c.strategy_name for c in cells}
     left_out = path.read_text().split("Left out, and why:")[1].split("name:")[0]
