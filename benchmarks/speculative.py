@@ -162,6 +162,13 @@ async def token_level(problems: list[Problem], args: argparse.Namespace) -> list
     return rows
 
 
+def _machine() -> dict[str, Any]:
+    m = machine()
+    wanted = ("avx512f", "avx512_bf16", "amx_bf16", "avx2")
+    flags = [f for f in wanted if m.has(f)]
+    return {"cpu": m.cpu, "cores": m.cores, "memory_gib": m.memory_gib, "flags": flags}
+
+
 def default_request(problem: Problem, max_tokens: int) -> Any:
     from reasoning import Request
 
@@ -172,7 +179,7 @@ async def main(args: argparse.Namespace) -> None:
     problems = load_dataset("gsm8k", offset=args.offset, limit=args.problems)
     print(
         json.dumps(
-            {"machine": machine(), "problems": f"gsm8k test {args.offset}-{args.offset + len(problems) - 1}"}
+            {"machine": _machine(), "problems": f"gsm8k test {args.offset}-{args.offset + len(problems) - 1}"}
         )
     )
     rows: list[dict] = []

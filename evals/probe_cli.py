@@ -51,10 +51,11 @@ Dtype = Annotated[
 def _engine(model: str | None, kv_cache_gb: float, hidden_states: bool, dtype: str = "auto") -> Any:
     from reasoning.backends.vllm_local import VLLMBackend
     from reasoning.config import EngineConfig
-    from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs
+    from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs, stop_on_signals
 
     config = EngineConfig(model=model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states, dtype=dtype)
     quiet_engine_logs(False)
+    stop_on_signals()  # SIGTERM shuts the engine down too
     _resolve_with_progress(model)
     with err.status("starting the vLLM engine ..."):
         backend = VLLMBackend.from_config(config)
@@ -163,7 +164,7 @@ def collect_advantage_command(
     from reasoning.backends.vllm_local import load_backends
     from reasoning.config import EngineConfig
     from reasoning.evals.advantage import AdvantageCollection, collect_advantage
-    from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs
+    from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs, stop_on_signals
     from reasoning.evals.datasets import load_dataset
     from reasoning.evals.probing import model_layers, write_traces
     from reasoning.probes.exit import default_layers
@@ -186,6 +187,7 @@ def collect_advantage_command(
         for name, model in named.items()
     }
     quiet_engine_logs(False)
+    stop_on_signals()  # SIGTERM shuts the engines down too
     for config in configs.values():
         _resolve_with_progress(config.model)
     with err.status("starting the draft and target vLLM engines ..."):
@@ -380,6 +382,7 @@ def atts_calibrate(
     )
     problems = cli._problems(spec)
     cli.quiet_engine_logs(False)
+    cli.stop_on_signals()  # SIGTERM shuts the engines down too
     engine = cli._backend(spec, False)
 
     async def go() -> tuple[Any, list[Any]]:  # one event loop: the engines' clients are bound to it
