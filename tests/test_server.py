@@ -84,7 +84,9 @@ async def test_server_death_mid_run_stops_cleanly_keeps_results_and_resumes(tmp_
     finally:
         first.stop()
     rows = read_results(out)
-    assert list(rows) == finished == finished[:1] and all(r.error is None for r in rows.values())
+    # What finished before the death is kept (a second problem may beat the kill), nothing more.
+    assert list(rows) == finished and 1 <= len(finished) < len(problems)
+    assert all(r.error is None for r in rows.values())
 
     with VLLMServer(port=port, kv_cache_gb=0.5) as second:
         backend = second.backend()
