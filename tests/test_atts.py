@@ -195,7 +195,6 @@ async def test_samples_run_without_a_barrier(tmp_path: Path, problem: Problem) -
     assert slow.text.startswith("slow") and fast.text == "fast\n\nfaster\n\n\\boxed{2}"
     order = [r.prefix.split()[0] for r in target.scored_requests]
     assert order == ["fast", "fast", "fast", "slow"]
-    assert fast.seconds < slow.seconds
 
 
 async def test_a_budget_stop_votes_over_the_finished_samples(tmp_path: Path, problem: Problem) -> None:
