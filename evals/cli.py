@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from reasoning import STRATEGIES, Controller, Problem, ReasoningError, Run
+from reasoning.compose import build
 from reasoning.concurrency import run_all
 from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, ConfigError
@@ -429,11 +430,9 @@ def execute(spec: RunSpec) -> None:
 
 def _arms(spec: RunSpec) -> list[_Arm]:
     """The strategy, and the baseline before it, each with its results file."""
-    arms = [_Arm(spec.label(), STRATEGIES.create(spec.strategy, spec.params), spec.output)]
+    arms = [_Arm(spec.label(), build(spec.strategy, spec.params), spec.output)]
     if spec.baseline is not None:
-        from reasoning.strategies.difficulty import parse_spec
-
-        arms.insert(0, _Arm(f"{spec.baseline} (baseline)", parse_spec(spec.baseline), None))
+        arms.insert(0, _Arm(f"{spec.baseline} (baseline)", build(spec.baseline), None))
     if spec.dataset is not None:
         stem = Path("results") / Path(spec.dataset.name).stem.replace(":", "-")
         for arm in arms:

@@ -57,10 +57,17 @@ class Parameter:
 class Registry(Generic[T]):
     """A registry of dataclass components of one kind (strategies, verifiers, ...)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: str | None = None) -> None:
         self.kind = kind
         self._classes: dict[str, type[T]] = {}
         self._aliases: dict[str, str] = {}
+        self._builtins = builtins
+
+    def _load_builtins(self) -> None:
+        """Import the module that registers the built-in components, once, on the first lookup."""
+        if self._builtins is not None:
+            module, self._builtins = self._builtins, None
+            importlib.import_module(module)
 
     def register(self, name: str, *aliases: str) -> Callable[[type[T]], type[T]]:
         """Class decorator registering a dataclass under `name` (and `aliases`).
@@ -99,10 +106,12 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
+        self._load_builtins()
         return sorted(self._classes)
 
     def resolve(self, name: str) -> str:
         """Canonical name for `name` or an alias; raises `ConfigError` listing the choices."""
+        self._load_builtins()
         key = self._aliases.get(name, name)
         if key not in self._classes:
             raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
@@ -155,10 +164,24 @@ class Registry(Generic[T]):
 def params_of(component: object) -> dict[str, Any]:
     """The parameters of a dataclass component as JSON-ready values (for records and resume)."""
     if dataclasses.is_dataclass(component) and not isinstance(component, type):
-        params = {f.name: getattr(component, f.name) for f in _parameter_fields(type(component))}
+        from reasoning.compose import spec_of  # a nested strategy (a composer's inner step): its spec
+
+        fields = _parameter_fields(type(component))
+        params = {f.name: getattr(component, f.name) for f in fields if not _unset_inner(f, component)}
+        params = {k: spec_of(v) if _is_strategy(v) else v for k, v in params.items()}
         jsonable: dict[str, Any] = to_jsonable_python(params, fallback=str)
         return jsonable
     return {}
+
+
+def _unset_inner(field: dataclasses.Field[Any], component: object) -> bool:
+    """An inner-step parameter left unset: not recorded, so a strategy that gained composition
+    keeps the resume identity of its earlier records."""
+    return "Inner" in str(field.type) and getattr(component, field.name) is None
+
+
+def _is_strategy(value: object) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type) and STRATEGIES.holds(type(value))
 
 
 def _parameter_fields(cls: type) -> list[dataclasses.Field[Any]]:
@@ -209,8 +232,9 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-STRATEGIES: Registry[Any] = Registry("strategy")
-"""Every strategy, by name (``reasoning.strategies`` registers the built-in ones)."""
+STRATEGIES: Registry[Any] = Registry("strategy", builtins="reasoning.strategies")
+"""Every strategy, by name (``reasoning.strategies`` registers the built-in ones, imported on the
+first lookup)."""
 
 ENTRY_POINT_GROUP = "reasoning.strategies"
 """Entry-point group through which installed distributions add strategies to `STRATEGIES`."""

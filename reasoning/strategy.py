@@ -174,12 +174,40 @@ class Context:
     best_so_far: Callable[[], Awaitable[Result]] | None = None
     """Set by a strategy that keeps its own records (a step search: its samples are steps, not
     solutions): what a budget stop returns instead of a vote over the samples finished so far."""
+    scope: str = ""
+    """Where in a composition this context runs (`derive`): its requests' seeds derive from it."""
     _requests: int = 0
     ledger: Ledger = field(init=False, repr=False)
     """Holds and settles every call on `meter` and the named backend's own meter in `meters`."""
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.meter, self.meters)
+
+    def derive(self, scope: str, messages: Sequence[Message] | None = None) -> Context:
+        """A context for an inner strategy of a composition: same problem, budget, backends, record.
+
+        The inner strategy's calls are metered, recorded and seeded like the outer one's; its
+        requests' seeds derive from the `scope` path (``/round2/draft0``), so concurrent inner runs
+        get distinct, replayable seeds whatever order they send in. `messages` replace the prompt
+        (a refinement round's prompt holding the previous round's workspace).
+
+        Example:
+            >>> from reasoning import Budget, Meter, Message, Problem, ScriptedBackend
+            >>> prompt = (Message("user", "2+2?"),)
+            >>> ctx = Context(Problem("p", "2+2?"), prompt, ScriptedBackend(["4"]), Meter(Budget()))
+            >>> inner = ctx.derive("r1", [Message("user", "improve: 4")])
+            >>> inner.scope, inner.meter is ctx.meter, inner.completions is ctx.completions
+            ('/r1', True, True)
+        """
+        child = replace(
+            self,
+            messages=self.messages if messages is None else tuple(messages),
+            scope=f"{self.scope}/{scope}",
+            best_so_far=None,
+            _requests=0,
+        )
+        child.ledger = self.ledger
+        return child
 
     def request(self, sampling: Sampling, prefix: str = "") -> Request:
         """A request for this problem's messages, continuing `prefix` when given."""
@@ -202,7 +230,8 @@ class Context:
         self._requests += 1
         if self.seed is None or request.sampling.seed is not None:
             return request
-        return request.with_sampling(seed=request_seed(self.seed, self.problem.id, self._requests))
+        seed = request_seed(self.seed, self.problem.id + self.scope, self._requests)
+        return request.with_sampling(seed=seed)
 
     def _charge(self, request: Request, target: Backend, backend: str | None) -> Charge:
         """Hold `request` on the run's meter and on `backend`'s own (None: the default's)."""

@@ -4,8 +4,9 @@
     if p >= threshold:  run the `easy` strategy (default: one sample, 256 tokens)
     else:               run the `hard` strategy (default: self-consistency, 4 x 512 tokens)
 
-Routes are strategy specs ``name:param=value,param=value`` (``reasoning strategies`` lists
-them), so any strategy can be a route, including ``early-exit:probe=...,n=4``. INFERRED
+Routes are strategy specs (`reasoning.compose`: ``name(param=value, ...)`` or
+``name:param=value,...``), so any strategy can be a route, including ``early-exit(probe=..., n=4)``
+or a composition. INFERRED
 (DiffAdapt's three classes and per-model heuristics are not published in full): two routes, a
 binary probe trained on whether a single trace was right (``reasoning probe train --kind
 difficulty``), threshold 0.5 unless given. Every candidate records ``p_easy`` and ``route``
@@ -17,28 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from reasoning import STRATEGIES, Context, Problem, Result, Strategy
+from reasoning import STRATEGIES, Context, Problem, Result
+from reasoning.compose import build
 from reasoning.errors import ConfigError
 from reasoning.probes.probe import load_probe, model_of
-
-
-def parse_spec(spec: str) -> Strategy:
-    """Build a strategy from ``name:param=value,param=value``.
-
-    Example:
-        >>> import reasoning.strategies
-        >>> parse_spec("self-consistency:n=3,max_tokens=64").n
-        3
-    """
-    name, _, rest = spec.partition(":")
-    params = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"strategy spec {spec!r}: expected param=value, got {item!r}")
-        params[key.strip()] = value.strip()
-    strategy: Strategy = STRATEGIES.create(name.strip(), params)
-    return strategy
 
 
 @STRATEGIES.register("difficulty", "diffadapt", "difficulty-router")
@@ -64,8 +47,8 @@ class DifficultyRouter:
             )
         if not 0 <= self.threshold <= 1:
             raise ConfigError(f"difficulty: threshold must be in [0, 1], got {self.threshold}")
-        parse_spec(self.easy)
-        parse_spec(self.hard)
+        build(self.easy)
+        build(self.hard)
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Read the prompt's hidden states, score difficulty, run the chosen route."""
@@ -73,6 +56,6 @@ class DifficultyRouter:
         states = await ctx.hidden_states(probe.card.layers)
         p = float(probe.predict(states.reshape(1, -1))[0])
         easy = p >= self.threshold
-        result = await parse_spec(self.easy if easy else self.hard)(problem, ctx)
+        result = await build(self.easy if easy else self.hard)(problem, ctx)
         marks = {"p_easy": p, "route": 1.0 if easy else 0.0}
         return replace(result, candidates=tuple(c.with_scores(**marks) for c in result.candidates))

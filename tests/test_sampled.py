@@ -78,8 +78,10 @@ def test_strategies_take_keywords_only() -> None:
 
 
 def test_a_strategys_own_parameters_come_first() -> None:
-    assert [p.name for p in STRATEGIES.parameters("self-consistency")] == ["n", *SAMPLING]
+    own = ["n", "temperature", "inner"]  # inner: the composed form's strategy
+    assert [p.name for p in STRATEGIES.parameters("self-consistency")] == [*own, "top_p", "max_tokens"]
     assert [p.name for p in STRATEGIES.parameters("beam")][:4] == ["n", "width", "reject_at", "selector"]
+    # An unset inner step is not recorded: records keep the identity they had before composition.
     assert list(reasoning.registry.params_of(reasoning.strategies.SelfConsistency())) == ["n", *SAMPLING]
 
 

@@ -83,7 +83,7 @@ def cell_problems(cell: Cell, problems: Mapping[str, list[Problem]]) -> list[Pro
 
 def iid_samples(cell: Cell) -> bool:
     """Whether the cell's candidates are independent samples of one prompt (pass@k and maj@k hold)."""
-    return bool(getattr(type(cell.strategy), "independent_samples", False))
+    return bool(getattr(cell.strategy, "independent_samples", False))
 
 
 def plan(

@@ -54,6 +54,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from reasoning import STRATEGIES, Budget, Strategy
+from reasoning.compose import build, parse
 from reasoning.config import Settings, describe_errors
 from reasoning.errors import ConfigError, ReasoningError
 from reasoning.evals.spec import (
@@ -255,7 +256,7 @@ class LeaderboardSpec(Settings):
         for i, entry in enumerate(self.entries):
             where = f"entries[{i}]" + (f" ({entry.name})" if entry.name else "")
             try:
-                STRATEGIES.get(entry.strategy)
+                strategy_name = STRATEGIES.resolve(parse(entry.strategy)[0])
             except ReasoningError as exc:
                 errors.append(f"{where}.strategy: {exc}")
                 continue
@@ -269,7 +270,7 @@ class LeaderboardSpec(Settings):
                 lines = {k[7:]: v for k, v in point.items() if k.startswith("budget.")}
                 swept = {k.split(".", 1)[1]: v for k, v in point.items() if isinstance(axes[k], list)}
                 try:
-                    strategy = STRATEGIES.create(entry.strategy, params)
+                    strategy = build(entry.strategy, params)
                 except ReasoningError as exc:
                     errors.append(f"{where}.params {_show(params)}: {exc}")
                     continue
@@ -278,7 +279,7 @@ class LeaderboardSpec(Settings):
                 except ReasoningError as exc:
                     errors.append(f"{where}.budget {_show(lines)}: {exc}")
                     continue
-                name = entry.name or entry.strategy
+                name = entry.name or strategy_name
                 label = " ".join([name, *(f"{k}={_value(v)}" for k, v in swept.items())])
                 for model in entry.models or list(self.models):
                     for dataset in entry.datasets or list(self.datasets):
