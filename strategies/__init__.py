@@ -4,8 +4,8 @@ Example:
     >>> from reasoning import STRATEGIES
     >>> import reasoning.strategies
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
-    ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'deepconf', 'difficulty',
-     'dvts', 'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select',
+    ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'budget-forcing', 'deepconf',
+     'difficulty', 'dvts', 'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select',
      'particle-filtering', 'self-consistency', 'short-m@k', 'single', 'spec-reason', 'spec-thinking']
 """
 
@@ -18,6 +18,7 @@ from reasoning.strategies.arbitrage import Arbitrage
 from reasoning.strategies.atts import ATTS
 from reasoning.strategies.beam_search import BeamSearch
 from reasoning.strategies.best_of_n import BestOfN
+from reasoning.strategies.budget_forcing import BudgetForcing
 from reasoning.strategies.deepconf import DeepConf
 from reasoning.strategies.difficulty import DifficultyRouter
 from reasoning.strategies.dvts import DVTS
@@ -42,6 +43,7 @@ __all__ = [
     "Arbitrage",
     "BeamSearch",
     "BestOfN",
+    "BudgetForcing",
     "DeepConf",
     "DifficultyRouter",
     "EarlyExit",

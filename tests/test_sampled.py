@@ -14,6 +14,7 @@ from reasoning.strategies import Sampled
 DEFAULTS = {
     "adaptive-sc": (0.7, 0.95, 512),
     "best-of-n": (0.7, 0.95, 512),
+    "budget-forcing": (0.6, 0.95, 512),
     "deepconf": (0.6, 0.95, 512),
     "early-exit": (0.6, 0.95, 512),
     "first-finish": (0.6, 0.95, 512),
