@@ -140,7 +140,12 @@ def solve(
     ] = None,
     strategy: Annotated[
         str | None,
-        typer.Option(help="Strategy name (see `reasoning strategies`; default self-consistency)."),
+        typer.Option(
+            "--strategy",
+            "-s",
+            help="Strategy name or spec, e.g. 'self-consistency(n=4, inner=budget-forcing(max_tokens=256))' "
+            "(see `reasoning strategies`; default self-consistency).",
+        ),
     ] = None,
     param: Annotated[
         list[str] | None,

@@ -182,7 +182,7 @@ class RunSpec(Settings):
     """Process reward model (a folder in the Qwen2.5-Math-PRM format) served beside the policy
     as backend ``prm`` (the policy is then named ``policy`` if it has no name)."""
     strategy: str = "self-consistency"
-    """Strategy name (see ``reasoning strategies``)."""
+    """Strategy name or spec, nested ones included (`reasoning.compose`): ``sc(inner=first-finish)``."""
     params: dict[str, Any] = Field(default_factory=dict)
     """The strategy's parameters."""
     baseline: str | None = None

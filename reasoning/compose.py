@@ -114,7 +114,14 @@ class _Parser:
         self.at += 1
         if key in params:
             raise self.fail(f"parameter {key!r} given twice")
-        params[key] = self.value() if nested else self.word(",")
+        if nested:
+            params[key] = self.value()
+            return
+        params[key] = value = self.word(",")
+        if "(" in value:
+            raise self.fail(
+                f"the flat form name:param=value cannot nest ({key}={value}...); write name(param=value, ...)"
+            )
 
     def value(self) -> Any:
         first = self.peek()

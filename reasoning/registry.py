@@ -175,8 +175,7 @@ def params_of(component: object) -> dict[str, Any]:
 
 
 def _unset_inner(field: dataclasses.Field[Any], component: object) -> bool:
-    """An inner-step parameter left unset: not recorded, so a strategy that gained composition
-    keeps the resume identity of its earlier records."""
+    """An inner-step parameter left unset (not recorded: earlier records keep their identity)."""
     return "Inner" in str(field.type) and getattr(component, field.name) is None
 
 

@@ -442,14 +442,15 @@ class Context:
         """
         finished: list[Completion] = []
         accepted = 0
-        before = len(self.completions)
-        async with contextlib.aclosing(self.finishes(request, backend)) as samples:
-            async for completion in samples:
-                finished.append(completion)
-                accepted += 1 if accept is None or await accept(completion) else 0
+        async with self.trace(request, backend) as trace:  # its own samples: others may run beside it
+            async for _ in trace:
+                if trace.ended is None:
+                    continue
+                finished.append(trace.ended)
+                accepted += 1 if accept is None or await accept(trace.ended) else 0
                 if accepted >= count:
                     break
-        cancelled = [c for c in self.completions[before:] if c.finish_reason == "cancelled"]
+        cancelled = [c for c in trace.completions if c.finish_reason == "cancelled"]
         return finished, cancelled
 
 

@@ -108,7 +108,7 @@ class EntrySpec(Settings):
     name: str | None = None
     """Short name (default: the strategy's); a sweep appends its swept values."""
     strategy: str
-    """Registered strategy name (``reasoning strategies``)."""
+    """Strategy name or spec (`reasoning.compose`), e.g. ``self-consistency(n=4, inner=budget-forcing)``."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Strategy parameters; a list is a sweep."""
     budget: dict[str, Any] | None = None
