@@ -5,7 +5,7 @@ Example:
     >>> import reasoning.strategies
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
     ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'budget-forcing', 'deepconf',
-     'difficulty', 'dvts', 'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select',
+     'difficulty', 'dvts', 'dynasor', 'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select',
      'particle-filtering', 'self-consistency', 'short-m@k', 'single', 'spec-reason', 'spec-thinking']
 """
 
@@ -22,6 +22,7 @@ from reasoning.strategies.budget_forcing import BudgetForcing
 from reasoning.strategies.deepconf import DeepConf
 from reasoning.strategies.difficulty import DifficultyRouter
 from reasoning.strategies.dvts import DVTS
+from reasoning.strategies.dynasor import Dynasor
 from reasoning.strategies.early_exit import EarlyExit
 from reasoning.strategies.first_finish import FirstFinish
 from reasoning.strategies.longest_finish import LongestFinish
@@ -46,6 +47,7 @@ __all__ = [
     "BudgetForcing",
     "DeepConf",
     "DifficultyRouter",
+    "Dynasor",
     "EarlyExit",
     "FirstFinish",
     "LTPrune",
