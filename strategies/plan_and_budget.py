@@ -12,23 +12,26 @@
     text += "Final Answer: \\boxed{" + model(prompt, prefix=text, greedy, answer_tokens)
 
 `split_budget` is the code's ``allocate_tokens``: weight_i = (c_i / sum c) * decay(i, N), share_i
-= floor(weight_i / sum weight * rest), the tokens left one each to the heaviest sub-questions;
+= floor(weight_i / sum weight * rest), the tokens left one each to the heaviest (ties: earliest);
 decays (i from 0): ``weighted`` 1, ``linear`` N - i, ``polynomial`` (N - i)^power, ``cosine``
 (1 + cos(pi i / (N - 1))) / 2 + 0.1, ``exponential`` base^i; ``uniform`` is rest // N each,
 complexities ignored (``_4_planned_local_uniform_model``). Its sampling is the code's (T=0.1,
-top_p=0.9); its 2 to 5 sub-questions are kept (`max_subquestions`).
+top_p=0.9); its 2 to 5 sub-questions are kept (`max_subquestions`); the default schedule is its
+README's example run (polynomial).
 
-INFERRED (documented, exposed as options): the code plans in two calls (decompose, then rate
-each sub-question's credit out of 100); here one call lists each with a 1-5 complexity
-(`PLAN_PROMPT`; a missing score counts 3); a plan with no numbered line falls back to the question
-itself (``plan_parsed`` 0). The code then solves in ONE call, each budget stated in the prompt
-only ("using up to {b} words"): ``mode="prompted"`` does that (the user message gains the
-sub-questions, the one call capped at `budget`, the answer forced only when the text states
-none). The default ``mode="stepwise"`` enforces each budget: it continues one growing assistant
-text (prefix-cache friendly), a header per sub-question (``Step i (at most b tokens): q``),
-``max_tokens=b_i``, stopped at ``"\\nStep "``; the answer is always asked after the last step (an
-earlier box may hold a sub-result). Every share starts at `min_tokens` (the code has no floor).
-On a budget stop the result is no answer: a partial trace is no solution.
+INFERRED (documented, exposed as options): the code plans in two calls (decompose, then rate each
+sub-question's credit out of 100); here one call lists each with a 1-5 complexity (`PLAN_PROMPT`,
+on the bare question; a missing score counts 3); a plan with no numbered line falls back to the
+question itself (``plan_parsed`` 0). The code's total comes from the problem's rated level
+(200-600 by level 1-5); here it is the fixed `budget`. The code then solves in ONE call, each
+budget stated in the prompt only ("using up to {b} words"): ``mode="prompted"`` does that, in
+tokens (the user message gains the sub-questions, the one call capped at `budget`, the answer
+forced only when the text states none). The default ``mode="stepwise"`` enforces each budget: it
+continues one growing assistant text (prefix-cache friendly), a header per sub-question (``Step i
+(at most b tokens): q``), ``max_tokens=b_i``, stopped at ``"\\nStep "``; the answer is always
+asked after the last step (an earlier box may hold a sub-result). Every share starts at
+`min_tokens` (the code has no floor). On a budget stop the result is no answer: a partial trace
+is no solution.
 
 Scores: ``subquestions``, ``plan_parsed``, ``plan_tokens``, ``complexity_i``, ``budget_i``,
 ``used_i`` (stepwise), ``capped`` (sub-answers cut at their budget), ``forced_answer``.
