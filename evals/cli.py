@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -837,7 +838,7 @@ def _summary(arms: list[_Arm]) -> None:
 
 
 def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> list[tuple[str, str]]:
-    from reasoning.evals.leaderboard.stats import wilson
+    from reasoning.evals.leaderboard.stats import e3, wilson
     from reasoning.strategies.step_tree import search_stats
 
     graded = [r for r in runs if r.correct is not None]
@@ -851,6 +852,9 @@ def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> li
         rows.append(
             ("accuracy", f"{correct}/{len(graded)} = {correct / len(graded):.0%} [{low:.0%}-{high:.0%}]")
         )
+        efficiency = e3(correct / len(graded), tokens / max(len(runs), 1))
+        if not math.isnan(efficiency):  # some token decoded (Lin et al. 2025, arXiv 2505.16122)
+            rows.append(("E^3 = accuracy%² / mean tokens", f"{efficiency:.3g}"))
     rows.append(("output tokens (mean per problem)", f"{tokens / max(len(runs), 1):.0f}"))
     rows.append(("prompt tokens cached", f"{cached}/{prompt}"))
     stats = [search_stats(r.candidates) for r in runs]

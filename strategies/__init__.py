@@ -4,9 +4,10 @@ Example:
     >>> from reasoning import STRATEGIES
     >>> import reasoning.strategies
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
-    ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'budget-forcing', 'deepconf',
-     'difficulty', 'dvts', 'dynasor', 'early-exit', 'first-finish', 'longest-finish', 'lt-prune', 'lt-select',
-     'particle-filtering', 'self-consistency', 'short-m@k', 'single', 'spec-reason', 'spec-thinking']
+    ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'budget-forcing',
+     'deepconf', 'difficulty', 'dvts', 'dynasor', 'early-exit', 'first-finish', 'longest-finish',
+     'lt-prune', 'lt-select', 'particle-filtering', 'plan-and-budget', 'self-consistency',
+     'short-m@k', 'single', 'spec-reason', 'spec-thinking']
 """
 
 if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout's root: no shadowing
@@ -29,6 +30,7 @@ from reasoning.strategies.longest_finish import LongestFinish
 from reasoning.strategies.lt_prune import LTPrune
 from reasoning.strategies.lt_select import LTSelect
 from reasoning.strategies.particle_filtering import ParticleFiltering
+from reasoning.strategies.plan_and_budget import PlanAndBudget
 from reasoning.strategies.sampled import Sampled
 from reasoning.strategies.self_consistency import SelfConsistency
 from reasoning.strategies.short_m_at_k import ShortMAtK
@@ -54,6 +56,7 @@ __all__ = [
     "LTSelect",
     "LongestFinish",
     "ParticleFiltering",
+    "PlanAndBudget",
     "Sampled",
     "SelfConsistency",
     "ShortMAtK",

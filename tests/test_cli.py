@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ def test_solve_dataset_writes_results_and_resumes(tmp_path: Path) -> None:
     code, text = invoke(*args)
     assert code == 0, text
     assert "accuracy" in text and "1/3" in text
+    # E^3 = A^2 / T: 33.3% right, two one-token samples per problem: 33.3^2 / 2 = 556
+    assert re.search(r"E\^3 = accuracy%² / mean tokens\s*│\s*556 │", text), text
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["correct"] for r in rows] == [True, False, False]
     code, text = invoke(*args[:4], "5", *args[5:])

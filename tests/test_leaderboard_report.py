@@ -109,6 +109,8 @@ def test_markdown_numbers_are_summarize_s(board: tuple[LeaderboardSpec, Path, Pa
     stats = expected(spec, path)
     by_label = {s.label: s for s in stats}
     assert by_label["single"].accuracy == 0.5 and by_label["sc n=4"].accuracy == 5 / 6
+    # single: 3 + i words, "so" and the box on problem i = 0..5: 7.5 tokens; E^3 = 50^2 / 7.5
+    assert by_label["single"].output_tokens == 7.5 and by_label["single"].e3 == pytest.approx(2500 / 7.5)
     rows = {row["entry"]: row for row in table(text)}
     assert set(rows) == {"single", "sc n=2", "sc n=4"}
     # sorted by model, then accuracy, best first
@@ -119,6 +121,8 @@ def test_markdown_numbers_are_summarize_s(board: tuple[LeaderboardSpec, Path, Pa
         assert row["model"] == "s" and row["problems"] == str(s.problems) == "6"
         assert row["accuracy [95% CI]"] == f"{s.accuracy:.3f} [{s.low:.3f}, {s.high:.3f}]"
         assert row["output tokens"] == f"{s.output_tokens:,.0f}"
+        assert s.e3 == pytest.approx((100 * s.accuracy) ** 2 / s.output_tokens)
+        assert row["E^3"] == (f"{s.e3:,.0f}" if s.e3 >= 100 else f"{s.e3:.3g}")
         assert row["calls"] == f"{s.calls:.1f}"
         assert row["cost-of-pass"].startswith("$")
         c = s.comparison
@@ -133,6 +137,7 @@ def test_markdown_numbers_are_summarize_s(board: tuple[LeaderboardSpec, Path, Pa
     for heading in ("## Machine and versions", "## gsm8k", "### Pareto frontiers", "### maj@k and pass@k"):
         assert heading in text
     assert "## How to read this" in text and "above 0.05" in text and "half-width" in text
+    assert "E^3 = A²/T (Lin et al. 2025, Plan and Budget, arXiv 2505.16122)" in text
     assert "Versions: python" in text and "cores" in text
     for name in PLOTS:
         assert f"]({name})" in text

@@ -5,6 +5,7 @@ import pytest
 
 from reasoning.evals.leaderboard.stats import (
     cost_of_pass,
+    e3,
     maj_at_k,
     mcnemar_exact,
     paired_bootstrap,
@@ -284,3 +285,11 @@ def test_cost_of_pass() -> None:
     assert cost_of_pass(1200, 0) == math.inf
     with pytest.raises(ValueError, match="correct must be >= 0"):
         cost_of_pass(10, -1)
+
+
+def test_e3_is_accuracy_in_percent_squared_over_mean_tokens() -> None:
+    assert e3(0.5, 250) == 10.0  # 50^2 / 250
+    assert e3(1.0, 400) == 25.0
+    assert e3(0.5, 250) == 4 * e3(0.25, 250)  # twice the accuracy is worth four times the tokens
+    assert e3(0.0, 100) == 0.0
+    assert all(math.isnan(e3(a, t)) for a, t in ((math.nan, 100), (0.5, 0), (0.5, math.nan)))

@@ -15,7 +15,7 @@ from reasoning.compose import build
 pytestmark = pytest.mark.engine
 
 PROBLEM = Problem("p", "What is 6 * 7? Answer with just the number in \\boxed{}.", answer="42")
-WORDS = Problem("w", "Natalia sold clips to 48 friends in April, and half as many in May. How many in all?", "72")
+WORDS = Problem("w", "Natalia sold clips to 48 friends in April and half as many in May. How many in all?", "72")
 
 
 def charged_once(run: Run) -> None:
@@ -34,7 +34,7 @@ async def test_budget_forcing_cuts_at_the_bound_and_pushes_past_an_end(engine) -
         assert candidate.finish_reason == "forced" and scores["think_tokens"] == 24
     assert candidate.output_tokens == run.usage["output_tokens"]
     # A lower bound the model cannot reach by itself: every end is pushed with "Wait", up to max_waits.
-    strategy = build("budget-forcing(min_think=60, max_waits=2, max_tokens=80, answer_tokens=8, temperature=0)")
+    strategy = build("budget-forcing(min_think=60, max_waits=2, max_tokens=80, answer_tokens=8)")
     run = await Controller(engine, seed=1).run(PROBLEM, strategy)
     charged_once(run)
     [candidate] = run.candidates

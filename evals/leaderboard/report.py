@@ -195,6 +195,7 @@ def columns(dataset: DatasetReport, price: Price) -> list[Column]:
             lambda s: "—" if s.sequential_tokens is None else _count(s.sequential_tokens),
             lambda s: None if s.sequential_tokens is None else _value(s.sequential_tokens),
         ),
+        Column("E^3", lambda s: _sig(s.e3), lambda s: _value(s.e3)),
         Column(
             "prompt tokens (cached)",
             lambda s: f"{_count(s.prompt_tokens)} ({_count(s.cached_tokens)})",
@@ -326,7 +327,10 @@ def _how_to_read(report: Report) -> str:
         "tell. maj@k is the accuracy of a majority vote over k of a cell's samples; pass@k the chance "
         "that one of k samples is right, what a perfect selector would reach. Output tokens are all the "
         "tokens decoded per problem, sequential tokens the longest chain of them one waits for; prompt "
-        "tokens are those sent, in brackets those the prefix cache served. Wall "
+        "tokens are those sent, in brackets those the prefix cache served. E^3 = A²/T (Lin et al. "
+        "2025, Plan and Budget, arXiv 2505.16122), A the accuracy in percent and T the mean output "
+        "tokens per problem, weighs accuracy above tokens: twice the accuracy is worth four times "
+        "the tokens; higher is better. Wall "
         "times are per problem while sharing the engine with every problem in flight, so they compare "
         "entries run together. Cost-of-pass is the cost of one correct answer at the leaderboard's "
         "prices. A model's tokens cost what its size costs: across models, the wall-time frontier is "

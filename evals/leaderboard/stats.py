@@ -12,6 +12,7 @@ figures the same way:
 - `maj_at_k`: the expected accuracy of a k-sample majority vote drawn from n samples.
 - `pareto_front`: the cost/accuracy frontier.
 - `percentile`, `cost_of_pass` (Erol et al. 2025): summaries of cost.
+- `e3` (Lin et al. 2025): accuracy and tokens in one efficiency-aware score.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "cost_of_pass",
+    "e3",
     "maj_at_k",
     "mcnemar_exact",
     "paired_bootstrap",
@@ -331,3 +333,30 @@ def cost_of_pass(total_cost: float, correct: float) -> float:
     if correct == 0:
         return math.inf
     return total_cost / correct
+
+
+def e3(accuracy: float, mean_tokens: float) -> float:
+    """E^3, the efficiency-aware effectiveness of a method: ``A^2 / T``.
+
+    Lin et al. (2025), "Plan and Budget: Effective and Efficient Test-Time Scaling on Large
+    Language Model Reasoning" (arXiv 2505.16122, ICLR 2026): E^3 = A * (A / T) = A^2 / T, so
+    accuracy weighs more than tokens (twice the accuracy is worth four times the tokens), where
+    A / T alone would favour answering cheaply and wrongly. A is the accuracy in percent, as
+    the paper's released evaluation (``run/run_eval.py``) scores it; T the mean output tokens
+    per problem: that script averages the solving call's completion tokens (its plans were made
+    offline), here every token decoded for the problem counts, a plan's included.
+
+    Args:
+        accuracy: Share of problems solved, in [0, 1] (NaN: ungraded).
+        mean_tokens: Mean output tokens per problem.
+
+    Returns:
+        ``(100 * accuracy) ** 2 / mean_tokens``; NaN when ungraded or no token was decoded.
+
+    Example:
+        >>> e3(0.5, 250), e3(0.25, 250), e3(0.5, 0)
+        (10.0, 2.5, nan)
+    """
+    if math.isnan(accuracy) or math.isnan(mean_tokens) or mean_tokens <= 0:
+        return math.nan
+    return (100 * accuracy) ** 2 / mean_tokens

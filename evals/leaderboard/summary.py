@@ -1,7 +1,7 @@
 """What a leaderboard's store says about each cell, and the frontiers over cells.
 
 Accuracy with its interval, the paired test against the baseline, pass@k and maj@k, tokens, calls,
-latency and cost.
+latency, cost and E^3.
 
 Accuracy is over every row (problem x seed). Its 95% interval is Wilson's with one seed; with
 repeats, rows of one problem are not independent, so the interval is a bootstrap over problems.
@@ -15,6 +15,8 @@ Cost per problem: output tokens at the output price, uncached and cached prompt 
 theirs, and device time at the hourly price, where a problem's device time is its output tokens
 at its engine session's measured throughput (the problems in flight share the engine; decoding
 dominates its time). Cost-of-pass (Erol et al. 2025) is the total cost over the correct answers.
+E^3 (Lin et al. 2025, `reasoning.evals.leaderboard.stats.e3`) is the accuracy in percent squared
+over the mean output tokens per problem.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from reasoning.evals.leaderboard.spec import Price
 from reasoning.evals.leaderboard.stats import (
     cost_of_pass,
+    e3,
     maj_at_k,
     mcnemar_exact,
     paired_bootstrap,
@@ -107,6 +110,8 @@ class CellStats:
     """Cost per correct answer."""
     budget_stops: int = 0
     """Rows stopped by a budget line."""
+    e3: float = math.nan
+    """Efficiency-aware effectiveness: (100 x accuracy)^2 / mean output tokens (`stats.e3`)."""
 
     @property
     def label(self) -> str:
@@ -206,20 +211,22 @@ def _cell_stats(
     costs = [_cost(r, d, price) for r, d in zip(good, device, strict=True)]
     sequential = [r.sequential_tokens for r in good if r.sequential_tokens is not None]
     seconds = [r.seconds for r in good]
+    accuracy = correct / len(graded) if graded else math.nan
+    output_tokens = _mean([r.output_tokens for r in good])
     return CellStats(
         cell=cell,
         runs=n,
         problems=len({r.problem_id for r in good}),
         errors=len(rows) - n,
         correct=correct,
-        accuracy=correct / len(graded) if graded else math.nan,
+        accuracy=accuracy,
         low=low,
         high=high,
         comparison=comparison,
         pass_at=pass_at,
         maj_at=maj_at,
         oracle=float(np.mean(oracles)) if oracles else None,
-        output_tokens=_mean([r.output_tokens for r in good]),
+        output_tokens=output_tokens,
         prompt_tokens=_mean([r.prompt_tokens for r in good]),
         cached_tokens=_mean([r.cached_tokens for r in good]),
         calls=_mean([r.calls for r in good]),
@@ -230,6 +237,7 @@ def _cell_stats(
         cost=_mean(costs),
         cost_of_pass=cost_of_pass(sum(costs), correct),
         budget_stops=sum(r.stop_reason.startswith("budget") for r in good),
+        e3=e3(accuracy, output_tokens),
     )
 
 
