@@ -20,9 +20,12 @@ DEFAULTS = {
     "longest-finish": (0.6, 0.95, 512),
     "lt-prune": (0.6, 0.95, 512),
     "lt-select": (0.6, 0.95, 512),
+    "pdr": (0.6, 0.95, 512),
     "self-consistency": (0.7, 0.95, 512),
+    "self-refine": (0.6, 0.95, 512),
     "short-m@k": (0.6, 0.95, 512),
     "single": (0.0, 1.0, 512),
+    "sr": (0.6, 0.95, 512),
 }
 REQUIRED = {"early-exit": {"probe": "x.json"}}
 SAMPLING = ("temperature", "top_p", "max_tokens")
