@@ -6,8 +6,8 @@ Example:
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
     ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'budget-forcing',
      'deepconf', 'difficulty', 'dvts', 'dynasor', 'early-exit', 'first-finish', 'longest-finish',
-     'lt-prune', 'lt-select', 'particle-filtering', 'plan-and-budget', 'self-consistency',
-     'short-m@k', 'single', 'spec-reason', 'spec-thinking']
+     'lt-prune', 'lt-select', 'particle-filtering', 'pdr', 'plan-and-budget', 'self-consistency',
+     'self-refine', 'short-m@k', 'single', 'spec-reason', 'spec-thinking', 'sr']
 """
 
 if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout's root: no shadowing
@@ -30,9 +30,11 @@ from reasoning.strategies.longest_finish import LongestFinish
 from reasoning.strategies.lt_prune import LTPrune
 from reasoning.strategies.lt_select import LTSelect
 from reasoning.strategies.particle_filtering import ParticleFiltering
+from reasoning.strategies.pdr import PDR, SequentialRefinement
 from reasoning.strategies.plan_and_budget import PlanAndBudget
 from reasoning.strategies.sampled import Sampled
 from reasoning.strategies.self_consistency import SelfConsistency
+from reasoning.strategies.self_refine import SelfRefine
 from reasoning.strategies.short_m_at_k import ShortMAtK
 from reasoning.strategies.single import Single
 from reasoning.strategies.spec_reason import SpecReason
@@ -41,6 +43,7 @@ from reasoning.strategies.spec_thinking import SpecThinking
 __all__ = [
     "ATTS",
     "DVTS",
+    "PDR",
     "AStar",
     "AdaptiveSelfConsistency",
     "Arbitrage",
@@ -59,6 +62,8 @@ __all__ = [
     "PlanAndBudget",
     "Sampled",
     "SelfConsistency",
+    "SelfRefine",
+    "SequentialRefinement",
     "ShortMAtK",
     "Single",
     "SpecReason",

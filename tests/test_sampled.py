@@ -16,14 +16,18 @@ DEFAULTS = {
     "best-of-n": (0.7, 0.95, 512),
     "budget-forcing": (0.6, 0.95, 512),
     "deepconf": (0.6, 0.95, 512),
+    "dynasor": (0.6, 0.95, 512),
     "early-exit": (0.6, 0.95, 512),
     "first-finish": (0.6, 0.95, 512),
     "longest-finish": (0.6, 0.95, 512),
     "lt-prune": (0.6, 0.95, 512),
     "lt-select": (0.6, 0.95, 512),
+    "pdr": (0.6, 0.95, 512),
     "self-consistency": (0.7, 0.95, 512),
+    "self-refine": (0.6, 0.95, 512),
     "short-m@k": (0.6, 0.95, 512),
     "single": (0.0, 1.0, 512),
+    "sr": (0.6, 0.95, 512),
 }
 REQUIRED = {"early-exit": {"probe": "x.json"}}
 SAMPLING = ("temperature", "top_p", "max_tokens")

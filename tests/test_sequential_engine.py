@@ -15,7 +15,9 @@ from reasoning.compose import build
 pytestmark = pytest.mark.engine
 
 PROBLEM = Problem("p", "What is 6 * 7? Answer with just the number in \\boxed{}.", answer="42")
-WORDS = Problem("w", "Natalia sold clips to 48 friends in April and half as many in May. How many in all?", "72")
+WORDS = Problem(
+    "w", "Natalia sold clips to 48 friends in April and half as many in May. How many in all?", "72"
+)
 
 
 def charged_once(run: Run) -> None:
