@@ -68,3 +68,55 @@ async def test_self_consistency_over_budget_forced_traces(engine) -> None:
     # The three traces ran side by side: the critical path is well under their sum.
     assert run.usage["sequential_tokens"] < run.usage["output_tokens"]
     assert run.params["inner"] == "budget-forcing(answer_tokens=8, max_tokens=32)"
+
+
+async def test_pdr_rounds_share_one_prompt_and_a_bounded_workspace(engine) -> None:
+    strategy = build("pdr(rounds=2, drafts=3, workspace_tokens=24, max_tokens=32)")
+    run = await Controller(engine, seed=4).run(PROBLEM, strategy)
+    charged_once(run)
+    drafts = [c for c in run.candidates if "draft" in c.scores]
+    assert sorted((int(c.scores["round"]), int(c.scores["draft"])) for c in drafts) == [
+        (1, 0), (1, 1), (1, 2), (2, 0)
+    ]  # fmt: skip
+    assert all(c.scores["workspace_tokens_used"] <= 24 for c in drafts)
+    # Round 1 = one request with n=3, the summary, round 2 = one request: three calls one after another.
+    assert run.usage["calls"] == 3 and run.usage["samples"] == 5
+    assert run.usage["sequential_tokens"] < run.usage["output_tokens"]
+
+
+async def test_self_refine_and_plan_and_budget_keep_to_their_budgets(engine) -> None:
+    run = await Controller(engine, seed=5).run(
+        PROBLEM, build("self-refine(rounds=1, max_tokens=32, feedback_tokens=24)")
+    )
+    charged_once(run)
+    assert run.usage["calls"] in (2, 3)  # solve, review, and a rewrite unless the review says CORRECT
+    run = await Controller(engine, seed=5).run(WORDS, build("plan-and-budget(budget=64, min_tokens=8, plan_tokens=48)"))
+    charged_once(run)
+    [candidate] = [c for c in run.candidates if "subquestions" in c.scores]
+    parts = int(candidate.scores["subquestions"])
+    budgets = [candidate.scores[f"budget_{i}"] for i in range(1, parts + 1)]
+    used = [candidate.scores[f"used_{i}"] for i in range(1, parts + 1)]
+    assert sum(budgets) <= 64 and all(8 <= b for b in budgets)
+    assert all(u <= b for u, b in zip(used, budgets, strict=True))
+
+
+async def test_pdr_over_first_finish_races_cancels_the_losers_in_the_engine(engine) -> None:
+    before = await decoded_tokens(engine)
+    strategy = build("pdr(rounds=2, drafts=2, distill=top-k, k=1, inner=first-finish(n=2, max_tokens=32))")
+    run = await Controller(engine, seed=6).run(PROBLEM, strategy)
+    await asyncio.sleep(1.0)
+    charged_once(run)
+    # Three races (two drafts, then one): each is one request with n=2 whose loser is cancelled.
+    assert run.usage["calls"] == 3 and run.usage["samples"] == 6
+    assert run.usage["cancelled_samples"] <= 3
+    engine_side = await decoded_tokens(engine) - before
+    assert engine_side - run.usage["output_tokens"] <= 3 * 6, (engine_side, run.usage)
+
+
+async def test_sequential_refinement_over_dynasor_traces(engine) -> None:
+    strategy = build("sr(rounds=2, workspace_tokens=48, inner=dynasor(chunk=16, window=2, max_tokens=64))")
+    run = await Controller(engine, seed=7).run(PROBLEM, strategy)
+    charged_once(run)
+    traces = [c for c in run.candidates if "probes" in c.scores]
+    assert len(traces) == 2 and all(c.scores["probes"] >= 1 for c in traces)
+    assert sorted(int(c.scores["round"]) for c in traces) == [1, 2]
