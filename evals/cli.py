@@ -856,6 +856,9 @@ def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> li
         if not math.isnan(efficiency):  # some token decoded (Lin et al. 2025, arXiv 2505.16122)
             rows.append(("E^3 = accuracy%² / mean tokens", f"{efficiency:.3g}"))
     rows.append(("output tokens (mean per problem)", f"{tokens / max(len(runs), 1):.0f}"))
+    critical = [int(r.usage["sequential_tokens"]) for r in runs if "sequential_tokens" in r.usage]
+    if critical:  # the latency proxy: tokens on the critical path (rows before it existed lack it)
+        rows.append(("sequential tokens (mean per problem)", f"{sum(critical) / len(critical):.0f}"))
     rows.append(("prompt tokens cached", f"{cached}/{prompt}"))
     stats = [search_stats(r.candidates) for r in runs]
     scorer_calls = int(sum(s["scorer_calls"] for s in stats))

@@ -139,6 +139,11 @@ def test_solve_takes_a_composed_spec_and_records_it(tmp_path: Path) -> None:
     assert row["strategy"] == "self-consistency"
     assert row["params"]["inner"] == "budget-forcing(answer_tokens=4, max_tokens=12)"
     assert row["spec"]["strategy"] == spec and row["answer"] == "18"
+    # The summary shows the critical path beside the total: two traces side by side, one's length.
+    total, critical = row["usage"]["output_tokens"], row["usage"]["sequential_tokens"]
+    assert 0 < critical < total and f"sequential tokens (mean per problem) │ {critical}" in " ".join(
+        text.split()
+    )
     code, text = invoke("solve", "--question", "1+1?", "--backend", "scripted", "-s", "sc(n=2, inner=x(")
     assert code == 1 and "strategy spec" in text and "Traceback" not in text
 
