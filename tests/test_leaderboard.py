@@ -383,3 +383,19 @@ def test_a_model_group_runs_its_named_backends_together(tmp_path: Path) -> None:
     # A group's identity is its members': another target model is another cell.
     other = {"backends": {**pair["backends"], "target": {"kind": "scripted", "script": "No"}}}
     assert board(tmp_path, models={"pair": other}, entries=[entry]).cells()[0].key != cell.key
+
+
+def test_run_can_solve_only_the_named_entries(tmp_path: Path) -> None:
+    spec = board(tmp_path)
+    with Store.open(spec.store_path) as store:
+        start = lambda m, h: ScriptedBackend(answers)  # noqa: E731
+        assert run_leaderboard(spec, store, start, console=quiet(), entries={"greedy"}) == 6
+        assert {c.entry for c in store.cells()} == {"greedy"}
+        assert run_leaderboard(spec, store, start, console=quiet()) == 12  # the others, later
+    config = tmp_path / "board.yaml"
+    config.write_text(
+        "name: t\nmodels: {s: {kind: scripted}}\ndatasets: {g: {name: gsm8k, limit: 1}}\n"
+        "entries: [{name: greedy, strategy: single}, {name: sc, strategy: sc}]\n"
+    )
+    code, output = invoke("leaderboard", "run", str(config), "--entry", "greedy", "--entry", "nope")
+    assert code != 0 and "--entry nope: no such entry; entries: greedy, sc" in " ".join(output.split())

@@ -90,13 +90,14 @@ async def test_self_refine_and_plan_and_budget_keep_to_their_budgets(engine) -> 
     )
     charged_once(run)
     assert run.usage["calls"] in (2, 3)  # solve, review, and a rewrite unless the review says CORRECT
-    run = await Controller(engine, seed=5).run(WORDS, build("plan-and-budget(budget=64, min_tokens=8, plan_tokens=48)"))
+    strategy = build("plan-and-budget(budget=64, min_tokens=8, plan_tokens=48)")
+    run = await Controller(engine, seed=5).run(WORDS, strategy)
     charged_once(run)
     [candidate] = [c for c in run.candidates if "subquestions" in c.scores]
     parts = int(candidate.scores["subquestions"])
     budgets = [candidate.scores[f"budget_{i}"] for i in range(1, parts + 1)]
     used = [candidate.scores[f"used_{i}"] for i in range(1, parts + 1)]
-    assert sum(budgets) <= 64 and all(8 <= b for b in budgets)
+    assert sum(budgets) <= 64 and all(b >= 8 for b in budgets)
     assert all(u <= b for u, b in zip(used, budgets, strict=True))
 
 

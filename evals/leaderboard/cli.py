@@ -34,6 +34,10 @@ def run(
         int | None,
         typer.Option(help="Solve at most this many problems of each dataset (a quick first pass)."),
     ] = None,
+    entry: Annotated[
+        list[str] | None,
+        typer.Option("--entry", help="Solve only the entries of this name (repeatable); the rest wait."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve every entry's unfinished problems; each is stored as it finishes (a re-run resumes)."""
@@ -70,6 +74,12 @@ def run(
         problems = load_problems(spec)
     except ConfigError as exc:
         errors.append(str(exc))
+    names = sorted({c.entry for c in cells})
+    unknown = sorted(set(entry or ()) - set(names))
+    if unknown:
+        errors.append(f"--entry {', '.join(unknown)}: no such entry; entries: {', '.join(names)}")
+    if entry:
+        cells = [c for c in cells if c.entry in entry]
     if errors:
         raise ConfigError("; ".join(errors))
     size = sum(len(cell_problems(c, problems)) for c in cells) * len(spec.seeds)
@@ -94,7 +104,9 @@ def run(
     stop_on_signals()  # the engine is shut down; every finished problem is already in the store
     with Store.open(spec.store_path) as opened:
         try:
-            solved = run_leaderboard(spec, opened, start, console=err, close=_close, announce=_announce)
+            solved = run_leaderboard(
+                spec, opened, start, console=err, close=_close, announce=_announce, entries=entry or None
+            )
         except BackendError as exc:
             raise BackendError(
                 f"{exc}\nevery finished problem is in {spec.store_path}; re-run the same command to resume",

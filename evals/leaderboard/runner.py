@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -162,19 +162,23 @@ def run_leaderboard(
     console: Console | None = None,
     close: Callable[[Any], None] | None = None,
     announce: Callable[[Controller], Any] | None = None,
+    entries: Collection[str] | None = None,
 ) -> int:
     """Solve every unfinished job of `spec` (see the module docstring); returns the jobs solved.
 
     `start` starts a model's backend (by its name in the leaderboard), `close` shuts it down
     once its jobs are done, `announce` is awaited with a controller on it first (the CLI's
-    ``engine ready`` line). Runs its own event loop; `arun_leaderboard` is the same in a
-    running one.
+    ``engine ready`` line). `entries`: solve only the cells of the entries of these names (a
+    new entry added to a leaderboard whose other entries should wait). Runs its own event loop;
+    `arun_leaderboard` is the same in a running one.
 
     Raises:
         ConfigError: The spec or a dataset is invalid (before any backend starts).
         BackendError: A backend failed for good; everything finished is in the store.
     """
-    return asyncio.run(arun_leaderboard(spec, store, start, console=console, close=close, announce=announce))
+    return asyncio.run(
+        arun_leaderboard(spec, store, start, console=console, close=close, announce=announce, entries=entries)
+    )
 
 
 async def arun_leaderboard(
@@ -185,6 +189,7 @@ async def arun_leaderboard(
     console: Console | None = None,
     close: Callable[[Any], None] | None = None,
     announce: Callable[[Controller], Any] | None = None,
+    entries: Collection[str] | None = None,
 ) -> int:
     """`run_leaderboard` in the running event loop (where the backends' clients live).
 
@@ -192,7 +197,7 @@ async def arun_leaderboard(
         ConfigError: The spec or a dataset is invalid (before any backend starts).
         BackendError: A backend failed for good; everything finished is in the store.
     """
-    cells = spec.cells()
+    cells = [c for c in spec.cells() if entries is None or c.entry in entries]
     problems = load_problems(spec)
     jobs = plan(spec, cells, problems, store)
     console = console or Console(stderr=True)
