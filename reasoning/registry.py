@@ -136,6 +136,7 @@ class Registry(Generic[T]):
         for f in _parameter_fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
             kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            kind = "strategy spec" if kind == "Inner" else kind  # a composer's inner step
             out.append(Parameter(f.name, str(kind), default, docs.get(f.name, "")))
         return out
 
