@@ -28,7 +28,7 @@ budget stated in the prompt only ("using up to {b} words"): ``mode="prompted"`` 
 tokens (the user message gains the sub-questions, the one call capped at `budget`, the answer
 forced only when the text states none). The default ``mode="stepwise"`` enforces each budget: it
 continues one growing assistant text (prefix-cache friendly), a header per sub-question (``Step i
-(at most b tokens): q``), ``max_tokens=b_i``, stopped at ``"\\nStep "``; the answer is always
+(at most b tokens): q`` and ``Answer:``, so the model answers rather than writes the next header), ``max_tokens=b_i``, stopped at ``"\\nStep "``; the answer is always
 asked after the last step (an earlier box may hold a sub-result). Every share starts at
 `min_tokens` (the code has no floor). On a budget stop the result is no answer: a partial trace
 is no solution.
@@ -65,9 +65,9 @@ Schedule = Literal["uniform", "weighted", "linear", "polynomial", "cosine", "exp
 SCHEDULES = ("uniform", "weighted", "linear", "polynomial", "cosine", "exponential")
 PLAN_PROMPT = (
     "Break the following problem into 2 to 5 simple, high-level sub-questions that lead step by step "
-    "to its solution. Do not solve them. Write one numbered line per sub-question, ending with its "
-    "complexity from 1 (easy) to 5 (hard), like this:\n1. <sub-question> (complexity: 3)\n\n"
-    "Problem: {question}"
+    "to its solution. Do not solve them. Write each sub-question on its own numbered line (\"1.\", "
+    "\"2.\", ...) and end the line with its complexity from 1 (easy) to 5 (hard), written as "
+    "\"(complexity: k)\".\n\nProblem: {question}"
 )
 DEFAULT_COMPLEXITY = 3.0
 _ITEM = re.compile(
@@ -93,7 +93,7 @@ def parse_plan(text: str, limit: int = 5) -> list[tuple[str, float]]:
         item, score = _ITEM.match(line), _SCORE.search(line)
         if item:
             question = _SCORE.sub("", item.group(1)).strip(" *-–,;:")
-            if question:
+            if question and not re.fullmatch(r"<[^>]*>", question):  # not a copied placeholder
                 questions.append(question)
                 scores.append(float(score.group(1)) if score else None)
         elif scores and score and scores[-1] is None:
@@ -228,7 +228,7 @@ class PlanAndBudget:
         text, last, capped, messages = "", plan, 0, ctx.messages
         if self.mode == "stepwise":
             for i, ((question, _), b) in enumerate(zip(steps, budgets, strict=True), 1):
-                head = f"{text}Step {i} (at most {b} tokens): {question}\n"
+                head = f"{text}Step {i} (at most {b} tokens): {question}\nAnswer: "
                 last = await call(ctx.request(self.sampling(b, ("\nStep ",)), head))
                 text, capped = f"{head}{last.text}\n\n", capped + (last.finish_reason == "length")
                 scores[f"used_{i}"] = float(last.output_tokens)

@@ -130,9 +130,9 @@ async def test_each_sub_question_gets_its_budget_and_continues_the_text() -> Non
     )
     assert [s.sampling.max_tokens for s in steps] == [59, 22, 19]  # polynomial, complexities 3, 1, 2
     assert all(s.messages == PROMPT and s.sampling.stop == ("\nStep ",) for s in steps)
-    one = "Step 1 (at most 59 tokens): How many at first?\n"
-    two = f"{one}a1 a1\n\nStep 2 (at most 22 tokens): How many bought?\n"
-    three = f"{two}b1\n\nStep 3 (at most 19 tokens): What is the total?\n"
+    one = "Step 1 (at most 59 tokens): How many at first?\nAnswer: "
+    two = f"{one}a1 a1\n\nStep 2 (at most 22 tokens): How many bought?\nAnswer: "
+    three = f"{two}b1\n\nStep 3 (at most 19 tokens): What is the total?\nAnswer: "
     assert [s.prefix for s in steps] == [one, two, three]
     texts = ["a1 a1", "b1", "c1 c1 c1"]
     for request, after, text in zip([*steps, final], [*steps[1:], final], texts, strict=False):
@@ -168,12 +168,12 @@ async def test_a_sub_answer_is_cut_at_its_budget_and_a_stray_next_step_at_its_he
     steps = model.requests[1:4]
     assert [s.sampling.max_tokens for s in steps] == [26, 26, 26]
     assert steps[1].prefix.endswith(
-        ": How many at first?\n"
+        ": How many at first?\nAnswer: "
         + " ".join(["w"] * 26)
-        + " \n\nStep 2 (at most 26 tokens): How many bought?\n"
+        + " \n\nStep 2 (at most 26 tokens): How many bought?\nAnswer: "
     )
     assert steps[2].prefix.endswith(
-        "How many bought?\nb1\n\nStep 3 (at most 26 tokens): What is the total?\n"
+        "How many bought?\nAnswer: b1\n\nStep 3 (at most 26 tokens): What is the total?\nAnswer: "
     )
     scores = run.candidates[0].scores
     assert (scores["used_1"], scores["used_2"], scores["capped"]) == (26.0, 1.0, 1.0)
@@ -183,7 +183,7 @@ async def test_an_unparsed_plan_falls_back_to_the_question_with_the_whole_budget
     model = backend(plan="Let me think about it.", steps=("so 3 + 4 = 7",))
     run = await solve(model, budget=90)
     _, step, _ = model.requests
-    assert step.prefix == f"Step 1 (at most 90 tokens): {PROBLEM.question}\n"
+    assert step.prefix == f"Step 1 (at most 90 tokens): {PROBLEM.question}\nAnswer: "
     assert step.sampling.max_tokens == 90
     scores = run.candidates[0].scores
     assert (scores["plan_parsed"], scores["subquestions"], scores["budget_1"]) == (0.0, 1.0, 90.0)
@@ -249,3 +249,9 @@ def test_names_and_defaults() -> None:
         16,
         5,
     )
+
+
+def test_a_copied_placeholder_is_no_sub_question() -> None:
+    # Seen on the 0.5B: it copied a "<sub-question>" template line into its plan.
+    plan = "1. <sub-question> (complexity: 3)\n2. How much in total? (complexity: 2)"
+    assert parse_plan(plan) == [("How much in total?", 2.0)]
