@@ -28,8 +28,9 @@ budget stated in the prompt only ("using up to {b} words"): ``mode="prompted"`` 
 tokens (the user message gains the sub-questions, the one call capped at `budget`, the answer
 forced only when the text states none). The default ``mode="stepwise"`` enforces each budget: it
 continues one growing assistant text (prefix-cache friendly), a header per sub-question (``Step i
-(at most b tokens): q`` and ``Answer:``, so the model answers rather than writes the next header), ``max_tokens=b_i``, stopped at ``"\\nStep "``; the answer is always
-asked after the last step (an earlier box may hold a sub-result). Every share starts at
+(at most b tokens): q`` then ``Answer:``, so that the model answers rather than writing the next
+header), ``max_tokens=b_i``, stopped at ``"\\nStep "``; the answer is always asked after the last
+step (an earlier box may hold a sub-result). Every share starts at
 `min_tokens` (the code has no floor). On a budget stop the result is no answer: a partial trace
 is no solution.
 
