@@ -66,9 +66,9 @@ Schedule = Literal["uniform", "weighted", "linear", "polynomial", "cosine", "exp
 SCHEDULES = ("uniform", "weighted", "linear", "polynomial", "cosine", "exponential")
 PLAN_PROMPT = (
     "Break the following problem into 2 to 5 simple, high-level sub-questions that lead step by step "
-    "to its solution. Do not solve them. Write each sub-question on its own numbered line (\"1.\", "
-    "\"2.\", ...) and end the line with its complexity from 1 (easy) to 5 (hard), written as "
-    "\"(complexity: k)\".\n\nProblem: {question}"
+    'to its solution. Do not solve them. Write each sub-question on its own numbered line ("1.", '
+    '"2.", ...) and end the line with its complexity from 1 (easy) to 5 (hard), written as '
+    '"(complexity: k)".\n\nProblem: {question}'
 )
 DEFAULT_COMPLEXITY = 3.0
 _ITEM = re.compile(
