@@ -55,8 +55,26 @@ class SelfConsistency(Sampled):
         if self.inner is None:
             completions = await ctx.generate(ctx.request(self.sampling(self.n)))
             return Result.vote(await ctx.candidates(completions))
-        inner = self.inner
-        runs = await run_all(*(inner(problem, ctx.derive(f"sc{i}")) for i in range(self.n)))
+        inner, finished = self.inner, dict[int, Result]()
+        paths = [ctx.derive(f"sc{i}") for i in range(self.n)]
+
+        async def path(i: int) -> Result:
+            finished[i] = await inner(problem, paths[i])
+            return finished[i]
+
+        async def best_so_far() -> Result:  # a budget stop: each path's result, or its own best so far
+            runs = [
+                finished.get(i) or (await p.best_so_far() if p.best_so_far else Result(None))
+                for i, p in enumerate(paths)
+            ]
+            return self.voted(runs)
+
+        ctx.best_so_far = best_so_far
+        return self.voted(await run_all(*(path(i) for i in range(self.n))))
+
+    @staticmethod
+    def voted(runs: list[Result]) -> Result:
+        """A vote of the runs' chosen candidates, every candidate kept and marked with its ``path``."""
         candidates: list[Candidate] = []
         voters: set[int] = set()
         for path, run in enumerate(runs):

@@ -7,7 +7,7 @@ import pytest
 from conftest import invoke
 
 import reasoning.strategies
-from reasoning import STRATEGIES, ConfigError, Controller, Problem, ScriptedBackend
+from reasoning import STRATEGIES, Budget, ConfigError, Controller, Problem, ScriptedBackend
 from reasoning.compose import build, parse, spec_of
 from reasoning.evals.leaderboard.spec import LeaderboardSpec
 from reasoning.evals.spec import RunSpec
@@ -174,3 +174,18 @@ def test_yaml_run_specs_and_leaderboards_take_nested_strategies() -> None:
 
 def test_strategies_registry_loads_the_built_ins_on_first_lookup() -> None:
     assert "self-consistency" in STRATEGIES.names() and reasoning.strategies.SelfConsistency
+
+
+async def test_a_budget_stop_inside_a_composition_asks_each_inner_run_for_its_best_so_far(
+    problem: Problem,
+) -> None:
+    # Two budget-forced paths: thinking stops at "\boxed{", then the answer is decoded after it.
+    # Three calls fit: one path finishes (thinking + answer), the other is stopped after thinking.
+    backend = ScriptedBackend(lambda request, _: "so \\boxed{" if request.sampling.stop else "4} and 5")
+    strategy = build("self-consistency(n=2, inner=budget-forcing(max_tokens=16, answer_tokens=4))")
+    run = await Controller(backend, budget=Budget(calls=3)).run(problem, strategy)
+    assert run.stop_reason == "budget:calls" and run.answer == "4"
+    # The candidates are the paths' own (the stopped one unanswered), never the raw segments.
+    assert sorted(c.scores["path"] for c in run.candidates) == [0.0, 1.0]
+    assert [c.answer for c in run.candidates].count(None) == 1
+    assert all("think_tokens" in c.scores or c.answer is None for c in run.candidates)
