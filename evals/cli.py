@@ -56,10 +56,12 @@ def _add_probe_commands() -> None:
     from reasoning.evals.doctor import doctor
     from reasoning.evals.leaderboard.cli import leaderboard_app
     from reasoning.evals.probe_cli import probe_app
+    from reasoning.evals.proxy_cli import proxy
 
     app.add_typer(probe_app, name="probe")
     app.add_typer(leaderboard_app, name="leaderboard")
     app.command()(doctor)
+    app.command()(proxy)
 
 
 _add_probe_commands()

@@ -1,0 +1,824 @@
+"""An OpenAI-compatible server that answers each request with a test-time strategy.
+
+``reasoning proxy`` serves `create_app`: ``POST /v1/chat/completions``, ``POST /v1/completions``
+and ``GET /v1/models``, in front of any backend (the in-process engine, an upstream
+OpenAI-compatible server, or the scripted backend). An unmodified OpenAI client gets test-time
+scaling by naming a strategy:
+
+- in the model name: ``self-consistency@qwen2.5-coder-0.5b-instruct`` (any spec of the grammar
+  of `reasoning.compose`, e.g. ``self-consistency(n=3)@<model>``);
+- in the body (``extra_body`` of the OpenAI client), exactly
+  ``{"strategy": "self-consistency", "params": {"n": 3}, "budget": {"output_tokens": 2000}}``;
+- or in headers: ``X-Reasoning-Strategy``, ``X-Reasoning-Params`` and ``X-Reasoning-Budget``
+  (the last two JSON objects).
+
+The body wins over the headers, the headers over the model name, and the server's default
+strategy applies when none is named. Each request is one problem: its messages are the prompt,
+verbatim (``--instruction`` appends a line to the last user message), and the strategy's chosen
+candidate is the reply. ``usage`` counts every internal call (prompt, completion and cached
+tokens), a ``reasoning`` object says what was done (strategy, candidates, answer, stop reason,
+record id), and the full `Run` record is appended to the records JSONL (the format of
+``reasoning solve``'s results; `reasoning.evals.run.read_results` reads it).
+
+Streaming (``stream: true``) sends what is known when it is known:
+- ``single`` (one trace): its tokens as the engine decodes them;
+- ``first-finish`` with k=1 (a race): the winning trace the moment it finishes, before the
+  losers' cancellation and the record are done;
+- every other strategy: progress as SSE comments (``: reasoning {...}``: calls, samples,
+  tokens decoded, samples finished) while it works, then the chosen candidate.
+
+Limits (`Limits`): a request's budget defaults to the server's caps and may not exceed them, a
+strategy may not ask for more samples per call (``n``) or tokens per sample (``max_tokens``)
+than the caps, and at most ``max_concurrent`` requests run at once (``max_queue`` more wait;
+beyond that: 429). Errors are OpenAI-format JSON (``{"error": {"message", "type", "param",
+"code"}}``). With an API key set, every route asks for ``Authorization: Bearer <key>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from reasoning import STRATEGIES, Budget, Controller, Message, Problem, Run, Strategy
+from reasoning.backend import Backend, Chunk
+from reasoning.backend import Request as BackendRequest
+from reasoning.compose import build, spec_of
+from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
+
+__all__ = ["Limits", "ProxyError", "ProxySettings", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 0.5
+"""Seconds between two progress comments of a streamed reply (and a sample's finish sends one)."""
+
+_BUDGET_LINES = ("output_tokens", "prompt_tokens", "calls", "seconds")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's caps on what one request may ask for and on requests at once."""
+
+    max_n: int = 16
+    """Most samples per model call a strategy may ask for (its ``n`` and any inner ``n``)."""
+    max_tokens: int = 4096
+    """Most tokens per sample (a strategy's ``max_tokens``)."""
+    output_tokens: int = 32768
+    """Most output tokens per request, all calls together (the default budget line too)."""
+    prompt_tokens: int | None = None
+    """Most prompt tokens per request (None: no cap)."""
+    calls: int = 256
+    """Most model calls per request."""
+    seconds: float = 600.0
+    """Most wall seconds per request."""
+    max_concurrent: int = 16
+    """Requests solved at once."""
+    max_queue: int = 256
+    """Requests waiting for a slot; one more is refused with 429."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_n", "max_tokens", "output_tokens", "calls", "max_concurrent"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"proxy limit {name} must be >= 1, got {getattr(self, name)}")
+        if self.seconds <= 0 or (self.prompt_tokens is not None and self.prompt_tokens < 1):
+            raise ConfigError("proxy limits seconds and prompt_tokens must be > 0")
+        if self.max_queue < 0:
+            raise ConfigError(f"proxy limit max_queue must be >= 0, got {self.max_queue}")
+
+    def budget(self, asked: Mapping[str, Any] | None) -> Budget:
+        """The budget of a request: what it asked for, each line within the cap (default: the cap).
+
+        Raises:
+            ProxyError: An unknown line, a value that is not a positive number, or over the cap.
+        """
+        asked = dict(asked or {})
+        unknown = sorted(set(asked) - set(_BUDGET_LINES))
+        if unknown:
+            raise ProxyError(
+                f"unknown budget line {unknown[0]!r}; lines: {', '.join(_BUDGET_LINES)}", param="budget"
+            )
+        lines: dict[str, Any] = {}
+        for line in _BUDGET_LINES:
+            cap = getattr(self, line)
+            value = asked.get(line)
+            if value is None:
+                lines[line] = cap
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ProxyError(f"budget.{line} must be a positive number, got {value!r}", param="budget")
+            if line != "seconds" and not float(value).is_integer():
+                raise ProxyError(f"budget.{line} must be a whole number, got {value!r}", param="budget")
+            if cap is not None and value > cap:
+                raise ProxyError(
+                    f"budget.{line}={value} is over this server's cap of {cap}",
+                    param="budget",
+                    code="over_limit",
+                )
+            lines[line] = value if line == "seconds" else int(value)
+        return Budget(**lines)
+
+    def check(self, strategy: Strategy) -> None:
+        """Refuse a strategy (or an inner one) asking for more samples or tokens than the caps."""
+        for name, value in _knobs(strategy):
+            if name == "n" and value > self.max_n:
+                raise ProxyError(
+                    f"{spec_of(strategy)} asks for n={value} samples; this server allows at most "
+                    f"{self.max_n}",
+                    param="params",
+                    code="over_limit",
+                )
+            if name == "max_tokens" and value > self.max_tokens:
+                raise ProxyError(
+                    f"{spec_of(strategy)} asks for max_tokens={value} per sample; this server allows "
+                    f"at most {self.max_tokens}",
+                    param="max_tokens",
+                    code="over_limit",
+                )
+
+
+def _knobs(strategy: object) -> list[tuple[str, int]]:
+    """Every ``n`` and ``max_tokens`` of a strategy and of the strategies it composes."""
+    found: list[tuple[str, int]] = []
+    if not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
+        return found
+    for f in dataclasses.fields(strategy):
+        value = getattr(strategy, f.name)
+        if f.name in ("n", "max_tokens") and isinstance(value, int) and not isinstance(value, bool):
+            found.append((f.name, value))
+        elif dataclasses.is_dataclass(value) and STRATEGIES.holds(type(value)):
+            found.extend(_knobs(value))
+    return found
+
+
+@dataclass
+class ProxySettings:
+    """How the server answers: the served model, the default strategy, caps, key and records."""
+
+    model: str
+    """The served model's name (``/v1/models`` lists it and ``<strategy>@<model>``)."""
+    strategy: str = "single"
+    """Spec of the strategy used when a request names none."""
+    limits: Limits = field(default_factory=Limits)
+    """Caps per request and on requests at once."""
+    api_key: str | None = None
+    """When set, every request must carry ``Authorization: Bearer <api_key>``."""
+    records: Path | None = Path("results/proxy.jsonl")
+    """Where every request's full `Run` record is appended (None: kept in memory only)."""
+    instruction: str | None = None
+    """A line appended to the last user message (e.g. the boxed-answer instruction), if any."""
+    keep: int = 1000
+    """Records kept in memory for ``GET /v1/reasoning/records/{id}``."""
+
+
+class ProxyError(Exception):
+    """A request the proxy refuses, with its OpenAI error fields."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error object."""
+        return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class _ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[_Part] | None = None
+
+
+class _Body(BaseModel):
+    """The fields of a request the proxy reads; others (``user``, penalties, ...) are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    n: int = Field(default=1, ge=1)
+    strategy: str | dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None
+
+
+class _ChatBody(_Body):
+    messages: list[_ChatMessage] = Field(min_length=1)
+
+
+class _CompletionBody(_Body):
+    prompt: str | list[str]
+
+
+_UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "echo", "suffix")
+
+
+def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
+    """The proxy's ASGI app over `backend` (serve it with uvicorn; tests drive it in-process)."""
+    import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
+
+    build(settings.strategy)  # a bad default fails at start, not at the first request
+    server = _Server(backend, settings)
+    app = FastAPI(title="reasoning proxy", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = server
+
+    @app.exception_handler(ProxyError)
+    async def refused(request: Request, exc: ProxyError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(_validation_error(exc.errors()).body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        error = ProxyError(
+            f"{request.method} {request.url.path}: {exc.detail}", status=exc.status_code, kind=kind
+        )
+        return JSONResponse(error.body(), status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        if settings.api_key is not None:
+            given = request.headers.get("authorization", "")
+            token = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
+            if not secrets.compare_digest(token.encode(), settings.api_key.encode()):
+                error = ProxyError(
+                    "missing or wrong API key (send Authorization: Bearer <key>)",
+                    status=401,
+                    kind="authentication_error",
+                    code="invalid_api_key",
+                )
+                return JSONResponse(error.body(), status_code=401)
+        return await call_next(request)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": server.models()}
+
+    @app.get("/v1/reasoning/records/{record_id}")
+    async def record(record_id: str) -> dict[str, Any]:
+        run = server.kept.get(record_id)
+        if run is None:
+            raise ProxyError(f"no record {record_id!r} in memory", status=404, kind="not_found_error")
+        return run.model_dump(mode="json")
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> JSONResponse | StreamingResponse:
+        body = await _parse(request, _ChatBody)
+        return await server.answer(request, body, chat=True)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> JSONResponse | StreamingResponse:
+        body = await _parse(request, _CompletionBody)
+        return await server.answer(request, body, chat=False)
+
+    return app
+
+
+async def _parse(request: Request, model: type[_Body]) -> Any:
+    try:
+        raw = await request.json()
+    except ValueError:
+        raise ProxyError("the request body is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ProxyError("the request body must be a JSON object")
+    for name in _UNSUPPORTED:
+        if raw.get(name) not in (None, False, [], 0):
+            raise ProxyError(f"{name!r} is not supported by the reasoning proxy", param=name)
+    fmt = raw.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        raise ProxyError("response_format other than text is not supported", param="response_format")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise _validation_error(exc.errors()) from None
+
+
+def _validation_error(errors: Any) -> ProxyError:
+    first = errors[0] if errors else {}
+    where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
+    return ProxyError(f"invalid request: {where or 'body'}: {first.get('msg', 'invalid')}", param=where)
+
+
+@dataclass
+class _Plan:
+    """What one request asks for, resolved and checked."""
+
+    strategy: Strategy
+    budget: Budget
+    seed: int
+    messages: tuple[Message, ...]
+    question: str
+    ignored: list[str]
+
+
+class _Server:
+    def __init__(self, backend: Backend, settings: ProxySettings) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.slots = asyncio.Semaphore(settings.limits.max_concurrent)
+        self.waiting = 0
+        self.kept: dict[str, Run] = {}
+        self.write_lock = asyncio.Lock()
+        if settings.records is not None:
+            settings.records.parent.mkdir(parents=True, exist_ok=True)
+
+    def models(self) -> list[dict[str, Any]]:
+        created = int(time.time())
+        names = [self.settings.model, *(f"{name}@{self.settings.model}" for name in STRATEGIES.names())]
+        return [
+            {"id": name, "object": "model", "created": created, "owned_by": "reasoning"} for name in names
+        ]
+
+    # -- resolving a request --------------------------------------------------------------------
+
+    def plan(self, request: Request, body: _Body, chat: bool) -> _Plan:
+        spec, params, budget = self._strategy_fields(request, body)
+        ignored: list[str] = []
+        if body.n != 1:
+            raise ProxyError(
+                "n > 1 is not supported: ask for a strategy that samples more (e.g. self-consistency(n=4))",
+                param="n",
+            )
+        params = dict(params)
+        try:
+            strategy = build(spec, params)
+        except ConfigError as exc:
+            raise ProxyError(str(exc), param="strategy") from None
+        fields: tuple[dataclasses.Field[Any], ...] = (
+            dataclasses.fields(strategy) if dataclasses.is_dataclass(strategy) else ()
+        )
+        names: set[str] = {f.name for f in fields}
+        overrides: dict[str, Any] = {}
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        for name, value in (
+            ("max_tokens", max_tokens),
+            ("temperature", body.temperature),
+            ("top_p", body.top_p),
+        ):
+            if value is None or name in params:
+                continue
+            if name in names:
+                overrides[name] = value
+            else:
+                ignored.append(name)
+        if overrides:
+            try:
+                strategy = build(spec, {**params, **overrides})
+            except ConfigError as exc:
+                raise ProxyError(str(exc), param="strategy") from None
+        self.settings.limits.check(strategy)
+        messages = self._messages(body, chat)
+        seed = body.seed if body.seed is not None else secrets.randbits(31)
+        return _Plan(
+            strategy=strategy,
+            budget=self.settings.limits.budget(budget),
+            seed=seed,
+            messages=messages,
+            question=next((m.content for m in reversed(messages) if m.role == "user"), messages[-1].content),
+            ignored=ignored,
+        )
+
+    def _strategy_fields(
+        self, request: Request, body: _Body
+    ) -> tuple[str | dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+        spec: str | dict[str, Any] = self.settings.strategy
+        model = body.model
+        if "@" in model:
+            named, _, served = model.rpartition("@")
+            if served != self.settings.model or not named:
+                raise self._unknown_model(model)
+            spec = named
+        elif model != self.settings.model:
+            raise self._unknown_model(model)
+        params: dict[str, Any] = {}
+        budget: dict[str, Any] | None = None
+        headers = request.headers
+        if "x-reasoning-strategy" in headers:
+            spec = headers["x-reasoning-strategy"]
+        if "x-reasoning-params" in headers:
+            params = _json_header(headers["x-reasoning-params"], "X-Reasoning-Params")
+        if "x-reasoning-budget" in headers:
+            budget = _json_header(headers["x-reasoning-budget"], "X-Reasoning-Budget")
+        if body.strategy is not None:
+            spec = body.strategy
+            params = {}
+        if body.params is not None:
+            params = body.params
+        if body.budget is not None:
+            budget = body.budget
+        return spec, params, budget
+
+    def _unknown_model(self, model: str) -> ProxyError:
+        return ProxyError(
+            f"the model {model!r} does not exist here; ask for {self.settings.model!r} or "
+            f"'<strategy>@{self.settings.model}' (GET /v1/models lists them)",
+            status=404,
+            param="model",
+            code="model_not_found",
+        )
+
+    def _messages(self, body: _Body, chat: bool) -> tuple[Message, ...]:
+        if isinstance(body, _ChatBody):
+            messages = [Message(_role(m.role), _content(m)) for m in body.messages]
+        else:
+            prompt = body.prompt if isinstance(body, _CompletionBody) else ""
+            if isinstance(prompt, list):
+                if len(prompt) != 1:
+                    raise ProxyError("prompt must be one string (a list of one)", param="prompt")
+                prompt = prompt[0]
+            messages = [Message("user", prompt)]
+        if not any(m.role == "user" for m in messages):
+            raise ProxyError("the messages hold no user message", param="messages")
+        if self.settings.instruction:
+            last = max(i for i, m in enumerate(messages) if m.role == "user")
+            messages[last] = Message("user", f"{messages[last].content}\n{self.settings.instruction}")
+        return tuple(messages)
+
+    # -- answering ------------------------------------------------------------------------------
+
+    async def answer(self, request: Request, body: _Body, chat: bool) -> JSONResponse | StreamingResponse:
+        plan = self.plan(request, body, chat)
+        record_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+        if self.waiting >= self.settings.limits.max_queue and self.slots.locked():
+            raise ProxyError(
+                f"the server is busy ({self.settings.limits.max_concurrent} requests running, "
+                f"{self.waiting} waiting); retry later",
+                status=429,
+                kind="rate_limit_exceeded",
+                code="rate_limit_exceeded",
+            )
+        reply = _Reply(record_id, body.model, chat, int(time.time()))
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            stream = self._stream(request, plan, reply, include_usage)
+            return StreamingResponse(
+                stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
+        async with self._slot():
+            task = asyncio.create_task(self._solve(plan, record_id, _Watch(plan.strategy, live=False)))
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                if not task.done() and await request.is_disconnected():
+                    task.cancel()
+                    logger.info("%s: the client went away; its run is cancelled", record_id)
+            run = await _result(task)
+        return JSONResponse(reply.whole(run, plan))
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.slots.release()
+
+    async def _solve(self, plan: _Plan, record_id: str, watch: _Watch) -> Run:
+        # Seeds derive from the run seed and the problem id: the messages' digest, so the same
+        # request with the same seed replays; the record carries the request's own id.
+        digest = hashlib.sha256(
+            json.dumps([dataclasses.asdict(m) for m in plan.messages]).encode()
+        ).hexdigest()
+        problem = Problem(id=f"messages-{digest[:16]}", question=plan.question)
+        try:
+            controller = Controller(
+                _Tap(self.backend, watch),
+                budget=plan.budget,
+                seed=plan.seed,
+                prompt=lambda _problem: plan.messages,
+                model=self.settings.model,
+            )
+            run = await controller.run(problem, plan.strategy)
+        finally:
+            watch.close()
+        run = run.model_copy(
+            update={
+                "problem_id": record_id,
+                "spec": {
+                    "proxy": {
+                        "messages": [dataclasses.asdict(m) for m in plan.messages],
+                        "seed_problem_id": problem.id,
+                        "strategy": spec_of(plan.strategy),
+                        "ignored": plan.ignored,
+                    }
+                },
+            }
+        )
+        await self._keep(run)
+        return run
+
+    async def _keep(self, run: Run) -> None:
+        self.kept[run.problem_id] = run
+        while len(self.kept) > self.settings.keep:
+            self.kept.pop(next(iter(self.kept)))
+        if self.settings.records is None:
+            return
+        line = run.model_dump_json() + "\n"
+        async with self.write_lock:
+            with self.settings.records.open("a", encoding="utf-8") as sink:
+                sink.write(line)
+
+    async def _stream(
+        self, request: Request, plan: _Plan, reply: _Reply, include_usage: bool
+    ) -> AsyncGenerator[str, None]:
+        watch = _Watch(plan.strategy)
+        yield reply.event(delta={"role": "assistant", "content": ""} if reply.chat else {})
+        async with self._slot():
+            task = asyncio.create_task(self._solve(plan, reply.id, watch))
+            sent = ""
+            try:
+                while True:
+                    event = await watch.next()
+                    if event is None:
+                        break
+                    kind, value = event
+                    if kind == "text":
+                        sent += str(value)
+                        yield reply.event(text=str(value))
+                    else:
+                        yield f": reasoning {json.dumps(value)}\n\n"
+                try:
+                    run = await _result(task)
+                except ProxyError as exc:
+                    yield f"data: {json.dumps(exc.body())}\n\n"
+                    yield "data: [DONE]\n\n"
+                    return
+            finally:
+                if not task.done():  # the client went away: stop the run (its engine requests)
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+        text, finish = _content_of(run)
+        if text.startswith(sent):
+            if text[len(sent) :]:
+                yield reply.event(text=text[len(sent) :])
+        else:  # cannot happen for the live strategies; said rather than hidden
+            logger.warning("%s: the streamed text is not a prefix of the chosen candidate", reply.id)
+        yield reply.event(finish=finish, reasoning=reply.reasoning(run, plan))
+        if include_usage:
+            yield reply.event(usage=_usage(run), empty=True)
+        yield "data: [DONE]\n\n"
+
+
+async def _result(task: asyncio.Task[Run]) -> Run:
+    """The run, or the error the client gets: a refusal, never an error scored as an answer."""
+    try:
+        return await task
+    except asyncio.CancelledError:
+        raise
+    except BackendUnavailable as exc:
+        raise ProxyError(str(exc), status=503, kind="server_error", code="backend_unavailable") from None
+    except BackendError as exc:
+        status = 503 if exc.retryable else 502
+        raise ProxyError(str(exc), status=status, kind="server_error", code="backend_error") from None
+    except ConfigError as exc:
+        raise ProxyError(str(exc)) from None
+    except ReasoningError as exc:
+        raise ProxyError(str(exc), status=500, kind="server_error") from None
+    except Exception:
+        logger.exception("the strategy failed")
+        raise ProxyError("internal error (logged by the server)", status=500, kind="server_error") from None
+
+
+def _json_header(value: str, name: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ProxyError(f"header {name} is not valid JSON", param=name) from None
+    if not isinstance(parsed, dict):
+        raise ProxyError(f"header {name} must be a JSON object", param=name)
+    return parsed
+
+
+def _role(role: str) -> Literal["system", "user", "assistant"]:
+    return "system" if role == "developer" else role  # type: ignore[return-value]
+
+
+def _content(message: _ChatMessage) -> str:
+    if message.content is None:
+        return ""
+    if isinstance(message.content, str):
+        return message.content
+    parts = []
+    for part in message.content:
+        if part.type != "text" or part.text is None:
+            raise ProxyError(
+                f"message content of type {part.type!r} is not supported (text only)", param="messages"
+            )
+        parts.append(part.text)
+    return "".join(parts)
+
+
+def _content_of(run: Run) -> tuple[str, str]:
+    """The reply's text (the chosen candidate's) and its OpenAI finish reason."""
+    if run.chosen is None or not 0 <= run.chosen < len(run.candidates):
+        return "", "length" if run.stop_reason.startswith("budget") else "stop"
+    chosen = run.candidates[run.chosen]
+    return chosen.text, "length" if chosen.finish_reason == "length" else "stop"
+
+
+def _usage(run: Run) -> dict[str, Any]:
+    prompt = int(run.usage.get("prompt_tokens", 0))
+    completion = int(run.usage.get("output_tokens", 0))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": int(run.usage.get("cached_tokens", 0))},
+    }
+
+
+@dataclass
+class _Reply:
+    """Builds the OpenAI response objects of one request."""
+
+    id: str
+    model: str
+    chat: bool
+    created: int
+
+    def reasoning(self, run: Run, plan: _Plan) -> dict[str, Any]:
+        return {
+            "strategy": spec_of(plan.strategy),
+            "candidates": len(run.candidates),
+            "chosen": run.chosen,
+            "answer": run.answer,
+            "stop_reason": run.stop_reason,
+            "record_id": run.problem_id,
+            "calls": int(run.usage.get("calls", 0)),
+            "sequential_tokens": int(run.usage.get("sequential_tokens", 0)),
+            "seconds": round(float(run.usage.get("seconds", 0.0)), 3),
+            "seed": plan.seed,
+            "budget": {k: v for k, v in dataclasses.asdict(plan.budget).items() if v is not None},
+            "ignored": plan.ignored,
+        }
+
+    def whole(self, run: Run, plan: _Plan) -> dict[str, Any]:
+        text, finish = _content_of(run)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        return {
+            "id": self.id,
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": _usage(run),
+            "reasoning": self.reasoning(run, plan),
+        }
+
+    def event(
+        self,
+        *,
+        delta: dict[str, Any] | None = None,
+        text: str | None = None,
+        finish: str | None = None,
+        reasoning: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+        empty: bool = False,
+    ) -> str:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if self.chat:
+            choice["delta"] = delta if delta is not None else ({"content": text} if text is not None else {})
+        else:
+            choice["text"] = text or ""
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [] if empty else [choice],
+        }
+        if usage is not None:
+            chunk["usage"] = usage
+        if reasoning is not None:
+            chunk["reasoning"] = reasoning
+        return f"data: {json.dumps(chunk)}\n\n"
+
+
+class _Watch:
+    """What a streamed reply learns while the strategy works: live text, progress, the end.
+
+    `_Tap` reports every call and chunk. For ``single`` the first call's tokens are the reply;
+    for ``first-finish`` (k=1) the first sample to finish is; otherwise progress is reported.
+    """
+
+    def __init__(self, strategy: Strategy, *, live: bool = True) -> None:
+        name = STRATEGIES.name_of(strategy)
+        race = name == "first-finish" and getattr(strategy, "k", 1) == 1
+        race = race and not getattr(strategy, "skip_unanswered", False)
+        self.mode = "trace" if name == "single" else "race" if race else "progress"
+        self.live = live
+        self.queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+        self.calls = self.samples = self.tokens = self.finished = 0
+        self.texts: dict[tuple[int, int], str] = {}
+        self.decided = False
+        self.last = 0.0
+
+    def started(self, request: BackendRequest) -> int:
+        self.calls += 1
+        self.samples += request.sampling.n
+        return self.calls
+
+    def chunk(self, call: int, chunk: Chunk) -> None:
+        self.tokens += chunk.tokens
+        if not self.live:  # a reply sent whole: nobody reads the events
+            return
+        if self.mode == "trace" and call == 1 and chunk.index == 0 and chunk.text:
+            self.queue.put_nowait(("text", chunk.text))
+        if self.mode == "race" and call == 1:
+            key = (call, chunk.index)
+            self.texts[key] = self.texts.get(key, "") + chunk.text
+        finished = chunk.finish_reason is not None and chunk.finish_reason != "cancelled"
+        if finished:
+            self.finished += 1
+            if self.mode == "race" and call == 1 and not self.decided:
+                self.decided = True
+                self.queue.put_nowait(("text", self.texts.pop((call, chunk.index), "")))
+        now = time.monotonic()
+        if self.mode != "trace" and not self.decided and (finished or now - self.last >= PROGRESS_EVERY):
+            self.last = now
+            self.queue.put_nowait(("progress", self.progress()))
+
+    def progress(self) -> dict[str, int]:
+        return {
+            "calls": self.calls,
+            "samples": self.samples,
+            "tokens": self.tokens,
+            "finished": self.finished,
+        }
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def next(self) -> tuple[str, Any] | None:
+        return await self.queue.get()
+
+
+class _Tap:
+    """A backend that reports every call and chunk of another to a `_Watch`, changing nothing."""
+
+    def __init__(self, inner: Backend, watch: _Watch) -> None:
+        self._inner = inner
+        self._watch = watch
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def __getattr__(self, name: str) -> Any:  # model, engine_info, prompt_tokens, hidden_states, ...
+        return getattr(self._inner, name)
+
+    async def stream(self, request: BackendRequest) -> AsyncGenerator[Chunk, None]:
+        call = self._watch.started(request)
+        async with contextlib.aclosing(self._inner.stream(request)) as chunks:
+            async for chunk in chunks:
+                self._watch.chunk(call, chunk)
+                yield chunk

@@ -1,0 +1,173 @@
+"""``reasoning proxy``: serve strategies behind an OpenAI-compatible API (`reasoning.evals.proxy`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from reasoning.errors import ConfigError
+
+__all__ = ["proxy"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def proxy(
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="vllm (an in-process engine, the default), openai (an upstream OpenAI-compatible "
+            "server, see --base-url) or scripted (a fixed reply: demos and tests)."
+        ),
+    ] = "vllm",
+    model: Annotated[
+        str | None,
+        typer.Option(help="The engine's model (embedded name, HF folder or id), or the upstream's model."),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="URL of the upstream server (--backend openai).")
+    ] = None,
+    upstream_api_key: Annotated[
+        str, typer.Option(envvar="OPENAI_API_KEY", help="API key of the upstream server.")
+    ] = "EMPTY",
+    script: Annotated[str | None, typer.Option(help="Reply of the scripted backend.")] = None,
+    script_seconds_per_token: Annotated[
+        float, typer.Option(help="Delay per token of the scripted backend (to watch streaming).")
+    ] = 0.0,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (127.0.0.1; 0.0.0.0 exposes it to the network).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    strategy: Annotated[
+        str, typer.Option("--strategy", "-s", help="Default strategy spec, for requests that name none.")
+    ] = "single",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="REASONING_PROXY_API_KEY",
+            help="Ask every request for 'Authorization: Bearer <key>' (default: no key).",
+        ),
+    ] = None,
+    records: Annotated[
+        Path, typer.Option(help="JSONL file every request's full record is appended to.")
+    ] = Path("results/proxy.jsonl"),
+    instruction: Annotated[
+        str | None,
+        typer.Option(help="A line appended to each request's last user message (e.g. the boxed-answer one)."),
+    ] = None,
+    max_n: Annotated[int, typer.Option(help="Most samples per model call a strategy may ask for.")] = 16,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per sample.")] = 4096,
+    max_budget_tokens: Annotated[
+        int, typer.Option(help="Most output tokens per request, all calls together (the default budget).")
+    ] = 32768,
+    max_calls: Annotated[int, typer.Option(help="Most model calls per request.")] = 256,
+    max_seconds: Annotated[float, typer.Option(help="Most wall seconds per request.")] = 600.0,
+    max_concurrent: Annotated[int, typer.Option(help="Requests solved at once.")] = 16,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot before 429s.")] = 256,
+    kv_cache_gb: Annotated[float | None, typer.Option(help="KV-cache size of the engine, GiB.")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
+    dtype: Annotated[str, typer.Option(help="Weight dtype of the engine (auto, bfloat16, ...).")] = "auto",
+    hidden_states: Annotated[
+        bool, typer.Option("--hidden-states", help="Start the engine with hidden states (probe strategies).")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and access logs.")] = False,
+) -> None:
+    """Serve test-time strategies behind an OpenAI-compatible API (/v1/chat/completions, ...).
+
+    Ask for a strategy per request by model name ('self-consistency(n=4)@<model>'), by
+    extra_body {"strategy", "params", "budget"}, or by X-Reasoning-* headers.
+    """
+    import uvicorn
+
+    from reasoning.evals.cli import err, out, quiet_engine_logs
+    from reasoning.evals.proxy import Limits, ProxySettings, create_app
+
+    quiet_engine_logs(verbose)
+    limits = Limits(
+        max_n=max_n,
+        max_tokens=max_tokens,
+        output_tokens=max_budget_tokens,
+        calls=max_calls,
+        seconds=max_seconds,
+        max_concurrent=max_concurrent,
+        max_queue=max_queue,
+    )
+    engine = _start(backend, model, base_url, upstream_api_key, script, script_seconds_per_token,
+                    kv_cache_gb, max_model_len, dtype, hidden_states)  # fmt: skip
+    try:
+        served = str(getattr(engine, "model", "") or engine.name)
+        settings = ProxySettings(
+            model=served,
+            strategy=strategy,
+            limits=limits,
+            api_key=api_key,
+            records=records,
+            instruction=instruction,
+        )
+        app = create_app(engine, settings)
+        if host not in _LOOPBACK:
+            exposed = (
+                "with an API key" if api_key else "WITHOUT an API key (anyone who can reach it can use it)"
+            )
+            err.print(f"[yellow]warning:[/yellow] the proxy listens on {host}, {exposed}")
+        url = f"http://{host}:{port}/v1"
+        out.print(f"serving {served} behind strategies at {url}", highlight=False)
+        err.print(
+            f"ask for a strategy as the model, e.g. 'self-consistency(n=4)@{served}'; default {strategy}; "
+            f"records: {records}   (Ctrl-C stops it)",
+            highlight=False,
+        )
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="info" if verbose else "warning", lifespan="off"
+        )
+        asyncio.run(uvicorn.Server(config).serve())
+    finally:
+        _close(engine)
+    err.print("proxy stopped")
+
+
+def _start(
+    kind: str,
+    model: str | None,
+    base_url: str | None,
+    upstream_api_key: str,
+    script: str | None,
+    seconds_per_token: float,
+    kv_cache_gb: float | None,
+    max_model_len: int | None,
+    dtype: str,
+    hidden_states: bool,
+) -> Any:
+    """The backend the proxy serves."""
+    from reasoning.evals.cli import _resolve_with_progress, _server_backend, err
+
+    if kind == "scripted":
+        from reasoning import ScriptedBackend
+        from reasoning.evals.spec import DEFAULT_SCRIPT
+
+        return ScriptedBackend([script or DEFAULT_SCRIPT], seconds_per_token=seconds_per_token)
+    if kind == "openai" or base_url is not None:
+        return _server_backend(base_url, model, upstream_api_key)
+    if kind != "vllm":
+        raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
+    from reasoning.backends.vllm_local import VLLMBackend
+    from reasoning.config import EngineConfig
+
+    settings: dict[str, Any] = {"model": model, "dtype": dtype, "hidden_states": hidden_states}
+    if kv_cache_gb is not None:
+        settings["kv_cache_gb"] = kv_cache_gb
+    if max_model_len is not None:
+        settings["max_model_len"] = max_model_len
+    config = EngineConfig(**settings)
+    _resolve_with_progress(config.model)
+    with err.status(f"starting the vLLM engine for {config.model or 'the default model'} ..."):
+        return VLLMBackend.from_config(config)
+
+
+def _close(engine: Any) -> None:
+    from reasoning.evals.cli import _close as close
+
+    close(engine)
