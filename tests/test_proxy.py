@@ -1,0 +1,493 @@
+"""The OpenAI-compatible strategy proxy over the scripted backend: the openai client, raw SSE, curl."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from reasoning import Chunk, Request, ScriptedBackend
+from reasoning.backends.server import free_port
+from reasoning.evals.proxy import Limits, ProxySettings, create_app
+from reasoning.evals.run import read_results
+
+ANSWER = "The answer is \\boxed{4}."
+
+
+@contextlib.asynccontextmanager
+async def serving(backend: Any, tmp_path: Path, **settings: Any) -> AsyncIterator[str]:
+    """Serve the proxy over `backend` on a free loopback port; yield its /v1 URL."""
+    settings.setdefault("records", tmp_path / "proxy.jsonl")
+    app = create_app(backend, ProxySettings(model="m", **settings))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    with anyio.fail_after(10):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def client(url: str, **kwargs: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url, api_key=kwargs.pop("api_key", "none"), max_retries=0, **kwargs)
+
+
+class Gated:
+    """A one-sample backend that stops after `hold` tokens until `release` is set."""
+
+    name = "gated"
+    model = "gated"
+
+    def __init__(self, tokens: list[str], hold: int) -> None:
+        self.tokens = tokens
+        self.hold = hold
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
+        self.cancelled = 0
+        self.calls = 0
+
+    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        self.calls += 1
+        done = False
+        try:
+            for i, token in enumerate(self.tokens):
+                if i == self.hold:
+                    self.held.set()
+                    await self.release.wait()
+                last = i == len(self.tokens) - 1
+                done = last
+                yield Chunk(0, token, 1, prompt_tokens=5, finish_reason="stop" if last else None)
+        finally:
+            if not done:
+                self.cancelled += 1
+
+
+# -- choosing the strategy --------------------------------------------------------------------------
+
+
+async def test_models_lists_the_model_and_each_strategy_at_it(tmp_path: Path) -> None:
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url:
+        ids = [m.id async for m in client(url).models.list()]
+    assert ids[0] == "m"
+    assert {"self-consistency@m", "single@m", "first-finish@m", "budget-forcing@m"} <= set(ids)
+
+
+async def test_strategy_by_model_name_and_the_record(tmp_path: Path) -> None:
+    async with serving(ScriptedBackend([ANSWER, "\\boxed{5}", ANSWER]), tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="self-consistency(n=3)@m", messages=[{"role": "user", "content": "2+2?"}]
+        )
+    extra = reply.model_extra or {}
+    assert extra["reasoning"]["strategy"] == "self-consistency(n=3)"
+    assert extra["reasoning"]["candidates"] == 3
+    assert extra["reasoning"]["answer"] == "4"
+    assert reply.choices[0].message.content == ANSWER
+    runs = read_results(tmp_path / "proxy.jsonl")
+    run = runs[reply.id]
+    assert extra["reasoning"]["record_id"] == reply.id
+    assert run.strategy == "self-consistency" and run.params["n"] == 3 and len(run.candidates) == 3
+    assert run.spec["proxy"]["messages"] == [{"role": "user", "content": "2+2?"}]
+    assert reply.usage is not None
+    assert (
+        reply.usage.completion_tokens
+        == run.usage["output_tokens"]
+        == sum(c.output_tokens for c in run.candidates)
+    )
+    assert reply.usage.prompt_tokens == run.usage["prompt_tokens"]
+    assert reply.usage.prompt_tokens_details is not None
+    assert reply.usage.prompt_tokens_details.cached_tokens == run.usage["cached_tokens"]
+
+
+async def test_extra_body_strategy_params_and_budget(tmp_path: Path) -> None:
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "2+2?"}],
+            extra_body={
+                "strategy": "self-consistency",
+                "params": {"n": 3},
+                "budget": {"output_tokens": 2000},
+            },
+        )
+    reasoning = (reply.model_extra or {})["reasoning"]
+    assert reasoning["candidates"] == 3
+    assert reasoning["budget"]["output_tokens"] == 2000
+    assert read_results(tmp_path / "proxy.jsonl")[reply.id].budget["output_tokens"] == 2000
+
+
+async def test_headers_name_the_strategy_and_the_body_wins_over_them(tmp_path: Path) -> None:
+    headers = {
+        "X-Reasoning-Strategy": "self-consistency",
+        "X-Reasoning-Params": json.dumps({"n": 2}),
+        "X-Reasoning-Budget": json.dumps({"calls": 5}),
+    }
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url:
+        by_headers = await client(url, default_headers=headers).chat.completions.create(
+            model="single@m", messages=[{"role": "user", "content": "2+2?"}]
+        )
+        by_body = await client(url, default_headers=headers).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "2+2?"}], extra_body={"strategy": "single"}
+        )
+        default = await client(url).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "2+2?"}]
+        )
+    first = (by_headers.model_extra or {})["reasoning"]
+    assert first["strategy"] == "self-consistency(n=2)" and first["budget"]["calls"] == 5
+    assert (by_body.model_extra or {})["reasoning"]["strategy"] == "single"
+    assert (default.model_extra or {})["reasoning"]["strategy"] == "single"
+
+
+async def test_openai_sampling_fields_reach_the_strategy_or_are_reported_ignored(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="self-consistency(n=2)@m",
+            messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
+            max_tokens=7,
+            temperature=0.3,
+            seed=11,
+        )
+        refine = await client(url).chat.completions.create(
+            model="plan-and-budget@m", messages=[{"role": "user", "content": "2+2?"}], max_tokens=50
+        )
+    assert backend.requests[0].sampling.max_tokens == 7
+    assert backend.requests[0].sampling.temperature == 0.3
+    assert [m.role for m in backend.requests[0].messages] == ["system", "user"]
+    run = read_results(tmp_path / "proxy.jsonl")[reply.id]
+    assert run.seed == 11 and (reply.model_extra or {})["reasoning"]["seed"] == 11
+    assert (refine.model_extra or {})["reasoning"]["ignored"] == ["max_tokens"]
+
+
+async def test_same_seed_and_messages_replay_the_same_request_seeds(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path) as url:
+        for _ in range(2):
+            await client(url).chat.completions.create(
+                model="self-consistency(n=2)@m", messages=[{"role": "user", "content": "2+2?"}], seed=3
+            )
+    first, second = backend.requests
+    assert first.sampling.seed is not None and first.sampling.seed == second.sampling.seed
+
+
+async def test_completions_endpoint(tmp_path: Path) -> None:
+    async with serving(ScriptedBackend([ANSWER]), tmp_path, strategy="self-consistency(n=2)") as url:
+        reply = await client(url).completions.create(model="m", prompt="2+2?")
+        chunks = [
+            c
+            async for c in await client(url).completions.create(model="single@m", prompt="2+2?", stream=True)
+        ]
+    assert reply.object == "text_completion" and reply.choices[0].text == ANSWER
+    assert (reply.model_extra or {})["reasoning"]["candidates"] == 2
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == ANSWER
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+async def test_instruction_is_appended_to_the_last_user_message(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path, instruction="Box it.") as url:
+        await client(url).chat.completions.create(model="m", messages=[{"role": "user", "content": "2+2?"}])
+    assert backend.requests[0].messages[-1].content == "2+2?\nBox it."
+
+
+# -- streaming --------------------------------------------------------------------------------------
+
+
+async def test_single_streams_tokens_as_the_engine_decodes_them(tmp_path: Path) -> None:
+    backend = Gated(["The ", "answer ", "is ", "\\boxed{4}."], hold=2)
+    async with serving(backend, tmp_path) as url:
+        stream = await client(url).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "2+2?"}], stream=True
+        )
+        text = ""
+        with anyio.fail_after(10):  # a buffered reply would never show the first two tokens
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text += chunk.choices[0].delta.content
+                if text == "The answer ":
+                    assert backend.held.is_set() and not backend.release.is_set()
+                    backend.release.set()
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    final = chunk
+    assert text == "The answer is \\boxed{4}."
+    assert backend.release.is_set()
+    assert (final.model_extra or {})["reasoning"]["answer"] == "4"
+
+
+async def test_first_finish_streams_the_winner(tmp_path: Path) -> None:
+    backend = ScriptedBackend(
+        ["slow \\boxed{1}", "fast \\boxed{2}", "slow \\boxed{3}"], seconds_per_token=[0.05, 0.001, 0.05]
+    )
+    async with serving(backend, tmp_path) as url:
+        stream = await client(url).chat.completions.create(
+            model="first-finish(n=3)@m", messages=[{"role": "user", "content": "?"}], stream=True
+        )
+        parts = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in parts if c.choices)
+    assert text == "fast \\boxed{2}"
+    reasoning = next(c.model_extra for c in parts if c.model_extra and "reasoning" in c.model_extra)
+    assert reasoning is not None and reasoning["reasoning"]["answer"] == "2"
+    assert backend.cancelled == 1
+
+
+async def test_other_strategies_stream_progress_comments_then_the_answer(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER], seconds_per_token=0.01)
+    body = {
+        "model": "self-consistency(n=3)@m",
+        "messages": [{"role": "user", "content": "2+2?"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with (
+        serving(backend, tmp_path) as url,
+        httpx.AsyncClient() as http,
+        http.stream("POST", f"{url}/chat/completions", json=body) as response,
+    ):
+        lines = [line async for line in response.aiter_lines() if line]
+    progress = [i for i, line in enumerate(lines) if line.startswith(": reasoning ")]
+    content = [i for i, line in enumerate(lines) if '"content": "The answer' in line]
+    assert progress and content and max(progress) < min(content)
+    last = json.loads(lines[progress[-1]].removeprefix(": reasoning "))
+    assert last == {"calls": 1, "samples": 3, "tokens": 12, "finished": 3}
+    assert lines[-1] == "data: [DONE]"
+    usage = json.loads(lines[-2].removeprefix("data: "))
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 12
+
+
+async def test_a_client_going_away_cancels_its_run(tmp_path: Path) -> None:
+    backend = Gated(["a ", "b ", "c"], hold=1)
+    async with serving(backend, tmp_path) as url:
+        stream = await client(url).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "?"}], stream=True
+        )
+        with anyio.fail_after(10):
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content == "a ":
+                    break
+            await stream.close()
+            while not backend.cancelled:
+                await asyncio.sleep(0.02)
+    assert backend.cancelled == 1
+    assert not (tmp_path / "proxy.jsonl").exists() or not read_results(tmp_path / "proxy.jsonl")
+
+
+# -- limits, errors, keys ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": "gpt-4o"}, 404, "does not exist here"),
+        ({"model": "sc(n=99)@m"}, 400, "at most 16"),
+        ({"model": "best-of-n(max_tokens=99999)@m"}, 400, "max_tokens=99999 per sample"),
+        ({"model": "m", "budget": {"output_tokens": 10**9}}, 400, "over this server's cap"),
+        ({"model": "m", "budget": {"tokens": 5}}, 400, "unknown budget line 'tokens'"),
+        ({"model": "m", "budget": {"calls": -1}}, 400, "positive number"),
+        ({"model": "nope(n=2)@m"}, 400, "nope"),
+        ({"model": "sc(n=@m"}, 400, "strategy spec"),
+        ({"model": "m", "params": {"bogus": 1}}, 400, "has no parameter 'bogus'"),
+        ({"model": "m", "n": 2}, 400, "n > 1 is not supported"),
+        ({"model": "m", "tools": [{"type": "function"}]}, 400, "'tools' is not supported"),
+        ({"model": "m", "messages": []}, 400, "messages"),
+        ({"model": "m", "messages": [{"role": "system", "content": "x"}]}, 400, "no user message"),
+        ({"model": "m", "temperature": -1}, 400, "temperature"),
+    ],
+)
+async def test_bad_requests_get_openai_format_errors(
+    tmp_path: Path, body: dict[str, Any], status: int, fragment: str
+) -> None:
+    body = {"messages": [{"role": "user", "content": "2+2?"}], **body}
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(f"{url}/chat/completions", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert fragment in error["message"] and set(error) == {"message", "type", "param", "code"}
+    assert not backend.requests  # refused before any model call
+
+
+async def test_the_openai_client_raises_its_own_error_types(tmp_path: Path) -> None:
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url:
+        with pytest.raises(openai.NotFoundError):
+            await client(url).chat.completions.create(model="x", messages=[{"role": "user", "content": "?"}])
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client(url).chat.completions.create(
+                model="sc(n=64)@m", messages=[{"role": "user", "content": "?"}]
+            )
+    assert caught.value.code == "over_limit"
+
+
+async def test_invalid_json_body(tmp_path: Path) -> None:
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(f"{url}/chat/completions", content=b"{not json")
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
+
+
+async def test_api_key(tmp_path: Path) -> None:
+    async with serving(ScriptedBackend([ANSWER]), tmp_path, api_key="s3cret") as url:
+        with pytest.raises(openai.AuthenticationError):
+            await client(url, api_key="wrong").models.list()
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{url}/models")).status_code == 401
+        reply = await client(url, api_key="s3cret").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "?"}]
+        )
+    assert reply.choices[0].message.content == ANSWER
+
+
+async def test_budget_is_enforced_per_request(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="self-refine(rounds=3)@m",
+            messages=[{"role": "user", "content": "?"}],
+            extra_body={"budget": {"calls": 1}},
+        )
+    reasoning = (reply.model_extra or {})["reasoning"]
+    assert reasoning["calls"] == 1 and reasoning["stop_reason"] == "budget:calls"
+    assert len(backend.requests) == 1
+
+
+async def test_requests_over_the_queue_are_refused_with_429(tmp_path: Path) -> None:
+    backend = Gated(["a ", "b"], hold=1)
+    limits = Limits(max_concurrent=1, max_queue=0)
+    async with serving(backend, tmp_path, limits=limits) as url:
+        first = asyncio.create_task(
+            client(url).chat.completions.create(model="m", messages=[{"role": "user", "content": "?"}])
+        )
+        with anyio.fail_after(10):
+            await backend.held.wait()
+        with pytest.raises(openai.RateLimitError):
+            await client(url).chat.completions.create(model="m", messages=[{"role": "user", "content": "?"}])
+        backend.release.set()
+        reply = await first
+    assert reply.choices[0].message.content == "a b"
+    assert backend.calls == 1
+
+
+async def test_backend_failure_is_an_error_never_an_answer(tmp_path: Path) -> None:
+    from reasoning.errors import BackendUnavailable
+
+    class Down:
+        name = "down"
+        model = "down"
+
+        async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+            raise BackendUnavailable("the engine is gone", backend="down")
+            yield  # pragma: no cover
+
+    async with serving(Down(), tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{url}/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "?"}]}
+        )
+        streamed = await http.post(
+            f"{url}/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "?"}], "stream": True},
+        )
+    assert response.status_code == 503 and "the engine is gone" in response.json()["error"]["message"]
+    events = [line.removeprefix("data: ") for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert json.loads(events[-2])["error"]["code"] == "backend_unavailable" and events[-1] == "[DONE]"
+    assert "the engine is gone" not in "".join(events[:-2])  # no error text as content
+
+
+# -- load -------------------------------------------------------------------------------------------
+
+
+async def test_32_concurrent_clients_no_error_no_lost_request(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER, "\\boxed{5}"], seconds_per_token=0.002)
+    limits = Limits(max_concurrent=8)
+
+    async def one(url: str, number: int) -> str:
+        c = client(url)
+        if number % 2:
+            stream = await c.chat.completions.create(
+                model="self-consistency(n=4)@m",
+                messages=[{"role": "user", "content": f"q{number}"}],
+                stream=True,
+            )
+            ids = {chunk.id async for chunk in stream}
+            assert len(ids) == 1
+            return ids.pop()
+        reply = await c.chat.completions.create(
+            model="self-consistency(n=4)@m", messages=[{"role": "user", "content": f"q{number}"}]
+        )
+        assert (reply.model_extra or {})["reasoning"]["candidates"] == 4
+        return reply.id
+
+    async with serving(backend, tmp_path, limits=limits) as url:
+        with anyio.fail_after(60):
+            ids = await asyncio.gather(*(one(url, i) for i in range(32)))
+    assert len(set(ids)) == 32
+    runs = read_results(tmp_path / "proxy.jsonl")
+    assert set(runs) == set(ids)
+    assert all(run.error is None and len(run.candidates) == 4 for run in runs.values())
+    assert len((tmp_path / "proxy.jsonl").read_text().splitlines()) == 32
+    assert len(backend.requests) == 32
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def test_reasoning_proxy_command_with_curl(tmp_path: Path) -> None:
+    curl = shutil.which("curl")
+    assert curl, "curl is needed by this test (apt-get install curl)"
+    port = free_port()
+    records = tmp_path / "records.jsonl"
+    command = [
+        sys.executable, "-m", "reasoning.evals.cli", "proxy", "--backend", "scripted",
+        "--script", ANSWER, "--port", str(port), "--records", str(records),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the proxy did not start"
+            time.sleep(0.2)
+        body = json.dumps(
+            {"model": "self-consistency(n=2)@scripted", "messages": [{"role": "user", "content": "?"}]}
+        )
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        plain = subprocess.run(
+            [curl, "-sS", url, "-H", "Content-Type: application/json", "-d", body],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        reply = json.loads(plain.stdout)
+        streamed = subprocess.run(
+            [curl, "-sSN", url, "-H", "Content-Type: application/json", "-d", body[:-1] + ',"stream":true}'],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+    assert reply["choices"][0]["message"]["content"] == ANSWER
+    assert reply["reasoning"]["candidates"] == 2
+    assert "serving scripted behind strategies at http://127.0.0.1:" in out
+    assert ": reasoning " in streamed.stdout and streamed.stdout.rstrip().endswith("data: [DONE]")
+    assert len(read_results(records)) == 2
