@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,6 +97,8 @@ def proxy(
         max_concurrent=max_concurrent,
         max_queue=max_queue,
     )
+    _strategy_check(strategy)  # bad settings fail before the engine starts
+    listening = _bind(host, port)
     engine = _start(backend, model, base_url, upstream_api_key, script, script_seconds_per_token,
                     kv_cache_gb, max_model_len, dtype, hidden_states)  # fmt: skip
     try:
@@ -113,20 +117,50 @@ def proxy(
                 "with an API key" if api_key else "WITHOUT an API key (anyone who can reach it can use it)"
             )
             err.print(f"[yellow]warning:[/yellow] the proxy listens on {host}, {exposed}")
-        url = f"http://{host}:{port}/v1"
-        out.print(f"serving {served} behind strategies at {url}", highlight=False)
-        err.print(
-            f"ask for a strategy as the model, e.g. 'self-consistency(n=4)@{served}'; default {strategy}; "
-            f"records: {records}   (Ctrl-C stops it)",
-            highlight=False,
-        )
         config = uvicorn.Config(
             app, host=host, port=port, log_level="info" if verbose else "warning", lifespan="off"
         )
-        asyncio.run(uvicorn.Server(config).serve())
+
+        async def serve() -> None:
+            server = uvicorn.Server(config)
+            task = asyncio.create_task(server.serve(sockets=[listening]))
+            while not server.started and not task.done():
+                await asyncio.sleep(0.05)
+            if server.started:
+                out.print(f"serving {served} behind strategies at http://{host}:{port}/v1", highlight=False)
+                err.print(
+                    f"ask for a strategy as the model, e.g. 'self-consistency(n=4)@{served}'; default "
+                    f"{strategy}; records: {records}   (Ctrl-C stops it)",
+                    highlight=False,
+                )
+                sys.stdout.flush()
+            await task
+
+        asyncio.run(serve())
     finally:
+        listening.close()
         _close(engine)
     err.print("proxy stopped")
+
+
+def _strategy_check(spec: str) -> None:
+    import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
+    from reasoning.compose import build
+
+    build(spec)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or a clear error when the address is taken or not ours."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (choose another --port)") from None
+    return listening
 
 
 def _start(
