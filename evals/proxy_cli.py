@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -118,7 +120,12 @@ def proxy(
             )
             err.print(f"[yellow]warning:[/yellow] the proxy listens on {host}, {exposed}")
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="info" if verbose else "warning", lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_level="info" if verbose else "warning",
+            lifespan="off",
+            timeout_graceful_shutdown=5,
         )
 
         async def serve() -> None:
@@ -127,7 +134,8 @@ def proxy(
             while not server.started and not task.done():
                 await asyncio.sleep(0.05)
             if server.started:
-                out.print(f"serving {served} behind strategies at http://{host}:{port}/v1", highlight=False)
+                url = f"http://{host}:{port}/v1"
+                out.print(f"serving {served} behind strategies at {url}", highlight=False, soft_wrap=True)
                 err.print(
                     f"ask for a strategy as the model, e.g. 'self-consistency(n=4)@{served}'; default "
                     f"{strategy}; records: {records}   (Ctrl-C stops it)",
@@ -136,7 +144,15 @@ def proxy(
                 sys.stdout.flush()
             await task
 
-        asyncio.run(serve())
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again: here it
+        # ends the loop, and the engine is shut down below (a shell may start us with SIGINT ignored).
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
     finally:
         listening.close()
         _close(engine)
