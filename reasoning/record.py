@@ -118,7 +118,8 @@ class Run(BaseModel):
     """Python and library versions."""
     spec: dict[str, Any] = Field(default_factory=dict)
     """The run spec it was solved under (`reasoning.evals.spec.RunSpec`, as JSON; empty when
-    solved without one, e.g. by `Controller.run` alone)."""
+    solved without one, e.g. by `Controller.run` alone). A request to ``reasoning proxy`` keeps
+    ``{"proxy": {...}}`` here: its messages, strategy spec and the fields it ignored."""
 
 
 _VERSIONS: dict[str, str] = {}
