@@ -491,3 +491,53 @@ def test_reasoning_proxy_command_with_curl(tmp_path: Path) -> None:
     assert "serving scripted behind strategies at http://127.0.0.1:" in out
     assert ": reasoning " in streamed.stdout and streamed.stdout.rstrip().endswith("data: [DONE]")
     assert len(read_results(records)) == 2
+
+
+# -- an upstream server -----------------------------------------------------------------------------
+
+
+async def test_in_front_of_an_upstream_openai_server(tmp_path: Path) -> None:
+    from reasoning.backends.openai_server import OpenAIBackend
+
+    sent: list[dict[str, Any]] = []
+
+    def piece(index: int, text: str, ids: list[int], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": index, "text": text, "token_ids": ids, "finish_reason": finish}
+        return {"id": "u", "object": "text_completion", "created": 0, "model": "up", "choices": [choice]}
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body)
+        events = [piece(i, ANSWER, [1, 2, 3], "stop") for i in range(body["n"])]
+        events.append(
+            {
+                "id": "u", "object": "text_completion", "created": 0, "model": "up", "choices": [],
+                "usage": {"prompt_tokens": 6, "completion_tokens": 3 * body["n"], "total_tokens": 0,
+                          "prompt_tokens_details": {"cached_tokens": 2}},
+            }
+        )  # fmt: skip
+        data = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+        return httpx.Response(200, content=data, headers={"content-type": "text/event-stream"})
+
+    class Template:
+        def apply_chat_template(
+            self, messages: Any, tokenize: bool = False, add_generation_prompt: bool = True
+        ) -> str:
+            return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+        def encode(self, text: str, add_special_tokens: bool = False) -> list[str]:
+            return text.split()
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    backend = OpenAIBackend("http://127.0.0.1:9", "up", tokenizer=Template(), http_client=http, backoff=0.0)
+    async with serving(backend, tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="self-consistency(n=3)@m", messages=[{"role": "user", "content": "2+2?"}], max_tokens=9
+        )
+    assert len(sent) == 1 and sent[0]["n"] == 3 and sent[0]["max_tokens"] == 9
+    assert sent[0]["prompt"] == "<user>2+2?<assistant>"
+    assert reply.choices[0].message.content == ANSWER
+    assert reply.usage is not None and reply.usage.completion_tokens == 9
+    assert (
+        reply.usage.prompt_tokens_details is not None and reply.usage.prompt_tokens_details.cached_tokens == 2
+    )
