@@ -59,6 +59,7 @@ from reasoning import STRATEGIES, Budget, Controller, Message, Problem, Run, Str
 from reasoning.backend import Backend, Chunk
 from reasoning.backend import Request as BackendRequest
 from reasoning.compose import build, spec_of
+from reasoning.concurrency import task_group
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
 
 __all__ = ["Limits", "ProxyError", "ProxySettings", "create_app"]
@@ -495,14 +496,14 @@ class _Server:
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
-        async with self._slot():
-            task = asyncio.create_task(self._solve(plan, record_id, _Watch(plan.strategy, live=False)))
-            while not task.done():
-                await asyncio.wait({task}, timeout=0.5)
-                if not task.done() and await request.is_disconnected():
-                    task.cancel()
-                    logger.info("%s: the client went away; its run is cancelled", record_id)
-            run = await _result(task)
+        async with self._slot(), task_group() as group:
+            task = group.create_task(self._attempt(plan, record_id, _Watch(plan.strategy, live=False)))
+            group.create_task(_cancel_on_disconnect(request, task, record_id))
+        if task.cancelled():
+            raise asyncio.CancelledError  # the client went away
+        run = task.result()
+        if isinstance(run, ProxyError):
+            raise run
         return JSONResponse(reply.whole(run, plan))
 
     @contextlib.asynccontextmanager
@@ -516,6 +517,13 @@ class _Server:
             yield
         finally:
             self.slots.release()
+
+    async def _attempt(self, plan: _Plan, record_id: str, watch: _Watch) -> Run | ProxyError:
+        """`_solve`, its failure as the refusal the client gets (so sibling tasks go on)."""
+        try:
+            return await self._solve(plan, record_id, watch)
+        except Exception as exc:
+            return _refusal(exc)
 
     async def _solve(self, plan: _Plan, record_id: str, watch: _Watch) -> Run:
         # Seeds derive from the run seed and the problem id: the messages' digest, so the same
@@ -559,39 +567,35 @@ class _Server:
             return
         line = run.model_dump_json() + "\n"
         async with self.write_lock:
-            with self.settings.records.open("a", encoding="utf-8") as sink:
-                sink.write(line)
+            try:
+                with self.settings.records.open("a", encoding="utf-8") as sink:
+                    sink.write(line)
+            except OSError as exc:  # the client still gets its answer; the record stays in memory
+                logger.error(
+                    "%s: could not append the record to %s: %s", run.problem_id, self.settings.records, exc
+                )
 
     async def _stream(
         self, request: Request, plan: _Plan, reply: _Reply, include_usage: bool
     ) -> AsyncGenerator[str, None]:
         watch = _Watch(plan.strategy)
         yield reply.event(delta={"role": "assistant", "content": ""} if reply.chat else {})
-        async with self._slot():
-            task = asyncio.create_task(self._solve(plan, reply.id, watch))
-            sent = ""
-            try:
-                while True:
-                    event = await watch.next()
-                    if event is None:
-                        break
-                    kind, value = event
-                    if kind == "text":
-                        sent += str(value)
-                        yield reply.event(text=str(value))
-                    else:
-                        yield f": reasoning {json.dumps(value)}\n\n"
-                try:
-                    run = await _result(task)
-                except ProxyError as exc:
-                    yield f"data: {json.dumps(exc.body())}\n\n"
-                    yield "data: [DONE]\n\n"
-                    return
-            finally:
-                if not task.done():  # the client went away: stop the run (its engine requests)
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+        sent = ""
+        async with self._slot(), task_group() as group:
+            # The run never raises (`_attempt`): a client going away cancels it, nothing else.
+            task = group.create_task(self._attempt(plan, reply.id, watch))
+            while (event := await watch.next()) is not None:
+                kind, value = event
+                if kind == "text":
+                    sent += str(value)
+                    yield reply.event(text=str(value))
+                else:
+                    yield f": reasoning {json.dumps(value)}\n\n"
+        run = task.result()
+        if isinstance(run, ProxyError):
+            yield f"data: {json.dumps(run.body())}\n\n"
+            yield "data: [DONE]\n\n"
+            return
         text, finish = _content_of(run)
         if text.startswith(sent):
             if text[len(sent) :]:
@@ -604,24 +608,30 @@ class _Server:
         yield "data: [DONE]\n\n"
 
 
-async def _result(task: asyncio.Task[Run]) -> Run:
-    """The run, or the error the client gets: a refusal, never an error scored as an answer."""
-    try:
-        return await task
-    except asyncio.CancelledError:
-        raise
-    except BackendUnavailable as exc:
-        raise ProxyError(str(exc), status=503, kind="server_error", code="backend_unavailable") from None
-    except BackendError as exc:
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any], record_id: str) -> None:
+    """Cancel `task` (its engine requests) when the client goes away before it ends."""
+    while not task.done():
+        await asyncio.sleep(0.5)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+            logger.info("%s: the client went away; its run is cancelled", record_id)
+
+
+def _refusal(exc: Exception) -> ProxyError:
+    """What the client gets for a failed run: an error, never an error scored as an answer."""
+    if isinstance(exc, ProxyError):
+        return exc
+    if isinstance(exc, BackendUnavailable):
+        return ProxyError(str(exc), status=503, kind="server_error", code="backend_unavailable")
+    if isinstance(exc, BackendError):
         status = 503 if exc.retryable else 502
-        raise ProxyError(str(exc), status=status, kind="server_error", code="backend_error") from None
-    except ConfigError as exc:
-        raise ProxyError(str(exc)) from None
-    except ReasoningError as exc:
-        raise ProxyError(str(exc), status=500, kind="server_error") from None
-    except Exception:
-        logger.exception("the strategy failed")
-        raise ProxyError("internal error (logged by the server)", status=500, kind="server_error") from None
+        return ProxyError(str(exc), status=status, kind="server_error", code="backend_error")
+    if isinstance(exc, ConfigError):
+        return ProxyError(str(exc))
+    if isinstance(exc, ReasoningError):
+        return ProxyError(str(exc), status=500, kind="server_error")
+    logger.error("the strategy failed", exc_info=exc)
+    return ProxyError("internal error (logged by the server)", status=500, kind="server_error")
 
 
 def _json_header(value: str, name: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
 
 __all__ = ["proxy"]
@@ -130,19 +131,30 @@ def proxy(
 
         async def serve() -> None:
             server = uvicorn.Server(config)
-            task = asyncio.create_task(server.serve(sockets=[listening]))
-            while not server.started and not task.done():
-                await asyncio.sleep(0.05)
-            if server.started:
-                url = f"http://{host}:{port}/v1"
-                out.print(f"serving {served} behind strategies at {url}", highlight=False, soft_wrap=True)
-                err.print(
-                    f"ask for a strategy as the model, e.g. 'self-consistency(n=4)@{served}'; default "
-                    f"{strategy}; records: {records}   (Ctrl-C stops it)",
-                    highlight=False,
-                )
-                sys.stdout.flush()
-            await task
+            ended = asyncio.Event()
+
+            async def run() -> None:
+                try:
+                    await server.serve(sockets=[listening])
+                finally:
+                    ended.set()
+
+            async def announce() -> None:
+                while not server.started and not ended.is_set():
+                    await asyncio.sleep(0.05)
+                if server.started:
+                    url = f"http://{host}:{port}/v1"
+                    out.print(f"serving {served} behind strategies at {url}", highlight=False, soft_wrap=True)
+                    err.print(
+                        f"ask for a strategy as the model, e.g. 'self-consistency(n=4)@{served}'; default "
+                        f"{strategy}; records: {records}   (Ctrl-C stops it)",
+                        highlight=False,
+                    )
+                    sys.stdout.flush()
+
+            async with task_group() as group:
+                group.create_task(run())
+                group.create_task(announce())
 
         def interrupt(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
