@@ -223,6 +223,14 @@ def solve(
             "`reasoning doctor` says why), bfloat16, float16 or float32."
         ),
     ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let a local model folder run the Python code its config names (auto_map); "
+            "refused without this flag.",
+        ),
+    ] = False,
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -328,6 +336,8 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
         for key in ("kv_cache_gb", "max_model_len", "block_size", "dtype")
         if flags[key] is not None
     }
+    if flags.get("trust_remote_code"):
+        engine["trust_remote_code"] = True
     given = {"vllm": engine, "scripted": {"script": flags["script"]}, "openai": {"api_key": flags["api_key"]}}
     settings = {kind: {k: v for k, v in values.items() if v is not None} for kind, values in given.items()}
     if not spec.get("backend") and not spec.get("backends"):
@@ -553,7 +563,7 @@ def _backend(spec: RunSpec, hidden_states: bool) -> Any:
             from reasoning.backends.vllm_local import load_backends
 
             for config in engines.values():
-                _resolve_with_progress(config.model)
+                _resolve_with_progress(config.model, config.trust_remote_code)
             with err.status(f"starting {len(engines)} vLLM engines ({', '.join(engines)}) ..."):
                 started.update(load_backends(engines))
         for name, b in named.items():
@@ -578,7 +588,7 @@ def _start(backend: BackendSpec, engine: EngineConfig | None) -> Any:
     from reasoning.backends.vllm_local import VLLMBackend
 
     config = engine or backend
-    _resolve_with_progress(config.model)
+    _resolve_with_progress(config.model, config.trust_remote_code)
     with err.status(f"starting the vLLM engine for {config.model or DEFAULT_MODEL} ..."):
         return VLLMBackend.from_config(config)
 
@@ -648,6 +658,14 @@ def serve(
         Path | None, typer.Option(help="Write the server's log here (default: a temp file).")
     ] = None,
     dtype: DtypeOption = "auto",
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let a local model folder run the Python code its config names (auto_map); "
+            "refused without this flag.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server's log here.")] = False,
 ) -> None:
     """Start a vLLM OpenAI-compatible server for a model; Ctrl-C stops it."""
@@ -663,9 +681,10 @@ def serve(
         seed=seed,
         hidden_states=hidden_states,
         dtype=dtype,
+        trust_remote_code=trust_remote_code,
     )
     quiet_engine_logs(verbose)
-    _resolve_with_progress(model)
+    _resolve_with_progress(model, trust_remote_code)
     server = VLLMServer.from_config(config, host=host, port=port, log=log)
     if hidden_states and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] --hidden-states exposes vLLM's development endpoints on {host}")
@@ -698,8 +717,11 @@ def serve(
     err.print("server stopped")
 
 
-def _resolve_with_progress(model: str | None) -> None:
-    """Make sure the model is on disk, showing the first-use conversion's progress."""
+def _resolve_with_progress(model: str | None, trust_remote_code: bool = False) -> None:
+    """Make sure the model is on disk, showing the first-use conversion's progress.
+
+    A local folder asking to run its own code is refused unless `trust_remote_code`.
+    """
     from reasoning.models import resolve_model
 
     with Progress(
@@ -721,7 +743,7 @@ def _resolve_with_progress(model: str | None) -> None:
                 tasks[phase] = bar.add_task(label, total=total)
             bar.update(tasks[phase], completed=done)
 
-        resolve_model(model, progress)
+        resolve_model(model, progress, trust_remote_code=trust_remote_code)
 
 
 @dataclass

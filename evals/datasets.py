@@ -84,8 +84,15 @@ def load_dataset(
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    seen = False
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(
+                    f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -94,7 +101,10 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            seen = True
             yield number, row
+    if not seen:
+        raise DatasetError(f"{path}: holds no problems (an empty JSONL file)")
 
 
 def _problem(

@@ -58,7 +58,10 @@ def read_results(path: Path) -> dict[str, Run]:
     runs: dict[str, Run] = {}
     if not path.exists():
         return runs
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a results file (not UTF-8 text at byte {exc.start})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -266,13 +266,26 @@ class Probe:
         for each in (weights, card_path):
             if not each.is_file():
                 raise ConfigError(f"probe artefact: {each} does not exist")
-        document = json.loads(card_path.read_text())
+        try:
+            document = json.loads(card_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"{card_path}: not a probe card (not valid JSON: {exc})") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"{card_path}: not a probe card (a JSON {type(document).__name__})")
         if document.get("format") != FORMAT:
             raise ConfigError(f"{card_path}: probe format {document.get('format')!r}, expected {FORMAT}")
         recorded = document.pop("weights_sha256", None)
         if recorded is not None and recorded != file_sha256(weights):
             raise ConfigError(f"{weights} does not match the sha256 recorded in {card_path}")
-        probe = cls(ProbeCard.model_validate(document), load_file(str(weights)))
+        try:
+            card = ProbeCard.model_validate(document)
+        except ValueError as exc:  # pydantic's ValidationError
+            raise ConfigError(f"{card_path}: not a valid probe card ({exc})") from None
+        try:
+            arrays = load_file(str(weights))
+        except Exception as exc:  # safetensors' own error: truncated or not safetensors
+            raise ConfigError(f"{weights}: unreadable probe weights ({exc})") from None
+        probe = cls(card, arrays)
         if model is not None:
             probe.check_model(model)
         return probe

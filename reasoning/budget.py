@@ -55,7 +55,7 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("output_tokens", "prompt_tokens", "calls", "seconds"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:  # NaN too: a line it could never exhaust
                 raise ConfigError(f"budget {name} must be > 0, got {value}")
 
     @property

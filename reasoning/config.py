@@ -128,6 +128,9 @@ class EngineConfig(Settings):
     """Engine seed (per-request seeds come from the controller)."""
     hidden_states: bool = False
     """Offer hidden states (installs idle forward hooks in the engine's worker; eager mode only)."""
+    trust_remote_code: bool = False
+    """Let a local model folder run the Python code its config names (``auto_map``); refused
+    by default (`reasoning.models.check_remote_code`), and passed on to vLLM."""
     speculative: dict[str, Any] | None = None
     """Token-level speculative decoding inside the engine: vLLM's ``speculative_config``, e.g.
     ``{method: ngram, num_speculative_tokens: 4, prompt_lookup_max: 4}`` (n-gram lookup in the

@@ -36,6 +36,7 @@ __all__ = [
     "Progress",
     "cache_dir",
     "cached_model_path",
+    "check_remote_code",
     "fingerprint",
     "resolve_model",
 ]
@@ -135,20 +136,25 @@ def embedded(name: str) -> EmbeddedModel | None:
     return EMBEDDED_MODELS.get(ALIASES.get(name.lower(), name.lower()))
 
 
-def resolve_model(model: str | None = None, progress: Progress | None = None) -> str:
+def resolve_model(
+    model: str | None = None, progress: Progress | None = None, *, trust_remote_code: bool = False
+) -> str:
     """Turn a model name into something vLLM can load.
 
     Args:
         model: An embedded model name (or alias ``0.5b``/``1.5b``), a local HF folder, or a
             Hugging Face id. None means `DEFAULT_MODEL`.
         progress: Called while an embedded model is assembled and converted (first use only).
+        trust_remote_code: Accept a local folder whose config asks to run its own Python code
+            (`check_remote_code`); off by default, as in vLLM and transformers.
 
     Returns:
         A local folder path for embedded and local models, else the id unchanged.
 
     Raises:
         ModelError: The embedded model's parts are missing or corrupt.
-        ConfigError: `model` names a local path that is not a model folder.
+        ConfigError: `model` names a local path that is not a model folder, or a folder whose
+            code would run without `trust_remote_code`.
     """
     model = model or DEFAULT_MODEL
     spec = embedded(model)
@@ -158,10 +164,46 @@ def resolve_model(model: str | None = None, progress: Progress | None = None) ->
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"--model {model!r} is a path but holds no config.json")
+        check_remote_code(path, trust_remote_code)
         return str(path.resolve())
     if model.startswith((".", "/", "~")):
         raise ConfigError(f"--model {model!r}: no such folder")
     return model
+
+
+REMOTE_CODE_KEYS = ("auto_map",)
+"""Keys of a folder's config.json or tokenizer_config.json that make transformers import Python
+files shipped with the model (``trust_remote_code``)."""
+
+
+def check_remote_code(folder: Path, trust_remote_code: bool = False) -> None:
+    """Refuse a model folder that would run its own code, unless `trust_remote_code` says so.
+
+    A config.json or tokenizer_config.json with an ``auto_map`` makes transformers (and vLLM)
+    import the Python files shipped in the folder: arbitrary code. The check runs before any
+    engine starts, so the refusal is one clear error instead of a failed engine start.
+
+    Raises:
+        ConfigError: The folder's config asks for remote code (and it is not trusted), or its
+            config.json is not a JSON object.
+    """
+    for name in ("config.json", "tokenizer_config.json"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"model folder {folder}: {name} is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"model folder {folder}: {name} is not a JSON object")
+        asks = [key for key in REMOTE_CODE_KEYS if config.get(key)]
+        if asks and not trust_remote_code:
+            raise ConfigError(
+                f"model folder {folder} asks to run its own code ({name} has {', '.join(asks)}); "
+                "refused: pass --trust-remote-code (EngineConfig(trust_remote_code=True)) only if "
+                "you trust its Python files"
+            )
 
 
 def cached_model_path(model: str) -> str | None:

@@ -38,7 +38,9 @@ class Candidate:
     output_tokens: int = 0
     """Tokens decoded for this sample."""
     finish_reason: str = "stop"
-    """``stop``, ``length`` or ``cancelled``."""
+    """``stop``, ``length`` or ``cancelled``; a strategy that ends a trace itself may say so
+    (``forced``: budget forcing's forced answer, ``exit``: an early exit, SpecReason's
+    ``token_budget``, ...)."""
     prompt_tokens: int = 0
     """Prompt tokens of the request that produced it."""
     cached_tokens: int = 0

@@ -85,7 +85,7 @@ def test_the_keyword_forms_check_the_settings_before_anything_starts(monkeypatch
 
 
 def test_a_server_from_a_config_is_the_server_from_its_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("reasoning.backends.server.resolve_model", lambda model, progress=None: "/models/m")
+    monkeypatch.setattr("reasoning.backends.server.resolve_model", lambda model, *_, **__: "/models/m")
     monkeypatch.setattr("reasoning.backends.server.on_gpu", lambda: False)
     config = EngineConfig(model="/models/m", kv_cache_gb=0.5, max_num_seqs=8, dtype="float32", seed=3)
     by_config = VLLMServer.from_config(config, port=8123)

@@ -209,10 +209,10 @@ def test_every_engine_starts_from_its_config(tmp_path: Path, monkeypatch: pytest
         return ScriptedBackend(["\\boxed{1}"], model=config.model or "default")
 
     monkeypatch.setattr(local.VLLMBackend, "from_config", staticmethod(start))
-    monkeypatch.setattr(local, "resolve_model", lambda model=None, progress=None: "/models/m")
+    monkeypatch.setattr(local, "resolve_model", lambda model=None, progress=None, **_: "/models/m")
     monkeypatch.setattr(local, "_check_memory", lambda *args, **kwargs: None)
     monkeypatch.setattr(local, "on_gpu", lambda: False)
-    monkeypatch.setattr(cli, "_resolve_with_progress", lambda model: None)
+    monkeypatch.setattr(cli, "_resolve_with_progress", lambda model, trust_remote_code=False: None)
     base = ["solve", "--question", "q", "--strategy", "single"]
     code, text = invoke(*base, "--model", "0.5b", "--kv-cache-gb", "1", "--seed", "4", "--block-size", "32")
     assert code == 0, text

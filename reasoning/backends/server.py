@@ -70,6 +70,7 @@ class VLLMServer:
         hidden_states: bool = False,
         block_size: int | None = None,
         speculative: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
         extra_args: tuple[str, ...] = (),
         log: Path | None = None,
         progress: Progress | None = None,
@@ -94,6 +95,7 @@ class VLLMServer:
                 (``/collective_rpc`` among them: keep such a server on loopback). Needs eager mode.
             block_size: Tokens per KV-cache block (None: the engine's default).
             speculative: Token-level speculative decoding (`EngineConfig.speculative`).
+            trust_remote_code: Let a local model folder run its own code (`EngineConfig.trust_remote_code`).
             extra_args: More ``vllm serve`` arguments, passed verbatim.
             log: File for the server's output (default: a temporary file); None with
                 ``inherit`` output is chosen by `start`.
@@ -112,13 +114,14 @@ class VLLMServer:
             hidden_states=hidden_states,
             block_size=block_size,
             speculative=speculative,
+            trust_remote_code=trust_remote_code,
         )
         """The engine's settings."""
         if hidden_states and not enforce_eager:
             raise ConfigError("hidden states need eager mode (compiled graphs skip the hooks)")
         config = self.config
         spec = embedded(config.model or DEFAULT_MODEL)
-        self.path = resolve_model(config.model, progress)
+        self.path = resolve_model(config.model, progress, trust_remote_code=config.trust_remote_code)
         self.model = spec.name if spec else str(config.model)
         """Name the server serves the model under (the embedded name, or `model` as given)."""
         self.host = host
@@ -196,6 +199,8 @@ class VLLMServer:
         ]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
+        if self.config.trust_remote_code:
+            cmd.append("--trust-remote-code")
         if self.hidden_states:
             cmd += ["--worker-extension-cls", EXTENSION]
         if self.block_size:

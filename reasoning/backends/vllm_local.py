@@ -132,6 +132,7 @@ class VLLMBackend:
         progress: Progress | None = None,
         block_size: int | None = None,
         speculative: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
     ) -> VLLMBackend:
         """Start an engine for `model` (default: the embedded default model).
 
@@ -154,6 +155,7 @@ class VLLMBackend:
                 default, 128 on CPU, 16 on GPUs). Step-wise searches resubmit prefixes that grow by
                 one step: on CPU, 32 lets the cache serve all but the last partial block.
             speculative: Token-level speculative decoding (`EngineConfig.speculative`).
+            trust_remote_code: Let a local model folder run its own code (refused by default).
 
         Raises:
             ConfigError: A setting is invalid (the message names it).
@@ -170,6 +172,7 @@ class VLLMBackend:
             hidden_states=hidden_states,
             block_size=block_size,
             speculative=speculative,
+            trust_remote_code=trust_remote_code,
         )
         return cls.from_config(config, progress=progress)
 
@@ -186,7 +189,7 @@ class VLLMBackend:
         """
         choice = choose_dtype(config.dtype, gpu=False)
         model = config.model
-        path = resolve_model(model, progress)
+        path = resolve_model(model, progress, trust_remote_code=config.trust_remote_code)
         spec = embedded(model or "") if model else embedded(path.rsplit("/", 1)[-1])
         name = spec.name if spec else (model or path)
         max_model_len = config.max_model_len or (spec.max_model_len if spec else 4096)
@@ -219,6 +222,7 @@ class VLLMBackend:
             enable_chunked_prefill=False,
             max_num_batched_tokens=max(max_model_len, 2048),
             enforce_eager=config.enforce_eager,
+            trust_remote_code=config.trust_remote_code,
             disable_log_stats=False,
             use_tqdm_on_load=not _quiet(),
             **({"block_size": config.block_size} if config.block_size else {}),
@@ -442,7 +446,10 @@ def load_backends(
         else EngineConfig(model=model, kv_cache_gb=kv_cache_gb, **{"hidden_states": True, **kwargs})
         for name, model in models.items()
     }
-    paths = {name: resolve_model(config.model) for name, config in configs.items()}
+    paths = {
+        name: resolve_model(config.model, trust_remote_code=config.trust_remote_code)
+        for name, config in configs.items()
+    }
     if not on_gpu():
         dtypes = {choose_dtype(config.dtype, gpu=False).dtype for config in configs.values()}
         dtype = "float32" if "float32" in dtypes else dtypes.pop()  # the larger, when they differ
