@@ -168,6 +168,8 @@ async def solve(
         else:
             todo.append(index)
     limit = asyncio.Semaphore(concurrency or default_concurrency(controller, strategy))
+    if output is not None:
+        _end_last_line(output)
     sink = output.open("a", encoding="utf-8") if output else None
 
     async def one(index: int) -> None:
@@ -203,6 +205,32 @@ async def solve(
     if output and todo:
         _rewrite_in_order(output, runs)
     return runs
+
+
+def _end_last_line(output: Path) -> None:
+    """Before appending: end a last line a kill left without its newline.
+
+    A complete row that lost only its newline gets it back (it is a finished result); a cut row
+    (`read_results` dropped it) is removed, so a new row is not glued onto it.
+    """
+    if not output.exists():
+        return
+    with output.open("rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        file.seek(size - 1)
+        if file.read(1) == b"\n":
+            return
+        file.seek(0)
+        data = file.read()
+        start = data.rfind(b"\n") + 1
+        try:
+            Run.model_validate_json(data[start:])
+        except ValueError:
+            file.truncate(start)  # the cut row, which will be solved again
+        else:
+            file.write(b"\n")
 
 
 def _fatal(error: BaseException) -> bool:

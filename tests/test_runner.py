@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from reasoning import BackendError, ConfigError, Controller, Problem, Request, ScriptedBackend
+from reasoning import BackendError, ConfigError, Controller, Problem, Request, Run, ScriptedBackend
 from reasoning.evals.run import read_results, solve
 from reasoning.strategies import SelfConsistency
 
@@ -92,6 +92,36 @@ async def test_truncated_last_line_is_dropped_and_rerun(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match=r"r.jsonl:1"):
         read_results(out)
+
+
+async def test_resuming_after_a_cut_last_line_appends_whole_rows(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    strategy = SelfConsistency(n=1)
+    await solve(PROBLEMS[:2], Controller(ScriptedBackend(doubling)), strategy, output=out)
+    text = out.read_text()
+    out.write_text(text[: len(text) - 40])  # p1's row cut by a kill
+    seen: list[list[str]] = []  # the file after each append (before the final rewrite)
+
+    def snapshot(run: Run) -> None:
+        if run.problem_id != "p0":  # p0 is resumed, reported before anything is appended
+            seen.append([Run.model_validate_json(line).problem_id for line in out.read_text().splitlines()])
+
+    runs = await solve(
+        PROBLEMS[:3], Controller(ScriptedBackend(doubling)), strategy, output=out, on_result=snapshot
+    )
+    assert [r.problem_id for r in runs] == ["p0", "p1", "p2"]
+    assert len(seen) == 2 and sorted(seen[-1]) == ["p0", "p1", "p2"]  # every line whole, mid-run too
+    lines = out.read_text().splitlines()
+    assert [Run.model_validate_json(line).problem_id for line in lines] == ["p0", "p1", "p2"]
+    out.write_text(text.rstrip("\n"))  # a whole row that lost only its newline is kept
+    backend = ScriptedBackend(doubling)
+    await solve(PROBLEMS[:3], Controller(backend), strategy, output=out)
+    assert len(backend.requests) == 1  # only p2 solved again
+    assert [Run.model_validate_json(line).problem_id for line in out.read_text().splitlines()] == [
+        "p0",
+        "p1",
+        "p2",
+    ]
 
 
 async def test_pass_at_k_oracle_is_graded_but_never_chosen() -> None:
