@@ -582,7 +582,7 @@ def _start(backend: BackendSpec, engine: EngineConfig | None) -> Any:
     if isinstance(backend, ScriptedReply):
         from reasoning import ScriptedBackend
 
-        return ScriptedBackend([backend.script])
+        return ScriptedBackend([backend.script], seconds_per_token=backend.seconds_per_token)
     if isinstance(backend, ServerBackend):
         return _server_backend(backend.url, backend.model, backend.api_key)
     from reasoning.backends.vllm_local import VLLMBackend
@@ -910,8 +910,15 @@ def main() -> None:
         err.print(f"[bold red]error:[/bold red] {exc}")
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("interrupted; finished results are saved, re-run the same command to resume")
+        err.print(INTERRUPTED)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns a KeyboardInterrupt inside a command into exit 130
+            err.print(INTERRUPTED)
+        raise
+
+
+INTERRUPTED = "interrupted; finished results are saved, re-run the same command to resume"
 
 
 if __name__ == "__main__":

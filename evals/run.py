@@ -21,7 +21,14 @@ from typing import Any
 
 from reasoning import Budget, Controller, Problem, Run, Strategy
 from reasoning.concurrency import first_error, task_group
-from reasoning.errors import BackendError, BackendUnavailable, ConfigError, DatasetError, ReasoningError
+from reasoning.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    DatasetError,
+    ReasoningError,
+    StoreError,
+)
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.verifiers.grading import grade
 
@@ -142,6 +149,8 @@ async def solve(
 
     Raises:
         ConfigError: `output` holds results of a different configuration.
+        StoreError: `output` cannot be written (the disk is full): the file is cut back to its
+            last whole row, so the rows before are kept and a re-run resumes after them.
         BackendError: The backend failed for good (the engine died, the server cannot be
             reached: `BackendUnavailable`); runs already finished are on disk and a re-run
             resumes after them. Every other failure inside a problem (a retryable backend
@@ -170,7 +179,7 @@ async def solve(
     limit = asyncio.Semaphore(concurrency or default_concurrency(controller, strategy))
     if output is not None:
         _end_last_line(output)
-    sink = output.open("a", encoding="utf-8") if output else None
+    sink = _Sink(output) if output else None
 
     async def one(index: int) -> None:
         problem = problems[index]
@@ -189,8 +198,7 @@ async def solve(
             run = run.model_copy(update={"spec": dict(spec)})
         done[index] = run
         if sink:  # written the moment it is finished: a crash loses nothing finished
-            sink.write(run.model_dump_json() + "\n")
-            sink.flush()
+            sink.append(run.model_dump_json() + "\n")
         if on_result:
             on_result(run)
 
@@ -207,6 +215,47 @@ async def solve(
     return runs
 
 
+class _Sink:
+    """The results file, appended one whole row at a time (unbuffered: on disk at once).
+
+    A failed append (the disk is full) is undone: the file is cut back to where the row began,
+    so it never holds a partial row, and a `StoreError` names the file and the cause.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._file = path.open("ab", buffering=0)
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+
+    def append(self, row: str) -> None:
+        """Append `row` (one line) whole, or not at all."""
+        data = memoryview(row.encode("utf-8"))
+        offset = self._file.seek(0, os.SEEK_END)
+        try:
+            while data:
+                written = self._file.write(data)  # may write part of it (then fail on the rest)
+                data = data[written or 0 :]
+        except OSError as exc:
+            try:
+                self._file.truncate(offset)
+            except OSError:  # pragma: no cover (shrinking a file does not need space)
+                logger.warning("%s: could not remove a partial row at byte %d", self.path, offset)
+            raise _write_error(self.path, exc) from None
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+def _write_error(path: Path, exc: OSError) -> StoreError:
+    return StoreError(
+        f"{path}: cannot write results ({exc.strerror or exc}); the rows written before are kept "
+        "(no partial row): free some space and re-run the same command to resume"
+    )
+
+
 def _end_last_line(output: Path) -> None:
     """Before appending: end a last line a kill left without its newline.
 
@@ -215,6 +264,13 @@ def _end_last_line(output: Path) -> None:
     """
     if not output.exists():
         return
+    try:
+        _end_cut_line(output)
+    except OSError as exc:
+        raise _write_error(output, exc) from None
+
+
+def _end_cut_line(output: Path) -> None:
     with output.open("rb+") as file:
         size = file.seek(0, os.SEEK_END)
         if size == 0:
@@ -243,10 +299,14 @@ def _rewrite_in_order(output: Path, runs: list[Run]) -> None:
     ids = {run.problem_id for run in runs}
     others = [r for r in read_results(output).values() if r.problem_id not in ids]
     temporary = output.with_name(output.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as sink:
-        for run in [*others, *runs]:
-            sink.write(run.model_dump_json() + "\n")
-    os.replace(temporary, output)
+    try:
+        with temporary.open("w", encoding="utf-8") as sink:
+            for run in [*others, *runs]:
+                sink.write(run.model_dump_json() + "\n")
+        os.replace(temporary, output)
+    except OSError as exc:  # the file itself is untouched: every row is still in it
+        temporary.unlink(missing_ok=True)
+        raise _write_error(output, exc) from None
 
 
 def check_resumable(

@@ -103,6 +103,8 @@ class ScriptedReply(Settings):
     kind: Literal["scripted"] = "scripted"
     script: str = DEFAULT_SCRIPT
     """The reply to every request."""
+    seconds_per_token: float = Field(default=0.0, ge=0)
+    """Delay before each token (a slow dry run, e.g. to try an interrupted run and its resume)."""
 
     @staticmethod
     def served_model() -> str:

@@ -411,8 +411,15 @@ class OpenAIBackend:
         await asyncio.sleep(delay)
 
     def _unavailable(self, exc: BackendError) -> BackendUnavailable:
+        tries = self.max_retries + 1
+        if isinstance(exc, _StatusError):  # it is up, but keeps refusing (429) or failing (5xx)
+            return BackendUnavailable(
+                f"the server at {self.url} still failed after {tries} tries ({exc}); "
+                "it is overloaded or broken: try again later, or with fewer problems in flight",
+                backend=self.name,
+            )
         return BackendUnavailable(
-            f"cannot reach the server at {self.url} after {self.max_retries + 1} tries ({exc}); "
+            f"cannot reach the server at {self.url} after {tries} tries ({exc}); "
             "is it running? start one with: reasoning serve",
             backend=self.name,
         )
@@ -526,7 +533,7 @@ class OpenAIBackend:
             status = exc.status_code
             detail = _server_message(exc)
             retryable = status == 429 or status >= 500
-            return BackendError(
+            return _StatusError(
                 f"the server at {self.url} answered HTTP {status}: {detail}",
                 retryable=retryable,
                 backend=self.name,
@@ -534,6 +541,10 @@ class OpenAIBackend:
         if isinstance(exc, openai.APIError):  # an error event inside the stream
             return BackendError(f"the server at {self.url} reported: {exc.message}", backend=self.name)
         return BackendError(f"request to {self.url} failed ({type(exc).__name__}: {exc})", backend=self.name)
+
+
+class _StatusError(BackendError):
+    """The server answered with an HTTP error status (it is reachable)."""
 
 
 def _in_hf_cache(model_id: str) -> bool:
