@@ -145,8 +145,17 @@ def test_sigkill_at_20_random_points_loses_and_repeats_nothing(tmp_path: Path) -
         with log.open("wb") as sink:
             return subprocess.Popen(command(faulted), stdout=sink, stderr=subprocess.STDOUT)
 
+    failed: set[str] = set()
+
     def ended(process: subprocess.Popen[bytes]) -> None:
         count[f"runner exit {process.returncode}"] += 1
+        if faulted.exists():  # problems whose stream a kill cut: error rows, retried on resume
+            failed.update(
+                f"{r['problem_id']} {r['error']}"
+                for r in map(json.loads, faulted.read_bytes().splitlines()[:-1])
+                if r["error"]
+            )
+            count["error rows (cut streams)"] = len(failed)
         text = logs[-1].read_text()
         assert "Traceback" not in text, text
         if process.returncode == 1:  # it gave up on the server: one clear line, results kept
