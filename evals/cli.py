@@ -404,7 +404,7 @@ def execute(spec: RunSpec) -> None:
         ConfigError: An invalid setting, or a results file of another configuration.
         BackendError: A backend failed for good (finished results are kept).
     """
-    from reasoning.evals.run import read_results, unfinished
+    from reasoning.evals.run import read_results, tidy, unfinished
 
     _strategies(spec.imports)
     arms = _arms(spec)
@@ -420,6 +420,8 @@ def execute(spec: RunSpec) -> None:
         for arm in arms:
             previous = read_results(arm.output) if arm.output else {}
             arm.runs = [previous[p.id] for p in problems]
+            if arm.output:  # a run killed before its final rewrite left superseded rows
+                tidy(arm.output, arm.runs)
         kept = ", ".join(str(arm.output) for arm in arms)
         err.print(f"nothing left to do: {kept} already hold every problem (no engine started)")
         _summary(arms)

@@ -39,6 +39,8 @@ __all__ = [
     "read_results",
     "resume_identity",
     "solve",
+    "superseded",
+    "tidy",
     "unfinished",
 ]
 
@@ -210,9 +212,25 @@ async def solve(
         if sink:
             sink.close()
     runs = [done[i] for i in range(len(problems))]
-    if output and todo:
+    if output and (todo or superseded(output)):
         _rewrite_in_order(output, runs)
     return runs
+
+
+def superseded(output: Path) -> bool:
+    """Whether `output` holds rows that a later row of the same problem replaced.
+
+    A run killed before its final rewrite leaves them (an error row, then its retry); the rewrite
+    in dataset order a finished run ends with drops them.
+    """
+    lines = [line for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return len(lines) > len(read_results(output))
+
+
+def tidy(output: Path, runs: Sequence[Run]) -> None:
+    """Leave a finished run's `output` with one row per problem, in dataset order (when it is not)."""
+    if superseded(output):
+        _rewrite_in_order(output, list(runs))
 
 
 class _Sink:

@@ -132,3 +132,16 @@ async def test_pass_at_k_oracle_is_graded_but_never_chosen() -> None:
     ungraded = Problem(id="u", question="?", answer=None)
     [run] = await solve([ungraded], Controller(ScriptedBackend(["\\boxed{1}"])), SelfConsistency(n=1))
     assert run.correct is None and run.oracle_correct is None
+
+
+async def test_a_finished_run_leaves_one_row_per_problem_even_when_nothing_was_left(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    strategy = SelfConsistency(n=1)
+    await solve(PROBLEMS[:2], Controller(ScriptedBackend(doubling)), strategy, output=out)
+    first, second = out.read_text().splitlines()
+    failed = Run.model_validate_json(second).model_copy(update={"error": "BackendError: cut", "answer": None})
+    out.write_text("\n".join([first, failed.model_dump_json(), second]) + "\n")  # killed before its rewrite
+    backend = ScriptedBackend(doubling)
+    runs = await solve(PROBLEMS[:2], Controller(backend), strategy, output=out)
+    assert not backend.requests and [r.error for r in runs] == [None, None]
+    assert out.read_text().splitlines() == [first, second]
