@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from reasoning.backend import Backend, Chunk, Request, TokenCounter
+from reasoning.concurrency import task_group
 from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, EngineStartError, ReplicaLost
 
@@ -138,26 +139,25 @@ class ReplicaServer:
             else:
                 queue.put_nowait(None)
 
-        task = asyncio.ensure_future(pump())
-        try:
-            while True:
-                batch: list[Chunk] = []
-                item: Chunk | BaseException | _More | None = await queue.get()
-                while isinstance(item, Chunk):
-                    batch.append(item)
-                    item = queue.get_nowait() if not queue.empty() else _MORE
-                if batch:
-                    yield batch
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-        finally:
-            if not task.done():
-                self.cancelled += 1
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        async with task_group() as group:  # the pump never outlives this stream
+            task = group.create_task(pump())
+            try:
+                while True:
+                    batch: list[Chunk] = []
+                    item: Chunk | BaseException | _More | None = await queue.get()
+                    while isinstance(item, Chunk):
+                        batch.append(item)
+                        item = queue.get_nowait() if not queue.empty() else _MORE
+                    if batch:
+                        yield batch
+                    if item is None:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+            finally:
+                if not task.done():  # closed or cancelled early: abort the request in the engine
+                    self.cancelled += 1
+                    task.cancel()
 
     def prompt_tokens(self, request: Request) -> int:
         """The backend's count of `request`'s prompt tokens (`TokenCounter`).
@@ -180,6 +180,12 @@ class ReplicaServer:
         if isinstance(decoded, int):  # a ScriptedBackend counts its streamed tokens
             out["decoded_tokens"] = out["delivered_tokens"] = decoded
         return out
+
+    async def reset_prefix_cache(self) -> None:
+        """Empty the engine's prefix cache, when the backend has one to empty."""
+        reset = getattr(self.backend, "reset_prefix_cache", None)
+        if reset is not None:
+            await reset()
 
     def ping(self) -> str:
         """The replica's name: it is alive and answering."""
@@ -410,6 +416,12 @@ class ReplicaPool:
         live = self.live
         values = ray.get([r.actor.counts.remote() for r in live], timeout=120)
         return {r.name: dict(v) for r, v in zip(live, values, strict=True)}
+
+    def reset_prefix_caches(self) -> None:
+        """Empty every live replica's prefix cache (benchmarks start each arm cold)."""
+        import ray
+
+        ray.get([r.actor.reset_prefix_cache.remote() for r in self.live], timeout=120)
 
     def requests(self) -> dict[str, int]:
         """Requests sent to each replica so far, by replica name (the dead ones included)."""

@@ -22,6 +22,7 @@ import pytest
 from conftest import invoke
 
 from reasoning import (
+    BackendError,
     BackendUnavailable,
     ConfigError,
     Controller,
@@ -230,6 +231,18 @@ async def test_closing_a_stream_cancels_the_request_on_its_replica(cluster: None
     assert counts["decoded_tokens"] < 16
 
 
+async def test_a_replicas_backend_error_reaches_the_run_as_itself(cluster: None, tmp_path: Path) -> None:
+    def dies_on_p3(request: Request, number: int) -> str:
+        if "What is 3 " in request.messages[-1].content:
+            raise BackendError("engine died", retryable=False)
+        return doubling(request, number)
+
+    out = tmp_path / "r.jsonl"
+    with pool_of(scripted(dies_on_p3)) as pool, pytest.raises(BackendError, match="engine died"):
+        await solve(PROBLEMS, Controller(pool), SelfConsistency(n=1), output=out, concurrency=1)
+    assert list(read_results(out)) == ["p0", "p1", "p2"]  # finished before it, kept
+
+
 def test_a_malformed_ray_address_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="HOST:PORT"):
         connect("not an address")
@@ -273,3 +286,28 @@ def test_replicas_without_ray_and_ray_with_named_backends_are_refused() -> None:
         RunSpec(question="q", ray="auto", backends={"a": "0.5b", "b": "1.5b"})
     with pytest.raises(ConfigError, match="running server"):
         scale_out.replica_spec(RunSpec(question="q", backend="http://localhost:1").named()[""])
+
+
+@pytest.mark.engine
+async def test_one_engine_replica_beside_a_scripted_one(cluster: None, tmp_path: Path) -> None:
+    """A real engine replica (the embedded 0.5B, 1 GiB KV cache) and a scripted replica in one pool."""
+    from reasoning import EngineConfig
+
+    out = tmp_path / "r.jsonl"
+    problems = PROBLEMS[:4]
+    engine = EngineConfig(kv_cache_gb=1.0, max_num_seqs=8)
+    with pool_of(engine, scripted(doubling)) as pool:
+        assert pool.model == "qwen2.5-coder-0.5b-instruct" and pool.name == "vllm"
+        runs = await solve(problems, Controller(pool), SelfConsistency(n=2, max_tokens=16), output=out)
+        counts = pool.counts()
+    assert sorted(r["problem_id"] for r in rows(out)) == [p.id for p in problems]  # each once
+    assert all(r.error is None for r in runs)
+    assert all(list(served(r)) == [r.engine["replica"]] for r in runs)  # affinity
+    on_engine = [r for r in runs if r.engine["replica"] == "replica-0"]
+    assert on_engine and len(on_engine) < len(runs)  # both replicas served problems
+    assert all(r.engine["dtype"] for r in on_engine)  # the engine's own settings are recorded
+    tokens = sum(int(r.usage["output_tokens"]) for r in on_engine)
+    assert counts["replica-0"]["requests"] == len(on_engine)  # one request per problem (n=2)
+    assert counts["replica-0"]["delivered_tokens"] == tokens  # every token decoded is in a record
+    assert counts["replica-0"]["decoded_tokens"] == tokens  # and none was decoded for nobody
+    assert 0 < tokens <= 2 * 16 * len(on_engine)

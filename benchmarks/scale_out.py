@@ -1,0 +1,229 @@
+"""Scale-out over engine replicas on a local Ray cluster: what it gains, what it costs.
+
+Three measurements, side by side in one run (`reasoning.evals.scale_out`):
+
+1. The coordinator's overhead per request: scripted replicas (no model, zero decode time), the
+   same requests sent straight to an in-process `ScriptedBackend` and through a pool of one and
+   of two replicas (requests/s, and the coordinator's CPU seconds per request).
+2. Problems/hour with 1 and 2 engine replicas: GSM8K self-consistency (n samples per problem),
+   every problem in flight at once. Two engine replicas are started once; the 1-replica arm is a
+   pool over the first of them (the other idles). Every arm starts from an empty prefix cache.
+   Also the coordinator's CPU seconds per problem, the input of the N-node estimate.
+3. Affinity vs round-robin routing on a step-wise search (beam search, small settings) over
+   the two engine replicas: the prefix-cache share (cached prompt tokens / prompt tokens, from
+   the records' usage) and the wall time of each.
+
+On a 2-core machine both engine replicas compute on the same two cores, so expect little or
+no gain from the second replica: the point is the mechanism and the per-replica numbers.
+
+    .venv/bin/python benchmarks/scale_out.py --problems 16 --n 4 --max-tokens 256 --beam-problems 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from reasoning import Controller, EngineConfig, Message, Request, Sampling, ScriptedBackend, collect
+from reasoning.concurrency import run_all
+from reasoning.evals.datasets import load_dataset
+from reasoning.evals.run import solve
+from reasoning.evals.scale_out import ReplicaPool, connect, start_replicas
+from reasoning.strategies import SelfConsistency
+from reasoning.strategies.beam_search import BeamSearch
+
+
+async def requests_per_second(backend: Any, requests: int, tokens: int, concurrency: int) -> dict[str, float]:
+    """`requests` requests of `tokens` scripted tokens, `concurrency` at a time."""
+    request = Request((Message("user", "count"),), Sampling(n=1, max_tokens=tokens))
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with limit:
+            await collect(backend, request)
+
+    cpu, start = time.process_time(), time.perf_counter()
+    await run_all(*(one() for _ in range(requests)))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"requests_per_s": requests / wall, "coordinator_cpu_ms_per_request": 1000 * cpu / requests}
+
+
+async def overhead(args: argparse.Namespace) -> dict[str, Any]:
+    text = " ".join(["w"] * args.overhead_tokens)
+    make = partial(ScriptedBackend, [text])
+    out: dict[str, Any] = {}
+    direct = make()
+    await requests_per_second(direct, 20, args.overhead_tokens, 8)  # warm-up
+    out["direct"] = await requests_per_second(direct, args.overhead_requests, args.overhead_tokens, 32)
+    for count in (1, 2):
+        pool = start_replicas([make] * count)
+        try:
+            await requests_per_second(pool, 20, args.overhead_tokens, 8)
+            out[f"pool of {count}"] = await requests_per_second(
+                pool, args.overhead_requests, args.overhead_tokens, 32
+            )
+        finally:
+            pool.close()
+    return out
+
+
+async def throughput(pool: ReplicaPool, problems: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Problems/hour of GSM8K self-consistency on `pool`, every problem in flight at once."""
+    pool.reset_prefix_caches()
+    strategy = SelfConsistency(n=args.n, max_tokens=args.max_tokens)
+    cpu, start = time.process_time(), time.perf_counter()
+    runs = await solve(problems, Controller(pool, seed=0), strategy, concurrency=len(problems))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    errors = [r.error for r in runs if r.error]
+    if errors:
+        raise RuntimeError(errors[0])
+    tokens = sum(int(r.usage["output_tokens"]) for r in runs)
+    return {
+        "replicas": len(pool.replicas),
+        "seconds": wall,
+        "problems_per_hour": 3600 * len(runs) / wall,
+        "output_tokens": tokens,
+        "tokens_per_s": tokens / wall,
+        "coordinator_cpu_s_per_problem": cpu / len(runs),
+        "problems_per_replica": _per_replica(runs),
+    }
+
+
+async def affinity(pool: ReplicaPool, problems: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Prefix-cache share of a beam search with `pool`'s routing, from a cold cache."""
+    pool.reset_prefix_caches()
+    strategy = BeamSearch(
+        n=args.beam_n, width=args.beam_width, scorer="verifier", step_tokens=args.step_tokens, max_steps=6
+    )
+    start = time.perf_counter()
+    runs = await solve(problems, Controller(pool, seed=0), strategy, concurrency=len(problems))
+    wall = time.perf_counter() - start
+    errors = [r.error for r in runs if r.error]
+    if errors:
+        raise RuntimeError(errors[0])
+    prompt = sum(int(r.usage["prompt_tokens"]) for r in runs)
+    cached = sum(int(r.usage["cached_tokens"]) for r in runs)
+    spread = [len(r.engine.get("replica_requests", {})) for r in runs]
+    return {
+        "routing": pool.routing,
+        "seconds": wall,
+        "requests": sum(int(r.usage["calls"]) for r in runs),
+        "prompt_tokens": prompt,
+        "cached_tokens": cached,
+        "cache_share": cached / max(prompt, 1),
+        "output_tokens": sum(int(r.usage["output_tokens"]) for r in runs),
+        "replicas_per_problem": sum(spread) / len(spread),
+    }
+
+
+def _per_replica(runs: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        name = str(run.engine.get("replica", "?"))
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+async def engines(args: argparse.Namespace) -> dict[str, Any]:
+    config = EngineConfig(kv_cache_gb=args.kv_cache_gb, block_size=32, max_num_seqs=64)
+    start = time.perf_counter()
+    both = start_replicas([config, config])
+    out: dict[str, Any] = {
+        "engine_start_s": time.perf_counter() - start,
+        "engine": both.replicas[0].engine_info,
+    }
+    try:
+        one = ReplicaPool(both.replicas[:1])
+        warm = load_dataset("gsm8k", limit=2, offset=1000)
+        await throughput(both, warm, argparse.Namespace(**{**vars(args), "max_tokens": 16}))  # warm-up
+        problems = load_dataset("gsm8k", limit=args.problems)
+        arms = []
+        for _ in range(args.repeats):
+            for pool in (one, both):
+                arm = await throughput(pool, problems, args)
+                print(f"  {arm['replicas']} replica(s): {json.dumps(arm)}", flush=True)
+                arms.append(arm)
+        out["throughput"] = arms
+        beam_problems = load_dataset("gsm8k", limit=args.beam_problems, offset=args.problems)
+        routed = []
+        for routing in ("round-robin", "affinity"):
+            pool = ReplicaPool(both.replicas, routing=routing)  # type: ignore[arg-type]
+            arm = await affinity(pool, beam_problems, args)
+            print(f"  beam search, {routing}: {json.dumps(arm)}", flush=True)
+            routed.append(arm)
+        out["routing"] = routed
+        out["replica_counts"] = both.counts()
+    finally:
+        both.close()
+    return out
+
+
+def report(result: dict[str, Any]) -> None:
+    print("\n== coordinator overhead (scripted replicas, no decode time) ==")
+    for name, value in result["overhead"].items():
+        print(
+            f"  {name:>10}: {value['requests_per_s']:7.0f} requests/s, "
+            f"{value['coordinator_cpu_ms_per_request']:.2f} ms coordinator CPU per request"
+        )
+    if "throughput" not in result:
+        return
+    print(f"\n== engines (started in {result['engine_start_s']:.0f} s) ==")
+    by_count: dict[int, list[dict[str, Any]]] = {}
+    for arm in result["throughput"]:
+        by_count.setdefault(arm["replicas"], []).append(arm)
+    for count, arms in sorted(by_count.items()):
+        rates = [a["problems_per_hour"] for a in arms]
+        cpu = sum(a["coordinator_cpu_s_per_problem"] for a in arms) / len(arms)
+        tps = sum(a["tokens_per_s"] for a in arms) / len(arms)
+        print(
+            f"  {count} replica(s): problems/hour {', '.join(f'{r:.0f}' for r in rates)}; "
+            f"{tps:.0f} tok/s; coordinator CPU {cpu * 1000:.0f} ms per problem"
+        )
+    ratios = [
+        b["problems_per_hour"] / a["problems_per_hour"] for a, b in zip(*by_count.values(), strict=False)
+    ]
+    print(f"  2 replicas / 1 replica, per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print("\n== routing on beam search (2 engine replicas) ==")
+    for arm in result["routing"]:
+        print(
+            f"  {arm['routing']:>11}: cache share {arm['cache_share']:.1%} "
+            f"({arm['cached_tokens']}/{arm['prompt_tokens']}), {arm['requests']} requests, "
+            f"{arm['replicas_per_problem']:.1f} replicas per problem, {arm['seconds']:.0f} s"
+        )
+
+
+async def main(args: argparse.Namespace) -> None:
+    connect("auto")
+    result: dict[str, Any] = {"args": vars(args)}
+    result["overhead"] = await overhead(args)
+    if not args.skip_engines:
+        result.update(await engines(args))
+    report(result)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2, default=str))
+        print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--problems", type=int, default=16)
+    parser.add_argument("--n", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--beam-problems", type=int, default=8)
+    parser.add_argument("--beam-n", type=int, default=4)
+    parser.add_argument("--beam-width", type=int, default=2)
+    parser.add_argument("--step-tokens", type=int, default=96)
+    parser.add_argument("--kv-cache-gb", type=float, default=2.0)
+    parser.add_argument("--overhead-requests", type=int, default=400)
+    parser.add_argument("--overhead-tokens", type=int, default=32)
+    parser.add_argument("--skip-engines", action="store_true", help="Only the coordinator's overhead.")
+    parser.add_argument("--out", type=Path, default=None, help="Write every number as JSON here.")
+    asyncio.run(main(parser.parse_args()))
