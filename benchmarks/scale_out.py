@@ -9,9 +9,10 @@ Three measurements, side by side in one run (`reasoning.evals.scale_out`):
    every problem in flight at once. Two engine replicas are started once; the 1-replica arm is a
    pool over the first of them (the other idles). Every arm starts from an empty prefix cache.
    Also the coordinator's CPU seconds per problem, the input of the N-node estimate.
-3. Affinity vs round-robin routing on a step-wise search (beam search, small settings) over
-   the two engine replicas: the prefix-cache share (cached prompt tokens / prompt tokens, from
-   the records' usage) and the wall time of each.
+3. Affinity vs round-robin routing on a step-wise search (beam search, small settings, steps
+   scored by a fixed pseudo-random score of their text) over the two engine replicas: the
+   prefix-cache share (cached prompt tokens / prompt tokens, from the records' usage) and the
+   wall time of each.
 
 On a 2-core machine both engine replicas compute on the same two cores, so expect little or
 no gain from the second replica: the point is the mechanism and the per-replica numbers.
@@ -24,7 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
+import zlib
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from reasoning.evals.run import solve
 from reasoning.evals.scale_out import ReplicaPool, connect, start_replicas
 from reasoning.strategies import SelfConsistency
 from reasoning.strategies.beam_search import BeamSearch
+from reasoning.verifiers.process import ScriptedScorer
 
 
 async def requests_per_second(backend: Any, requests: int, tokens: int, concurrency: int) -> dict[str, float]:
@@ -101,7 +105,11 @@ async def affinity(pool: ReplicaPool, problems: list[Any], args: argparse.Namesp
         n=args.beam_n, width=args.beam_width, scorer="verifier", step_tokens=args.step_tokens, max_steps=6
     )
     start = time.perf_counter()
-    runs = await solve(problems, Controller(pool, seed=0), strategy, concurrency=len(problems))
+    # Step scores: a fixed pseudo-random score per step text (the scorer's own requests would
+    # add noise to the cache share; the search's shape is what matters here).
+    scorer = ScriptedScorer(lambda steps: zlib.crc32(steps[-1].encode()) % 1000 / 1000)
+    controller = Controller(pool, verifier=scorer, seed=0)
+    runs = await solve(problems, controller, strategy, concurrency=len(problems))
     wall = time.perf_counter() - start
     errors = [r.error for r in runs if r.error]
     if errors:
@@ -129,10 +137,13 @@ def _per_replica(runs: list[Any]) -> dict[str, int]:
     return counts
 
 
-async def engines(args: argparse.Namespace) -> dict[str, Any]:
+async def engine_pair(
+    args: argparse.Namespace, envs: list[dict[str, str]] | None, beam: bool
+) -> dict[str, Any]:
+    """Two engine replicas: problems/hour with one and with both, then (`beam`) the routing arms."""
     config = EngineConfig(kv_cache_gb=args.kv_cache_gb, block_size=32, max_num_seqs=64)
     start = time.perf_counter()
-    both = start_replicas([config, config])
+    both = start_replicas([config, config], envs=envs)
     out: dict[str, Any] = {
         "engine_start_s": time.perf_counter() - start,
         "engine": both.replicas[0].engine_info,
@@ -149,17 +160,39 @@ async def engines(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  {arm['replicas']} replica(s): {json.dumps(arm)}", flush=True)
                 arms.append(arm)
         out["throughput"] = arms
-        beam_problems = load_dataset("gsm8k", limit=args.beam_problems, offset=args.problems)
-        routed = []
-        for routing in ("round-robin", "affinity"):
-            pool = ReplicaPool(both.replicas, routing=routing)  # type: ignore[arg-type]
-            arm = await affinity(pool, beam_problems, args)
-            print(f"  beam search, {routing}: {json.dumps(arm)}", flush=True)
-            routed.append(arm)
-        out["routing"] = routed
+        if beam:
+            beam_problems = load_dataset("gsm8k", limit=args.beam_problems, offset=args.problems)
+            routed = []
+            for routing in ("round-robin", "affinity", "affinity", "round-robin")[: 2 * args.beam_repeats]:
+                pool = ReplicaPool(both.replicas, routing=routing)  # type: ignore[arg-type]
+                arm = await affinity(pool, beam_problems, args)
+                print(f"  beam search, {routing}: {json.dumps(arm)}", flush=True)
+                routed.append(arm)
+            out["routing"] = routed
         out["replica_counts"] = both.counts()
     finally:
         both.close()
+    return out
+
+
+def _cores(first: int, end: int) -> str:
+    """A VLLM_CPU_OMP_THREADS_BIND value: cores first..end-1."""
+    return str(first) if end - first == 1 else f"{first}-{end - 1}"
+
+
+async def engines(args: argparse.Namespace) -> dict[str, Any]:
+    print("engines on every core (the default):", flush=True)
+    out = {"shared_cores": await engine_pair(args, None, beam=True)}
+    cores = os.cpu_count() or 1
+    if args.split_cores and cores >= 2:
+        half = cores // 2
+        binds = [
+            f"0-{half - 1}" if half > 1 else "0",
+            f"{half}-{cores - 1}" if cores - half > 1 else str(half),
+        ]
+        print(f"engines on their own cores ({', '.join(binds)}):", flush=True)
+        envs = [{"VLLM_CPU_OMP_THREADS_BIND": bind} for bind in binds]
+        out["own_cores"] = await engine_pair(args, envs, beam=False)
     return out
 
 
@@ -170,31 +203,33 @@ def report(result: dict[str, Any]) -> None:
             f"  {name:>10}: {value['requests_per_s']:7.0f} requests/s, "
             f"{value['coordinator_cpu_ms_per_request']:.2f} ms coordinator CPU per request"
         )
-    if "throughput" not in result:
-        return
-    print(f"\n== engines (started in {result['engine_start_s']:.0f} s) ==")
-    by_count: dict[int, list[dict[str, Any]]] = {}
-    for arm in result["throughput"]:
-        by_count.setdefault(arm["replicas"], []).append(arm)
-    for count, arms in sorted(by_count.items()):
-        rates = [a["problems_per_hour"] for a in arms]
-        cpu = sum(a["coordinator_cpu_s_per_problem"] for a in arms) / len(arms)
-        tps = sum(a["tokens_per_s"] for a in arms) / len(arms)
-        print(
-            f"  {count} replica(s): problems/hour {', '.join(f'{r:.0f}' for r in rates)}; "
-            f"{tps:.0f} tok/s; coordinator CPU {cpu * 1000:.0f} ms per problem"
-        )
-    ratios = [
-        b["problems_per_hour"] / a["problems_per_hour"] for a, b in zip(*by_count.values(), strict=False)
-    ]
-    print(f"  2 replicas / 1 replica, per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
-    print("\n== routing on beam search (2 engine replicas) ==")
-    for arm in result["routing"]:
-        print(
-            f"  {arm['routing']:>11}: cache share {arm['cache_share']:.1%} "
-            f"({arm['cached_tokens']}/{arm['prompt_tokens']}), {arm['requests']} requests, "
-            f"{arm['replicas_per_problem']:.1f} replicas per problem, {arm['seconds']:.0f} s"
-        )
+    for label, key in (("on every core", "shared_cores"), ("each on its own cores", "own_cores")):
+        if key not in result:
+            continue
+        pair = result[key]
+        print(f"\n== engines {label} (2 started in {pair['engine_start_s']:.0f} s) ==")
+        by_count: dict[int, list[dict[str, Any]]] = {}
+        for arm in pair["throughput"]:
+            by_count.setdefault(arm["replicas"], []).append(arm)
+        for count, arms in sorted(by_count.items()):
+            rates = [a["problems_per_hour"] for a in arms]
+            cpu = sum(a["coordinator_cpu_s_per_problem"] for a in arms) / len(arms)
+            tps = sum(a["tokens_per_s"] for a in arms) / len(arms)
+            print(
+                f"  {count} replica(s): problems/hour {', '.join(f'{r:.0f}' for r in rates)}; "
+                f"{tps:.0f} tok/s; coordinator CPU {cpu * 1000:.0f} ms per problem"
+            )
+        pairs = zip(by_count.get(1, []), by_count.get(2, []), strict=False)
+        ratios = [b["problems_per_hour"] / a["problems_per_hour"] for a, b in pairs]
+        print(f"  2 replicas / 1 replica, per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
+        if "routing" in pair:
+            print("\n== routing on beam search (2 engine replicas, every core) ==")
+            for arm in pair["routing"]:
+                print(
+                    f"  {arm['routing']:>11}: cache share {arm['cache_share']:.1%} "
+                    f"({arm['cached_tokens']}/{arm['prompt_tokens']}), {arm['requests']} requests, "
+                    f"{arm['replicas_per_problem']:.1f} replicas per problem, {arm['seconds']:.0f} s"
+                )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -218,6 +253,13 @@ if __name__ == "__main__":
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--beam-problems", type=int, default=8)
+    parser.add_argument("--beam-repeats", type=int, default=2, help="1: RR, A; 2: RR, A, A, RR.")
+    parser.add_argument(
+        "--split-cores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also run two replicas each bound to half the cores.",
+    )
     parser.add_argument("--beam-n", type=int, default=4)
     parser.add_argument("--beam-width", type=int, default=2)
     parser.add_argument("--step-tokens", type=int, default=96)

@@ -44,7 +44,7 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -598,6 +598,7 @@ def start_replicas(
     names: Sequence[str] | None = None,
     num_cpus: float | None = None,
     num_gpus: float | None = None,
+    envs: Sequence[Mapping[str, str]] | None = None,
     timeout: float = 600.0,
 ) -> ReplicaPool:
     """Start one replica actor per spec on the connected cluster (`connect` first); their pool.
@@ -612,6 +613,8 @@ def start_replicas(
         names: Replica names (default ``replica-0``, ``replica-1``, ...).
         num_cpus: CPUs each replica asks for (default: as above).
         num_gpus: GPUs each engine replica asks for (default: 1 when the cluster has GPUs).
+        envs: Environment variables of each replica's process, one mapping per replica (e.g.
+            ``VLLM_CPU_OMP_THREADS_BIND`` to give each CPU engine its own cores).
         timeout: Seconds to wait for every replica to start.
 
     Raises:
@@ -625,19 +628,23 @@ def start_replicas(
     names = list(names or [f"replica-{i}" for i in range(len(specs))])
     if len(names) != len(specs) or len(set(names)) != len(names):
         raise ConfigError("replica names must be unique, one per replica")
+    if envs is not None and len(envs) != len(specs):
+        raise ConfigError("envs needs one mapping per replica")
     resources = ray.cluster_resources()
     cpus = num_cpus if num_cpus is not None else min(1.0, float(resources.get("CPU", 1)) / len(specs))
     gpus = num_gpus if num_gpus is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
     actor_class = ray.remote(ReplicaServer)
     actors = []
-    for name, spec in zip(names, specs, strict=True):
+    for i, (name, spec) in enumerate(zip(names, specs, strict=True)):
         engine = isinstance(spec, EngineConfig)
+        env = {"runtime_env": {"env_vars": dict(envs[i])}} if envs is not None and envs[i] else {}
         actors.append(
             actor_class.options(
                 num_cpus=cpus,
                 num_gpus=gpus if engine else 0,
                 scheduling_strategy="SPREAD",
                 max_concurrency=1000,
+                **env,
             ).remote(name, spec)
         )
     try:

@@ -31,6 +31,7 @@ from reasoning import (
     Request,
     Run,
     ScriptedBackend,
+    collect,
 )
 from reasoning.evals.run import read_results, solve
 from reasoning.strategies import SelfConsistency
@@ -241,6 +242,24 @@ async def test_a_replicas_backend_error_reaches_the_run_as_itself(cluster: None,
     with pool_of(scripted(dies_on_p3)) as pool, pytest.raises(BackendError, match="engine died"):
         await solve(PROBLEMS, Controller(pool), SelfConsistency(n=1), output=out, concurrency=1)
     assert list(read_results(out)) == ["p0", "p1", "p2"]  # finished before it, kept
+
+
+def echo_environment() -> ScriptedBackend:
+    """Built inside the replica: it answers with the replica's own REASONING_TEST_ENV."""
+    import os
+
+    return ScriptedBackend([os.environ.get("REASONING_TEST_ENV", "unset")])
+
+
+async def test_each_replica_gets_its_own_environment(cluster: None) -> None:
+    envs = [{"REASONING_TEST_ENV": "first"}, {"REASONING_TEST_ENV": "second"}]
+    pool = start_replicas([echo_environment, echo_environment], envs=envs)
+    try:
+        request = Request(Controller(pool).prompt(PROBLEMS[1]))
+        texts = [(await collect(pool.for_problem(f"q{i}"), request))[0].text for i in range(2)]
+    finally:
+        pool.close()
+    assert texts == ["first", "second"]
 
 
 def test_a_malformed_ray_address_is_a_config_error() -> None:
