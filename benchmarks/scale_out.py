@@ -42,9 +42,11 @@ from reasoning.strategies.beam_search import BeamSearch
 from reasoning.verifiers.process import ScriptedScorer
 
 
-async def requests_per_second(backend: Any, requests: int, tokens: int, concurrency: int) -> dict[str, float]:
-    """`requests` requests of `tokens` scripted tokens, `concurrency` at a time."""
-    request = Request((Message("user", "count"),), Sampling(n=1, max_tokens=tokens))
+async def requests_per_second(
+    backend: Any, requests: int, tokens: int, concurrency: int, n: int = 1
+) -> dict[str, float]:
+    """`requests` requests of `n` samples x `tokens` scripted tokens, `concurrency` at a time."""
+    request = Request((Message("user", "count"),), Sampling(n=n, max_tokens=tokens))
     limit = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
@@ -54,25 +56,36 @@ async def requests_per_second(backend: Any, requests: int, tokens: int, concurre
     cpu, start = time.process_time(), time.perf_counter()
     await run_all(*(one() for _ in range(requests)))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"requests_per_s": requests / wall, "coordinator_cpu_ms_per_request": 1000 * cpu / requests}
+    return {
+        "requests_per_s": requests / wall,
+        "coordinator_cpu_ms_per_request": 1000 * cpu / requests,
+        "coordinator_cpu_us_per_token": 1e6 * cpu / (requests * n * tokens),
+    }
 
 
 async def overhead(args: argparse.Namespace) -> dict[str, Any]:
-    text = " ".join(["w"] * args.overhead_tokens)
-    make = partial(ScriptedBackend, [text])
+    """Unpaced: scripted tokens as fast as they come. Paced: n=4 x 256 tokens, a token every
+    4 ms per sample (an engine's steps, at ~1000 tokens/s per request): the coordinator's CPU per
+    token on a realistic stream."""
     out: dict[str, Any] = {}
-    direct = make()
-    await requests_per_second(direct, 20, args.overhead_tokens, 8)  # warm-up
-    out["direct"] = await requests_per_second(direct, args.overhead_requests, args.overhead_tokens, 32)
-    for count in (1, 2):
-        pool = start_replicas([make] * count)
-        try:
-            await requests_per_second(pool, 20, args.overhead_tokens, 8)
-            out[f"pool of {count}"] = await requests_per_second(
-                pool, args.overhead_requests, args.overhead_tokens, 32
-            )
-        finally:
-            pool.close()
+    short = " ".join(["w"] * args.overhead_tokens)
+    long = " ".join(["w"] * 256)
+    shapes = {
+        "unpaced": (partial(ScriptedBackend, [short]), args.overhead_requests, args.overhead_tokens, 32, 1),
+        "paced": (partial(ScriptedBackend, [long], seconds_per_token=0.004), 64, 256, 16, 4),
+    }
+    for shape, (make, requests, tokens, concurrency, n) in shapes.items():
+        direct = make()
+        await requests_per_second(direct, 8, tokens, 8, n)  # warm-up
+        out[f"{shape}, direct"] = await requests_per_second(direct, requests, tokens, concurrency, n)
+        for count in (1, 2):
+            pool = start_replicas([make] * count)
+            try:
+                await requests_per_second(pool, 8, tokens, 8, n)
+                measured = await requests_per_second(pool, requests, tokens, concurrency, n)
+                out[f"{shape}, pool of {count}"] = measured
+            finally:
+                pool.close()
     return out
 
 
@@ -200,8 +213,9 @@ def report(result: dict[str, Any]) -> None:
     print("\n== coordinator overhead (scripted replicas, no decode time) ==")
     for name, value in result["overhead"].items():
         print(
-            f"  {name:>10}: {value['requests_per_s']:7.0f} requests/s, "
-            f"{value['coordinator_cpu_ms_per_request']:.2f} ms coordinator CPU per request"
+            f"  {name:>18}: {value['requests_per_s']:7.0f} requests/s, "
+            f"{value['coordinator_cpu_ms_per_request']:.2f} ms coordinator CPU per request, "
+            f"{value['coordinator_cpu_us_per_token']:.1f} us per token"
         )
     for label, key in (("on every core", "shared_cores"), ("each on its own cores", "own_cores")):
         if key not in result:

@@ -572,6 +572,9 @@ def connect(address: str = "auto", *, verbose: bool = False, num_cpus: int | Non
     except ConnectionError:
         pass  # no running cluster on this machine: start a local one
     cpus = num_cpus or os.cpu_count() or 1
+    # Ray runs its workers 15 nice levels below the driver; an engine replica is the run's
+    # work, not background work: it gets the priority an in-process engine would have.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(
             num_cpus=cpus,

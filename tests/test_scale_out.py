@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -260,6 +261,50 @@ async def test_each_replica_gets_its_own_environment(cluster: None) -> None:
     finally:
         pool.close()
     assert texts == ["first", "second"]
+
+
+async def test_a_leaderboard_on_replicas_stores_every_problem_once_despite_a_lost_replica(
+    cluster: None, tmp_path: Path
+) -> None:
+    from rich.console import Console
+
+    from reasoning.evals.leaderboard.runner import arun_leaderboard
+    from reasoning.evals.leaderboard.spec import LeaderboardSpec
+    from reasoning.evals.leaderboard.store import Store
+
+    spec = LeaderboardSpec.model_validate(
+        {
+            "name": "t",
+            "store": str(tmp_path / "t.sqlite"),
+            "models": {"s": {"kind": "scripted"}},
+            "datasets": {"g": {"name": "gsm8k", "limit": 4}},
+            "entries": [{"name": "greedy", "strategy": "single"}, {"name": "sc", "strategy": "sc"}],
+        }
+    )
+    pools: list[ReplicaPool] = []
+
+    def start(model: str, hidden: bool) -> ReplicaPool:
+        pools.append(start_replicas([scripted(["so \\boxed{0}"], seconds_per_token=0.2)] * 2))
+        return pools[-1]
+
+    async def kill_when_busy() -> None:
+        while not (pools and pools[0].replicas[0].in_flight > 0):
+            await asyncio.sleep(0.01)
+        ray.kill(pools[0].replicas[0].actor)
+
+    killer = asyncio.ensure_future(kill_when_busy())
+    with Store.open(spec.store_path) as store:
+        close = lambda pool: pool.close()  # noqa: E731
+        solved = await arun_leaderboard(spec, store, start, console=Console(file=io.StringIO()), close=close)
+        await killer
+        cells = spec.cells()
+        rows = {c.key: store.results(c.key) for c in cells}
+        records = [store.record(c.key, r.problem_id, r.seed) for c in cells for r in rows[c.key]]
+    assert solved == 8 and all(len(r) == 4 for r in rows.values())
+    assert all(len({r.problem_id for r in cell}) == 4 for cell in rows.values())  # each once
+    assert all(r.error is None for cell in rows.values() for r in cell)
+    assert any(r.engine.get("reroutes") for r in records)  # re-run on the live replica
+    assert {r.engine["replica"] for r in records if r.engine.get("reroutes")} == {"replica-1"}
 
 
 def test_a_malformed_ray_address_is_a_config_error() -> None:
