@@ -8,14 +8,16 @@ Three measurements, side by side in one run (`reasoning.evals.scale_out`):
 2. Problems/hour with 1 and 2 engine replicas: GSM8K self-consistency (n samples per problem),
    every problem in flight at once. Two engine replicas are started once; the 1-replica arm is a
    pool over the first of them (the other idles). Every arm starts from an empty prefix cache.
-   Also the coordinator's CPU seconds per problem, the input of the N-node estimate.
+   Twice: both engines computing on every core, then each on its own half of the cores (what
+   `start_replicas` does on a local cluster). Also the coordinator's CPU seconds per problem,
+   the input of the N-node estimate.
 3. Affinity vs round-robin routing on a step-wise search (beam search, small settings, steps
    scored by a fixed pseudo-random score of their text) over the two engine replicas: the
    prefix-cache share (cached prompt tokens / prompt tokens, from the records' usage) and the
    wall time of each.
 
-On a 2-core machine both engine replicas compute on the same two cores, so expect little or
-no gain from the second replica: the point is the mechanism and the per-replica numbers.
+On a 2-core machine the replicas share two cores, so expect little gain from the second
+replica: the point is the mechanism and the per-replica numbers.
 
     .venv/bin/python benchmarks/scale_out.py --problems 16 --n 4 --max-tokens 256 --beam-problems 8
 """
@@ -194,16 +196,17 @@ def _cores(first: int, end: int) -> str:
 
 
 async def engines(args: argparse.Namespace) -> dict[str, Any]:
-    print("engines on every core (the default):", flush=True)
-    out = {"shared_cores": await engine_pair(args, None, beam=True)}
     cores = os.cpu_count() or 1
+    print("engines on every core:", flush=True)
+    shared = [{"VLLM_CPU_OMP_THREADS_BIND": _cores(0, cores)}] * 2
+    out = {"shared_cores": await engine_pair(args, shared, beam=True)}
     if args.split_cores and cores >= 2:
         half = cores // 2
         binds = [
             f"0-{half - 1}" if half > 1 else "0",
             f"{half}-{cores - 1}" if cores - half > 1 else str(half),
         ]
-        print(f"engines on their own cores ({', '.join(binds)}):", flush=True)
+        print(f"engines on their own cores ({', '.join(binds)}; the default of start_replicas):", flush=True)
         envs = [{"VLLM_CPU_OMP_THREADS_BIND": bind} for bind in binds]
         out["own_cores"] = await engine_pair(args, envs, beam=False)
     return out

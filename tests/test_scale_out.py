@@ -307,6 +307,23 @@ async def test_a_leaderboard_on_replicas_stores_every_problem_once_despite_a_los
     assert {r.engine["replica"] for r in records if r.engine.get("reroutes")} == {"replica-1"}
 
 
+def test_engine_replicas_of_a_local_cluster_get_their_own_cores(cluster: None) -> None:
+    from reasoning import EngineConfig
+
+    assert scale_out._on_this_machine_only()  # the module's cluster is this machine alone
+    engine = EngineConfig()
+    assert scale_out.split_cores([engine, engine], 2) == [
+        {"VLLM_CPU_OMP_THREADS_BIND": "0"},
+        {"VLLM_CPU_OMP_THREADS_BIND": "1"},
+    ]
+    assert scale_out.split_cores([engine, scripted(doubling), engine], 5) == [
+        {"VLLM_CPU_OMP_THREADS_BIND": "0-1"},
+        {},
+        {"VLLM_CPU_OMP_THREADS_BIND": "2-4"},
+    ]
+    assert scale_out.split_cores([engine, scripted(doubling)], 2) is None  # one engine: every core
+
+
 def test_a_malformed_ray_address_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="HOST:PORT"):
         connect("not an address")
