@@ -239,6 +239,13 @@ def solve(
         ),
     ] = None,
     import_: ImportOption = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Spread the problems over engine replicas on a Ray cluster: auto or HOST:PORT."),
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Engine replicas with --ray (default: one per node).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve a dataset (or one --question) with a strategy, under a budget.
@@ -320,7 +327,7 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
         for name, lines in _budget_lines(flags["budget_line"]).items():
             budgets[name] = {**budgets.get(name, {}), **lines}
         spec["budgets"] = budgets
-    for key in ("baseline", "seed", "output", "concurrency", "prm"):
+    for key in ("baseline", "seed", "output", "concurrency", "prm", "ray", "replicas"):
         if flags[key] is not None:
             spec[key] = flags[key]
     if flags["import_"]:
@@ -427,7 +434,7 @@ def execute(spec: RunSpec) -> None:
         _summary(arms)
         return
     hidden = any(getattr(arm.strategy, "needs_hidden_states", False) for arm in arms)
-    engine = _backend(spec, hidden)
+    engine = _backend(spec, hidden) if spec.ray is None else _replica_pool(spec, hidden)
     if spec.prm is not None:
         engine = _with_prm(engine, spec.prm, _start_prm)
     try:
@@ -577,6 +584,24 @@ def _backend(spec: RunSpec, hidden_states: bool) -> Any:
     if "" in started:
         return started[""]
     return {name: started[name] for name in named}
+
+
+def _replica_pool(spec: RunSpec, hidden_states: bool) -> Any:
+    """The run's engine replicas on the Ray cluster of ``--ray`` (`reasoning.evals.scale_out`)."""
+    from reasoning.evals.scale_out import start_pool
+
+    backend = spec.named()[""]
+    if isinstance(backend, VLLMEngine):  # converted once here, not by every replica at once
+        _resolve_with_progress(backend.model)
+    with err.status(f"starting {spec.replicas or 'one per node'} engine replica(s) on Ray ({spec.ray}) ..."):
+        return start_pool(
+            backend,
+            address=spec.ray or "auto",
+            replicas=spec.replicas,
+            routing=spec.routing,
+            hidden_states=hidden_states,
+            verbose=logging.getLogger().level <= logging.INFO,
+        )
 
 
 def _start(backend: BackendSpec, engine: EngineConfig | None) -> Any:

@@ -5,7 +5,8 @@ about twice as many samples queued as it decodes at once), so the engine stays s
 Each finished run is graded and appended to the JSONL output the moment it finishes (so a
 crash loses nothing finished); when all are done the file is rewritten in dataset order.
 Re-running with the same output skips the problems already there; a problem that failed is
-retried.
+retried. On a pool of engine replicas (`reasoning.evals.scale_out`), a problem whose replica
+died (`ReplicaLost`) is re-run at once on a live replica, a few times at most.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from reasoning.errors import (
     ConfigError,
     DatasetError,
     ReasoningError,
+    ReplicaLost,
     StoreError,
 )
 from reasoning.registry import STRATEGIES, params_of
@@ -38,6 +40,7 @@ __all__ = [
     "grade_run",
     "read_results",
     "resume_identity",
+    "run_problem",
     "solve",
     "superseded",
     "tidy",
@@ -49,6 +52,9 @@ logger = logging.getLogger(__name__)
 OnResult = Callable[[Run], None]
 
 _IDENTITY = ("strategy", "params", "model", "backends", "seed", "budget", "budgets")
+
+REROUTES = 3
+"""Times a problem whose engine replica died is re-run on another (`ReplicaLost`)."""
 
 
 def default_concurrency(controller: Controller, strategy: Strategy) -> int:
@@ -186,15 +192,7 @@ async def solve(
     async def one(index: int) -> None:
         problem = problems[index]
         async with limit:
-            try:
-                run = await controller.run(problem, strategy, budget)
-            except Exception as exc:  # every failure of this problem is its error row ...
-                error = first_error(exc) if isinstance(exc, ExceptionGroup) else exc
-                if _fatal(error):  # ... but an engine gone for good stops the whole run
-                    raise error from None
-                if not isinstance(error, ReasoningError):  # not one of ours: a bug somewhere
-                    logger.warning("problem %s failed", problem.id, exc_info=error)
-                run = _failed(controller, strategy, budget, problem, error)
+            run = await run_problem(controller, problem, strategy, budget)
         run = _grade(problem, run)
         if spec is not None:
             run = run.model_copy(update={"spec": dict(spec)})
@@ -215,6 +213,38 @@ async def solve(
     if output and (todo or superseded(output)):
         _rewrite_in_order(output, runs)
     return runs
+
+
+async def run_problem(controller: Controller, problem: Problem, strategy: Strategy, budget: Budget) -> Run:
+    """Solve one problem of a dataset run: its record, or its error row.
+
+    Every failure of the problem becomes its error row (``stop_reason="error"``, retried on
+    resume), except two: a lost engine replica (`ReplicaLost`) re-runs the problem from the
+    start on a live replica of the pool (`REROUTES` times at most, then the error row), and a
+    backend gone for good (`BackendError` that is not retryable, `BackendUnavailable`) is
+    raised: no other problem would survive it.
+
+    Raises:
+        BackendError: The backend failed for good.
+    """
+    attempt = 0
+    while True:
+        try:
+            run = await controller.run(problem, strategy, budget)
+        except Exception as exc:  # every failure of this problem is its error row ...
+            error = first_error(exc) if isinstance(exc, ExceptionGroup) else exc
+            if isinstance(error, ReplicaLost) and attempt < REROUTES:
+                attempt += 1
+                logger.warning("problem %s: %s; re-running it on another replica", problem.id, error)
+                continue
+            if _fatal(error):  # ... but an engine gone for good stops the whole run
+                raise error from None
+            if not isinstance(error, ReasoningError):  # not one of ours: a bug somewhere
+                logger.warning("problem %s failed", problem.id, exc_info=error)
+            return _failed(controller, strategy, budget, problem, error)
+        if attempt:  # the record says it was re-run (the lost attempts' tokens are not in its usage)
+            run = run.model_copy(update={"engine": {**run.engine, "reroutes": attempt}})
+        return run
 
 
 def superseded(output: Path) -> bool:

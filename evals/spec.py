@@ -208,6 +208,15 @@ class RunSpec(Settings):
     """Problems in flight (None: sized to the engine)."""
     imports: list[str] = Field(default_factory=list)
     """Modules or .py files whose strategies to register first."""
+    ray: str | None = None
+    """Spread the problems over engine replicas on a Ray cluster: ``auto`` (this machine's cluster,
+    or a new local one) or a cluster's ``HOST:PORT`` (`reasoning.evals.scale_out`). None: one
+    engine in this process."""
+    replicas: int | None = Field(default=None, gt=0)
+    """Engine replicas with `ray` (None: one per node of the cluster)."""
+    routing: Literal["affinity", "round-robin"] = "affinity"
+    """How `ray` replicas share the requests: all of a problem's to one replica (its prefix
+    cache), or each request to the next replica."""
 
     @model_validator(mode="before")
     @classmethod
@@ -235,6 +244,10 @@ class RunSpec(Settings):
                 raise ValueError("--prm starts an in-process pooling engine: it needs --backend vllm")
             if "prm" in self.backends:
                 raise ValueError("--prm is served as backend 'prm': no --model may be named prm")
+        if self.ray is None and self.replicas is not None:
+            raise ValueError("replicas needs ray (--ray auto or --ray HOST:PORT)")
+        if self.ray is not None and (self.backends or self.prm is not None):
+            raise ValueError("ray replicates one backend: give one --model, without --prm")
         named = self.models()
         unknown = sorted(set(self.budgets) - (set(named) - {""}))
         if unknown:

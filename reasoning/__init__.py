@@ -33,6 +33,7 @@ from reasoning.errors import (
     EngineStartError,
     ModelError,
     ReasoningError,
+    ReplicaLost,
     VerifierError,
 )
 from reasoning.models import DEFAULT_MODEL, resolve_model
@@ -67,6 +68,7 @@ __all__ = [
     "Problem",
     "ReasoningError",
     "Registry",
+    "ReplicaLost",
     "Request",
     "Result",
     "Run",

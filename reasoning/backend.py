@@ -10,6 +10,8 @@ Optional abilities are separate protocols: `TokenCounter` (count a request's pro
 before sending it, needed to enforce a prompt-token budget) and `HiddenStateReader` (hidden
 states of chosen layers at chosen positions of a prompt, from the model the engine serves) and
 `PromptScorer` (the log-probability the model gives each token of a prompt, in one prefill).
+`ProblemRouter` is a backend made of several engines (replicas) that serves each problem from
+one of them: the controller asks it for the problem's own backend before the strategy starts.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "FinishReason",
     "HiddenStateReader",
     "Message",
+    "ProblemRouter",
     "PromptScorer",
     "Request",
     "RewardReader",
@@ -208,6 +211,24 @@ class TokenCounter(Protocol):
 
     def prompt_tokens(self, request: Request) -> int:
         """Return the number of prompt tokens `request` will occupy."""
+        ...
+
+
+@runtime_checkable
+class ProblemRouter(Protocol):
+    """Capability: route all of one problem's requests to one place (a pool of engine replicas).
+
+    `Controller.run` calls `for_problem` once per problem (per attempt) and gives the strategy
+    the backend it returns, so every request of a step-wise search reaches the same engine and
+    its prefix cache (`reasoning.evals.scale_out.ReplicaPool`).
+    """
+
+    def for_problem(self, problem_id: str) -> Backend:
+        """The backend serving every request of problem `problem_id` (the same one each call).
+
+        Raises:
+            BackendUnavailable: No replica is left to serve it.
+        """
         ...
 
 

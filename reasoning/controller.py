@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-from reasoning.backend import Backend
+from reasoning.backend import Backend, ProblemRouter
 from reasoning.budget import Budget, Meter
 from reasoning.errors import BudgetExhausted, ConfigError
 from reasoning.problem import Problem, Prompt, default_prompt
@@ -81,16 +81,24 @@ class Controller:
 
         On `BudgetExhausted` the run stops cleanly: the answer is the majority vote over the
         samples finished so far and ``stop_reason`` is ``budget:<line>``.
+
+        A backend that routes per problem (`ProblemRouter`, a pool of engine replicas) is asked
+        for this problem's backend first; the strategy and the record's ``engine`` see that one.
         """
         budget = budget or self.budget
+        primary = _routed(self.primary, problem.id)
+        backends = {
+            name: primary if name == self.default_name else _routed(b, problem.id)
+            for name, b in self.backends.items()
+        }
         visible = problem.without_gold()
         meter = Meter(budget)
         meters = {name: Meter(self.budgets.get(name, Budget()), line=f"{name}.") for name in self.backends}
         ctx = Context(
             problem=visible,
             messages=self.prompt(visible),
-            backend=self.primary,
-            backends=self.backends,
+            backend=primary,
+            backends=backends,
             meters=meters,
             backend_name=self.default_name,
             meter=meter,
@@ -127,8 +135,8 @@ class Controller:
             model=self.model or getattr(self.primary, "model", ""),
             backend=self.primary.name,
             backends=self.models(),
-            engine=dict(getattr(self.primary, "engine_info", {}) or {}),
-            engines={name: dict(getattr(b, "engine_info", {}) or {}) for name, b in self.backends.items()},
+            engine=dict(getattr(primary, "engine_info", {}) or {}),
+            engines={name: dict(getattr(b, "engine_info", {}) or {}) for name, b in backends.items()},
             seed=self.seed,
             budget=dataclasses.asdict(budget),
             usage=dataclasses.asdict(usage),
@@ -153,6 +161,11 @@ async def _best_so_far(ctx: Context) -> Result:
     if not done:
         return Result(answer=None)
     return Result.vote(await ctx.candidates(done))
+
+
+def _routed(backend: Backend, problem_id: str) -> Backend:
+    """The backend that serves `problem_id`: its own, for a backend that routes per problem."""
+    return backend.for_problem(problem_id) if isinstance(backend, ProblemRouter) else backend
 
 
 def _stable(text: str) -> int:

@@ -9,6 +9,7 @@ its message and exits with status 1, without a traceback::
     ├── ModelError             embedded model missing, corrupt, or not convertible
     ├── BackendError           a backend call failed; ``retryable`` says whether to retry
     │   ├── EngineStartError   the engine could not start (memory, dtype, model files)
+    │   ├── ReplicaLost        one engine replica of a pool died: re-run its problem on another
     │   └── BackendUnavailable the backend cannot be reached (after retries): stop the run
     ├── CapabilityError        a backend was asked for something it cannot do
     ├── BudgetExhausted        a budget line would be overspent (the controller catches it)
@@ -34,6 +35,7 @@ __all__ = [
     "EngineStartError",
     "ModelError",
     "ReasoningError",
+    "ReplicaLost",
     "StoreError",
     "VerifierError",
     "checked_verdicts",
@@ -88,6 +90,26 @@ class BackendUnavailable(BackendError):
 
     def __init__(self, message: str, *, backend: str = "") -> None:
         super().__init__(message, retryable=True, backend=backend)
+
+
+class ReplicaLost(BackendError):
+    """One replica of a pool of engines died (or became unreachable) while serving a problem.
+
+    Retryable, and more: the pool has dropped the replica, so the problem's work can be
+    rerouted. A dataset run re-runs the problem from the start on a live replica (a few times
+    at most) instead of writing an error row; with no replica left, the pool raises
+    `BackendUnavailable` instead.
+
+    Attributes:
+        replica: Name of the replica that was lost.
+        reroutable: Always True: the work may be re-run on another replica of the same pool.
+    """
+
+    reroutable = True
+
+    def __init__(self, message: str, *, replica: str = "", backend: str = "") -> None:
+        super().__init__(message, retryable=True, backend=backend)
+        self.replica = replica
 
 
 class CapabilityError(ReasoningError):

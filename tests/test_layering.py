@@ -23,7 +23,7 @@ ALLOWED = {
     "strategies": {"core", "verifiers", "probes", "strategies"},
     "evals": {"core", "verifiers", "probes", "strategies", "evals"},
 }
-HEAVY = ("vllm", "torch", "transformers")
+HEAVY = ("vllm", "torch", "transformers", "ray")
 
 
 def layer_of(module: str) -> str | None:

@@ -38,6 +38,15 @@ def run(
         list[str] | None,
         typer.Option("--entry", help="Solve only the entries of this name (repeatable); the rest wait."),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Spread each model's problems over engine replicas on a Ray cluster: auto or HOST:PORT."
+        ),
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Engine replicas per model with --ray (default: one per node).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve every entry's unfinished problems; each is stored as it finishes (a re-run resumes)."""
@@ -93,6 +102,8 @@ def run(
         from reasoning.config import EngineConfig
 
         backend = spec.models[model]
+        if ray is not None:  # the model's replicas on the cluster; results still land in this store
+            return _ray_replicas(backend, hidden_states)
         if isinstance(backend, ModelGroup):  # started together, checked to fit in memory first
             return _backend(RunSpec(backends=backend.backends), hidden_states)
         engine = None
@@ -101,6 +112,25 @@ def run(
             engine = EngineConfig(**settings)
         return _start(backend, engine)
 
+    def _ray_replicas(backend: Any, hidden_states: bool) -> Any:
+        from reasoning.evals.cli import _resolve_with_progress
+        from reasoning.evals.scale_out import start_pool
+
+        if isinstance(backend, ModelGroup):
+            raise ConfigError("--ray replicates one model's engine; a model group cannot run on it")
+        if isinstance(backend, VLLMEngine):
+            _resolve_with_progress(backend.model)
+        with err.status(f"starting {replicas or 'one per node'} engine replica(s) on Ray ({ray}) ..."):
+            return start_pool(
+                backend,
+                address=ray or "auto",
+                replicas=replicas,
+                hidden_states=hidden_states,
+                verbose=verbose,
+            )
+
+    if replicas is not None and ray is None:
+        raise ConfigError("--replicas needs --ray (auto or HOST:PORT)")
     stop_on_signals()  # the engine is shut down; every finished problem is already in the store
     with Store.open(spec.store_path) as opened:
         try:

@@ -5,7 +5,8 @@ problems of every cell and seed are interleaved round-robin under one limit on t
 in flight (a self-consistency problem of n=8 holds 8, a greedy one 1), so the engine stays
 saturated across entries and every entry makes progress together. Each problem is graded and
 committed to the store the moment it finishes (`Store.put`); a problem that fails is an error
-row, retried by the next run; an engine that dies stops the run with everything finished kept.
+row, retried by the next run; an engine that dies stops the run with everything finished kept
+(on a pool of engine replicas, a problem whose replica died is re-run on a live one).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from rich.progress import (
 )
 
 from reasoning import Controller, Problem, Run
-from reasoning.concurrency import first_error, task_group
+from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError, ReasoningError
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec
 from reasoning.evals.leaderboard.store import CellRow, Store
-from reasoning.evals.run import _failed, _fatal, grade_run
+from reasoning.evals.run import grade_run, run_problem
 from reasoning.hardware import machine
 
 __all__ = ["Job", "StartBackend", "arun_leaderboard", "load_problems", "plan", "run_leaderboard"]
@@ -297,14 +298,8 @@ async def _solve(
 
         async def one(job: Job) -> None:
             run_controller = controller(job.seed)
-            async with limit.hold(_weight(job.cell)):
-                try:
-                    run = await run_controller.run(job.problem, job.cell.strategy, job.cell.budget)
-                except Exception as exc:  # this problem's error row, unless the engine is gone
-                    error = first_error(exc) if isinstance(exc, ExceptionGroup) else exc
-                    if _fatal(error):  # the engine is gone: no other problem would survive
-                        raise error from None
-                    run = _failed(run_controller, job.cell.strategy, job.cell.budget, job.problem, error)
+            async with limit.hold(_weight(job.cell)):  # its error row, unless the engine is gone
+                run = await run_problem(run_controller, job.problem, job.cell.strategy, job.cell.budget)
             run, verdicts = grade_run(job.problem, run)
             samples = [
                 (c.answer, verdict, c.output_tokens)

@@ -251,6 +251,11 @@ class VLLMBackend:
         """Tokens the engine has decoded so far (same meaning as `OpenAIBackend.decoded_tokens`)."""
         return self.stats.decoded_tokens
 
+    async def reset_prefix_cache(self) -> None:
+        """Empty the engine's prefix cache (benchmarks compare arms from a cold cache)."""
+        if self._engine is not None:
+            await self._engine.reset_prefix_cache()
+
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
         engine, self._engine = self._engine, None
