@@ -694,7 +694,9 @@ def split_cores(specs: Sequence[ReplicaSpec], cores: int) -> list[dict[str, str]
         True
     """
     engines = [i for i, spec in enumerate(specs) if isinstance(spec, EngineConfig)]
-    if len(engines) < 2 or cores < len(engines) or "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+    bound = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    users = bound is not None and bound != os.environ.get("REASONING_DEFAULT_OMP_BIND")
+    if len(engines) < 2 or cores < len(engines) or users:
         return None
     envs: list[dict[str, str]] = [{} for _ in specs]
     for k, i in enumerate(engines):

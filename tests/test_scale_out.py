@@ -317,8 +317,15 @@ async def test_a_leaderboard_on_replicas_stores_every_problem_once_despite_a_los
     assert {r.engine["replica"] for r in records if r.engine.get("reroutes")} == {"replica-1"}
 
 
-def test_engine_replicas_of_a_local_cluster_get_their_own_cores(cluster: None) -> None:
+def test_engine_replicas_of_a_local_cluster_get_their_own_cores(
+    cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from reasoning import EngineConfig
+    from reasoning.backends.vllm_local import _configure_cpu_environment
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.delenv("REASONING_DEFAULT_OMP_BIND", raising=False)
+    _configure_cpu_environment()  # an engine started in this process earlier: its binding is ours
 
     assert scale_out._on_this_machine_only()  # the module's cluster is this machine alone
     engine = EngineConfig()
@@ -332,6 +339,8 @@ def test_engine_replicas_of_a_local_cluster_get_their_own_cores(cluster: None) -
         {"VLLM_CPU_OMP_THREADS_BIND": "2-4"},
     ]
     assert scale_out.split_cores([engine, scripted(doubling)], 2) is None  # one engine: every core
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "1")  # the user's own binding is kept
+    assert scale_out.split_cores([engine, engine], 2) is None
 
 
 def test_a_malformed_ray_address_is_a_config_error() -> None:

@@ -78,11 +78,19 @@ def _quiet() -> bool:
 def _configure_cpu_environment() -> None:
     """Use every core for compute and keep vLLM's logs quiet unless asked otherwise."""
     cores = os.cpu_count() or 1
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}" if cores > 1 else "0")
+    if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # marked ours: a user's binding is not
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = os.environ[DEFAULT_BIND_ENV] = (
+            f"0-{cores - 1}" if cores > 1 else "0"
+        )
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault(PATCHES_ENV, "1")  # our vLLM plugin's CPU speed-ups (vllm_plugin.py)
+
+
+DEFAULT_BIND_ENV = "REASONING_DEFAULT_OMP_BIND"
+"""Set beside ``VLLM_CPU_OMP_THREADS_BIND`` when this package chose that binding (every core), so
+`reasoning.evals.scale_out.split_cores` tells it from a binding the user set."""
 
 
 class VLLMBackend:
