@@ -52,6 +52,8 @@ async def serve(
 async def direct(backend: Any, problems: list, spec: str) -> dict[str, float]:
     start = time.perf_counter()
     runs = await solve(problems, Controller(backend, seed=0), build(spec), concurrency=len(problems))
+    if any(r.error for r in runs):
+        raise RuntimeError(next(r.error for r in runs if r.error))
     return {
         "wall": time.perf_counter() - start,
         "tokens": sum(int(r.usage["output_tokens"]) for r in runs),
@@ -60,14 +62,22 @@ async def direct(backend: Any, problems: list, spec: str) -> dict[str, float]:
     }
 
 
-async def through_proxy(url: str, model: str, problems: list, spec: str, records: Path) -> dict[str, float]:
+async def through_proxy(
+    url: str, model: str, problems: list, spec: str, records: Path, clients: int = 1000
+) -> dict[str, float]:
     latencies: list[float] = []
     first_bytes: list[float] = []
     errors = 0
 
+    shared = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+
     async def one(i: int, problem: Any) -> str | None:
         nonlocal errors
-        client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+        # Each of the first `clients` problems is its own client (connection pool); beyond, they share one.
+        own = i < clients
+        client = (
+            openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600) if own else shared
+        )
         messages = [{"role": m.role, "content": m.content} for m in default_prompt(problem)]
         began = time.perf_counter()
         try:
@@ -89,13 +99,15 @@ async def through_proxy(url: str, model: str, problems: list, spec: str, records
             errors += 1
             return None
         finally:
-            await client.close()
+            if own:
+                await client.close()
         latencies.append(time.perf_counter() - began)
         return record
 
     start = time.perf_counter()
     ids = await asyncio.gather(*(one(i, p) for i, p in enumerate(problems)))
     wall = time.perf_counter() - start
+    await shared.close()
     runs = read_results(records)
     kept = [runs[i] for i in ids if i is not None and i in runs]
     latencies.sort()
@@ -119,7 +131,7 @@ async def scripted_overhead(requests: int) -> tuple[float, float]:
     plain = (time.perf_counter() - start) / requests
     with tempfile.TemporaryDirectory() as folder:
         server, task, url = await serve(backend, Path(folder) / "r.jsonl", Limits(max_concurrent=16))
-        stats = await through_proxy(url, "scripted", problems, "single", Path(folder) / "r.jsonl")
+        stats = await through_proxy(url, "scripted", problems, "single", Path(folder) / "r.jsonl", clients=0)
         server.should_exit = True
         await task
     assert stats["errors"] == 0 and stats["lost"] == 0
@@ -169,7 +181,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--offset", type=int, default=1400)
+    parser.add_argument("--offset", type=int, default=1250)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--kv-cache-gb", type=float, default=2.0)
     asyncio.run(main(parser.parse_args()))

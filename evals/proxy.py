@@ -611,7 +611,7 @@ class _Server:
 async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any], record_id: str) -> None:
     """Cancel `task` (its engine requests) when the client goes away before it ends."""
     while not task.done():
-        await asyncio.sleep(0.5)
+        await asyncio.wait({task}, timeout=0.5)  # returns as soon as the run ends
         if not task.done() and await request.is_disconnected():
             task.cancel()
             logger.info("%s: the client went away; its run is cancelled", record_id)
