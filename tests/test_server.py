@@ -1,6 +1,7 @@
 """`reasoning serve`, and a server that dies mid-run (real engine; marked ``engine``)."""
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -98,3 +99,5 @@ async def test_server_death_mid_run_stops_cleanly_keeps_results_and_resumes(tmp_
     assert [r.problem_id for r in runs] == [p.id for p in problems]
     assert all(r.error is None and len(r.candidates) == 1 for r in runs)
     assert [r.problem_id for r in read_results(out).values()] == [p.id for p in problems]
+    lines = out.read_text().splitlines()  # each problem exactly once: nothing lost, nothing repeated
+    assert [json.loads(line)["problem_id"] for line in lines] == [p.id for p in problems]
