@@ -27,14 +27,8 @@ import numpy as np
 from reasoning import Controller
 from reasoning.backends.vllm_local import VLLMBackend
 from reasoning.evals.datasets import load_dataset
+from reasoning.evals.leaderboard.stats import wilson
 from reasoning.probes.atts_calibration import ChunkSettings, collect_calibration, p_value
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 async def main(args: argparse.Namespace) -> None:
