@@ -246,6 +246,15 @@ def solve(
     replicas: Annotated[
         int | None, typer.Option(help="Engine replicas with --ray (default: one per node).")
     ] = None,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic",
+            help="Reproducible records: the same seed on the same engine and machine gives the same "
+            "record (timings aside). Problems and requests run one at a time, each problem from an "
+            "empty prefix cache; slower (no batching across requests). In-process engines only.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve a dataset (or one --question) with a strategy, under a budget.
@@ -345,6 +354,8 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
     }
     if flags.get("trust_remote_code"):
         engine["trust_remote_code"] = True
+    if flags.get("deterministic"):
+        spec["deterministic"] = True
     given = {"vllm": engine, "scripted": {"script": flags["script"]}, "openai": {"api_key": flags["api_key"]}}
     settings = {kind: {k: v for k, v in values.items() if v is not None} for kind, values in given.items()}
     if not spec.get("backend") and not spec.get("backends"):
@@ -438,7 +449,9 @@ def execute(spec: RunSpec) -> None:
     if spec.prm is not None:
         engine = _with_prm(engine, spec.prm, _start_prm)
     try:
-        controller = Controller(engine, budget=spec.budget, seed=spec.seed, budgets=spec.budgets)
+        controller = Controller(
+            engine, budget=spec.budget, seed=spec.seed, budgets=spec.budgets, deterministic=spec.deterministic
+        )
         _run(problems, controller, arms, spec)
     except BackendError as exc:
         kept = ", ".join(str(arm.output) for arm in arms if arm.output)

@@ -214,6 +214,9 @@ class RunSpec(Settings):
     engine in this process."""
     replicas: int | None = Field(default=None, gt=0)
     """Engine replicas with `ray` (None: one per node of the cluster)."""
+    deterministic: bool = False
+    """Reproducible records (`reasoning.Controller.deterministic`): problems and requests one at a
+    time, each problem from an empty prefix cache. Needs in-process engines (not ``ray``)."""
     routing: Literal["affinity", "round-robin"] = "affinity"
     """How `ray` replicas share the requests: all of a problem's to one replica (its prefix
     cache), or each request to the next replica."""
@@ -248,6 +251,12 @@ class RunSpec(Settings):
             raise ValueError("replicas needs ray (--ray auto or --ray HOST:PORT)")
         if self.ray is not None and (self.backends or self.prm is not None):
             raise ValueError("ray replicates one backend: give one --model, without --prm")
+        servers = any(b.kind == "openai" for b in self.named().values())
+        if self.deterministic and (self.ray is not None or servers):
+            raise ValueError(
+                "--deterministic empties each engine's prefix cache before each problem: it needs "
+                "in-process engines (backend vllm or scripted), not a server or --ray"
+            )
         named = self.models()
         unknown = sorted(set(self.budgets) - (set(named) - {""}))
         if unknown:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from reasoning import Context
-from reasoning.concurrency import run_all
 from reasoning.probes.probe import Probe, load_probe, model_of
 
 __all__ = ["ValueProbeScorer"]
@@ -49,7 +48,7 @@ class ValueProbeScorer:
         probe = self.load(ctx)
         layers = probe.card.layers
         prefixes = ["".join(step + self.delimiter for step in path) for path in paths]
-        states = await run_all(*(ctx.hidden_states(layers, p, backend=self.backend) for p in prefixes))
+        states = await ctx.run_all(*(ctx.hidden_states(layers, p, backend=self.backend) for p in prefixes))
         if not states:
             return []
         rows = [s.reshape(-1) for s in states]

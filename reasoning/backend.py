@@ -36,6 +36,7 @@ __all__ = [
     "FinishReason",
     "HiddenStateReader",
     "Message",
+    "PrefixCache",
     "ProblemRouter",
     "PromptScorer",
     "Request",
@@ -211,6 +212,15 @@ class TokenCounter(Protocol):
 
     def prompt_tokens(self, request: Request) -> int:
         """Return the number of prompt tokens `request` will occupy."""
+        ...
+
+
+@runtime_checkable
+class PrefixCache(Protocol):
+    """Capability: empty the engine's prefix cache (a reproducible run starts each problem cold)."""
+
+    async def reset_prefix_cache(self) -> None:
+        """Drop every cached prefix; raise `BackendError` when the engine refuses."""
         ...
 
 

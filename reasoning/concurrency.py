@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from reasoning.errors import BudgetExhausted
 
-__all__ = ["first_error", "run_all", "task_group"]
+__all__ = ["first_error", "run_all", "run_in_order", "task_group"]
 
 T = TypeVar("T")
 
@@ -78,3 +78,24 @@ async def run_all(*awaitables: Awaitable[T]) -> list[T]:
     async with task_group() as group:
         tasks = [group.create_task(wait(a)) for a in awaitables]
     return [task.result() for task in tasks]
+
+
+async def run_in_order(*awaitables: Awaitable[T]) -> list[T]:
+    """Await `awaitables` one after another, in order; return their results.
+
+    The sequential twin of `run_all`, for a reproducible run (`Controller.deterministic`): each
+    request reaches the engine alone, so its batches do not depend on arrival timing. On an
+    error the awaitables not yet started are closed (never left un-awaited) and the error is
+    raised as itself.
+    """
+    results: list[T] = []
+    try:
+        for awaitable in awaitables:
+            results.append(await awaitable)
+    except BaseException:
+        for rest in awaitables[len(results) + 1 :]:
+            close = getattr(rest, "close", None)
+            if close is not None:
+                close()
+        raise
+    return results

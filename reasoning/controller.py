@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import zlib
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-from reasoning.backend import Backend, ProblemRouter
+from reasoning.backend import Backend, PrefixCache, ProblemRouter
 from reasoning.budget import Budget, Meter
 from reasoning.errors import BudgetExhausted, ConfigError
 from reasoning.problem import Problem, Prompt, default_prompt
@@ -51,6 +52,16 @@ class Controller:
     """Model name recorded in runs (defaults to the default backend's)."""
     budgets: Mapping[str, Budget] = field(default_factory=dict)
     """Budget lines of named backends, on top of `budget` (which covers them all)."""
+    deterministic: bool = False
+    """Reproducible mode: the same seed on the same engine and machine gives the same record
+    (timings aside), whatever else is run, for every strategy that does not stop on wall-clock
+    timing. Problems run one at a time on each engine (concurrent `run` calls wait their turn;
+    the wait is not charged to the budget), each engine's prefix cache is emptied before each
+    problem, and the requests a strategy sends together go one after another, in order
+    (`Context.run_all`), so no batch depends on arrival timing. It gives up batching across
+    requests (samples of one request still decode as a batch). Every backend must be able to
+    empty its prefix cache (`reasoning.backend.PrefixCache`: the in-process engines and the
+    scripted backend)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.backend, Mapping):
@@ -65,6 +76,10 @@ class Controller:
         if unknown:
             names = ", ".join(self.backends) or "(none: pass backends by name)"
             raise ConfigError(f"budgets name unknown backends {sorted(unknown)}; named backends: {names}")
+        if self.deterministic:
+            for backend in self.backends.values() or [self.primary]:
+                if not isinstance(backend, ProblemRouter):  # a router's replicas are checked per problem
+                    _check_resettable(backend)
 
     @property
     def primary(self) -> Backend:
@@ -84,13 +99,25 @@ class Controller:
 
         A backend that routes per problem (`ProblemRouter`, a pool of engine replicas) is asked
         for this problem's backend first; the strategy and the record's ``engine`` see that one.
+
+        Raises:
+            ConfigError: `deterministic`, and a backend cannot empty its prefix cache.
         """
+        if not self.deterministic:
+            return await self._run(problem, strategy, budget)
+        async with _turn(self.primary):
+            return await self._run(problem, strategy, budget)
+
+    async def _run(self, problem: Problem, strategy: Strategy, budget: Budget | None) -> Run:
         budget = budget or self.budget
         primary = _routed(self.primary, problem.id)
         backends = {
             name: primary if name == self.default_name else _routed(b, problem.id)
             for name, b in self.backends.items()
         }
+        if self.deterministic:
+            for backend in {id(b): b for b in [primary, *backends.values()]}.values():
+                await _check_resettable(backend).reset_prefix_cache()
         visible = problem.without_gold()
         meter = Meter(budget)
         meters = {name: Meter(self.budgets.get(name, Budget()), line=f"{name}.") for name in self.backends}
@@ -105,6 +132,7 @@ class Controller:
             verifier=self.verifier,
             seed=self.seed,
             rng=np.random.default_rng(None if self.seed is None else [self.seed, _stable(problem.id)]),
+            deterministic=self.deterministic,
         )
         stop_reason = "done"
         try:
@@ -138,6 +166,7 @@ class Controller:
             engine=dict(getattr(primary, "engine_info", {}) or {}),
             engines={name: dict(getattr(b, "engine_info", {}) or {}) for name, b in backends.items()},
             seed=self.seed,
+            deterministic=self.deterministic,
             budget=dataclasses.asdict(budget),
             usage=dataclasses.asdict(usage),
             budgets={name: dataclasses.asdict(m.budget) for name, m in meters.items()},
@@ -161,6 +190,30 @@ async def _best_so_far(ctx: Context) -> Result:
     if not done:
         return Result(answer=None)
     return Result.vote(await ctx.candidates(done))
+
+
+def _check_resettable(backend: Backend) -> PrefixCache:
+    """`backend` as one that can empty its prefix cache (a reproducible run needs that)."""
+    if not isinstance(backend, PrefixCache):
+        raise ConfigError(
+            f"a deterministic run empties each engine's prefix cache before each problem, and "
+            f"backend {backend.name!r} ({type(backend).__name__}) cannot; use the in-process "
+            "engine (backend vllm), or run without deterministic"
+        )
+    return backend
+
+
+_TURNS: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
+
+
+def _turn(backend: Backend) -> asyncio.Lock:
+    """The lock that gives deterministic runs on `backend` their turn (one per event loop)."""
+    loop = asyncio.get_running_loop()
+    held = _TURNS.get(id(backend))
+    if held is None or held[0] is not loop:
+        held = (loop, asyncio.Lock())
+        _TURNS[id(backend)] = held
+    return held[1]
 
 
 def _routed(backend: Backend, problem_id: str) -> Backend:

@@ -100,6 +100,9 @@ class Run(BaseModel):
     """Each named backend's engine (empty when there is only one backend)."""
     seed: int | None = None
     """Run seed the per-request seeds derive from."""
+    deterministic: bool = False
+    """Run in reproducible mode (`Controller.deterministic`): requests one at a time, each
+    problem from an empty prefix cache."""
     budget: dict[str, float | None] = Field(default_factory=dict)
     """The budget's lines."""
     usage: dict[str, int | float] = Field(default_factory=dict)

@@ -5,9 +5,10 @@ touches the world only through its `Context`: ``ctx.generate`` for whole samples
 ``ctx.trace`` to watch them stream (every call is held and settled on the budget's `Ledger`
 and recorded), ``ctx.verify`` for answers and scores, ``ctx.rng`` for randomness. It sees the
 problem without its gold answer (`Problem.without_gold`). Work it runs concurrently goes through
-``ctx.generate_all`` or `reasoning.concurrency` (``run_all``, ``task_group``), never
+``ctx.generate_all`` or ``ctx.run_all`` (or `reasoning.concurrency`'s ``task_group``), never
 ``asyncio.gather``: a budget stop or an error then cancels the siblings, so no request outlives
-its problem.
+its problem; in a reproducible run (``Controller(deterministic=True)``) ``ctx.run_all`` awaits
+them in order instead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import functools
 import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -41,7 +42,7 @@ from reasoning.backend import (
     collect_stream,
 )
 from reasoning.budget import Charge, Ledger, Meter
-from reasoning.concurrency import run_all
+from reasoning.concurrency import run_all, run_in_order
 from reasoning.errors import (
     BudgetExhausted,
     CapabilityError,
@@ -54,6 +55,8 @@ from reasoning.selection import TieBreak, majority_vote
 from reasoning.trace import Trace
 
 __all__ = ["Context", "Result", "Strategy", "Verdict", "Verifier", "request_seed"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,10 @@ class Context:
     solutions): what a budget stop returns instead of a vote over the samples finished so far."""
     scope: str = ""
     """Where in a composition this context runs (`derive`): its requests' seeds derive from it."""
+    deterministic: bool = False
+    """Reproducible mode (`Controller.deterministic`): `run_all` and `generate_all` await one
+    after another, so every request reaches the engine alone and its batches never depend on
+    arrival timing."""
     _requests: int = 0
     ledger: Ledger = field(init=False, repr=False)
     """Holds and settles every call on `meter` and the named backend's own meter in `meters`."""
@@ -393,15 +400,22 @@ class Context:
         finally:
             charge.settle(0)
 
+    async def run_all(self, *awaitables: Awaitable[T]) -> list[T]:
+        """Await `awaitables` concurrently, so the engine batches their requests; results in order.
+
+        A budget stop or an error in one cancels the others in the engine and waits until they
+        have ended (`reasoning.concurrency.run_all`): nothing of the problem keeps decoding. In
+        `deterministic` mode they run one after another, in order (`run_in_order`).
+        """
+        if self.deterministic:
+            return await run_in_order(*awaitables)
+        return await run_all(*awaitables)
+
     async def generate_all(
         self, requests: Sequence[Request], backend: str | None = None
     ) -> list[list[Completion]]:
-        """Run several requests concurrently so the engine batches them.
-
-        A budget stop or an error in one cancels the others in the engine and waits until they
-        have ended (`reasoning.concurrency.run_all`): nothing of the problem keeps decoding.
-        """
-        return await run_all(*(self.generate(r, backend) for r in requests))
+        """Run several requests concurrently so the engine batches them (`run_all`)."""
+        return await self.run_all(*(self.generate(r, backend) for r in requests))
 
     async def verify(self, texts: Sequence[str]) -> list[Verdict]:
         """Answers and scores of `texts` from the run's verifier.

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from reasoning import STRATEGIES, Candidate, Completion, Context, Problem, Result
-from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.advantage import router_prefix
 from reasoning.probes.probe import Probe, load_probe, model_of
@@ -132,7 +131,7 @@ class Arbitrage:
             return Result.vote(done) if done else Result(answer=None)
 
         ctx.best_so_far = best_so_far
-        return Result.vote(await run_all(*(self.trace(ctx, probe, tau, done) for _ in range(self.n))))
+        return Result.vote(await ctx.run_all(*(self.trace(ctx, probe, tau, done) for _ in range(self.n))))
 
     async def route(self, ctx: Context, probe: Probe | None, steps: Sequence[str], step: str) -> float:
         """The router's output for the draft's new `step` (probe: P(target better); judge: 0-9)."""

@@ -51,7 +51,6 @@ from typing import Literal
 import numpy as np
 
 from reasoning import STRATEGIES, Candidate, Completion, Context, Problem, Result, Sampling
-from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.atts_calibration import (
     DRAFT,
@@ -146,7 +145,7 @@ class ATTS:
             s.answer, s.score, s.seconds = verdict.answer, verdict.score, time.monotonic() - s.start
             s.finished = True
 
-        await run_all(*(run(s) for s in samples))
+        await ctx.run_all(*(run(s) for s in samples))
         return Result.vote([s.candidate() for s in samples])
 
     async def sample(self, ctx: Context, calibration: np.ndarray, s: _Sample) -> None:

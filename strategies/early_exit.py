@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling
-from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import read_answer
@@ -54,7 +53,7 @@ class EarlyExit(Sampled):
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Run n traces concurrently, each exiting early on its own, then vote."""
         probe = load_probe(self.probe, model_of(ctx), "exit")
-        return Result.vote(await run_all(*(self.trace(ctx, probe) for _ in range(self.n))))
+        return Result.vote(await ctx.run_all(*(self.trace(ctx, probe) for _ in range(self.n))))
 
     async def trace(self, ctx: Context, probe: Probe) -> Candidate:
         """One trace with online exits."""

@@ -40,7 +40,6 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from reasoning import STRATEGIES, Candidate, Context, Problem, Result
-from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.probes.trajectory import SIGNALS, Layers, Signal, Signals, confidence, lt_signals, standardise
 from reasoning.strategies.sampled import Sampled
@@ -131,7 +130,7 @@ class LTSelect(Sampled):
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Sample n traces, read their hidden states concurrently, select."""
         traces = await ctx.generate(ctx.request(self.sampling(self.n)))
-        rows = await run_all(
+        rows = await ctx.run_all(
             *(trace_signals(ctx, self.layers, t.text, t.output_tokens, self.segment) for t in traces)
         )
         scores = confidences(rows, self.signal)

@@ -37,7 +37,6 @@ from typing import Literal
 
 from reasoning import STRATEGIES, Candidate, Context, Message, Problem, Request, Result
 from reasoning.compose import Inner, build_optional, needs_hidden_states
-from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.strategies.sampled import Sampled
 from reasoning.strategy import Verdict, to_candidate
@@ -165,7 +164,7 @@ class PDR(Sampled):
             tokens = [None if c.logprobs is None else tuple(t.token for t in c.logprobs) for c in completions]
             return [([c], 0, t) for c, t in zip(await ctx.candidates(completions), tokens, strict=True)]
         inner = self.inner
-        runs = await run_all(*(inner(problem, ctx.derive(f"r{r}d{i}", messages)) for i in range(m)))
+        runs = await ctx.run_all(*(inner(problem, ctx.derive(f"r{r}d{i}", messages)) for i in range(m)))
         return [
             (list(run.candidates), run.chosen if run.chosen is not None else len(run.candidates) - 1, None)
             for run in runs

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from reasoning import STRATEGIES, Candidate, Context, Problem, Result
 from reasoning.compose import Inner, build_optional, needs_hidden_states
-from reasoning.concurrency import run_all
 from reasoning.errors import ConfigError
 from reasoning.strategies.sampled import Sampled
 
@@ -70,7 +69,7 @@ class SelfConsistency(Sampled):
             return self.voted(runs)
 
         ctx.best_so_far = best_so_far
-        return self.voted(await run_all(*(path(i) for i in range(self.n))))
+        return self.voted(await ctx.run_all(*(path(i) for i in range(self.n))))
 
     @staticmethod
     def voted(runs: list[Result]) -> Result:

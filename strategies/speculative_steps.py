@@ -7,7 +7,7 @@ own meter (``run.usage_by_backend``). A trace is one text that only ever grows: 
 continues it byte for byte, so the prefix cache serves everything but the newest piece.
 
 `Speculative` holds what both share: the pair's backend names, ``n`` traces run concurrently
-(`reasoning.concurrency.run_all`) and then majority-voted (`Result.vote`: self-consistency
+(`Context.run_all`) and then majority-voted (`Result.vote`: self-consistency
 over speculative traces), the step sampling, and the final answer. `Tally` counts what one
 trace spent per role; `Speculative.candidate` turns a finished trace into its record.
 
@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from reasoning import Candidate, Completion, ConfigError, Context, Request, Result, Sampling
-from reasoning.concurrency import run_all
 from reasoning.strategies.step_tree import ANSWER_PHRASE, FORCED_ANSWER_TOKENS, is_final_step
 
 __all__ = ["Speculative", "Tally", "ended_text"]
@@ -124,7 +123,7 @@ class Speculative:
             return candidate
 
         ctx.best_so_far = best_so_far
-        return Result.vote(await run_all(*(one() for _ in range(self.n))))
+        return Result.vote(await ctx.run_all(*(one() for _ in range(self.n))))
 
     async def candidate(
         self, ctx: Context, tally: Tally, text: str, finish: str, scores: dict[str, float]

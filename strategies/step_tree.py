@@ -269,10 +269,13 @@ class StepTree:
             texts[i] = text
         ended = [i for i, f in enumerate(finished) if f]
         asked = [(s.delimiter.join(p),) if s.aggregation == "model" else p for p in paths] if scored else []
-        async with task_group() as group:
-            verifying = group.create_task(self._verify([texts[i] for i in ended]))
-            scoring = group.create_task(self._score(asked))
-        verdicts, raw = verifying.result(), scoring.result()
+        if self.ctx.deterministic:  # one after the other: no batch depends on arrival timing
+            verdicts, raw = await self._verify([texts[i] for i in ended]), await self._score(asked)
+        else:
+            async with task_group() as group:
+                verifying = group.create_task(self._verify([texts[i] for i in ended]))
+                scoring = group.create_task(self._score(asked))
+            verdicts, raw = verifying.result(), scoring.result()
         answers: list[Verdict] = [Verdict(answer=None) for _ in paths]
         for i, verdict in zip(ended, verdicts, strict=True):
             answers[i] = verdict

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from reasoning import Context, Message, Problem, Request, Sampling
-from reasoning.concurrency import run_all
 from reasoning.errors import VerifierError
 from reasoning.strategy import ExtractAnswer, Verdict
 from reasoning.verifiers.judge import yes_probability
@@ -121,7 +120,7 @@ class RewardModelScorer:
             Message("user", ctx.problem.question),
         )
         conversations = [(*head, Message("assistant", "".join(s + tag for s in path))) for path in paths]
-        rows = await run_all(*(ctx.step_rewards(c, self.backend) for c in conversations))
+        rows = await ctx.run_all(*(ctx.step_rewards(c, self.backend) for c in conversations))
         out = []
         for path, row in zip(paths, rows, strict=True):
             if row.ndim != 2 or row.shape[0] != len(path) or row.shape[1] <= self.positive:

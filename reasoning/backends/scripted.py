@@ -110,6 +110,12 @@ class ScriptedBackend:
         """Requests closed before all their samples finished."""
         self.decoded_tokens: int = 0
         """Tokens streamed in total."""
+        self.streaming: int = 0
+        """Requests streaming right now."""
+        self.peak_streaming: int = 0
+        """Most requests that were ever streaming at once (1: they never overlapped)."""
+        self.prefix_resets: int = 0
+        """Times the prefix cache was emptied (`reset_prefix_cache`)."""
         self._samples = 0
         self._seen: list[list[str]] = []
 
@@ -192,6 +198,11 @@ class ScriptedBackend:
             return float(self._speeds)
         return float(self._speeds[number % len(self._speeds)])
 
+    async def reset_prefix_cache(self) -> None:
+        """Forget every prompt seen: later requests report no cached tokens."""
+        self._seen.clear()
+        self.prefix_resets += 1
+
     def _cached(self, prompt: list[str]) -> int:
         best = 0
         for seen in self._seen:
@@ -219,6 +230,8 @@ class ScriptedBackend:
         positions = [0] * sampling.n
         finished = [False] * sampling.n
         elapsed = 0.0
+        self.streaming += 1
+        self.peak_streaming = max(self.peak_streaming, self.streaming)
         try:
             while not all(finished):
                 # The next token comes from the sample whose next token is due first.
@@ -251,6 +264,7 @@ class ScriptedBackend:
                     finished[i] = True
                     yield Chunk(i, "", 0, len(prompt), cached, finish_reason=reason, stop_string=stopped)
         finally:
+            self.streaming -= 1
             if not all(finished):
                 self.cancelled += 1
 

@@ -260,9 +260,13 @@ class VLLMBackend:
         return self.stats.decoded_tokens
 
     async def reset_prefix_cache(self) -> None:
-        """Empty the engine's prefix cache (benchmarks compare arms from a cold cache)."""
+        """Empty the engine's prefix cache (a reproducible run, or benchmark arms, start cold).
+
+        Raises:
+            BackendError: The engine refused: requests of another caller are running on it.
+        """
         if self._engine is not None:
-            await self._engine.reset_prefix_cache()
+            await empty_prefix_cache(self._engine, self.name)
 
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
@@ -536,6 +540,26 @@ def _stat_logger_factory(stats: EngineStats) -> Any:
             pass
 
     return DecodedTokenLogger
+
+
+async def empty_prefix_cache(engine: Any, backend: str) -> None:
+    """Empty `engine`'s prefix cache.
+
+    The engine refuses while a request holds cache blocks; an aborted request frees them within
+    a step or two, so the reset is retried for up to a second.
+
+    Raises:
+        BackendError: The engine still refused (requests of another caller are running on it).
+    """
+    for _ in range(50):
+        if await engine.reset_prefix_cache() is not False:
+            return
+        await asyncio.sleep(0.02)
+    raise BackendError(
+        "the engine refused to empty its prefix cache: requests are still running on it "
+        "(a reproducible run needs the engine to itself)",
+        backend=backend,
+    )
 
 
 def _shutdown(engine: Any) -> None:

@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from reasoning.backend import Chunk, Request
-from reasoning.backends.vllm_local import _backend_error, _check_memory, _configure_cpu_environment, _shutdown
+from reasoning.backends.vllm_local import (
+    _backend_error,
+    _check_memory,
+    _configure_cpu_environment,
+    _shutdown,
+    empty_prefix_cache,
+)
 from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
 from reasoning.hardware import choose_dtype
@@ -173,6 +179,15 @@ class VLLMRewardBackend:
         """A pooling engine does not generate: always raises `CapabilityError`."""
         raise CapabilityError("generation", self.name, "vllm, openai (a PRM backend only scores steps)")
         yield  # pragma: no cover  (makes this an async generator)
+
+    async def reset_prefix_cache(self) -> None:
+        """Empty the PRM engine's prefix cache (a reproducible run starts each problem cold).
+
+        Raises:
+            BackendError: The engine refused: requests of another caller are running on it.
+        """
+        if self._engine is not None:
+            await empty_prefix_cache(self._engine, self.name)
 
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
