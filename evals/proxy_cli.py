@@ -78,6 +78,14 @@ def proxy(
     hidden_states: Annotated[
         bool, typer.Option("--hidden-states", help="Start the engine with hidden states (probe strategies).")
     ] = False,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let a local model folder run the Python code its config names (auto_map); "
+            "refused without this flag.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and access logs.")] = False,
 ) -> None:
     """Serve test-time strategies behind an OpenAI-compatible API (/v1/chat/completions, ...).
@@ -103,7 +111,7 @@ def proxy(
     _strategy_check(strategy)  # bad settings fail before the engine starts
     listening = _bind(host, port)
     engine = _start(backend, model, base_url, upstream_api_key, script, script_seconds_per_token,
-                    kv_cache_gb, max_model_len, dtype, hidden_states)  # fmt: skip
+                    kv_cache_gb, max_model_len, dtype, hidden_states, trust_remote_code)  # fmt: skip
     try:
         served = str(getattr(engine, "model", "") or engine.name)
         settings = ProxySettings(
@@ -202,6 +210,7 @@ def _start(
     max_model_len: int | None,
     dtype: str,
     hidden_states: bool,
+    trust_remote_code: bool = False,
 ) -> Any:
     """The backend the proxy serves."""
     from reasoning.evals.cli import _resolve_with_progress, _server_backend, err
@@ -218,13 +227,18 @@ def _start(
     from reasoning.backends.vllm_local import VLLMBackend
     from reasoning.config import EngineConfig
 
-    settings: dict[str, Any] = {"model": model, "dtype": dtype, "hidden_states": hidden_states}
+    settings: dict[str, Any] = {
+        "model": model,
+        "dtype": dtype,
+        "hidden_states": hidden_states,
+        "trust_remote_code": trust_remote_code,
+    }
     if kv_cache_gb is not None:
         settings["kv_cache_gb"] = kv_cache_gb
     if max_model_len is not None:
         settings["max_model_len"] = max_model_len
     config = EngineConfig(**settings)
-    _resolve_with_progress(config.model)
+    _resolve_with_progress(config.model, config.trust_remote_code)
     with err.status(f"starting the vLLM engine for {config.model or 'the default model'} ..."):
         return VLLMBackend.from_config(config)
 

@@ -319,6 +319,9 @@ def test_a_model_folder_asking_for_remote_code_is_refused(
     assert "--trust-remote-code" in text
     code, text = invoke("serve", "--model", str(folder))
     clear_cli_error(code, text)
+    code, text = invoke("proxy", "--model", str(folder), "--port", "0")
+    clear_cli_error(code, text)
+    assert "--trust-remote-code" in text
 
 
 def test_trust_remote_code_is_passed_on_when_asked(tmp_path: Path, no_engine: None) -> None:
@@ -335,6 +338,8 @@ def test_trust_remote_code_is_passed_on_when_asked(tmp_path: Path, no_engine: No
         "solve", "--question", "2+2?", "--model", str(folder), "-s", "single", "--trust-remote-code"
     )
     assert "an engine was about to start" in text  # past the check: the engine is next
+    _code, text = invoke("proxy", "--model", str(folder), "--port", "0", "--trust-remote-code")
+    assert "an engine was about to start" in text
 
 
 def test_a_model_folder_with_a_broken_config_is_refused(tmp_path: Path) -> None:

@@ -128,6 +128,7 @@ def test_record_is_complete_and_serialisable(problem: Problem) -> None:
         "engine": lambda v: v == {},
         "engines": lambda v: v == {},
         "seed": lambda v: v == 1,
+        "deterministic": lambda v: v is False,
         "budget": lambda v: v["output_tokens"] == 100 and set(v) >= {"calls", "prompt_tokens", "seconds"},
         "usage": lambda v: (v["calls"], v["samples"], v["output_tokens"]) == (1, 2, 2) and v["seconds"] >= 0,
         "budgets": lambda v: v == {},
