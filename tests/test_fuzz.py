@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -143,9 +145,18 @@ def test_spec_files_that_are_not_text_fail_clearly(tmp_path: Path) -> None:
 VALID_BOARD = {
     "name": "fuzz",
     "models": {"m": {"kind": "scripted", "script": "\\boxed{4}"}},
-    "datasets": [{"name": "gsm8k", "limit": 1}],
-    "entries": [{"strategy": "single"}],
+    "datasets": {"g": {"name": "gsm8k", "limit": 1}},
+    "entries": [{"name": "single", "strategy": "single"}],
 }
+
+
+def test_the_valid_leaderboard_is_valid(tmp_path: Path) -> None:
+    """The base the fuzzing below mutates validates and runs (else every case is trivially refused)."""
+    LeaderboardSpec.model_validate(VALID_BOARD)
+    config = tmp_path / "board.yaml"
+    config.write_text(yaml.safe_dump(VALID_BOARD), encoding="utf-8")
+    code, text = invoke("leaderboard", "run", str(config), "--store", str(tmp_path / "store.sqlite"))
+    assert code == 0, text
 
 
 @FUZZ
@@ -154,6 +165,25 @@ def test_random_leaderboard_specs_validate_or_fail_clearly(data: dict[str, objec
     for candidate in (data, {**VALID_BOARD, **data}):
         with contextlib.suppress(ReasoningError):
             LeaderboardSpec.model_validate(candidate)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(key=st.sampled_from([*VALID_BOARD, "budget", "seeds", "x"]), value=json_values)
+def test_mutated_leaderboard_files_through_the_cli(key: str, value: object) -> None:
+    """A leaderboard file with one setting replaced runs, or fails with one clear error before
+    anything is stored (no store, or an intact one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config, store = Path(tmp) / "board.yaml", Path(tmp) / "store.sqlite"
+        config.write_text(yaml.safe_dump({**VALID_BOARD, key: value}), encoding="utf-8")
+        code, text = invoke("leaderboard", "run", str(config), "--store", str(store))
+        assert "Traceback" not in text, text
+        if code != 0:
+            clear_cli_error(code, text)
+            if store.exists():  # opened before the error: still a readable store
+                with Store.open(store, create=False) as opened:
+                    opened.cells()
+        code, text = invoke("leaderboard", "report", str(config), "--store", str(store), "--out", tmp)
+        assert "Traceback" not in text and (code == 0 or "error" in text.lower()), text
 
 
 # -- CLI parameters ---------------------------------------------------------------------------
