@@ -1,9 +1,10 @@
 """What deterministic mode buys and costs: records that repeat, at the price of batching.
 
-A tree search sends its expansions (and its judge's requests) concurrently, so the batches the
+A tree search sends its expansions (and its judge's requests) concurrently, and vLLM fans a
+request's n samples out into requests that reach its scheduler one by one, so the batches the
 engine forms depend on arrival timing, and bfloat16 decoding on a CPU is not bit-identical across
-batch compositions. `Controller(deterministic=True)` sends one request at a time and starts each
-problem from an emptied prefix cache.
+batch compositions. `Controller(deterministic=True)` sends one request at a time, admits a
+request's samples in one scheduler step, and starts each problem from an emptied prefix cache.
 
 Two arms on one engine, side by side, each solving the same GSM8K problems --repeats times with
 the same seed: ``batched`` (the default; each repeat from an emptied prefix cache, problems one

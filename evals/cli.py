@@ -252,7 +252,7 @@ def solve(
             "--deterministic",
             help="Reproducible records: the same seed on the same engine and machine gives the same "
             "record (timings aside). Problems and requests run one at a time, each problem from an "
-            "empty prefix cache; slower (no batching across requests). In-process engines only.",
+            "empty prefix cache; slower (a request's samples still batch). In-process engines only.",
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,

@@ -29,6 +29,7 @@ __all__ = [
     "HIDDEN_STATES_OFFERED_BY",
     "PROMPT_LOGPROBS_OFFERED_BY",
     "REWARDS_OFFERED_BY",
+    "AdmitsAtOnce",
     "Assembler",
     "Backend",
     "Chunk",
@@ -212,6 +213,20 @@ class TokenCounter(Protocol):
 
     def prompt_tokens(self, request: Request) -> int:
         """Return the number of prompt tokens `request` will occupy."""
+        ...
+
+
+@runtime_checkable
+class AdmitsAtOnce(Protocol):
+    """Capability: stream a request whose samples all start decoding in the same engine step.
+
+    An engine may fan ``n`` samples out into requests that reach its scheduler one by one, so
+    some start a step later and the batches differ from run to run. A deterministic run
+    (`Controller.deterministic`) uses this when it can; otherwise it sends the samples one by one.
+    """
+
+    def stream_at_once(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """`Backend.stream`, with every sample admitted in one scheduler step."""
         ...
 
 

@@ -55,13 +55,16 @@ class Controller:
     deterministic: bool = False
     """Reproducible mode: the same seed on the same engine and machine gives the same record
     (timings aside), whatever else is run, for every strategy that does not stop on wall-clock
-    timing. Problems run one at a time on each engine (concurrent `run` calls wait their turn;
-    the wait is not charged to the budget), each engine's prefix cache is emptied before each
-    problem, and the requests a strategy sends together go one after another, in order
-    (`Context.run_all`), so no batch depends on arrival timing. It gives up batching across
-    requests (samples of one request still decode as a batch). Every backend must be able to
-    empty its prefix cache (`reasoning.backend.PrefixCache`: the in-process engines and the
-    scripted backend)."""
+    timing. An engine's numerics depend on the batch a request lands in, and batches depend on
+    arrival timing; so here no two requests share a batch. Problems run one at a time on each
+    engine (concurrent `run` calls wait their turn, uncharged), each engine's prefix cache is
+    emptied before each problem, the requests a strategy sends together go one after another in
+    order (`Context.run_all`), and a request's ``n`` samples, which an engine fans out one by
+    one (so they may start in different steps), are admitted in one scheduler step
+    (`reasoning.backend.AdmitsAtOnce`, the in-process engine) or else sent one after another.
+    It gives up batching across requests; a request's samples still decode as a batch. Every
+    backend must be able to empty its prefix cache (`reasoning.backend.PrefixCache`: the
+    in-process engines and the scripted backend)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.backend, Mapping):

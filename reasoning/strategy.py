@@ -28,6 +28,7 @@ from reasoning.backend import (
     HIDDEN_STATES_OFFERED_BY,
     PROMPT_LOGPROBS_OFFERED_BY,
     REWARDS_OFFERED_BY,
+    AdmitsAtOnce,
     Backend,
     Chunk,
     Completion,
@@ -181,7 +182,7 @@ class Context:
     """Where in a composition this context runs (`derive`): its requests' seeds derive from it."""
     deterministic: bool = False
     """Reproducible mode (`Controller.deterministic`): `run_all` and `generate_all` await one
-    after another, so every request reaches the engine alone and its batches never depend on
+    after another, and a request's samples start in one engine step, so no batch depends on
     arrival timing."""
     _requests: int = 0
     ledger: Ledger = field(init=False, repr=False)
@@ -262,8 +263,9 @@ class Context:
         decoded = cached = 0
         by_sample: dict[int, int] = {}  # tokens each sample decoded: the longest is on the critical path
         prompt_counted = charge.counted_prompt
+        source = _source(target, charge.request, self.deterministic)
         try:
-            async with contextlib.aclosing(target.stream(charge.request)) as chunks:
+            async with contextlib.aclosing(source) as chunks:
                 while True:
                     left, tightest = charge.seconds_left()
                     try:
@@ -466,6 +468,35 @@ class Context:
                     break
         cancelled = [c for c in trace.completions if c.finish_reason == "cancelled"]
         return finished, cancelled
+
+
+def _source(target: Backend, request: Request, deterministic: bool) -> AsyncGenerator[Chunk, None]:
+    """The chunks of `request`, from `target`.
+
+    In a deterministic run a request's samples start in one engine step (`AdmitsAtOnce`), or,
+    where the backend cannot promise that, go out one after another.
+    """
+    if not deterministic or request.sampling.n == 1:
+        return target.stream(request)
+    if isinstance(target, AdmitsAtOnce):
+        return target.stream_at_once(request)
+    return _samples_in_turn(target, request)
+
+
+async def _samples_in_turn(target: Backend, request: Request) -> AsyncGenerator[Chunk, None]:
+    """The samples of `request` as single-sample requests, one after another (deterministic mode).
+
+    An engine fans ``n`` samples out into ``n`` requests that reach its scheduler one by one,
+    so they may start in different steps, and the batches (and a CPU's bfloat16 numerics) vary
+    from run to run. Sample ``i`` gets seed ``seed + i``, as vLLM seeds its own fan-out, and
+    its chunks keep index ``i``.
+    """
+    seed = request.sampling.seed
+    for i in range(request.sampling.n):
+        single = request.with_sampling(n=1, seed=None if seed is None else seed + i)
+        async with contextlib.aclosing(target.stream(single)) as chunks:
+            async for chunk in chunks:
+                yield replace(chunk, index=i)
 
 
 def request_seed(run_seed: int, problem_id: str, number: int) -> int:

@@ -3,7 +3,10 @@
 The mechanism is asserted, not the engine's numerics (tests/test_reproducible_engine.py runs it on
 the real engine): in deterministic mode no two requests are ever in flight at once, problems take
 turns on an engine, each problem starts from an emptied prefix cache, and what is sampled (the
-requests and their seeds) is exactly what the batched mode samples.
+prompts and the seeds) is exactly what the batched mode samples. The scripted backend cannot
+admit a request's samples in one step (`AdmitsAtOnce`, the in-process engine can), so its
+``n`` samples go out as ``n`` requests, one after another; a backend that can gets the request
+whole.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import warnings
+from collections.abc import AsyncGenerator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,7 @@ import pytest
 from conftest import invoke
 
 from reasoning import Budget, ConfigError, Controller, Problem, ScriptedBackend
-from reasoning.backend import Chunk, Request
+from reasoning.backend import AdmitsAtOnce, Chunk, Request
 from reasoning.compose import build
 from reasoning.concurrency import run_in_order
 from reasoning.errors import BackendError
@@ -96,11 +101,39 @@ async def test_tree_search_sends_one_request_at_a_time(spec: str) -> None:
     assert serial.peak_streaming == 1
     assert batched.peak_streaming > 1, "the batched mode should overlap requests (else this proves nothing)"
     assert run.deterministic and not free.deterministic
-    # Only the scheduling changed: the same requests, with the same seeds, in the same order.
-    sent = [[(r.prefix, r.sampling) for r in b.requests] for b in (serial, batched)]
-    assert sent[0] == sent[1]
+    # Only the scheduling changed: the same samples, with the same seeds, in the same order (a
+    # request's n samples as n requests, seeded seed + i like an engine's own fan-out).
+    assert [(r.prefix, r.sampling) for r in serial.requests] == [
+        (r.prefix, replace(r.sampling, n=1, seed=r.sampling.seed + i))
+        for r in batched.requests
+        for i in range(r.sampling.n)
+    ]
     assert [c.text for c in run.candidates] == [c.text for c in free.candidates]
     assert run.answer == free.answer == "42"
+
+
+class AtOnce(ScriptedBackend):
+    """A scripted backend that can admit a request's samples in one step (`AdmitsAtOnce`)."""
+
+    def __init__(self) -> None:
+        super().__init__(steps, seconds_per_token=0.001)
+        self.at_once: list[Request] = []
+
+    def stream_at_once(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        self.at_once.append(request)
+        return self.stream(request)
+
+
+async def test_a_backend_that_admits_samples_at_once_gets_the_request_whole() -> None:
+    engine, batched = AtOnce(), backend()
+    search = build("beam-search(n=4, width=2, scorer=verifier)")
+    run = await Controller(engine, verifier=SCORER, seed=5, deterministic=True).run(PROBLEM, search)
+    await Controller(batched, verifier=SCORER, seed=5).run(PROBLEM, search)
+    assert isinstance(engine, AdmitsAtOnce)
+    assert engine.peak_streaming == 1 and run.answer == "42"
+    assert engine.at_once == [r for r in engine.requests if r.sampling.n > 1] != []
+    sent = [[(r.prefix, r.sampling) for r in b.requests] for b in (engine, batched)]
+    assert sent[0] == sent[1]
 
 
 async def test_a_judge_scorer_is_asked_one_request_at_a_time() -> None:
@@ -116,8 +149,9 @@ async def test_compositions_run_their_inner_strategies_in_turn() -> None:
     spec = "self-consistency(n=3, inner=best-of-n(n=2))"
     run = await Controller(engine, seed=2, deterministic=True).run(PROBLEM, build(spec))
     assert engine.peak_streaming == 1
-    samples = [r for r in engine.requests if r.sampling.n == 2]  # a request's samples still batch
-    assert len(samples) == 3 and len(run.candidates) == 6
+    samples = [r for r in engine.requests if r.sampling.temperature > 0]  # not the judge's
+    assert [r.sampling.n for r in samples] == [1] * 6 and len(run.candidates) == 6
+    assert run.usage["calls"] == 3 + 6  # three sampling calls of two samples, six judge calls
 
 
 # -- problems on one engine -------------------------------------------------------------------------
@@ -127,9 +161,7 @@ async def test_problems_take_turns_each_from_an_empty_prefix_cache() -> None:
     engine = backend(seconds=0.002)
     controller = Controller(engine, verifier=SCORER, deterministic=True)
     problems = [Problem(f"p{i}", PROBLEM.question) for i in range(4)]
-    runs = await asyncio.wait_for(
-        _gather(controller.run(p, build("beam(n=4, width=2, scorer=verifier)")) for p in problems), 60
-    )
+    runs = await asyncio.wait_for(_gather(controller.run(p, build("single")) for p in problems), 60)
     assert engine.peak_streaming == 1
     assert engine.prefix_resets == 4
     # Each problem's first request found the cache empty, though every problem has the same prompt.
