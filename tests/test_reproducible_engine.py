@@ -46,8 +46,8 @@ OTHER = Problem(id="other", question="A box holds 5 pens. How many pens are in 3
 @pytest.mark.parametrize(
     "spec",
     [
-        "self-consistency(n=3, max_tokens=24, temperature=0.8)",  # parallel
-        "budget-forcing(max_tokens=24, extend=1, temperature=0.8)",  # sequential
+        "self-consistency(n=3, max_tokens=16, temperature=0.8)",  # parallel
+        "budget-forcing(max_tokens=16, extend=1, temperature=0.8)",  # sequential
         "spec-reason(token_budget=32, step_tokens=12, answer_tokens=8)",  # speculative (draft, target)
         "beam-search(n=4, width=2, step_tokens=8, max_steps=2)",  # tree search, judged by the engine
     ],
