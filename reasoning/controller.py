@@ -56,7 +56,7 @@ class Controller:
     """Reproducible mode: the same seed on the same engine and machine gives the same record
     (timings aside), whatever else is run, for every strategy that does not stop on wall-clock
     timing. An engine's numerics depend on the batch a request lands in, and batches depend on
-    arrival timing; so here no two requests share a batch. Problems run one at a time on each
+    arrival timing; so here no batch depends on timing. Problems run one at a time on each
     engine (concurrent `run` calls wait their turn, uncharged), each engine's prefix cache is
     emptied before each problem, the requests a strategy sends together go one after another in
     order (`Context.run_all`), and a request's ``n`` samples, which an engine fans out one by
