@@ -21,22 +21,12 @@ import argparse
 import asyncio
 import json
 import time
-from typing import Any
 
 from reasoning import Controller
 from reasoning.backends.vllm_local import VLLMBackend
 from reasoning.compose import build
 from reasoning.evals.datasets import load_dataset
-
-CLOCK = {"seconds", "busy_seconds", "started_at"}
-
-
-def _without_clock(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_clock(v) for k, v in value.items() if k not in CLOCK}
-    if isinstance(value, list):
-        return [_without_clock(v) for v in value]
-    return value
+from reasoning.record import without_clock
 
 
 async def arm(backend: VLLMBackend, args: argparse.Namespace, deterministic: bool) -> tuple[int, float]:
@@ -50,7 +40,7 @@ async def arm(backend: VLLMBackend, args: argparse.Namespace, deterministic: boo
         controller = Controller(backend, seed=args.seed, deterministic=deterministic)
         for problem in problems:
             run = await controller.run(problem, strategy)
-            seen[problem.id].add(json.dumps(_without_clock(run.model_dump(mode="json")), sort_keys=True))
+            seen[problem.id].add(json.dumps(without_clock(run), sort_keys=True))
     seconds = (time.monotonic() - start) / (args.repeats * len(problems))
     return sum(len(records) == 1 for records in seen.values()), seconds
 

@@ -22,6 +22,7 @@ from reasoning.compose import build
 from reasoning.concurrency import run_all
 from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, ConfigError
+from reasoning.evals.options import TrustRemoteCodeOption
 from reasoning.evals.spec import (
     DEFAULT_SCRIPT,
     BackendSpec,
@@ -223,14 +224,7 @@ def solve(
             "`reasoning doctor` says why), bfloat16, float16 or float32."
         ),
     ] = None,
-    trust_remote_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-remote-code",
-            help="Let a local model folder run the Python code its config names (auto_map); "
-            "refused without this flag.",
-        ),
-    ] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -698,14 +692,7 @@ def serve(
         Path | None, typer.Option(help="Write the server's log here (default: a temp file).")
     ] = None,
     dtype: DtypeOption = "auto",
-    trust_remote_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-remote-code",
-            help="Let a local model folder run the Python code its config names (auto_map); "
-            "refused without this flag.",
-        ),
-    ] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server's log here.")] = False,
 ) -> None:
     """Start a vLLM OpenAI-compatible server for a model; Ctrl-C stops it."""

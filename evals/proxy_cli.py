@@ -14,6 +14,7 @@ import typer
 
 from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
+from reasoning.evals.options import TrustRemoteCodeOption
 
 __all__ = ["proxy"]
 
@@ -78,14 +79,7 @@ def proxy(
     hidden_states: Annotated[
         bool, typer.Option("--hidden-states", help="Start the engine with hidden states (probe strategies).")
     ] = False,
-    trust_remote_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-remote-code",
-            help="Let a local model folder run the Python code its config names (auto_map); "
-            "refused without this flag.",
-        ),
-    ] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and access logs.")] = False,
 ) -> None:
     """Serve test-time strategies behind an OpenAI-compatible API (/v1/chat/completions, ...).

@@ -16,13 +16,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["FORMAT_VERSION", "Candidate", "Run", "library_versions"]
+__all__ = ["CLOCK_FIELDS", "FORMAT_VERSION", "Candidate", "Run", "library_versions", "without_clock"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bumped whenever a field of `Run` is added or changes meaning or order.
 
 2: `Run.spec` (the run spec a ``reasoning solve`` row was solved under). Rows of version 1 read
-as they are (their `spec` empty) and resume as before."""
+as they are (their `spec` empty) and resume as before.
+3: `Run.deterministic`. Rows of earlier versions read as not deterministic."""
+
+CLOCK_FIELDS = frozenset({"seconds", "busy_seconds", "started_at"})
+"""The fields of a record (at any depth) that read the clock: all a deterministic run may vary."""
 
 
 @dataclass(frozen=True)
@@ -140,3 +144,21 @@ def library_versions() -> dict[str, str]:
             except metadata.PackageNotFoundError:
                 continue
     return dict(_VERSIONS)
+
+
+def without_clock(run: Run) -> dict[str, Any]:
+    """`run` as JSON values without its `CLOCK_FIELDS`, at any depth.
+
+    Two runs of one problem with the same seed on the same engine and machine in deterministic
+    mode (`reasoning.Controller.deterministic`) give equal values.
+    """
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in CLOCK_FIELDS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    stripped: dict[str, Any] = strip(run.model_dump(mode="json"))
+    return stripped

@@ -23,23 +23,13 @@ import pytest
 from reasoning import Controller, Problem
 from reasoning.compose import build
 from reasoning.concurrency import run_all
+from reasoning.record import without_clock
 
 pytestmark = pytest.mark.engine
 
 PROBLEM = Problem(
     id="repro", question="Tom has 3 apples and buys 4 more. How many apples does he have?", answer="7"
 )
-CLOCK = {"seconds", "busy_seconds", "started_at"}
-
-
-def _without_clock(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_clock(v) for k, v in value.items() if k not in CLOCK}
-    if isinstance(value, list):
-        return [_without_clock(v) for v in value]
-    return value
-
-
 OTHER = Problem(id="other", question="A box holds 5 pens. How many pens are in 3 boxes?", answer="15")
 QUICK = build("self-consistency(n=2, max_tokens=8)")
 
@@ -64,4 +54,4 @@ async def test_same_seed_same_record(engine: Any, spec: str) -> None:
     if spec.startswith("beam"):
         judged = [c for c in first.candidates if "step_score" in c.scores]
         assert len(first.candidates) > 4 and judged, "a search of more than one step, scored by the judge"
-    assert _without_clock(first.model_dump(mode="json")) == _without_clock(second.model_dump(mode="json"))
+    assert without_clock(first) == without_clock(second)
