@@ -72,15 +72,20 @@ async def main(args: argparse.Namespace) -> None:
             rates.append(float(exits.mean()))
             exits_total += int(exits.sum())
             unsafe_total += int(test_unsafe.sum())
-        r = np.array(rates)
-        half = 1.96 * r.std(ddof=1) / math.sqrt(len(r))
-        lo, hi = np.percentile(r, [2.5, 97.5])
-        wl, wh = wilson(exits_total, unsafe_total)
-        print(
-            f"{alpha:5.2f}  {r.mean():.3f} [{r.mean() - half:.3f}, {r.mean() + half:.3f}]"
-            f"        {lo:.3f}-{hi:.3f}                {(r > alpha).mean():.2f}"
-            f"          [{wl:.3f}, {wh:.3f}]"
-        )
+        print(split_row(alpha, rates, exits_total, unsafe_total))
+
+
+def split_row(alpha: float, rates: list[float], hits: int, seen: int) -> str:
+    """One alpha's row: mean rate over splits [95% CI], single-split range, share above alpha, Wilson."""
+    r = np.array(rates)
+    half = 1.96 * r.std(ddof=1) / math.sqrt(len(r))
+    lo, hi = np.percentile(r, [2.5, 97.5])
+    wl, wh = wilson(hits, seen)
+    return (
+        f"{alpha:5.2f}  {r.mean():.3f} [{r.mean() - half:.3f}, {r.mean() + half:.3f}]"
+        f"        {lo:.3f}-{hi:.3f}                {(r > alpha).mean():.2f}"
+        f"          [{wl:.3f}, {wh:.3f}]"
+    )
 
 
 if __name__ == "__main__":

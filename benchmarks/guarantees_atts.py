@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 
 import numpy as np
+from guarantees import split_row
 
 from reasoning import Controller
 from reasoning.backends.vllm_local import VLLMBackend
 from reasoning.evals.datasets import load_dataset
-from reasoning.evals.leaderboard.stats import wilson
 from reasoning.probes.atts_calibration import ChunkSettings, collect_calibration, p_value
 
 
@@ -55,15 +54,7 @@ async def main(args: argparse.Namespace) -> None:
             rates.append(float(over.mean()))
             taken += int(over.sum())
             seen += len(over)
-        r = np.array(rates)
-        ci = 1.96 * r.std(ddof=1) / math.sqrt(len(r))
-        lo, hi = np.percentile(r, [2.5, 97.5])
-        wl, wh = wilson(taken, seen)
-        print(
-            f"{alpha:5.2f}  {r.mean():.3f} [{r.mean() - ci:.3f}, {r.mean() + ci:.3f}]"
-            f"        {lo:.3f}-{hi:.3f}                {(r > alpha).mean():.2f}"
-            f"          [{wl:.3f}, {wh:.3f}]"
-        )
+        print(split_row(alpha, rates, taken, seen))
 
 
 if __name__ == "__main__":
