@@ -2,6 +2,8 @@
 
 `extract_answer` tries, in order: the last ``\\boxed{...}`` (balanced braces), a GSM8K-style
 ``#### x`` line, ``The answer is x`` / ``Answer: x``, and finally the last number in the text.
+`written_answer` is the same without the last-number fallback and without the text's last line
+unless it ended: what a sample cut short (``length``) states in full, if anything.
 `normalize_answer` makes a key under which equivalent surface forms vote together
 (``$1,000.00`` and ``1000`` give ``1000``).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_answer", "extract_boxed", "normalize_answer"]
+__all__ = ["extract_answer", "extract_boxed", "normalize_answer", "written_answer"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _HASHES = re.compile(r"####\s*([^\n]+)")
@@ -54,6 +56,30 @@ def extract_answer(text: str) -> str | None:
             return str(found[-1]).strip().rstrip(".")
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
+
+
+def written_answer(text: str) -> str | None:
+    """The answer `text` states in full, for a text that may have been cut mid-word.
+
+    A closed ``\\boxed{...}`` counts; so do ``#### x``, ``the answer is x`` and ``Answer: x`` on
+    a line the text went on past (a cut last line might have said ``3`` of ``30``); the last
+    number of the text does not.
+
+    Example:
+        >>> written_answer("so \\\\boxed{7} and then"), written_answer("x = 148 w149")
+        ('7', None)
+        >>> written_answer("The answer is 30.\\nCheck"), written_answer("The answer is 3")
+        ('30', None)
+    """
+    boxed = extract_boxed(text)
+    if boxed:
+        return boxed
+    ended = text[: text.rfind("\n") + 1]
+    for pattern in (_HASHES, _ANSWER_IS, _ANSWER_COLON):
+        found = pattern.findall(ended)
+        if found:
+            return str(found[-1]).strip().rstrip(".")
+    return None
 
 
 def _number(text: str) -> str | None:

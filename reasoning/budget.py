@@ -8,6 +8,17 @@ Reservations are held until the call ends, so concurrent calls cannot overspend 
 a strategy cannot exceed its budget by construction. `Meter.settle` replaces the reservation
 with what was actually spent.
 
+Calls that arrive together share what is left: `Ledger.admit` (the async door every call of a
+`reasoning.Context` takes) lets the calls started in the same instant line up, and each is
+clamped to its fair share of the output tokens left (per sample: what is left over all the
+samples waiting), so four concurrent inner runs under a line that pays for four short samples
+get four short samples, not one long one and three refusals. A call that finds nothing left
+while other calls hold reservations waits in a queue until they settle (and give back what they
+did not decode) instead of stopping the run, unless waiting could deadlock: a task that holds a
+reservation itself never waits, nor does one whose ancestor (`reasoning.concurrency.task_group`)
+holds one. A budget that can pay for one sample of a call therefore never ends with nothing
+decoded.
+
 Every call passes the meter, so the meter also times them: it notes when each call was granted
 and when it was settled, and `Meter.finish` finds the longest chain of calls each of which
 started after the previous one ended (`Usage.sequential_tokens`, the run's latency cost in
@@ -28,12 +39,14 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from reasoning.backend import Completion, Request, Sampling
+from reasoning.concurrency import ancestors
 from reasoning.errors import BudgetExhausted, ConfigError
 
 __all__ = ["Budget", "Charge", "Ledger", "Meter", "Reservation", "Usage"]
@@ -91,6 +104,12 @@ class Usage:
     busy_seconds: float = 0.0
     """Seconds with at least one call in flight (the union of the calls' intervals): for a named
     backend, the time that model was working for the problem, e.g. a draft's vs a target's."""
+    clamped_calls: int = 0
+    """Calls whose ``max_tokens`` this budget lowered to fit (the strategy asked for more)."""
+    clamped_samples: int = 0
+    """Samples cut short by a lowered ``max_tokens``: they decoded all they were granted and
+    ended by ``length``. More than 0 means the budget, not the strategy, shortened the work
+    (the run's ``stop_reason`` is then ``budget:output_tokens``)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,8 @@ class Reservation:
     """Prompt tokens charged."""
     started: float = 0.0
     """The meter's clock when the call was granted (the start of its link in the critical path)."""
+    clamped: bool = False
+    """This meter lowered the call's ``max_tokens``."""
 
     @property
     def max_tokens(self) -> int:
@@ -122,6 +143,8 @@ class Meter:
     line: str = ""
     """Prefix of this meter's budget lines in errors (``draft.`` for a named backend's)."""
     _held: int = 0
+    waiting: int = field(default=0, init=False)
+    """Samples of the calls lining up for a grant (`Ledger.admit`): what is left is shared among them."""
     _start: float = field(default=0.0, init=False)
     _calls: list[tuple[float, float, int]] = field(default_factory=list, init=False, repr=False)
     """Each settled call: (granted, settled, tokens of its longest sample), on `clock`."""
@@ -164,21 +187,31 @@ class Meter:
             raise BudgetExhausted(self.line + "prompt_tokens", u.prompt_tokens, b.prompt_tokens)
         sampling = request.sampling
         left = self.output_tokens_left
+        clamped = False
         if left is not None:
-            per_sample = min(sampling.max_tokens, left // sampling.n)
+            # Fair share: the samples lining up with this call (its own included) split what is left.
+            per_sample = min(sampling.max_tokens, left // max(sampling.n, self.waiting))
+            if per_sample < 1 and self.waiting > sampling.n:
+                per_sample = min(sampling.max_tokens, left // sampling.n)  # too many to share: first come
             if per_sample < 1:
                 raise BudgetExhausted(
                     self.line + "output_tokens", u.output_tokens + self._held, b.output_tokens or 0
                 )
             if per_sample < sampling.max_tokens:
                 sampling = replace(sampling, max_tokens=per_sample)
+                clamped = True
+                u.clamped_calls += 1
         held = sampling.max_tokens * sampling.n
         self._held += held
         u.calls += 1
         u.samples += sampling.n
         u.prompt_tokens += prompt_tokens
         return Reservation(
-            sampling=sampling, output_tokens=held, prompt_tokens=prompt_tokens, started=self.clock()
+            sampling=sampling,
+            output_tokens=held,
+            prompt_tokens=prompt_tokens,
+            started=self.clock(),
+            clamped=clamped,
         )
 
     def shrink(self, reservation: Reservation, sampling: Sampling) -> Reservation:
@@ -193,6 +226,12 @@ class Meter:
         self.usage.calls -= 1
         self.usage.samples -= n
         self.usage.prompt_tokens -= reservation.prompt_tokens
+        self.usage.clamped_calls -= int(reservation.clamped)
+
+    @property
+    def held(self) -> int:
+        """Output tokens reserved by calls in flight."""
+        return self._held
 
     def settle(
         self,
@@ -201,6 +240,7 @@ class Meter:
         cached_tokens: int = 0,
         *,
         longest: int | None = None,
+        cut: int = 0,
     ) -> None:
         """Release `reservation` and charge what the call really decoded.
 
@@ -211,7 +251,11 @@ class Meter:
             longest: Tokens its longest sample decoded, for `Usage.sequential_tokens`. None
                 (unknown) counts `output_tokens`, as if the samples had run one after another:
                 an upper bound, exact for one sample, so the critical path is never understated.
+            cut: Its samples that decoded all of their lowered ``max_tokens`` and ended by
+                ``length`` (`Usage.clamped_samples`, counted where this meter lowered it).
         """
+        if reservation.clamped:
+            self.usage.clamped_samples += cut
         self._held -= reservation.output_tokens
         self.usage.output_tokens += output_tokens
         self.usage.cached_tokens += cached_tokens
@@ -246,7 +290,14 @@ class Charge:
     """The request as granted: its ``max_tokens`` lowered to fit every meter."""
     held: tuple[tuple[Meter, Reservation], ...]
     """Each meter and what it holds for the call."""
+    on_settle: Callable[[Charge], None] | None = None
+    """Told once the call is settled (the `Ledger`: its reservations are given back)."""
     _settled: bool = False
+
+    @property
+    def clamped(self) -> bool:
+        """A meter lowered the call's ``max_tokens``: a sample decoding all of it is cut by the budget."""
+        return any(reservation.clamped for _, reservation in self.held)
 
     @property
     def counted_prompt(self) -> bool:
@@ -268,17 +319,21 @@ class Charge:
                 left, tightest = mine, meter
         return left, tightest
 
-    def settle(self, output_tokens: int, cached_tokens: int = 0, *, longest: int | None = None) -> None:
+    def settle(
+        self, output_tokens: int, cached_tokens: int = 0, *, longest: int | None = None, cut: int = 0
+    ) -> None:
         """Release the holds and charge what the call decoded; later calls do nothing.
 
         `longest` is the tokens of the call's longest sample (see `Meter.settle`; None: unknown,
-        counted as `output_tokens`).
+        counted as `output_tokens`); `cut` its samples the budget's clamp cut short.
         """
         if self._settled:
             return
         self._settled = True
         for meter, reservation in self.held:
-            meter.settle(reservation, output_tokens, cached_tokens, longest=longest)
+            meter.settle(reservation, output_tokens, cached_tokens, longest=longest, cut=cut)
+        if self.on_settle is not None:
+            self.on_settle(self)
 
 
 class Ledger:
@@ -299,6 +354,10 @@ class Ledger:
         """The run's meter: every call counts against it."""
         self.meters: Mapping[str, Meter] = meters or {}
         """Each named backend's own meter."""
+        self._holders: dict[int, tuple[Charge, asyncio.Task[object] | None]] = {}
+        """Calls admitted and not yet settled, with the task that sent each."""
+        self._settled: asyncio.Event | None = None
+        """Set when a call settles (reservations given back): the queue of `admit` retries."""
 
     def meters_for(self, backend: str | None) -> list[Meter]:
         """The meters a call to `backend` (None: the run's default) counts against."""
@@ -332,12 +391,81 @@ class Ledger:
         # A meter that granted more than a later one allowed holds only what will be sent.
         return Charge(request, tuple((meter, meter.shrink(r, request.sampling)) for meter, r in held))
 
+    async def admit(
+        self, request: Request, backend: str | None = None, count: Callable[[Request], int] | None = None
+    ) -> Charge:
+        """Hold `request` like `reserve`, sharing fairly with the calls sent at the same time.
+
+        The call lines up for a few turns of the event loop, so that calls started together
+        (the branches of ``ctx.run_all``) are granted together, each its fair share of the
+        output tokens left. When nothing is left but calls in flight hold reservations, it waits
+        until one settles and tries again, unless its own task, or a task it was started from,
+        holds one (that would wait on itself). The wait ends with the wall-clock line.
+
+        Raises:
+            BudgetExhausted: The call cannot fit and waiting cannot help (or the clock ran out).
+        """
+        meters = self.meters_for(backend)
+        n = request.sampling.n
+        for meter in meters:
+            meter.waiting += n
+        try:
+            if any(meter.budget.output_tokens is not None for meter in meters):  # else: nothing to share
+                for _ in range(_LINE_UP_TURNS):
+                    await asyncio.sleep(0)
+            while True:
+                try:
+                    charge = self.reserve(request, backend, count)
+                except BudgetExhausted as exc:
+                    await self._wait_for_release(exc, meters)
+                    continue
+                break
+        finally:
+            for meter in meters:
+                meter.waiting -= n
+        charge.on_settle = self._release
+        self._holders[id(charge)] = (charge, asyncio.current_task())
+        return charge
+
+    async def _wait_for_release(self, exc: BudgetExhausted, meters: Sequence[Meter]) -> None:
+        """Wait until a call in flight settles, or re-raise `exc` when waiting cannot help."""
+        if not exc.resource.endswith("output_tokens") or not any(meter.held for meter in meters):
+            raise exc
+        me = asyncio.current_task()
+        blocked = {me, *ancestors()}
+        holders = [task for _, task in self._holders.values()]
+        if me in holders or not any(task not in blocked for task in holders):
+            raise exc
+        if self._settled is None:
+            self._settled = asyncio.Event()
+        settled = self._settled
+        left = [m.seconds_left for m in meters if m.seconds_left is not None]
+        try:
+            await asyncio.wait_for(settled.wait(), timeout=max(min(left), 0.0) if left else None)
+        except TimeoutError:
+            timed = [m for m in meters if m.seconds_left is not None]
+            tightest = min(timed, key=lambda m: m.seconds_left or 0.0)
+            raise BudgetExhausted(
+                tightest.line + "seconds", tightest.elapsed, tightest.budget.seconds or 0
+            ) from None
+
+    def _release(self, charge: Charge) -> None:
+        self._holders.pop(id(charge), None)
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
+
     def cancelled(self, completions: Sequence[Completion], backend: str | None = None) -> None:
         """Count the cancelled samples among `completions` (and their decoded tokens) as such."""
         cancelled = [c for c in completions if c.finish_reason == "cancelled"]
         for meter in self.meters_for(backend):
             meter.usage.cancelled_samples += len(cancelled)
             meter.usage.cancelled_tokens += sum(c.output_tokens for c in cancelled)
+
+
+_LINE_UP_TURNS = 3
+"""Turns of the event loop a call waits for the calls started with it (nested ``run_all`` branches
+reach the meter a turn or two after their parent's siblings)."""
 
 
 def _covered(calls: Sequence[tuple[float, float, int]]) -> float:

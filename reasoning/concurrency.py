@@ -19,15 +19,29 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from reasoning.errors import BudgetExhausted
 
-__all__ = ["first_error", "run_all", "run_in_order", "task_group"]
+__all__ = ["ancestors", "first_error", "run_all", "run_in_order", "task_group"]
 
 T = TypeVar("T")
+
+_ANCESTORS: contextvars.ContextVar[tuple[asyncio.Task[Any], ...]] = contextvars.ContextVar(
+    "reasoning_ancestors", default=()
+)
+
+
+def ancestors() -> tuple[asyncio.Task[Any], ...]:
+    """The tasks that started the current one through `task_group` (or `run_all`), outermost first.
+
+    They wait for it to end: the budget's queue (`reasoning.budget.Ledger.admit`) never makes
+    a task wait on a reservation one of them holds.
+    """
+    return _ANCESTORS.get()
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -59,11 +73,15 @@ async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
     On leaving the block every task has ended; an error in one cancels the others (and the
     block) and waits for them.
     """
+    parent = asyncio.current_task()
+    token = _ANCESTORS.set((*_ANCESTORS.get(), parent) if parent is not None else _ANCESTORS.get())
     try:
         async with asyncio.TaskGroup() as group:
             yield group
     except BaseExceptionGroup as failed:
         raise first_error(failed) from None
+    finally:
+        _ANCESTORS.reset(token)
 
 
 async def run_all(*awaitables: Awaitable[T]) -> list[T]:

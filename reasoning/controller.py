@@ -17,7 +17,14 @@ from reasoning.errors import BudgetExhausted, ConfigError
 from reasoning.problem import Problem, Prompt, default_prompt
 from reasoning.record import Run
 from reasoning.registry import STRATEGIES, params_of
-from reasoning.strategy import Context, ExtractAnswer, Result, Strategy, Verifier
+from reasoning.strategy import (
+    Context,
+    ExtractAnswer,
+    Result,
+    Strategy,
+    TruncatedAnswers,
+    Verifier,
+)
 
 __all__ = ["Controller"]
 
@@ -65,6 +72,10 @@ class Controller:
     It gives up batching across requests; a request's samples still decode as a batch. Every
     backend must be able to empty its prefix cache (`reasoning.backend.PrefixCache`: the
     in-process engines and the scripted backend)."""
+    truncated_answers: TruncatedAnswers = "written"
+    """What counts as the answer of a sample cut short by ``max_tokens``: ``written`` (default)
+    only an answer stated in full (a closed ``\\boxed{}``, a complete ``the answer is x`` line),
+    never the last number of a cut text; ``any`` lets the verifier read whatever it finds."""
 
     def __post_init__(self) -> None:
         if isinstance(self.backend, Mapping):
@@ -98,7 +109,12 @@ class Controller:
         (`Problem.without_gold`); the record keeps the gold for the grader.
 
         On `BudgetExhausted` the run stops cleanly: the answer is the majority vote over the
-        samples finished so far and ``stop_reason`` is ``budget:<line>``.
+        samples finished so far and ``stop_reason`` is ``budget:<line>``; every sample that
+        started is in the record (the unfinished ones as cancelled, with their partial text).
+        A run that finished but whose samples the budget cut short (it lowered their
+        ``max_tokens`` and they used all of it) says ``budget:output_tokens`` too (the line that
+        cut them), and one that ended with no answer says ``no_answer``: ``done`` always means
+        the strategy ran its course and answered.
 
         A backend that routes per problem (`ProblemRouter`, a pool of engine replicas) is asked
         for this problem's backend first; the strategy and the record's ``engine`` see that one.
@@ -136,6 +152,7 @@ class Controller:
             seed=self.seed,
             rng=np.random.default_rng(None if self.seed is None else [self.seed, _stable(problem.id)]),
             deterministic=self.deterministic,
+            truncated_answers=self.truncated_answers,
         )
         stop_reason = "done"
         try:
@@ -154,6 +171,8 @@ class Controller:
             result = await _best_so_far(ctx)
         usage = meter.finish()
         by_backend = {name: dataclasses.asdict(m.finish()) for name, m in meters.items()}
+        if stop_reason == "done":
+            stop_reason = _why_not_done(result, meter, meters)
         return Run(
             problem_id=problem.id,
             question=problem.question,
@@ -189,10 +208,15 @@ class Controller:
 async def _best_so_far(ctx: Context) -> Result:
     if ctx.best_so_far is not None:
         return await ctx.best_so_far()
-    done = [c for c in ctx.completions if c.finish_reason != "cancelled"]
-    if not done:
-        return Result(answer=None)
-    return Result.vote(await ctx.candidates(done))
+    return await ctx.samples_so_far()
+
+
+def _why_not_done(result: Result, meter: Meter, meters: Mapping[str, Meter]) -> str:
+    """The stop reason of a run whose strategy returned: ``done``, or what kept it from an answer."""
+    for m in (meter, *meters.values()):
+        if m.usage.clamped_samples:
+            return f"budget:{m.line}output_tokens"
+    return "done" if result.answer is not None else "no_answer"
 
 
 def _check_resettable(backend: Backend) -> PrefixCache:

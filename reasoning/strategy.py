@@ -19,11 +19,11 @@ import functools
 import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 
-from reasoning.answers import extract_answer, normalize_answer
+from reasoning.answers import extract_answer, normalize_answer, written_answer
 from reasoning.backend import (
     HIDDEN_STATES_OFFERED_BY,
     PROMPT_LOGPROBS_OFFERED_BY,
@@ -40,7 +40,6 @@ from reasoning.backend import (
     Sampling,
     TokenCounter,
     TokenLogprob,
-    collect_stream,
 )
 from reasoning.budget import Charge, Ledger, Meter
 from reasoning.concurrency import run_all, run_in_order
@@ -55,9 +54,15 @@ from reasoning.record import Candidate
 from reasoning.selection import TieBreak, majority_vote
 from reasoning.trace import Trace
 
-__all__ = ["Context", "Result", "Strategy", "Verdict", "Verifier", "request_seed"]
+__all__ = ["Context", "Result", "Strategy", "TruncatedAnswers", "Verdict", "Verifier", "request_seed"]
 
 T = TypeVar("T")
+
+TruncatedAnswers = Literal["written", "any"]
+"""What counts as the answer of a sample cut short (``length``): ``written`` (the default) only
+an answer the text states in full, a closed ``\\boxed{}`` or a complete ``#### x`` / ``the
+answer is x`` / ``Answer: x`` line (`reasoning.answers.written_answer`); ``any``: whatever the
+verifier reads, the last number of the cut text included."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,10 @@ class Context:
     """Reproducible mode (`Controller.deterministic`): `run_all` and `generate_all` await one
     after another, and a request's samples start in one engine step, so no batch depends on
     arrival timing."""
+    truncated_answers: TruncatedAnswers = "written"
+    """What counts as the answer of a sample cut short (`TruncatedAnswers`, `candidates`)."""
+    own: list[Completion] = field(default_factory=list)
+    """The samples this context's own calls returned (a derived context's: its branch's only)."""
     _requests: int = 0
     ledger: Ledger = field(init=False, repr=False)
     """Holds and settles every call on `meter` and the named backend's own meter in `meters`."""
@@ -212,6 +221,7 @@ class Context:
             messages=self.messages if messages is None else tuple(messages),
             scope=f"{self.scope}/{scope}",
             best_so_far=None,
+            own=[],
             _requests=0,
         )
         child.ledger = self.ledger
@@ -241,11 +251,15 @@ class Context:
         seed = request_seed(self.seed, self.problem.id + self.scope, self._requests)
         return request.with_sampling(seed=seed)
 
-    def _charge(self, request: Request, target: Backend, backend: str | None) -> Charge:
-        """Hold `request` on the run's meter and on `backend`'s own (None: the default's)."""
+    async def _charge(self, request: Request, target: Backend, backend: str | None) -> Charge:
+        """Hold `request` on the run's meter and on `backend`'s own (None: the default's).
+
+        Calls sent together share what is left fairly, and one that finds nothing left waits for
+        calls in flight to give back what they did not use (`Ledger.admit`).
+        """
         name = backend if backend is not None else (self.backend_name or None)
         count = target.prompt_tokens if isinstance(target, TokenCounter) else None
-        return self.ledger.reserve(request, name, count)
+        return await self.ledger.admit(request, name, count)
 
     async def stream(self, request: Request, backend: str | None = None) -> AsyncGenerator[Chunk, None]:
         """Stream `request` under the budget; closing the iterator cancels it in the engine.
@@ -259,8 +273,8 @@ class Context:
                 wall-clock line runs out (the request is cancelled first).
         """
         target = self.backend_named(backend)
-        charge = self._charge(self._seeded(request), target, backend)
-        decoded = cached = 0
+        charge = await self._charge(self._seeded(request), target, backend)
+        decoded = cached = cut = 0
         by_sample: dict[int, int] = {}  # tokens each sample decoded: the longest is on the critical path
         prompt_counted = charge.counted_prompt
         source = _source(target, charge.request, self.deterministic)
@@ -282,12 +296,14 @@ class Context:
                     decoded += chunk.tokens
                     by_sample[chunk.index] = by_sample.get(chunk.index, 0) + chunk.tokens
                     cached = max(cached, chunk.cached_tokens)
+                    if chunk.finish_reason == "length" and charge.clamped:
+                        cut += by_sample[chunk.index] >= charge.request.sampling.max_tokens
                     if not prompt_counted and chunk.prompt_tokens:
                         charge.prompt_tokens(chunk.prompt_tokens)
                         prompt_counted = True
                     yield chunk
         finally:
-            charge.settle(decoded, cached, longest=max(by_sample.values(), default=0))
+            charge.settle(decoded, cached, longest=max(by_sample.values(), default=0), cut=cut)
 
     def trace(self, request: Request, backend: str | None = None, *, record: bool = True) -> Trace:
         """Stream `request` as a `Trace` that assembles its samples and closes once.
@@ -301,9 +317,16 @@ class Context:
         return Trace(request, self.stream(request, backend), recorder)
 
     async def generate(self, request: Request, backend: str | None = None) -> list[Completion]:
-        """Run `request` to the end on `backend` (default: the run's); return its samples."""
-        completions = await collect_stream(self.stream(request, backend), request)
-        return self.record(completions, backend)
+        """Run `request` to the end on `backend` (default: the run's); return its samples.
+
+        Each sample is recorded as it finishes; when the call is stopped (a budget stop, a
+        sibling's error, a cancellation) the unfinished ones are recorded as cancelled, with the
+        text and tokens they had decoded, so the record keeps every sample that started.
+        """
+        async with self.trace(request, backend) as trace:
+            async for _ in trace:
+                pass
+        return trace.completions
 
     async def finishes(
         self, request: Request, backend: str | None = None
@@ -325,8 +348,19 @@ class Context:
         if backend is not None:
             completions = [replace(c, backend=backend) for c in completions]
         self.completions.extend(completions)
+        self.own.extend(completions)
         self.ledger.cancelled(completions, backend)
         return completions
+
+    async def samples_so_far(self) -> Result:
+        """A vote over this context's own samples so far: what a budget stop returns by default.
+
+        Every sample is a candidate, the cancelled ones too (with their partial text and
+        tokens; they have no answer and do not vote), so the record keeps all that started.
+        """
+        if not self.own:
+            return Result(answer=None)
+        return Result.vote(await self.candidates(self.own))
 
     async def hidden_states(
         self,
@@ -346,7 +380,7 @@ class Context:
         if not isinstance(target, HiddenStateReader):
             raise CapabilityError("hidden states", target.name, HIDDEN_STATES_OFFERED_BY)
         request = self.request(Sampling(temperature=0.0, max_tokens=1), prefix)
-        charge = self._charge(request, target, backend)
+        charge = await self._charge(request, target, backend)
         spent = 0
         try:
             values = await target.hidden_states(request, layers, positions)
@@ -370,7 +404,7 @@ class Context:
         if not isinstance(target, PromptScorer):
             raise CapabilityError("prompt log-probabilities", target.name, PROMPT_LOGPROBS_OFFERED_BY)
         request = Request(tuple(messages or self.messages), Sampling(temperature=0.0, max_tokens=1), prefix)
-        charge = self._charge(request, target, backend)
+        charge = await self._charge(request, target, backend)
         spent = 0
         try:
             scored = await target.prompt_logprobs(request)
@@ -393,7 +427,7 @@ class Context:
         if not isinstance(target, RewardReader):
             raise CapabilityError("process rewards", target.name, REWARDS_OFFERED_BY)
         request = Request(tuple(messages), Sampling(temperature=0.0, max_tokens=1))
-        charge = self._charge(request, target, backend)
+        charge = await self._charge(request, target, backend)
         try:
             rewards = await target.step_rewards(request)
             if isinstance(target, TokenCounter):  # the PRM's prefill: its prompt tokens
@@ -434,12 +468,17 @@ class Context:
     async def candidates(self, completions: Sequence[Completion], prefix: str = "") -> list[Candidate]:
         """Turn completions into verified candidate records.
 
-        A cancelled sample has no final answer: it is recorded with answer None, unverified.
+        A cancelled sample has no final answer: it is recorded with answer None, unverified. A
+        sample cut short (``length``) keeps the verifier's answer only when its text writes one
+        out in full (`truncated_answers`): the last number of a cut text is not an answer.
         """
         texts = [prefix + c.text for c in completions]
         done = [i for i, c in enumerate(completions) if c.finish_reason != "cancelled"]
         verdicts = [Verdict(answer=None) for _ in completions]
         for i, verdict in zip(done, await self.verify([texts[i] for i in done]), strict=True):
+            cut = completions[i].finish_reason == "length" and self.truncated_answers == "written"
+            if cut and verdict.answer is not None and written_answer(texts[i]) is None:
+                verdict = Verdict(answer=None, score=verdict.score)
             verdicts[i] = verdict
         return [to_candidate(t, c, v) for t, c, v in zip(texts, completions, verdicts, strict=True)]
 

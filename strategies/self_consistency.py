@@ -63,8 +63,7 @@ class SelfConsistency(Sampled):
 
         async def best_so_far() -> Result:  # a budget stop: each path's result, or its own best so far
             runs = [
-                finished.get(i) or (await p.best_so_far() if p.best_so_far else Result(None))
-                for i, p in enumerate(paths)
+                finished.get(i) or await (p.best_so_far or p.samples_so_far)() for i, p in enumerate(paths)
             ]
             return self.voted(runs)
 
