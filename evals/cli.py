@@ -106,7 +106,9 @@ def strategies(import_: ImportOption = None) -> None:
     """List the strategies and their parameters."""
     _strategies(import_)
     for name in STRATEGIES.names():
-        table = Table(title=name, title_justify="left", show_edge=False)
+        aliases = STRATEGIES.aliases(name)
+        title = f"{name} (also: {', '.join(aliases)})" if aliases else name
+        table = Table(title=title, title_justify="left", show_edge=False)
         for column in ("parameter", "type", "default", "meaning"):
             table.add_column(column)
         for p in STRATEGIES.parameters(name):
@@ -142,6 +144,14 @@ def solve(
         list[str] | None,
         typer.Option("--field", help="JSONL field mapping, e.g. question=problem (repeatable)."),
     ] = None,
+    no_grade: Annotated[
+        bool,
+        typer.Option(
+            "--no-grade",
+            help="Grade nothing: the dataset's rows need no answer (without it, a row without one "
+            "is refused) and no accuracy is reported.",
+        ),
+    ] = False,
     strategy: Annotated[
         str | None,
         typer.Option(
@@ -308,7 +318,11 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
                 data[key] = flags[key]
         if flags["field"]:
             data["fields"] = {**data.get("fields", {}), **parse_params(flags["field"])}
+        if flags.get("no_grade"):
+            data["grade"] = False
         spec["dataset"] = data
+    if flags.get("no_grade"):
+        spec.pop("gold", None)
     # The strategy, the baseline and the budget.
     if flags["strategy"] is not None:
         if spec.get("strategy", "self-consistency") != flags["strategy"]:
@@ -408,22 +422,26 @@ def _backends_of(
 def execute(spec: RunSpec) -> None:
     """Run `spec`: every problem, with the strategy (and the baseline beside it); print a summary.
 
-    The one function behind ``reasoning solve``. Results files are checked against the spec's
-    resume identity before any engine starts; when they already hold every problem, nothing
-    starts at all and the summary is of the results on file.
+    The one function behind ``reasoning solve``. Before any engine starts, the results files
+    are checked to be writable and against the spec's resume identity, and the artefacts the
+    strategies name (probes, calibrations) are loaded for the run's models; when the results
+    files already hold every problem, nothing starts at all and the summary is of the results
+    on file.
 
     Raises:
-        ConfigError: An invalid setting, or a results file of another configuration.
+        ConfigError: An invalid setting, an unusable artefact, or a results file that cannot be
+            written or holds results of another configuration.
         BackendError: A backend failed for good (finished results are kept).
+        ReasoningError: Every problem of the run failed (after the summary; the rows say why).
     """
-    from reasoning.evals.run import read_results, tidy, unfinished
+    from reasoning.evals.run import check_writable, read_results, tidy, unfinished
 
     _strategies(spec.imports)
     arms = _arms(spec)
     problems = _problems(spec)
     for arm in arms:
         if arm.output is not None:
-            arm.output.parent.mkdir(parents=True, exist_ok=True)
+            check_writable(arm.output)
     spec = _ask_servers(spec)  # cheap: a running server's model name, for the resume identity
     for arm in arms:
         arm.identity = spec.identity(arm.strategy)
@@ -438,6 +456,7 @@ def execute(spec: RunSpec) -> None:
         err.print(f"nothing left to do: {kept} already hold every problem (no engine started)")
         _summary(arms)
         return
+    check_artefacts([arm.strategy for arm in arms], spec.models())
     hidden = any(getattr(arm.strategy, "needs_hidden_states", False) for arm in arms)
     engine = _backend(spec, hidden) if spec.ray is None else _replica_pool(spec, hidden)
     if spec.prm is not None:
@@ -460,6 +479,85 @@ def execute(spec: RunSpec) -> None:
             label = f"{arm.label}: " if len(arms) > 1 else ""
             out.print(f"[bold]{label}answer:[/bold] {run.answer}   ({run.stop_reason}, {tokens} tokens)")
     _summary(arms)
+    _refuse_all_failed(arms)
+
+
+def _refuse_all_failed(arms: list[_Arm]) -> None:
+    """Raise when every problem of an arm failed: such a run is no result (its exit code says so).
+
+    Raises:
+        ReasoningError: Names the arm and its first error.
+    """
+    for arm in arms:
+        runs = arm.runs or []
+        if runs and all(run.error is not None for run in runs):
+            where = f" ({arm.output} keeps the error rows; a re-run retries them)" if arm.output else ""
+            raise ReasoningError(
+                f"{arm.label}: every problem failed ({len(runs)} of {len(runs)}){where}; "
+                f"the first error: {runs[0].error}"
+            )
+
+
+def check_artefacts(strategies: list[Any], models: Mapping[str, str | None]) -> None:
+    """Load every artefact `strategies` name (nested ones included) for the run's `models`.
+
+    Probes (early exit, difficulty, advantage routers, value probes of step searches) and ATTS
+    calibrations are read and checked as the strategies will read them (missing, truncated,
+    the wrong kind, uncalibrated, made for another model), before any engine starts: one error
+    instead of the same error row for every problem. A model is named as `RunSpec.models`
+    names it (the first is the default backend). A strategy whose named backends the run
+    lacks is left to say so itself.
+
+    Raises:
+        ConfigError: An artefact is unusable (the message names the file and the strategy).
+    """
+    from reasoning.probes.atts_calibration import DRAFT, TARGET, load_calibration
+    from reasoning.probes.probe import load_probe
+    from reasoning.strategies import ATTS, Arbitrage, DifficultyRouter, EarlyExit
+    from reasoning.strategies.step_search import StepSearch
+
+    default = str(next(iter(models.values()), None) or "")
+    for strategy in strategies:
+        for node in _strategy_tree(strategy):
+            name = STRATEGIES.name_of(node)
+            try:
+                if isinstance(node, EarlyExit):
+                    load_probe(node.probe, default, "exit")
+                elif isinstance(node, DifficultyRouter):
+                    load_probe(node.probe, default, "difficulty")
+                elif isinstance(node, Arbitrage) and node.router == "probe" and models.get(DRAFT):
+                    load_probe(node.probe, str(models[DRAFT]), "advantage", calibrated=node.tau is None)
+                elif isinstance(node, ATTS) and models.get(DRAFT) and models.get(TARGET):
+                    load_calibration(node.calibration, str(models[DRAFT]), str(models[TARGET]), node.chunks())
+                elif isinstance(node, StepSearch) and node.scorer == "probe" and node.probe:
+                    load_probe(node.probe, default, "exit", calibrated=False)
+            except ConfigError as exc:
+                raise type(exc)(f"strategy {name}: {exc}") from None
+
+
+def _strategy_tree(strategy: Any) -> list[Any]:
+    """`strategy` and every strategy nested in it (inner steps, a router's routes)."""
+    import dataclasses
+
+    from reasoning.strategies import DifficultyRouter
+
+    nodes, todo = [], [strategy]
+    while todo:
+        node = todo.pop(0)
+        nodes.append(node)
+        if not dataclasses.is_dataclass(node) or isinstance(node, type):
+            continue
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name, None)
+            if (
+                dataclasses.is_dataclass(value)
+                and not isinstance(value, type)
+                and STRATEGIES.holds(type(value))
+            ):
+                todo.append(value)
+        if isinstance(node, DifficultyRouter):
+            todo += [build(node.easy), build(node.hard)]
+    return nodes
 
 
 def _arms(spec: RunSpec) -> list[_Arm]:
@@ -488,7 +586,9 @@ def _problems(spec: RunSpec) -> list[Problem]:
         return [Problem(id="question", question=spec.question or "", answer=spec.gold, kind="math")]
     data = spec.dataset
     seed = spec.seed if data.seed is None else data.seed
-    return load_dataset(data.name, limit=data.limit, offset=data.offset, fields=data.fields, seed=seed)
+    return load_dataset(
+        data.name, limit=data.limit, offset=data.offset, fields=data.fields, seed=seed, graded=data.grade
+    )
 
 
 def _named(items: list[str], what: str) -> str | dict[str, str] | None:
@@ -920,6 +1020,7 @@ def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> li
         rows.append(("step prompt tokens cached", f"{step_cached}/{step_prompt} = {share:.1%}"))
         rows.append(("process scorer calls (mean per problem)", f"{scorer_calls / max(len(runs), 1):.1f}"))
     rows.append(("stopped by budget", str(sum(r.stop_reason.startswith("budget") for r in runs))))
+    rows.append(("no answer", str(sum(r.answer is None and r.error is None for r in runs))))
     rows.append(("errors", str(sum(r.error is not None for r in runs))))
     if seconds is not None:
         rows.append(("wall time (this session)", f"{seconds:.1f} s"))
@@ -931,10 +1032,12 @@ def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> li
 
 def main() -> None:
     """Console entry point: ReasoningErrors print one line and exit 1."""
+    from rich.markup import escape
+
     try:
         app()
-    except ReasoningError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}")
+    except ReasoningError as exc:  # escaped: "pip install -e '.[model-large]'" is not markup
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
         sys.exit(1)
     except KeyboardInterrupt:
         err.print(INTERRUPTED)

@@ -1,16 +1,22 @@
 """Datasets by name: the shipped benchmarks, JSONL files, reasoning-gym tasks, Hugging Face ids.
 
 * ``gsm8k``, ``math500``, ``aime24``: shipped with the package (MIT; licences beside them).
-* a path to a ``.jsonl`` file, with a field mapping (``question=problem,answer=solution``).
+* a path to a ``.jsonl`` file, with a field mapping (``question=problem,answer=solution``); a
+  row's own ``id`` field names its problem when it has one.
 * ``gym:<task>`` (e.g. ``gym:basic_arithmetic``): reasoning-gym's seeded generator; scored by
   the task's own scorer.
 * ``hf:<id>`` (e.g. ``hf:openai/gsm8k``): a Hugging Face dataset, when the machine is online.
+
+Every problem has a gold answer, so a run's accuracy is over all of them: a row without one is
+refused, naming it, unless the dataset is loaded ungraded (``graded=False``, ``solve
+--no-grade``: no problem then carries an answer). Problem ids are unique: a repeated id is refused.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,7 @@ def load_dataset(
     fields: Mapping[str, str] | None = None,
     kind: AnswerKind | None = None,
     seed: int = 0,
+    graded: bool = True,
 ) -> list[Problem]:
     """Load problems.
 
@@ -55,28 +62,32 @@ def load_dataset(
         fields: For JSONL/HF: which record fields hold ``question``, ``answer`` and ``id``.
         kind: How to grade (default: the built-in's kind, else ``math``).
         seed: Seed of reasoning-gym generators.
+        graded: Every problem must have a gold answer (False: none carries one, nothing is
+            graded).
 
     Raises:
         ConfigError: Unknown dataset name (the message lists the valid ones).
-        DatasetError: A file is missing or a row is malformed (names file and line).
+        DatasetError: A file is missing or is a directory, a row is malformed or (when
+            `graded`) has no answer, or an id repeats (names file and line).
     """
     if limit is not None and limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
     if name.startswith("gym:"):
-        return _gym(name[4:], limit or 50, offset, seed)
+        return _ungraded(_gym(name[4:], limit or 50, offset, seed), graded)
     if name.startswith("hf:"):
-        return _huggingface(name[3:], fields or {}, kind or "math", limit, offset)
+        return _huggingface(name[3:], fields or {}, kind or "math", limit, offset, graded)
     if name in BUILTIN:
         file, mapping, builtin_kind = BUILTIN[name]
         path = Path(str(resources.files("reasoning.evals") / "data" / file))
-        problems = _jsonl(path, mapping, kind or builtin_kind, name, limit, offset)
-        return problems
+        return _jsonl(path, mapping, kind or builtin_kind, name, limit, offset, graded)
     path = Path(name).expanduser()
     if path.suffix == ".jsonl" or path.exists():
+        if path.is_dir():
+            raise DatasetError(f"dataset {path} is a directory; give a .jsonl file (one problem per line)")
         if not path.is_file():
             raise DatasetError(f"dataset file {path} does not exist")
-        mapping = {"question": "question", "answer": "answer", **(fields or {})}
-        return _jsonl(path, mapping, kind or "math", path.stem, limit, offset)
+        mapping = {"question": "question", "answer": "answer", "id": "id", **(fields or {})}
+        return _jsonl(path, mapping, kind or "math", path.stem, limit, offset, graded)
     raise ConfigError(
         f"unknown dataset {name!r}; choose one of: {', '.join(BUILTIN)}, a .jsonl file, "
         "gym:<task> (reasoning-gym), or hf:<id> (Hugging Face, online only)"
@@ -113,19 +124,48 @@ def _problem(
     kind: AnswerKind,
     default_id: str,
     where: str,
+    graded: bool,
 ) -> Problem:
     qfield, afield = mapping.get("question", "question"), mapping.get("answer", "answer")
     if qfield not in row:
         raise DatasetError(
             f"{where}: no field {qfield!r} (fields: {', '.join(row)}); map it with --field question=NAME"
         )
-    answer = row.get(afield)
+    answer = row.get(afield) if graded else None
     if answer is not None:
         answer = str(answer)
         if "####" in answer:
             answer = answer.rsplit("####", 1)[1].strip()
-    ident = str(row[mapping["id"]]) if "id" in mapping and mapping["id"] in row else default_id
+    elif graded:
+        raise DatasetError(
+            f"{where}: no answer (field {afield!r}; fields: {', '.join(row)}), so it could not be "
+            "graded: map the answer with --field answer=NAME, or pass --no-grade to solve "
+            "without grading any problem"
+        )
+    ident = default_id
+    if "id" in mapping and row.get(mapping["id"]) is not None:
+        ident = str(row[mapping["id"]])
     return Problem(id=ident, question=str(row[qfield]), answer=answer, kind=kind)
+
+
+def _unique(problems: list[Problem], where: list[str]) -> list[Problem]:
+    """`problems`, refused when an id repeats (`where`: each problem's place, for the message)."""
+    first: dict[str, str] = {}
+    for problem, place in zip(problems, where, strict=True):
+        if problem.id in first:
+            raise DatasetError(
+                f"{place}: problem id {problem.id!r} is also the id of {first[problem.id]}; ids must be "
+                "unique (results are resumed by id)"
+            )
+        first[problem.id] = place
+    return problems
+
+
+def _ungraded(problems: list[Problem], graded: bool) -> list[Problem]:
+    """`problems`, or (not `graded`) without their gold: nothing to grade them with."""
+    if graded:
+        return problems
+    return [replace(p.without_gold(), kind="math" if p.kind == "reasoning_gym" else p.kind) for p in problems]
 
 
 def _jsonl(
@@ -135,15 +175,18 @@ def _jsonl(
     prefix: str,
     limit: int | None,
     offset: int,
+    graded: bool,
 ) -> list[Problem]:
     problems: list[Problem] = []
+    where: list[str] = []
     for index, (number, row) in enumerate(_rows(path)):
         if index < offset:
             continue
         if limit is not None and len(problems) >= limit:
             break
-        problems.append(_problem(row, mapping, kind, f"{prefix}-{index}", f"{path}:{number}"))
-    return problems
+        where.append(f"{path}:{number}")
+        problems.append(_problem(row, mapping, kind, f"{prefix}-{index}", where[-1], graded))
+    return _unique(problems, where)
 
 
 def _gym(task: str, limit: int, offset: int, seed: int) -> list[Problem]:
@@ -171,7 +214,12 @@ def _gym(task: str, limit: int, offset: int, seed: int) -> list[Problem]:
 
 
 def _huggingface(
-    dataset_id: str, mapping: Mapping[str, str], kind: AnswerKind, limit: int | None, offset: int
+    dataset_id: str,
+    mapping: Mapping[str, str],
+    kind: AnswerKind,
+    limit: int | None,
+    offset: int,
+    graded: bool,
 ) -> list[Problem]:
     try:
         import datasets
@@ -185,7 +233,9 @@ def _huggingface(
         raise DatasetError(f"could not load Hugging Face dataset {repo!r} (offline?): {exc}") from None
     mapping = {"question": "question", "answer": "answer", **mapping}
     end = len(data) if limit is None else min(len(data), offset + limit)
-    return [
-        _problem(dict(data[i]), mapping, kind, f"{repo}-{i}", f"hf:{repo} row {i}")
-        for i in range(offset, end)
+    where = [f"hf:{repo} row {i}" for i in range(offset, end)]
+    problems = [
+        _problem(dict(data[i]), mapping, kind, f"{repo}-{i}", place, graded)
+        for i, place in zip(range(offset, end), where, strict=True)
     ]
+    return _unique(problems, where)

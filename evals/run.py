@@ -36,6 +36,7 @@ from reasoning.verifiers.grading import grade
 
 __all__ = [
     "check_resumable",
+    "check_writable",
     "default_concurrency",
     "grade_run",
     "read_results",
@@ -64,19 +65,27 @@ def default_concurrency(controller: Controller, strategy: Strategy) -> int:
     return max(2, (2 * engine_batch) // samples)
 
 
-def read_results(path: Path) -> dict[str, Run]:
-    """Read a results file; the last row of each problem wins.
+def read_results(path: str | Path) -> dict[str, Run]:
+    """Read a results file; the last row of each problem wins (none when it does not exist).
 
     A truncated last line (the process was killed mid-write) is dropped with a warning;
     any other malformed line is an error naming the file and line.
+
+    Raises:
+        DatasetError: A malformed row, or `path` is not a results file (a directory, not text).
     """
+    path = Path(path)
     runs: dict[str, Run] = {}
+    if path.is_dir():
+        raise DatasetError(f"{path} is a directory, not a results file")
     if not path.exists():
         return runs
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not a results file (not UTF-8 text at byte {exc.start})") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read results ({exc.strerror or exc})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -169,7 +178,8 @@ async def solve(
     budget = budget or controller.budget
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
-        raise DatasetError("problem ids are not unique; results could not be resumed")
+        repeated = next(i for i in ids if ids.count(i) > 1)
+        raise DatasetError(f"problem id {repeated!r} repeats; ids must be unique (results are resumed by id)")
     previous = read_results(output) if output else {}
     if identity is None:
         identity = _controller_identity(controller, strategy, budget)
@@ -295,6 +305,38 @@ class _Sink:
     def close(self) -> None:
         """Close the file."""
         self._file.close()
+
+
+def check_writable(path: Path) -> None:
+    """Make sure a run can write its results to `path` (creating its missing folders), before it starts.
+
+    The file (appended to) and a file beside it (the final rewrite in dataset order) are opened
+    for writing, and removed again when they did not exist.
+
+    Raises:
+        ConfigError: `path` is a directory, lies under a file, or cannot be written (the message
+            says which and why).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"results file {path} is a directory; give a file path, e.g. {path / 'results.jsonl'}"
+        )
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ConfigError(f"results file {path} lies under {parent}, which is a file, not a folder")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for each in (path, path.with_name(path.name + ".tmp")):
+            existed = each.exists()
+            with each.open("ab"):
+                pass
+            if not existed:
+                each.unlink()
+    except OSError as exc:
+        raise ConfigError(f"results file {path} cannot be written ({exc.strerror or exc})") from None
 
 
 def _write_error(path: Path, exc: OSError) -> StoreError:

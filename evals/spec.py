@@ -168,6 +168,8 @@ class DatasetSpec(Settings):
     """JSONL / Hugging Face field mapping, e.g. ``{question: problem}``."""
     seed: int | None = None
     """Seed of generated datasets (reasoning-gym; None: the run's seed)."""
+    grade: bool = True
+    """Grade the problems: every row needs a gold answer (False, ``--no-grade``: none is graded)."""
 
 
 class RunSpec(Settings):

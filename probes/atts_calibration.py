@@ -59,6 +59,7 @@ from reasoning.concurrency import run_all
 from reasoning.controller import Controller
 from reasoning.errors import BackendError, ConfigError
 from reasoning.models import fingerprint
+from reasoning.probes.data import what_artefact
 from reasoning.problem import Problem
 from reasoning.record import Candidate, Run
 from reasoning.strategy import Context, Result, request_seed
@@ -272,6 +273,9 @@ class AttsCalibration:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"ATTS calibration {file} is not valid JSON (truncated?): {exc}") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
+            what = what_artefact(document)
+            if what is not None and not what.startswith("an ATTS"):
+                raise ConfigError(f"{file} is {what}, not an ATTS calibration")
             found = document.get("format") if isinstance(document, dict) else type(document).__name__
             raise ConfigError(f"{file}: format {found!r}, expected an ATTS calibration ({FORMAT})")
         recorded = document.pop("sha256", None)
@@ -369,7 +373,7 @@ async def collect_calibration(
     async def one(problem: Problem) -> Run:
         async with slots:
             run = await controller.run(problem, strategy)
-        if run.stop_reason != "done":
+        if run.stop_reason not in ("done", "no_answer"):  # its strategy answers nothing, on purpose
             raise ConfigError(f"ATTS calibration on problem {problem.id} stopped: {run.stop_reason}")
         return run
 

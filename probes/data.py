@@ -29,7 +29,7 @@ import numpy as np
 
 from reasoning.errors import ConfigError, DatasetError
 
-__all__ = ["DecisionPoints", "file_sha256"]
+__all__ = ["DecisionPoints", "file_sha256", "what_artefact"]
 
 _ARRAYS = ("features", "labels", "trace", "position", "prompt_features", "trace_correct")
 
@@ -41,6 +41,36 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _a(word: str) -> str:
+    """`word` with its indefinite article: ``an exit``, ``a difficulty``."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+def what_artefact(document: object) -> str | None:
+    """What a JSON file of this package is, in words (None: not one it recognises).
+
+    For messages about a file given in the wrong place: a probe given training data, a
+    calibration given a probe.
+
+    Example:
+        >>> what_artefact({"arrays_sha256": "...", "events": 10, "traces": []})
+        'decision-point training data (made by `reasoning probe collect`)'
+    """
+    if not isinstance(document, dict):
+        return None
+    if str(document.get("format", "")).startswith("reasoning.atts-calibration") or {
+        "draft",
+        "target",
+        "scores",
+    } <= set(document):
+        return "an ATTS calibration (made by `reasoning probe atts-calibrate`)"
+    if {"kind", "layers", "hidden_size"} <= set(document):
+        return f"a probe artefact ({_a(str(document['kind']))} probe, made by `reasoning probe train`)"
+    if "arrays_sha256" in document and ({"events", "traces"} & set(document)):
+        return "decision-point training data (made by `reasoning probe collect`)"
+    return None
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -129,7 +159,8 @@ class DecisionPoints:
         """Read a dataset written by `save` (either file's path, or the common stem).
 
         Raises:
-            DatasetError: A file is missing, or the arrays do not match their recorded hash.
+            DatasetError: A file is missing, is not decision-point data (another artefact: the
+                message says which), or the arrays do not match their recorded hash.
         """
         from safetensors.numpy import load_file
 
@@ -137,7 +168,13 @@ class DecisionPoints:
         for each in (arrays, described):
             if not each.is_file():
                 raise DatasetError(f"decision-point data: {each} does not exist")
-        meta = json.loads(described.read_text())
+        try:
+            meta = json.loads(described.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DatasetError(f"{described}: not decision-point data (not valid JSON: {exc})") from None
+        what = what_artefact(meta)
+        if not isinstance(meta, dict) or (what is not None and not what.startswith("decision-point")):
+            raise DatasetError(f"{described} is {what or 'not a JSON object'}, not decision-point data")
         if meta.get("arrays_sha256") not in (None, file_sha256(arrays)):
             raise DatasetError(f"{arrays} does not match the sha256 recorded in {described}")
         loaded = load_file(str(arrays))

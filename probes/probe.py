@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from reasoning.errors import ConfigError
 from reasoning.models import ModelFingerprint, fingerprint
 from reasoning.probes.conformal import ClassConditional
-from reasoning.probes.data import DecisionPoints, file_sha256
+from reasoning.probes.data import DecisionPoints, _a, file_sha256, what_artefact
 from reasoning.strategy import Context
 
 __all__ = [
@@ -273,6 +273,14 @@ class Probe:
         if not isinstance(document, dict):
             raise ConfigError(f"{card_path}: not a probe card (a JSON {type(document).__name__})")
         if document.get("format") != FORMAT:
+            what = what_artefact(document)
+            if what is not None and what.startswith("decision-point"):
+                raise ConfigError(
+                    f"{card_path} is {what}, not a probe: train one on it with "
+                    f"`reasoning probe train --data {base} --out NAME` and give NAME.json"
+                )
+            if what is not None:
+                raise ConfigError(f"{card_path} is {what}, not a probe artefact")
             raise ConfigError(f"{card_path}: probe format {document.get('format')!r}, expected {FORMAT}")
         recorded = document.pop("weights_sha256", None)
         if recorded is not None and recorded != file_sha256(weights):
@@ -503,7 +511,7 @@ def load_probe(path: str, model: str, kind: Kind, calibrated: bool = True) -> Pr
         raise ConfigError(f"probe artefact {file} does not exist (make one with `reasoning probe`)")
     probe = _cached(str(file), file.stat().st_mtime, model)
     if probe.card.kind != kind:
-        raise ConfigError(f"{file} is a {probe.card.kind} probe; a {kind} probe is needed here")
+        raise ConfigError(f"{file} is {_a(probe.card.kind)} probe; {_a(kind)} probe is needed here")
     if kind == "exit" and calibrated and probe.rule is None:
         raise ConfigError(f"{file} is not calibrated: run `reasoning probe calibrate` on it first")
     if kind == "advantage" and calibrated and probe.card.router is None:

