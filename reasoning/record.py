@@ -18,12 +18,15 @@ from pydantic import BaseModel, Field
 
 __all__ = ["CLOCK_FIELDS", "FORMAT_VERSION", "Candidate", "Run", "library_versions", "without_clock"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Bumped whenever a field of `Run` is added or changes meaning or order.
 
 2: `Run.spec` (the run spec a ``reasoning solve`` row was solved under). Rows of version 1 read
 as they are (their `spec` empty) and resume as before.
-3: `Run.deterministic`. Rows of earlier versions read as not deterministic."""
+3: `Run.deterministic`. Rows of earlier versions read as not deterministic.
+4: `Run.stop_reason` never says ``done`` without an answer (``no_answer``), and says
+``budget:output_tokens`` when the budget's clamp cut samples short (``usage.clamped_samples``);
+a budget stop's candidates include the samples it cancelled. Earlier rows read as they are."""
 
 CLOCK_FIELDS = frozenset({"seconds", "busy_seconds", "started_at"})
 """The fields of a record (at any depth) that read the clock: all a deterministic run may vary."""
@@ -118,7 +121,9 @@ class Run(BaseModel):
     usage_by_backend: dict[str, dict[str, int | float]] = Field(default_factory=dict)
     """What each named backend spent (empty when there is only one backend)."""
     stop_reason: str = "done"
-    """``done``, ``budget:<line>`` or ``error``."""
+    """Why the run ended: ``done`` (the strategy ran its course and answered), ``no_answer`` (it
+    ran its course and found no answer), ``budget:<line>`` (a budget line stopped it, or the
+    output-token line cut its samples short: ``usage.clamped_samples``) or ``error``."""
     error: str | None = None
     """Error message when the problem failed; its answer is then None, never the error."""
     started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())

@@ -8,8 +8,11 @@ the run and for named backends, solves one problem through `reasoning.evals.run.
 * the tokens charged equal the tokens the backends decoded, cancelled ones included (plus the one
   token a hidden-state read or a prompt scoring is documented to charge: their forward pass);
 * the record is complete: every candidate has its text, finish reason and tokens; the stop reason
-  is ``done``, ``budget:<line>`` or the error row's ``error``; the answer is None or a candidate's;
-  an error is never an answer; and no request outlives its problem.
+  is ``done`` (with an answer), ``no_answer``, ``budget:<line>`` or the error row's ``error``; the
+  answer is None or a candidate's; an error is never an answer; and no request outlives its problem.
+
+Compositions (`COMPOSITIONS`: inner runs that call the engine concurrently) are held to the same
+properties and one more: a budget that pays for one sample never ends with nothing decoded.
 """
 
 from __future__ import annotations
@@ -313,8 +316,9 @@ def check(run: Run, setup: Setup, world: World, wrapped: dict[str, Flaky]) -> No
             reached = b.calls + len(b.inner.hidden_requests) + len(b.inner.scored_requests)
             assert reached + len(b.inner.reward_requests) <= run.usage_by_backend[name]["calls"]
     assert run.usage["cancelled_tokens"] <= run.usage["output_tokens"]
-    # The record is complete.
-    assert run.stop_reason == "done" or run.stop_reason.startswith("budget:")
+    # The record is complete, and "done" always comes with an answer.
+    assert run.stop_reason in ("done", "no_answer") or run.stop_reason.startswith("budget:")
+    assert (run.stop_reason == "done") <= (run.answer is not None), run.stop_reason
     if run.stop_reason.startswith("budget:"):
         line = run.stop_reason.removeprefix("budget:")
         owner, _, bare = line.rpartition(".")
@@ -350,6 +354,51 @@ def test_budgets_hold_tokens_add_up_and_records_are_complete(name: str, artefact
 
         [run] = anyio.run(go)
         check(run, setup, world, wrapped)
+
+    prop()
+
+
+COMPOSITIONS = {
+    "sc-of-single": "self-consistency(n=3, inner=single(max_tokens=8))",
+    "sc-of-first-finish": "self-consistency(n=2, inner=first-finish(n=2, max_tokens=8))",
+    "sc-of-budget-forcing": "self-consistency(n=2, inner=budget-forcing(max_tokens=8, answer_tokens=4, extend=1))",
+    "pdr-of-sc": "pdr(rounds=2, drafts=2, workspace_tokens=8, k=2, inner=self-consistency(n=2, max_tokens=8))",
+}
+"""Compositions whose inner runs reach the meter together (and so share what is left)."""
+
+ONE_SAMPLE = 8
+"""The most tokens one sample of `COMPOSITIONS` asks for: a budget of this pays for one."""
+
+
+@pytest.mark.parametrize("spec", sorted(COMPOSITIONS.values()))
+def test_compositions_hold_their_budget_and_a_budget_for_one_sample_decodes(spec: str) -> None:
+    strategy = build(spec)
+    setup = Setup(spec)
+
+    @settings(settings.get_profile(PROFILE), suppress_health_check=[HealthCheck.too_slow])
+    @given(world=worlds, spendable=st.integers(ONE_SAMPLE, 80))
+    def prop(world: World, spendable: int) -> None:
+        # Every sample has something to say (a non-empty text), so a granted call decodes.
+        texts = tuple(i for i in world.texts if TEXTS[i]) or (0,)
+        world = World(texts, world.speeds, world.fail_call, world.fail_after, world.budget)
+        wrapped, controller = backends_for(setup, world)
+
+        async def go() -> list[Run]:
+            return await solve([PROBLEM], controller, strategy, budget=world.budget)
+
+        [run] = anyio.run(go)
+        check(run, setup, world, wrapped)
+        # Only the output line, at least one sample's worth, and no failure: something decodes.
+        calm = World(texts, world.speeds, None, 0, Budget(output_tokens=spendable))
+        wrapped, controller = backends_for(setup, calm)
+
+        async def calm_run() -> list[Run]:
+            return await solve([PROBLEM], controller, strategy, budget=calm.budget)
+
+        [run] = anyio.run(calm_run)
+        check(run, setup, calm, wrapped)
+        assert run.usage["output_tokens"] > 0, (spendable, run.stop_reason)
+        assert run.candidates, run.stop_reason
 
     prop()
 

@@ -11,6 +11,7 @@ from reasoning.evals import cli
 from reasoning.evals.cli import main, spec_of
 from reasoning.evals.run import check_resumable, read_results
 from reasoning.evals.spec import RunSpec, ScriptedReply, ServerBackend, VLLMEngine
+from reasoning.record import FORMAT_VERSION
 
 
 def no_backend(*args: object, **kwargs: object) -> None:
@@ -110,7 +111,7 @@ def test_the_record_stores_the_spec_without_the_api_key(tmp_path: Path) -> None:
     code, text = invoke("solve", "--config", str(path), "--seed", "3")
     assert code == 0, text
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["format_version"] for r in rows] == [3, 3]
+    assert [r["format_version"] for r in rows] == [FORMAT_VERSION] * 2
     spec = RunSpec.model_validate(rows[0]["spec"])  # a stored spec is a spec again
     assert spec.seed == 3 and spec.params == {"n": 2} and spec.dataset and spec.dataset.limit == 2
     assert isinstance(spec.backend, ScriptedReply) and spec.backend.script == "\\boxed{18}"
