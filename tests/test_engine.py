@@ -107,6 +107,30 @@ async def test_budget_holds_on_the_real_engine(backend) -> None:
     assert len(run.candidates) == 4 and all(c.output_tokens <= 10 for c in run.candidates)
 
 
+async def test_concurrent_inner_runs_share_the_budget_and_the_record_says_it_cut_them(engine) -> None:
+    # Three inner runs at once under 48 tokens: 16 each (they used to get 48, 0 and a refusal).
+    from reasoning.answers import written_answer
+    from reasoning.compose import build
+
+    problem = Problem("count", COUNT[0].content)
+    strategy = build("self-consistency(n=3, inner=single(max_tokens=64))")
+    run = await Controller(engine, budget=Budget(output_tokens=48)).run(problem, strategy)
+    assert [(c.finish_reason, c.output_tokens) for c in run.candidates] == [("length", 16)] * 3
+    assert run.stop_reason == "budget:output_tokens" and run.usage["clamped_samples"] == 3
+    assert all(c.answer is None for c in run.candidates if written_answer(c.text) is None)
+
+
+async def test_a_wall_clock_stop_keeps_every_sample_it_cut(engine) -> None:
+    problem = Problem("count", COUNT[0].content)
+    run = await Controller(engine, budget=Budget(seconds=1.5)).run(
+        problem, SelfConsistency(n=2, max_tokens=400)
+    )
+    assert run.stop_reason == "budget:seconds"
+    assert [c.finish_reason for c in run.candidates] == ["cancelled"] * 2
+    assert sum(c.output_tokens for c in run.candidates) == run.usage["output_tokens"]
+    assert run.usage["cancelled_tokens"] == run.usage["output_tokens"]
+
+
 @dataclass(frozen=True)
 class _ThreeCounts:
     """Three greedy requests at once, long enough to still be decoding when a sibling stops."""
