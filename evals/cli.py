@@ -259,6 +259,13 @@ def solve(
             "empty prefix cache; slower (a request's samples still batch). In-process engines only.",
         ),
     ] = False,
+    truncated_answers: Annotated[
+        str | None,
+        typer.Option(
+            help="What counts as the answer of a sample cut short by max_tokens: written (default: "
+            "only a closed \\boxed{} or a complete 'the answer is' line) or any (its last number too).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve a dataset (or one --question) with a strategy, under a budget.
@@ -364,6 +371,8 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
         engine["trust_remote_code"] = True
     if flags.get("deterministic"):
         spec["deterministic"] = True
+    if flags.get("truncated_answers") is not None:
+        spec["truncated_answers"] = flags["truncated_answers"]
     given = {"vllm": engine, "scripted": {"script": flags["script"]}, "openai": {"api_key": flags["api_key"]}}
     settings = {kind: {k: v for k, v in values.items() if v is not None} for kind, values in given.items()}
     if not spec.get("backend") and not spec.get("backends"):
@@ -463,7 +472,12 @@ def execute(spec: RunSpec) -> None:
         engine = _with_prm(engine, spec.prm, _start_prm)
     try:
         controller = Controller(
-            engine, budget=spec.budget, seed=spec.seed, budgets=spec.budgets, deterministic=spec.deterministic
+            engine,
+            budget=spec.budget,
+            seed=spec.seed,
+            budgets=spec.budgets,
+            deterministic=spec.deterministic,
+            truncated_answers=spec.truncated_answers,
         )
         _run(problems, controller, arms, spec)
     except BackendError as exc:

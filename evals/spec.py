@@ -219,6 +219,9 @@ class RunSpec(Settings):
     deterministic: bool = False
     """Reproducible records (`reasoning.Controller.deterministic`): problems and requests one at a
     time, each problem from an empty prefix cache. Needs in-process engines (not ``ray``)."""
+    truncated_answers: Literal["written", "any"] = "written"
+    """What counts as the answer of a sample cut short (`reasoning.Controller.truncated_answers`):
+    ``written``, only an answer it wrote out in full; ``any``, its last number too."""
     routing: Literal["affinity", "round-robin"] = "affinity"
     """How `ray` replicas share the requests: all of a problem's to one replica (its prefix
     cache), or each request to the next replica."""

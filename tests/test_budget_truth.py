@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import pytest
@@ -191,3 +193,24 @@ def test_a_budget_stop_inside_a_composition_keeps_the_branches_partial_samples()
     assert record.stop_reason == "budget:seconds"
     assert len(record.candidates) == 3 and all(c.text and c.output_tokens for c in record.candidates)
     assert sum(c.output_tokens for c in record.candidates) == record.usage["output_tokens"]
+
+
+def test_solve_takes_the_truncated_answers_choice_and_records_it(tmp_path: Path) -> None:
+    from conftest import invoke
+
+    data = tmp_path / "cut.jsonl"
+    data.write_text(json.dumps({"question": "17*23?", "answer": "391"}) + "\n")
+    base = ["solve", "--dataset", str(data), "--backend", "scripted", "--script", "17 *23 = 391"]
+    for choice, answer, stop in ((None, None, "no_answer"), ("any", "23", "done")):
+        out = tmp_path / f"{choice}.jsonl"
+        flags = ["-s", "single(max_tokens=3)", "--output", str(out)]
+        code, text = invoke(*base, *flags, *(["--truncated-answers", choice] if choice else []))
+        assert code == 0, text
+        row = json.loads(out.read_text())
+        assert (row["answer"], row["stop_reason"], row["spec"]["truncated_answers"]) == (
+            answer,
+            stop,
+            choice or "written",
+        )
+    code, text = invoke(*base, "--output", str(tmp_path / "bad.jsonl"), "--truncated-answers", "last")
+    assert code != 0 and "truncated_answers must be 'written' or 'any'" in text
