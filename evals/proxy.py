@@ -17,8 +17,19 @@ strategy applies when none is named. Each request is one problem: its messages a
 verbatim (``--instruction`` appends a line to the last user message), and the strategy's chosen
 candidate is the reply. ``usage`` counts every internal call (prompt, completion and cached
 tokens), a ``reasoning`` object says what was done (strategy, candidates, answer, stop reason,
-record id), and the full `Run` record is appended to the records JSONL (the format of
-``reasoning solve``'s results; `reasoning.evals.run.read_results` reads it).
+record id, the request fields it ignored), and the full `Run` record is appended to the records
+JSONL (the format of ``reasoning solve``'s results; `reasoning.evals.run.read_results` reads it).
+
+Every field of a request is applied or listed in ``reasoning.ignored``, and a value outside
+OpenAI's range is a 400: ``max_tokens`` caps every model call of the strategy (inner strategies
+included), ``stop`` ends every call and cuts the reply, ``temperature`` and ``top_p`` set the
+parameter of that name of the strategy and of every strategy it composes. A run that ends
+without a reply (no chosen candidate, or an empty one) is never an empty success: it is a 422
+error naming why (its stop reason, and the budget line that stopped it), with the ``reasoning``
+object and the usage beside the error.
+
+A client that goes away (a closed connection, streaming or not, also while its request waits
+for a slot) cancels its run at once: its engine requests are aborted, nothing is recorded.
 
 Streaming (``stream: true``) sends what is known when it is known:
 - ``single`` (one trace): its tokens as the engine decodes them;
@@ -44,16 +55,18 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reasoning import STRATEGIES, Budget, Controller, Message, Problem, Run, Strategy
 from reasoning.backend import Backend, Chunk
@@ -65,6 +78,8 @@ from reasoning.errors import BackendError, BackendUnavailable, ConfigError, Reas
 __all__ = ["Limits", "ProxyError", "ProxySettings", "create_app"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PROGRESS_EVERY = 0.5
 """Seconds between two progress comments of a streamed reply (and a sample's finish sends one)."""
@@ -198,16 +213,20 @@ class ProxyError(Exception):
         kind: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.param = param
         self.code = code
+        self.extra = dict(extra or {})
+        """Keys sent beside ``error`` (a run's ``reasoning`` and ``usage``)."""
 
     def body(self) -> dict[str, Any]:
-        """The OpenAI error object."""
-        return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
+        """The OpenAI error object (and `extra` beside it)."""
+        error = {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}
+        return {"error": error, **self.extra}
 
 
 class _Part(BaseModel):
@@ -222,8 +241,16 @@ class _ChatMessage(BaseModel):
     content: str | list[_Part] | None = None
 
 
+MAX_STOP = 4
+"""Most stop strings a request may give (OpenAI's limit)."""
+
+
 class _Body(BaseModel):
-    """The fields of a request the proxy reads; others (``user``, penalties, ...) are ignored."""
+    """The fields of a request the proxy reads, with OpenAI's ranges.
+
+    Fields it does not apply (``user``, penalties, ``logit_bias``, anything else) are accepted,
+    checked where OpenAI bounds them, and listed in ``reasoning.ignored``.
+    """
 
     model_config = ConfigDict(extra="allow")
     model: str
@@ -231,13 +258,45 @@ class _Body(BaseModel):
     stream_options: dict[str, Any] | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(default=1, ge=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
     strategy: str | dict[str, Any] | None = None
     params: dict[str, Any] | None = None
     budget: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
+        strings = [value] if isinstance(value, str) else value or []
+        if len(strings) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings, got {len(strings)}")
+        if any(not s for s in strings):
+            raise ValueError("a stop string must not be empty")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not -100 <= bias <= 100:
+                raise ValueError(f"the bias of token {token} must be in [-100, 100], got {bias}")
+        return value
+
+    def stops(self) -> tuple[str, ...]:
+        """The stop strings, as a tuple."""
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    def given(self) -> set[str]:
+        """The fields the request gave a value (not null), extra ones included."""
+        named = {name for name in self.model_fields_set if getattr(self, name, None) is not None}
+        return named | {name for name, value in (self.model_extra or {}).items() if value is not None}
 
 
 class _ChatBody(_Body):
@@ -246,9 +305,17 @@ class _ChatBody(_Body):
 
 class _CompletionBody(_Body):
     prompt: str | list[str]
+    best_of: int | None = Field(default=None, ge=1)
 
 
-_UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "echo", "suffix")
+_UNSUPPORTED = (
+    "tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs", "echo", "suffix",
+)  # fmt: skip
+
+_APPLIED = frozenset(
+    {"model", "messages", "prompt", "stream", "seed", "n", "best_of", "strategy", "params", "budget"}
+)
+"""Request fields always applied when given (the sampling ones are decided per request)."""
 
 
 def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
@@ -277,20 +344,8 @@ def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
         )
         return JSONResponse(error.body(), status_code=exc.status_code)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Any:
-        if settings.api_key is not None:
-            given = request.headers.get("authorization", "")
-            token = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
-            if not secrets.compare_digest(token.encode(), settings.api_key.encode()):
-                error = ProxyError(
-                    "missing or wrong API key (send Authorization: Bearer <key>)",
-                    status=401,
-                    kind="authentication_error",
-                    code="invalid_api_key",
-                )
-                return JSONResponse(error.body(), status_code=401)
-        return await call_next(request)
+    if settings.api_key is not None:
+        app.add_middleware(_Authenticate, key=settings.api_key)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -314,6 +369,34 @@ def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
         return await server.answer(request, body, chat=False)
 
     return app
+
+
+class _Authenticate:
+    """Asks every request for ``Authorization: Bearer <key>`` (compared in constant time).
+
+    A plain ASGI middleware: it hands the app the server's own ``receive``, so the app hears a
+    client's disconnect (an ``http.disconnect`` message) the moment the server does. (Starlette's
+    ``BaseHTTPMiddleware`` wraps ``receive`` and hid it: runs went on after their client left.)
+    """
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = Headers(scope=scope).get("authorization", "")
+            token = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
+            if not secrets.compare_digest(token.encode(), self.key):
+                error = ProxyError(
+                    "missing or wrong API key (send Authorization: Bearer <key>)",
+                    status=401,
+                    kind="authentication_error",
+                    code="invalid_api_key",
+                )
+                await JSONResponse(error.body(), status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _parse(request: Request, model: type[_Body]) -> Any:
@@ -351,6 +434,10 @@ class _Plan:
     messages: tuple[Message, ...]
     question: str
     ignored: list[str]
+    max_tokens: int | None = None
+    """The request's ``max_tokens``: a cap on every model call of the run."""
+    stop: tuple[str, ...] = ()
+    """The request's stop strings: they end every model call and cut the reply."""
 
 
 class _Server:
@@ -375,39 +462,51 @@ class _Server:
 
     def plan(self, request: Request, body: _Body, chat: bool) -> _Plan:
         spec, params, budget = self._strategy_fields(request, body)
-        ignored: list[str] = []
         if body.n != 1:
             raise ProxyError(
                 "n > 1 is not supported: ask for a strategy that samples more (e.g. self-consistency(n=4))",
                 param="n",
             )
-        params = dict(params)
+        if isinstance(body, _CompletionBody) and (body.best_of or 1) != 1:
+            raise ProxyError(
+                "best_of > 1 is not supported: ask for a strategy that samples more (e.g. best-of-n(n=4))",
+                param="best_of",
+            )
         try:
-            strategy = build(spec, params)
+            strategy = build(spec, dict(params))
         except ConfigError as exc:
             raise ProxyError(str(exc), param="strategy") from None
-        fields: tuple[dataclasses.Field[Any], ...] = (
-            dataclasses.fields(strategy) if dataclasses.is_dataclass(strategy) else ()
-        )
-        names: set[str] = {f.name for f in fields}
-        overrides: dict[str, Any] = {}
+        given = body.given()
+        applied = set(_APPLIED & given)
+        if body.stream:
+            applied.add("stream_options")
+        fmt = getattr(body, "response_format", None)
+        if isinstance(fmt, dict) and fmt.get("type") in (None, "text"):
+            applied.add("response_format")  # text is what the proxy answers
         max_tokens = body.max_completion_tokens or body.max_tokens
-        for name, value in (
-            ("max_tokens", max_tokens),
-            ("temperature", body.temperature),
-            ("top_p", body.top_p),
-        ):
-            if value is None or name in params:
-                continue
-            if name in names:
-                overrides[name] = value
-            else:
-                ignored.append(name)
-        if overrides:
-            try:
-                strategy = build(spec, {**params, **overrides})
-            except ConfigError as exc:
-                raise ProxyError(str(exc), param="strategy") from None
+        limit = self.settings.limits.max_tokens
+        if max_tokens is not None and max_tokens > limit:
+            raise ProxyError(
+                f"max_tokens={max_tokens} is over this server's cap of {limit} tokens per sample",
+                param="max_tokens",
+                code="over_limit",
+            )
+        # The OpenAI sampling fields set the strategy's parameter of that name, and that of every
+        # strategy it composes, unless the request's params name it (then they win).
+        sampling = {"max_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p}
+        values = {k: v for k, v in sampling.items() if v is not None and k not in params}
+        took: set[str] = set()
+        try:
+            strategy = _with_values(strategy, values, took)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ProxyError(str(exc), param="strategy") from None
+        applied |= took & {"temperature", "top_p"}
+        if "max_tokens" in values:  # the cap on every call: it is applied whatever the strategy
+            applied.add("max_completion_tokens" if body.max_completion_tokens else "max_tokens")
+        else:
+            max_tokens = None
+        if body.stop is not None:
+            applied.add("stop")
         self.settings.limits.check(strategy)
         messages = self._messages(body, chat)
         seed = body.seed if body.seed is not None else secrets.randbits(31)
@@ -417,7 +516,9 @@ class _Server:
             seed=seed,
             messages=messages,
             question=next((m.content for m in reversed(messages) if m.role == "user"), messages[-1].content),
-            ignored=ignored,
+            ignored=sorted(given - applied),
+            max_tokens=max_tokens,
+            stop=body.stops(),
         )
 
     def _strategy_fields(
@@ -496,15 +597,20 @@ class _Server:
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
-        async with self._slot(), task_group() as group:
-            task = group.create_task(self._attempt(plan, record_id, _Watch(plan.strategy, live=False)))
-            group.create_task(_cancel_on_disconnect(request, task, record_id))
-        if task.cancelled():
-            raise asyncio.CancelledError  # the client went away
-        run = task.result()
+        watch = _Watch(plan.strategy, live=False)
+        run = await _unless_disconnected(request, self._queued(plan, record_id, watch), watch)
+        if run is None:  # nobody reads this reply; the run was cancelled, its requests aborted
+            logger.info("%s: the client went away; its run is cancelled", record_id)
+            gone = ProxyError("the client closed the request", status=499, code="client_closed_request")
+            return JSONResponse(gone.body(), status_code=499)
         if isinstance(run, ProxyError):
             raise run
         return JSONResponse(reply.whole(run, plan))
+
+    async def _queued(self, plan: _Plan, record_id: str, watch: _Watch) -> Run | ProxyError:
+        """`_attempt` once a slot is free."""
+        async with self._slot():
+            return await self._attempt(plan, record_id, watch)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -532,17 +638,14 @@ class _Server:
             json.dumps([dataclasses.asdict(m) for m in plan.messages]).encode()
         ).hexdigest()
         problem = Problem(id=f"messages-{digest[:16]}", question=plan.question)
-        try:
-            controller = Controller(
-                _Tap(self.backend, watch),
-                budget=plan.budget,
-                seed=plan.seed,
-                prompt=lambda _problem: plan.messages,
-                model=self.settings.model,
-            )
-            run = await controller.run(problem, plan.strategy)
-        finally:
-            watch.close()
+        controller = Controller(
+            _Tap(self.backend, watch, max_tokens=plan.max_tokens, stop=plan.stop),
+            budget=plan.budget,
+            seed=plan.seed,
+            prompt=lambda _problem: plan.messages,
+            model=self.settings.model,
+        )
+        run = await controller.run(problem, plan.strategy)
         run = run.model_copy(
             update={
                 "problem_id": record_id,
@@ -551,6 +654,8 @@ class _Server:
                         "messages": [dataclasses.asdict(m) for m in plan.messages],
                         "seed_problem_id": problem.id,
                         "strategy": spec_of(plan.strategy),
+                        "max_tokens": plan.max_tokens,
+                        "stop": list(plan.stop),
                         "ignored": plan.ignored,
                     }
                 },
@@ -581,22 +686,47 @@ class _Server:
         watch = _Watch(plan.strategy)
         yield reply.event(delta={"role": "assistant", "content": ""} if reply.chat else {})
         sent = ""
-        async with self._slot(), task_group() as group:
+        async with task_group() as group:
             # The run never raises (`_attempt`): a client going away cancels it, nothing else.
-            task = group.create_task(self._attempt(plan, reply.id, watch))
-            while (event := await watch.next()) is not None:
-                kind, value = event
-                if kind == "text":
-                    sent += str(value)
-                    yield reply.event(text=str(value))
-                else:
-                    yield f": reasoning {json.dumps(value)}\n\n"
+            # Starlette cancels this generator when it hears the disconnect (or leaves it
+            # suspended at a `yield`): the watcher here cancels the run either way.
+            task = group.create_task(self._queued(plan, reply.id, watch))
+            task.add_done_callback(lambda _: watch.close())
+            gone = group.create_task(_disconnected(request))
+
+            def left(done: asyncio.Task[None]) -> None:
+                if not done.cancelled():
+                    watch.abandon(task)
+
+            gone.add_done_callback(left)
+            try:
+                while (event := await watch.next()) is not None:
+                    kind, value = event
+                    if kind == "text":
+                        sent += str(value)
+                        yield reply.event(text=str(value))
+                    else:
+                        yield f": reasoning {json.dumps(value)}\n\n"
+            except BaseException:  # cancelled or closed: the client went away, or the server stops
+                watch.abandon(task)
+                raise
+            gone.cancel()
+        if task.cancelled():
+            logger.info("%s: the client went away; its run is cancelled", reply.id)
+            return
         run = task.result()
         if isinstance(run, ProxyError):
             yield f"data: {json.dumps(run.body())}\n\n"
             yield "data: [DONE]\n\n"
             return
-        text, finish = _content_of(run)
+        content = _content_of(run, plan.stop)
+        if content is None and sent:  # the live text of a run stopped before it chose it
+            content = sent, "length" if run.stop_reason.startswith("budget:") else "stop"
+        if content is None:
+            yield f"data: {json.dumps(_no_reply(run, reply.reasoning(run, plan), plan).body())}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        text, finish = content
         if text.startswith(sent):
             if text[len(sent) :]:
                 yield reply.event(text=text[len(sent) :])
@@ -608,13 +738,53 @@ class _Server:
         yield "data: [DONE]\n\n"
 
 
-async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any], record_id: str) -> None:
-    """Cancel `task` (its engine requests) when the client goes away before it ends."""
-    while not task.done():
-        await asyncio.wait({task}, timeout=0.5)  # returns as soon as the run ends
-        if not task.done() and await request.is_disconnected():
-            task.cancel()
-            logger.info("%s: the client went away; its run is cancelled", record_id)
+async def _disconnected(request: Request) -> None:
+    """Return when the client has gone away (the server's ``http.disconnect``).
+
+    The body has been read, so the server's next message is the disconnect: awaiting it hears
+    a closed connection at once (polling ``Request.is_disconnected`` missed it).
+    """
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T], watch: _Watch) -> T | None:
+    """`work`'s result, or None when the client went away first: `work` is then cancelled and ended."""
+    async with task_group() as group:
+        job = group.create_task(work)
+        gone = group.create_task(_disconnected(request))
+        try:
+            await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the server stops
+            watch.abandon(job)
+            raise
+        if not job.done():
+            watch.abandon(job)
+        gone.cancel()
+    return None if job.cancelled() else job.result()
+
+
+def _with_values(strategy: Strategy, values: Mapping[str, Any], applied: set[str]) -> Strategy:
+    """`strategy`, and every strategy it composes, with each parameter named in `values` set.
+
+    The names it set are added to `applied`.
+    """
+    if not values or not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
+        return strategy
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(strategy):
+        if not f.init:
+            continue
+        value = getattr(strategy, f.name)
+        if f.name in values:
+            changes[f.name] = values[f.name]
+            applied.add(f.name)
+        elif dataclasses.is_dataclass(value) and STRATEGIES.holds(type(value)):
+            changes[f.name] = _with_values(value, values, applied)
+    if not changes:
+        return strategy
+    replaced: Strategy = dataclasses.replace(strategy, **changes)
+    return replaced
 
 
 def _refusal(exc: Exception) -> ProxyError:
@@ -663,12 +833,53 @@ def _content(message: _ChatMessage) -> str:
     return "".join(parts)
 
 
-def _content_of(run: Run) -> tuple[str, str]:
-    """The reply's text (the chosen candidate's) and its OpenAI finish reason."""
+def _content_of(run: Run, stop: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """The reply's text (the chosen candidate's, cut at a stop string) and its finish reason.
+
+    None when there is no reply: no candidate was chosen, or its text is empty.
+    """
     if run.chosen is None or not 0 <= run.chosen < len(run.candidates):
-        return "", "length" if run.stop_reason.startswith("budget") else "stop"
+        return None
     chosen = run.candidates[run.chosen]
-    return chosen.text, "length" if chosen.finish_reason == "length" else "stop"
+    text, finish = chosen.text, "length" if chosen.finish_reason in ("length", "cancelled") else "stop"
+    cut = min((at for at in (text.find(s) for s in stop) if at >= 0), default=-1)
+    if cut >= 0:
+        text, finish = text[:cut], "stop"
+    return (text, finish) if text else None
+
+
+def _no_reply(run: Run, reasoning: dict[str, Any], plan: _Plan) -> ProxyError:
+    """The error a run that ended without a reply gets: what is missing and why, never a 200."""
+    if run.chosen is None or not 0 <= run.chosen < len(run.candidates):
+        count = len(run.candidates)
+        what = (
+            f"the strategy chose none of its {count} candidate{'s' * (count != 1)} (none had an "
+            "answer it could pick)"
+            if count
+            else "no sample finished"
+        )
+    else:
+        what = "the chosen candidate's text is empty"
+    stop = run.stop_reason
+    if stop.startswith("budget:"):
+        line = stop.removeprefix("budget:")
+        limit = getattr(plan.budget, line, None) if line.isidentifier() else None
+        spent = run.usage.get(line)
+        amount = ""
+        if limit is not None:
+            amount = f" ({line} budget {limit}, {spent:g} spent)" if isinstance(spent, int | float) else ""
+        why = f"the request's budget stopped it{amount}: raise budget.{line} or ask for a cheaper strategy"
+        code = "budget_exhausted"
+    else:
+        why = f"stop reason {stop!r}"
+        code = "no_answer"
+    return ProxyError(
+        f"the run ended without a reply: {what}; {why} (record {run.problem_id})",
+        status=422,
+        kind="no_reply_error",
+        code=code,
+        extra={"reasoning": reasoning, "usage": _usage(run)},
+    )
 
 
 def _usage(run: Run) -> dict[str, Any]:
@@ -708,7 +919,15 @@ class _Reply:
         }
 
     def whole(self, run: Run, plan: _Plan) -> dict[str, Any]:
-        text, finish = _content_of(run)
+        """The response of a reply sent whole.
+
+        Raises:
+            ProxyError: The run ended without a reply (`_no_reply`).
+        """
+        content = _content_of(run, plan.stop)
+        if content is None:
+            raise _no_reply(run, self.reasoning(run, plan), plan)
+        text, finish = content
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
         if self.chat:
             choice["message"] = {"role": "assistant", "content": text}
@@ -771,6 +990,18 @@ class _Watch:
         self.texts: dict[tuple[int, int], str] = {}
         self.decided = False
         self.last = 0.0
+        self.abandoned = False
+        """The client went away: every call of the run ends at its next chunk (`_Tap`)."""
+
+    def abandon(self, task: asyncio.Task[Any]) -> None:
+        """Cancel the run `task` for good: its calls end at their next chunk, none starts.
+
+        A cancellation alone can be lost: on Python 3.11 ``asyncio.wait_for`` (which the budget's
+        seconds line uses around each chunk) swallows one that arrives as its chunk does, and the
+        run then went on to the end. A lost one now costs at most a chunk.
+        """
+        self.abandoned = True
+        task.cancel()
 
     def started(self, request: BackendRequest) -> int:
         self.calls += 1
@@ -813,11 +1044,19 @@ class _Watch:
 
 
 class _Tap:
-    """A backend that reports every call and chunk of another to a `_Watch`, changing nothing."""
+    """A backend that reports every call and chunk of another to a `_Watch`.
 
-    def __init__(self, inner: Backend, watch: _Watch) -> None:
+    It changes a request only to apply the client's ``max_tokens`` (a cap on every call) and
+    ``stop`` strings.
+    """
+
+    def __init__(
+        self, inner: Backend, watch: _Watch, *, max_tokens: int | None = None, stop: tuple[str, ...] = ()
+    ) -> None:
         self._inner = inner
         self._watch = watch
+        self._max_tokens = max_tokens
+        self._stop = stop
 
     @property
     def name(self) -> str:
@@ -826,9 +1065,26 @@ class _Tap:
     def __getattr__(self, name: str) -> Any:  # model, engine_info, prompt_tokens, hidden_states, ...
         return getattr(self._inner, name)
 
+    def _shaped(self, request: BackendRequest) -> BackendRequest:
+        """`request` with the client's cap on tokens and its stop strings."""
+        sampling = request.sampling
+        changes: dict[str, Any] = {}
+        if self._max_tokens is not None and sampling.max_tokens > self._max_tokens:
+            changes["max_tokens"] = self._max_tokens
+        if self._stop and not set(self._stop) <= set(sampling.stop):
+            changes["stop"] = tuple(dict.fromkeys((*sampling.stop, *self._stop)))
+        if not changes:
+            return request
+        return dataclasses.replace(request, sampling=dataclasses.replace(sampling, **changes))
+
     async def stream(self, request: BackendRequest) -> AsyncGenerator[Chunk, None]:
+        if self._watch.abandoned:
+            raise asyncio.CancelledError("the client went away")
+        request = self._shaped(request)
         call = self._watch.started(request)
         async with contextlib.aclosing(self._inner.stream(request)) as chunks:
             async for chunk in chunks:
+                if self._watch.abandoned:  # closing `chunks` aborts the request in the engine
+                    raise asyncio.CancelledError("the client went away")
                 self._watch.chunk(call, chunk)
                 yield chunk

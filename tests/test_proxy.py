@@ -49,7 +49,8 @@ async def serving(backend: Any, tmp_path: Path, **settings: Any) -> AsyncIterato
 
 
 def client(url: str, **kwargs: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=url, api_key=kwargs.pop("api_key", "none"), max_retries=0, **kwargs)
+    kwargs.setdefault("max_retries", 0)
+    return openai.AsyncOpenAI(base_url=url, api_key=kwargs.pop("api_key", "none"), **kwargs)
 
 
 class Gated:
@@ -166,16 +167,97 @@ async def test_openai_sampling_fields_reach_the_strategy_or_are_reported_ignored
             max_tokens=7,
             temperature=0.3,
             seed=11,
+            user="someone",
+            presence_penalty=0.5,
+            frequency_penalty=-0.5,
+            logit_bias={"42": 10},
+            extra_body={"metadata": {"k": "v"}, "top_k": None},
         )
-        refine = await client(url).chat.completions.create(
-            model="plan-and-budget@m", messages=[{"role": "user", "content": "2+2?"}], max_tokens=50
+        planned = len(backend.requests)
+        plan = await client(url).chat.completions.create(
+            model="plan-and-budget@m", messages=[{"role": "user", "content": "2+2?"}], max_tokens=5
         )
     assert backend.requests[0].sampling.max_tokens == 7
     assert backend.requests[0].sampling.temperature == 0.3
     assert [m.role for m in backend.requests[0].messages] == ["system", "user"]
     run = read_results(tmp_path / "proxy.jsonl")[reply.id]
-    assert run.seed == 11 and (reply.model_extra or {})["reasoning"]["seed"] == 11
-    assert (refine.model_extra or {})["reasoning"]["ignored"] == ["max_tokens"]
+    reasoning = (reply.model_extra or {})["reasoning"]
+    assert run.seed == 11 and reasoning["seed"] == 11
+    # every field given is applied or listed (a null one is not given)
+    assert reasoning["ignored"] == ["frequency_penalty", "logit_bias", "metadata", "presence_penalty", "user"]
+    assert run.spec["proxy"]["ignored"] == reasoning["ignored"]
+    # plan-and-budget has no max_tokens parameter: the cap holds for each of its calls all the same
+    assert all(r.sampling.max_tokens <= 5 for r in backend.requests[planned:])
+    assert (plan.model_extra or {})["reasoning"]["ignored"] == []
+
+
+async def test_sampling_fields_reach_the_inner_strategy(tmp_path: Path) -> None:
+    backend = ScriptedBackend(["\\boxed{4} is the answer"])
+    async with serving(backend, tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="self-consistency(n=2, inner=single)@m",
+            messages=[{"role": "user", "content": "2+2?"}],
+            max_tokens=3,
+            temperature=0.4,
+            top_p=0.9,
+        )
+    reasoning = (reply.model_extra or {})["reasoning"]
+    assert reasoning["strategy"] == (
+        "self-consistency(n=2, temperature=0.4, inner=single(temperature=0.4, top_p=0.9, max_tokens=3), "
+        "top_p=0.9, max_tokens=3)"
+    )
+    assert reasoning["ignored"] == []
+    assert len(backend.requests) == 2
+    assert all(r.sampling.max_tokens == 3 and r.sampling.temperature == 0.4 for r in backend.requests)
+    assert reply.choices[0].message.content == "\\boxed{4} is the "
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 6
+
+
+async def test_params_win_over_the_openai_field_which_is_then_reported_ignored(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "2+2?"}],
+            max_tokens=2,
+            extra_body={"params": {"max_tokens": 64}},
+        )
+    assert backend.requests[0].sampling.max_tokens == 64
+    assert (reply.model_extra or {})["reasoning"]["ignored"] == ["max_tokens"]
+    assert reply.choices[0].message.content == ANSWER
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_stop_ends_every_call_and_the_reply_never_holds_it(tmp_path: Path, stream: bool) -> None:
+    backend = ScriptedBackend(["The answer is \\boxed{4}. The end."])
+    body = {
+        "model": "self-consistency(n=2, inner=single)@m",
+        "messages": [{"role": "user", "content": "2+2?"}],
+        "stop": ["The end", "END"],
+        "stream": stream,
+    }
+    async with serving(backend, tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(f"{url}/chat/completions", json=body)
+        single = await http.post(f"{url}/chat/completions", json={**body, "model": "m", "stop": "is"})
+    assert response.status_code == single.status_code == 200
+    assert all(r.sampling.stop == ("The end", "END") for r in backend.requests[:2])
+    assert backend.requests[2].sampling.stop == ("is",)
+    if stream:
+        events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+        reasoning = next(e["reasoning"] for e in events if "reasoning" in e)
+        words = "".join(
+            e["choices"][0]["delta"].get("content") or ""
+            for e in (json.loads(line[6:]) for line in single.text.splitlines() if line.startswith("data: {"))
+            if e["choices"]
+        )
+    else:
+        text = response.json()["choices"][0]["message"]["content"]
+        reasoning = response.json()["reasoning"]
+        words = single.json()["choices"][0]["message"]["content"]
+    assert text == "The answer is \\boxed{4}. " and reasoning["ignored"] == [] and reasoning["answer"] == "4"
+    assert words == "The answer "
 
 
 async def test_same_seed_and_messages_replay_the_same_request_seeds(tmp_path: Path) -> None:
@@ -290,6 +372,70 @@ async def test_a_client_going_away_cancels_its_run(tmp_path: Path) -> None:
     assert not (tmp_path / "proxy.jsonl").exists() or not read_results(tmp_path / "proxy.jsonl")
 
 
+# -- never an empty success ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_run_without_a_reply_is_an_error_never_an_empty_success(tmp_path: Path, stream: bool) -> None:
+    backend = ScriptedBackend(["I cannot tell."])  # no answer: a vote chooses no candidate
+    body = {
+        "model": "self-consistency(n=2)@m",
+        "messages": [{"role": "user", "content": "2+2?"}],
+        "stream": stream,
+    }
+    async with serving(backend, tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(f"{url}/chat/completions", json=body)
+    if stream:
+        assert response.status_code == 200  # sent before the run ended
+        events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        payload = json.loads(events[-2])
+        chunks = [json.loads(e) for e in events[:-2]]
+        assert all(not c["choices"] or not c["choices"][0]["delta"].get("content") for c in chunks)
+    else:
+        assert response.status_code == 422
+        payload = response.json()
+    error, reasoning = payload["error"], payload["reasoning"]
+    assert error["code"] == "no_answer" and error["type"] == "no_reply_error"
+    assert "the run ended without a reply: the strategy chose none of its 2 candidates" in error["message"]
+    assert reasoning["record_id"] in error["message"]
+    assert reasoning["candidates"] == 2 and reasoning["chosen"] is None and reasoning["answer"] is None
+    run = read_results(tmp_path / "proxy.jsonl")[reasoning["record_id"]]
+    assert run.chosen is None and run.stop_reason == reasoning["stop_reason"] != "done"
+    assert payload["usage"]["completion_tokens"] == run.usage["output_tokens"] > 0
+
+
+async def test_a_budget_that_stops_a_run_before_any_reply_is_named(tmp_path: Path) -> None:
+    # the shape of the example: votes over first-finish races, a budget too small for them
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path) as url:
+        with pytest.raises(openai.UnprocessableEntityError) as caught:  # a 4xx: not retried
+            await client(url, max_retries=2).chat.completions.create(
+                model="self-consistency(n=4, inner=first-finish(n=4))@m",
+                messages=[{"role": "user", "content": "2+2?"}],
+                extra_body={"budget": {"output_tokens": 10}},
+            )
+    payload = caught.value.response.json()
+    assert caught.value.code == "budget_exhausted"
+    assert "the request's budget stopped it (output_tokens budget 10" in payload["error"]["message"]
+    assert "raise budget.output_tokens" in payload["error"]["message"]
+    assert payload["reasoning"]["stop_reason"] == "budget:output_tokens"
+    assert len(backend.requests) <= 16
+
+
+async def test_a_budget_stop_with_text_is_a_length_finish(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "2+2?"}],
+            extra_body={"budget": {"output_tokens": 2}},
+        )
+    assert reply.choices[0].message.content == "The answer "
+    assert reply.choices[0].finish_reason == "length"
+    assert (reply.model_extra or {})["reasoning"]["stop_reason"].startswith("budget:")
+
+
 # -- limits, errors, keys ---------------------------------------------------------------------------
 
 
@@ -310,6 +456,17 @@ async def test_a_client_going_away_cancels_its_run(tmp_path: Path) -> None:
         ({"model": "m", "messages": []}, 400, "messages"),
         ({"model": "m", "messages": [{"role": "system", "content": "x"}]}, 400, "no user message"),
         ({"model": "m", "temperature": -1}, 400, "temperature"),
+        ({"model": "m", "temperature": 5}, 400, "temperature: Input should be less than or equal to 2"),
+        ({"model": "m", "top_p": 1.5}, 400, "top_p"),
+        ({"model": "m", "presence_penalty": 3}, 400, "presence_penalty"),
+        ({"model": "m", "frequency_penalty": -2.5}, 400, "frequency_penalty"),
+        ({"model": "m", "logit_bias": {"7": 101}}, 400, "must be in [-100, 100]"),
+        ({"model": "m", "max_tokens": 0}, 400, "max_tokens"),
+        ({"model": "m", "max_tokens": 99999}, 400, "max_tokens=99999 is over this server's cap"),
+        ({"model": "m", "stop": ["a", "b", "c", "d", "e"]}, 400, "at most 4 stop strings"),
+        ({"model": "m", "stop": ""}, 400, "a stop string must not be empty"),
+        ({"model": "m", "top_logprobs": 3}, 400, "'top_logprobs' is not supported"),
+        ({"model": "m", "seed": "x"}, 400, "seed"),
     ],
 )
 async def test_bad_requests_get_openai_format_errors(
