@@ -55,7 +55,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -75,7 +75,7 @@ from reasoning.compose import build, spec_of
 from reasoning.concurrency import task_group
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
 
-__all__ = ["Limits", "ProxyError", "ProxySettings", "create_app"]
+__all__ = ["Limits", "ProxyError", "ProxySettings", "create_app", "stop_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -318,6 +318,18 @@ _APPLIED = frozenset(
 """Request fields always applied when given (the sampling ones are decided per request)."""
 
 
+def stop_runs(app: FastAPI) -> int:
+    """End every run of `app` in flight, and refuse new ones: the server is stopping.
+
+    Each request in flight (or waiting for a slot) is answered at once with a 503 error,
+    ``server_stopping`` (streamed: an SSE error event, then ``[DONE]``); its engine requests are
+    aborted. Returns how many runs it ended. ``reasoning proxy`` calls it when a stop signal's
+    grace period is over, so that no request is cut off without an answer.
+    """
+    server: _Server = app.state.server
+    return server.stop()
+
+
 def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
     """The proxy's ASGI app over `backend` (serve it with uvicorn; tests drive it in-process)."""
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
@@ -448,8 +460,34 @@ class _Server:
         self.waiting = 0
         self.kept: dict[str, Run] = {}
         self.write_lock = asyncio.Lock()
+        self.running: dict[_Watch, asyncio.Task[Any]] = {}
+        """The runs in flight (or waiting for a slot), by their watch."""
+        self.stopping = False
         if settings.records is not None:
             settings.records.parent.mkdir(parents=True, exist_ok=True)
+
+    def stop(self) -> int:
+        """`stop_runs`."""
+        self.stopping = True
+        running = list(self.running.items())
+        for watch, task in running:
+            watch.abandon(task)
+        return len(running)
+
+    def _track(self, watch: _Watch, task: asyncio.Task[Any]) -> None:
+        """Count `task` in flight until it ends (`stop`)."""
+        self.running[watch] = task
+        task.add_done_callback(lambda _: self.running.pop(watch, None))
+        if self.stopping:
+            watch.abandon(task)
+
+    def _stopping(self) -> ProxyError:
+        return ProxyError(
+            "the proxy is stopping: this request was not answered; retry against a running server",
+            status=503,
+            kind="server_error",
+            code="server_stopping",
+        )
 
     def models(self) -> list[dict[str, Any]]:
         created = int(time.time())
@@ -580,6 +618,8 @@ class _Server:
     # -- answering ------------------------------------------------------------------------------
 
     async def answer(self, request: Request, body: _Body, chat: bool) -> JSONResponse | StreamingResponse:
+        if self.stopping:
+            raise self._stopping()
         plan = self.plan(request, body, chat)
         record_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
         if self.waiting >= self.settings.limits.max_queue and self.slots.locked():
@@ -598,7 +638,9 @@ class _Server:
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
         watch = _Watch(plan.strategy, live=False)
-        run = await _unless_disconnected(request, self._queued(plan, record_id, watch), watch)
+        run = await _unless_disconnected(request, self._queued(plan, record_id, watch), watch, self._track)
+        if run is None and self.stopping:
+            raise self._stopping()
         if run is None:  # nobody reads this reply; the run was cancelled, its requests aborted
             logger.info("%s: the client went away; its run is cancelled", record_id)
             gone = ProxyError("the client closed the request", status=499, code="client_closed_request")
@@ -692,6 +734,7 @@ class _Server:
             # suspended at a `yield`): the watcher here cancels the run either way.
             task = group.create_task(self._queued(plan, reply.id, watch))
             task.add_done_callback(lambda _: watch.close())
+            self._track(watch, task)
             gone = group.create_task(_disconnected(request))
 
             def left(done: asyncio.Task[None]) -> None:
@@ -711,6 +754,10 @@ class _Server:
                 watch.abandon(task)
                 raise
             gone.cancel()
+        if task.cancelled() and self.stopping:
+            yield f"data: {json.dumps(self._stopping().body())}\n\n"
+            yield "data: [DONE]\n\n"
+            return
         if task.cancelled():
             logger.info("%s: the client went away; its run is cancelled", reply.id)
             return
@@ -748,10 +795,19 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T], watch: _Watch) -> T | None:
-    """`work`'s result, or None when the client went away first: `work` is then cancelled and ended."""
+async def _unless_disconnected(
+    request: Request,
+    work: Coroutine[Any, Any, T],
+    watch: _Watch,
+    track: Callable[[_Watch, asyncio.Task[Any]], None],
+) -> T | None:
+    """`work`'s result, or None when the client went away first (or `stop_runs` ended it).
+
+    `work` is then cancelled and has ended. `track` is told of its task.
+    """
     async with task_group() as group:
         job = group.create_task(work)
+        track(watch, job)
         gone = group.create_task(_disconnected(request))
         try:
             await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +31,10 @@ def proxy(
     ] = "vllm",
     model: Annotated[
         str | None,
-        typer.Option(help="The engine's model (embedded name, HF folder or id), or the upstream's model."),
+        typer.Option(
+            help="The engine's model (embedded name, HF folder or id), the upstream's model, or the "
+            "name the scripted backend serves (default: scripted)."
+        ),
     ] = None,
     base_url: Annotated[
         str | None, typer.Option(help="URL of the upstream server (--backend openai).")
@@ -46,7 +49,7 @@ def proxy(
     host: Annotated[
         str, typer.Option(help="Interface to bind (127.0.0.1; 0.0.0.0 exposes it to the network).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: a free one).")] = 8080,
     strategy: Annotated[
         str, typer.Option("--strategy", "-s", help="Default strategy spec, for requests that name none.")
     ] = "single",
@@ -80,6 +83,14 @@ def proxy(
         bool, typer.Option("--hidden-states", help="Start the engine with hidden states (probe strategies).")
     ] = False,
     trust_remote_code: TrustRemoteCodeOption = False,
+    shutdown_grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds the requests in flight get to finish once the proxy is told to stop "
+            "(Ctrl-C, SIGTERM); then each ends with a 503 server_stopping error.",
+        ),
+    ] = 5.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and access logs.")] = False,
 ) -> None:
     """Serve test-time strategies behind an OpenAI-compatible API (/v1/chat/completions, ...).
@@ -90,7 +101,7 @@ def proxy(
     import uvicorn
 
     from reasoning.evals.cli import err, out, quiet_engine_logs
-    from reasoning.evals.proxy import Limits, ProxySettings, create_app
+    from reasoning.evals.proxy import Limits, ProxySettings, create_app, stop_runs
 
     quiet_engine_logs(verbose)
     limits = Limits(
@@ -103,7 +114,10 @@ def proxy(
         max_queue=max_queue,
     )
     _strategy_check(strategy)  # bad settings fail before the engine starts
+    _options_check(backend, base_url, script, script_seconds_per_token, kv_cache_gb, max_model_len, dtype,
+                   hidden_states)  # fmt: skip
     listening = _bind(host, port)
+    port = listening.getsockname()[1]  # the one chosen for --port 0
     engine = _start(backend, model, base_url, upstream_api_key, script, script_seconds_per_token,
                     kv_cache_gb, max_model_len, dtype, hidden_states, trust_remote_code)  # fmt: skip
     try:
@@ -128,11 +142,33 @@ def proxy(
             port=port,
             log_level="info" if verbose else "warning",
             lifespan="off",
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=int(shutdown_grace) + 10,  # runs have ended by then
         )
 
+        class Server(uvicorn.Server):  # type: ignore[misc]  # uvicorn is untyped here
+            """uvicorn, whose shutdown ends the runs still in flight after the grace period.
+
+            uvicorn would cancel their requests after its own timeout, cutting clients off
+            without an answer and printing a traceback for each.
+            """
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                async def end_runs() -> None:
+                    deadline = time.monotonic() + shutdown_grace
+                    while time.monotonic() < deadline and not self.force_exit:  # a 2nd Ctrl-C
+                        await asyncio.sleep(0.05)
+                    if ended := stop_runs(app):
+                        err.print(f"stopping: {ended} request(s) in flight ended with an error")
+
+                ending = asyncio.create_task(end_runs())
+                try:
+                    await super().shutdown(sockets)
+                finally:
+                    ending.cancel()
+
+        server = Server(config)
+
         async def serve() -> None:
-            server = uvicorn.Server(config)
             ended = asyncio.Event()
 
             async def run() -> None:
@@ -158,15 +194,20 @@ def proxy(
                 group.create_task(run())
                 group.create_task(announce())
 
-        def interrupt(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
+        def stop(signum: int, frame: object) -> None:
+            server.should_exit = True
 
-        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again: here it
-        # ends the loop, and the engine is shut down below (a shell may start us with SIGINT ignored).
-        signal.signal(signal.SIGINT, interrupt)
-        signal.signal(signal.SIGTERM, interrupt)
-        with contextlib.suppress(KeyboardInterrupt):
+        # While it serves, uvicorn's own handlers take SIGINT and SIGTERM (a graceful shutdown:
+        # requests in flight get --shutdown-grace seconds, then end with an error, see `Server`);
+        # when it has stopped it raises the signal again, which `stop` takes without an exception:
+        # a KeyboardInterrupt raised there ended a task and asyncio printed its traceback. A signal
+        # before uvicorn listens stops it too. The engine is shut down below.
+        handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
             asyncio.run(serve())
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
     finally:
         listening.close()
         _close(engine)
@@ -180,6 +221,36 @@ def _strategy_check(spec: str) -> None:
     build(spec)
 
 
+def _options_check(
+    backend: str,
+    base_url: str | None,
+    script: str | None,
+    seconds_per_token: float,
+    kv_cache_gb: float | None,
+    max_model_len: int | None,
+    dtype: str,
+    hidden_states: bool,
+) -> None:
+    """Refuse an option the chosen backend would silently ignore."""
+    kind = "openai" if backend == "openai" or (backend == "vllm" and base_url is not None) else backend
+    if kind not in ("vllm", "openai", "scripted"):
+        raise ConfigError(f"unknown backend {backend!r}; choose one of: vllm, openai, scripted")
+    given = {
+        "--script": (script is not None, "scripted"),
+        "--script-seconds-per-token": (seconds_per_token != 0.0, "scripted"),
+        "--base-url": (base_url is not None, "openai"),
+        "--kv-cache-gb": (kv_cache_gb is not None, "vllm"),
+        "--max-model-len": (max_model_len is not None, "vllm"),
+        "--dtype": (dtype != "auto", "vllm"),
+        "--hidden-states": (hidden_states, "vllm"),
+    }
+    unused = [option for option, (set_, applies) in given.items() if set_ and applies != kind]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)}: not used by --backend {kind}")
+    if seconds_per_token < 0:
+        raise ConfigError(f"--script-seconds-per-token must be >= 0, got {seconds_per_token}")
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, or a clear error when the address is taken or not ours."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -187,9 +258,10 @@ def _bind(host: str, port: int) -> socket.socket:
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listening.bind((host, port))
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:
         listening.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (choose another --port)") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {why} (choose another --port)") from None
     return listening
 
 
@@ -213,7 +285,8 @@ def _start(
         from reasoning import ScriptedBackend
         from reasoning.evals.spec import DEFAULT_SCRIPT
 
-        return ScriptedBackend([script or DEFAULT_SCRIPT], seconds_per_token=seconds_per_token)
+        served = model or "scripted"
+        return ScriptedBackend([script or DEFAULT_SCRIPT], seconds_per_token=seconds_per_token, model=served)
     if kind == "openai" or base_url is not None:
         return _server_backend(base_url, model, upstream_api_key)
     if kind != "vllm":
