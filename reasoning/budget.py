@@ -12,9 +12,10 @@ Calls that arrive together share what is left: `Ledger.admit` (the async door ev
 `reasoning.Context` takes) lets the calls started in the same instant line up, and each is
 clamped to its fair share of the output tokens left (per sample: what is left over all the
 samples waiting), so four concurrent inner runs under a line that pays for four short samples
-get four short samples, not one long one and three refusals. A call that finds nothing left
-while other calls hold reservations waits in a queue until they settle (and give back what they
-did not decode) instead of stopping the run, unless waiting could deadlock: a task that holds a
+get four short samples, not one long one and three refusals. A call that does not fit while
+other calls are in flight waits in a queue until they settle (giving back the output tokens
+they did not decode; on a calls or prompt-token line, finishing their samples before the
+budget stop) instead of stopping the run at once, unless waiting could deadlock: a task that holds a
 reservation itself never waits, nor does one whose ancestor (`reasoning.concurrency.task_group`)
 holds one. A budget that can pay for one sample of a call therefore never ends with nothing
 decoded.
@@ -428,8 +429,13 @@ class Ledger:
         return charge
 
     async def _wait_for_release(self, exc: BudgetExhausted, meters: Sequence[Meter]) -> None:
-        """Wait until a call in flight settles, or re-raise `exc` when waiting cannot help."""
-        if not exc.resource.endswith("output_tokens") or not any(meter.held for meter in meters):
+        """Wait until a call in flight settles, or re-raise `exc` when waiting cannot help.
+
+        Output tokens come back when a call settles; a call or prompt-token line does not, but a
+        refused call that waits lets the calls already in flight finish (a budget stop would
+        cancel them), so their samples are whole when it is refused on the retry.
+        """
+        if exc.resource.endswith("seconds"):
             raise exc
         me = asyncio.current_task()
         blocked = {me, *ancestors()}

@@ -23,7 +23,10 @@ from reasoning.strategy import (
     Result,
     Strategy,
     TruncatedAnswers,
+    Verdict,
     Verifier,
+    made_into_candidate,
+    to_candidate,
 )
 
 __all__ = ["Controller"]
@@ -169,6 +172,8 @@ class Controller:
                 first = first.exceptions[0]
             stop_reason = f"budget:{getattr(first, 'resource', 'unknown')}"
             result = await _best_so_far(ctx)
+        if stop_reason != "done":
+            result = _with_cut_samples(result, ctx)
         usage = meter.finish()
         by_backend = {name: dataclasses.asdict(m.finish()) for name, m in meters.items()}
         if stop_reason == "done":
@@ -209,6 +214,24 @@ async def _best_so_far(ctx: Context) -> Result:
     if ctx.best_so_far is not None:
         return await ctx.best_so_far()
     return await ctx.samples_so_far()
+
+
+def _with_cut_samples(result: Result, ctx: Context) -> Result:
+    """`result` plus, as cancelled candidates, the samples a budget stop cut that it holds nothing of.
+
+    A strategy's own best-so-far (a tree search's, a composition's) holds the candidates it
+    made; the samples its branches had started, decoded something of and made no candidate of
+    (`made_into_candidate`) are added, so every sample that started is in the record.
+    """
+    cut = [
+        c
+        for c in ctx.completions
+        if c.finish_reason == "cancelled" and c.output_tokens and not made_into_candidate(c)
+    ]
+    if not cut:
+        return result
+    extra = [to_candidate(c.text, c, Verdict(answer=None)) for c in cut]
+    return Result(result.answer, (*result.candidates, *extra), result.chosen)
 
 
 def _why_not_done(result: Result, meter: Meter, meters: Mapping[str, Meter]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import weakref
 import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -192,7 +193,8 @@ class Context:
     truncated_answers: TruncatedAnswers = "written"
     """What counts as the answer of a sample cut short (`TruncatedAnswers`, `candidates`)."""
     own: list[Completion] = field(default_factory=list)
-    """The samples this context's own calls returned (a derived context's: its branch's only)."""
+    """The samples of this context's calls and of the contexts derived from it (a branch's only)."""
+    _lineage: tuple[list[Completion], ...] = ()
     _requests: int = 0
     ledger: Ledger = field(init=False, repr=False)
     """Holds and settles every call on `meter` and the named backend's own meter in `meters`."""
@@ -222,6 +224,7 @@ class Context:
             scope=f"{self.scope}/{scope}",
             best_so_far=None,
             own=[],
+            _lineage=(*self._lineage, self.own),
             _requests=0,
         )
         child.ledger = self.ledger
@@ -348,7 +351,8 @@ class Context:
         if backend is not None:
             completions = [replace(c, backend=backend) for c in completions]
         self.completions.extend(completions)
-        self.own.extend(completions)
+        for samples in (*self._lineage, self.own):
+            samples.extend(completions)
         self.ledger.cancelled(completions, backend)
         return completions
 
@@ -543,8 +547,18 @@ def request_seed(run_seed: int, problem_id: str, number: int) -> int:
     return zlib.crc32(f"{run_seed}:{problem_id}:{number}".encode()) & 0x7FFFFFFF
 
 
+_MADE_INTO_CANDIDATES: weakref.WeakSet[Completion] = weakref.WeakSet()
+"""Samples a candidate was made of (`to_candidate`): a budget stop adds the others to the record."""
+
+
+def made_into_candidate(completion: Completion) -> bool:
+    """Whether a candidate was made of `completion` (by `to_candidate`)."""
+    return completion in _MADE_INTO_CANDIDATES
+
+
 def to_candidate(text: str, completion: Completion, verdict: Verdict) -> Candidate:
     """Build a candidate record from a completion and its verdict."""
+    _MADE_INTO_CANDIDATES.add(completion)
     mean = None
     if completion.logprobs:
         mean = float(np.mean([t.logprob for t in completion.logprobs]))

@@ -214,3 +214,43 @@ def test_solve_takes_the_truncated_answers_choice_and_records_it(tmp_path: Path)
         )
     code, text = invoke(*base, "--output", str(tmp_path / "bad.jsonl"), "--truncated-answers", "last")
     assert code != 0 and "truncated_answers must be 'written' or 'any'" in text
+
+
+SHORT = " ".join(["w"] * 10) + " so \\boxed{4}"
+"""A 12-token solution."""
+
+
+@pytest.mark.parametrize("budget", [Budget(calls=1), Budget(calls=2), Budget(prompt_tokens=17)])
+def test_a_refused_branch_lets_the_calls_in_flight_finish_before_the_budget_stop(budget: Budget) -> None:
+    # The first inner run's call fits; the others are refused on the call or prompt line. They
+    # used to stop the run at once, cancelling it: nothing decoded, no answer.
+    backend, record = run("self-consistency(n=4, inner=single)", budget, text=SHORT, seconds_per_token=0.002)
+    assert record.stop_reason.startswith("budget:") and record.answer == "4"
+    finished = [c for c in record.candidates if c.finish_reason == "stop"]
+    assert finished and all(c.output_tokens == 12 for c in finished)
+    assert record.usage["output_tokens"] == backend.decoded_tokens == 12 * len(finished)
+
+
+@pytest.mark.parametrize(
+    "spec", ["beam", "dvts", "particle-filtering", "pdr(rounds=2, drafts=2, inner=single)"]
+)
+def test_a_budget_stop_in_a_search_keeps_the_samples_it_cut(spec: str) -> None:
+    # A search's best-so-far holds the paths it made; the expansions the stop cut are added.
+    _, record = run(spec, Budget(seconds=0.08), text=SHORT, seconds_per_token=0.01)
+    assert record.stop_reason == "budget:seconds"
+    cut = [c for c in record.candidates if c.finish_reason == "cancelled"]
+    assert cut and sum(c.output_tokens for c in cut) == record.usage["cancelled_tokens"] > 0
+
+
+def test_a_branch_s_samples_so_far_include_those_of_the_runs_nested_in_it() -> None:
+    # A composition's branch without a best-so-far of its own answers a budget stop with a vote
+    # over its samples: those its nested runs (derived in turn) returned are its samples too.
+    from reasoning.backend import Completion
+
+    root = Context(PROBLEM, (Message("user", "q"),), ScriptedBackend(["x"]), Meter(Budget()))
+    branch = root.derive("sc0")
+    nested = branch.derive("round1")
+    sample = Completion(0, "so \\boxed{4}", 4, "stop")
+    nested.record([sample])
+    assert root.own == branch.own == nested.own == [sample] and root.derive("sc1").own == []
+    assert anyio.run(branch.samples_so_far).answer == "4"
