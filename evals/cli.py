@@ -450,7 +450,7 @@ def execute(spec: RunSpec) -> None:
     problems = _problems(spec)
     for arm in arms:
         if arm.output is not None:
-            check_writable(arm.output)
+            check_writable(arm.output, [spec.dataset.name] if spec.dataset is not None else [])
     spec = _ask_servers(spec)  # cheap: a running server's model name, for the resume identity
     for arm in arms:
         arm.identity = spec.identity(arm.strategy)

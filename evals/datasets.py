@@ -136,10 +136,11 @@ def _problem(
         answer = str(answer)
         if "####" in answer:
             answer = answer.rsplit("####", 1)[1].strip()
-    elif graded:
+        answer = answer if answer.strip() else None  # an empty answer is no answer
+    if answer is None and graded:
         raise DatasetError(
-            f"{where}: no answer (field {afield!r}; fields: {', '.join(row)}), so it could not be "
-            "graded: map the answer with --field answer=NAME, or pass --no-grade to solve "
+            f"{where}: no answer (field {afield!r} missing or empty; fields: {', '.join(row)}), so it "
+            "could not be graded: map the answer with --field answer=NAME, or pass --no-grade to solve "
             "without grading any problem"
         )
     ident = default_id

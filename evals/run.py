@@ -307,21 +307,30 @@ class _Sink:
         self._file.close()
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, inputs: Sequence[str | Path] = ()) -> None:
     """Make sure a run can write its results to `path` (creating its missing folders), before it starts.
 
     The file (appended to) and a file beside it (the final rewrite in dataset order) are opened
     for writing, and removed again when they did not exist.
 
+    Args:
+        path: The results file.
+        inputs: Files the run reads (its dataset): the results must not overwrite one.
+
     Raises:
-        ConfigError: `path` is a directory, lies under a file, or cannot be written (the message
-            says which and why).
+        ConfigError: `path` is a directory or not a regular file, lies under a file, is one of
+            `inputs`, or cannot be written (the message says which and why).
     """
     path = Path(path)
     if path.is_dir():
         raise ConfigError(
             f"results file {path} is a directory; give a file path, e.g. {path / 'results.jsonl'}"
         )
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"results file {path} is not a regular file (a device, a pipe?); give a file path")
+    for dataset in inputs:
+        if path.exists() and Path(dataset).exists() and path.samefile(dataset):
+            raise ConfigError(f"results file {path} is the dataset itself; give another --output")
     for parent in path.parents:
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():

@@ -328,3 +328,27 @@ def test_the_missing_model_message_gives_the_command_that_installs_it(
 def test_strategies_lists_aliases() -> None:
     code, text = invoke("strategies")
     assert code == 0 and re.search(r"beam \(also: [^)]*beam-search", text), text
+
+
+def test_an_empty_answer_is_no_answer(tmp_path: Path, no_engine: list[str]) -> None:
+    data = write_jsonl(
+        tmp_path / "mine.jsonl", {"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": ""}
+    )
+    code, text = invoke(
+        "solve", "--dataset", data, "--backend", "scripted", "--output", str(tmp_path / "r.jsonl")
+    )
+    assert code == 1 and f"{data}:2: no answer (field 'answer' missing or empty" in flat(text)
+
+
+def test_an_output_that_is_the_dataset_or_a_device_is_refused_before_anything_starts(
+    tmp_path: Path, no_engine: list[str]
+) -> None:
+    data = write_jsonl(tmp_path / "one.jsonl", {"question": "1+1?", "answer": "2"})
+    before = Path(data).read_bytes()
+    cases = {data: "is the dataset itself", "/dev/null": "is not a regular file"}
+    for output, message in cases.items():
+        code, text = invoke(
+            "solve", "--dataset", data, "--backend", "scripted", "--script", "x", "--output", output
+        )
+        assert code == 1 and message in flat(text), text
+    assert Path(data).read_bytes() == before and not no_engine
