@@ -23,7 +23,8 @@ __all__ = ["extract_answer", "extract_boxed", "normalize_answer", "written_answe
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _HASHES = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS = re.compile(r"(?:final answer|the answer) is[:\s]*\$?([^\n$]+?)(?:\$|\.\s|\.$|\n|$)", re.I)
-_ANSWER_COLON = re.compile(r"^\s*answer\s*:\s*([^\n]+)", re.I | re.M)
+_ANSWER_COLON = re.compile(r"^[\s*_#>]*(?:final\s+)?answer[\s*_]*:[\s*_]*([^\n]+)", re.I | re.M)
+"""``Answer: x`` at the start of a line, also ``Final Answer: x`` and markdown's ``**Answer:** x``."""
 
 
 def extract_boxed(text: str) -> str | None:
@@ -53,7 +54,7 @@ def extract_answer(text: str) -> str | None:
     for pattern in (_HASHES, _ANSWER_IS, _ANSWER_COLON):
         found = pattern.findall(text)
         if found:
-            return str(found[-1]).strip().rstrip(".")
+            return _tidy(found[-1])
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
 
@@ -61,14 +62,16 @@ def extract_answer(text: str) -> str | None:
 def written_answer(text: str) -> str | None:
     """The answer `text` states in full, for a text that may have been cut mid-word.
 
-    A closed ``\\boxed{...}`` counts; so do ``#### x``, ``the answer is x`` and ``Answer: x`` on
-    a line the text went on past (a cut last line might have said ``3`` of ``30``); the last
-    number of the text does not.
+    A closed ``\\boxed{...}`` counts; so do ``#### x`` and ``Answer: x`` on a line the text went
+    on past (a cut last line might have said ``3`` of ``30``), and ``the answer is x`` once its
+    sentence ended (``x. Then``); the last number of the text does not.
 
     Example:
         >>> written_answer("so \\\\boxed{7} and then"), written_answer("x = 148 w149")
         ('7', None)
         >>> written_answer("The answer is 30.\\nCheck"), written_answer("The answer is 3")
+        ('30', None)
+        >>> written_answer("The answer is 30. Then"), written_answer("The answer is 30.")
         ('30', None)
     """
     boxed = extract_boxed(text)
@@ -76,10 +79,21 @@ def written_answer(text: str) -> str | None:
         return boxed
     ended = text[: text.rfind("\n") + 1]
     for pattern in (_HASHES, _ANSWER_IS, _ANSWER_COLON):
-        found = pattern.findall(ended)
+        # An answer line counts once the text went on past it; "the answer is x" once its
+        # sentence ended ("x. Then", "x$"): "x." at the very end might have been "x.5".
+        found = [m for m in pattern.finditer(text) if m.end() <= len(ended) or _sentence_ended(m, text)]
         if found:
-            return str(found[-1]).strip().rstrip(".")
+            return _tidy(found[-1].group(1))
     return None
+
+
+def _sentence_ended(match: re.Match[str], text: str) -> bool:
+    return match.re is _ANSWER_IS and (match.end() < len(text) or match.group(0)[-1:] in ("$", " ", "\t"))
+
+
+def _tidy(found: str) -> str:
+    """An answer line's answer without markdown emphasis around it or a closing full stop."""
+    return str(found).strip().strip("*_").strip().rstrip(".")
 
 
 def _number(text: str) -> str | None:

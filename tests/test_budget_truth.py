@@ -254,3 +254,25 @@ def test_a_branch_s_samples_so_far_include_those_of_the_runs_nested_in_it() -> N
     nested.record([sample])
     assert root.own == branch.own == nested.own == [sample] and root.derive("sc1").own == []
     assert anyio.run(branch.samples_so_far).answer == "4"
+
+
+@pytest.mark.parametrize(
+    ("cut_text", "answer"),
+    [
+        ("Final Answer: 42\nmore words", "42"),
+        ("**Answer:** 42\nmore", "42"),
+        ("**Final Answer: 42**\nmore", "42"),
+        ("The answer is 42. Then we", "42"),
+        ("the answer is $42$ and", "42"),
+        ("so \\boxed{42} and", "42"),
+        ("#### 42\n", "42"),
+        ("The answer is 42.", None),  # "42.5"?
+        ("Answer: 4", None),  # "40"?
+        ("so \\boxed{4", None),
+        ("w1 w2 w148 w149", None),
+    ],
+)
+def test_what_a_cut_text_states_in_full(cut_text: str, answer: str | None) -> None:
+    from reasoning.answers import written_answer
+
+    assert written_answer(cut_text) == answer
