@@ -447,7 +447,8 @@ class Ledger:
         settled = self._settled
         left = [m.seconds_left for m in meters if m.seconds_left is not None]
         try:
-            await asyncio.wait_for(settled.wait(), timeout=max(min(left), 0.0) if left else None)
+            async with asyncio.timeout(max(min(left), 0.0) if left else None):  # not wait_for (3.11)
+                await settled.wait()
         except TimeoutError:
             timed = [m for m in meters if m.seconds_left is not None]
             tightest = min(timed, key=lambda m: m.seconds_left or 0.0)

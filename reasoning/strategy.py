@@ -285,14 +285,17 @@ class Context:
             async with contextlib.aclosing(source) as chunks:
                 while True:
                     left, tightest = charge.seconds_left()
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+                    # that arrives in the step a chunk does, and the call would decode on.
+                    clock = asyncio.timeout(None if left is None else max(left, 0.0))
                     try:
-                        if left is None:
+                        async with clock:
                             chunk = await anext(chunks)
-                        else:
-                            chunk = await asyncio.wait_for(anext(chunks), max(left, 0.0))
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
+                        if not clock.expired():
+                            raise  # the backend's own, not the budget's
                         raise BudgetExhausted(
                             tightest.line + "seconds", tightest.elapsed, tightest.budget.seconds or 0
                         ) from None

@@ -364,6 +364,12 @@ class FillsUp:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.file, name)
 
+    def __enter__(self) -> "FillsUp":  # a file is a context manager (dunders skip __getattr__)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
 
 def full_disk(monkeypatch: pytest.MonkeyPatch, target: Path, room: int) -> None:
     """Appending to `target` fills the disk after `room` bytes."""
