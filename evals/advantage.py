@@ -48,7 +48,7 @@ from reasoning.probes.data import DecisionPoints
 from reasoning.strategies.arbitrage import DRAFT, TARGET, ends_solution, sample_step
 from reasoning.strategies.step_tree import StepSampling
 from reasoning.strategy import Context
-from reasoning.verifiers.grading import grade
+from reasoning.verifiers.grading import grade_async
 from reasoning.verifiers.step_judge import judge_steps
 
 __all__ = ["AdvantageCollection", "collect_advantage"]
@@ -193,7 +193,7 @@ async def collect_advantage(
             "kind": problem.kind,
             "text": pairs.text,
             "answer": run.answer,
-            "correct": int(bool(grade(problem, run.answer))),
+            "correct": int(bool((await grade_async(problem, run.answer)).correct)),
             "steps": pairs.records,
             "usage_by_backend": run.usage_by_backend,
             "collection": header,

@@ -35,7 +35,7 @@ from reasoning.probes.exit import EXIT_PHRASE, default_layers, read_answer
 from reasoning.problem import default_prompt
 from reasoning.strategy import request_seed
 from reasoning.trace import Trace
-from reasoning.verifiers.grading import grade
+from reasoning.verifiers.grading import grade_async
 
 __all__ = ["collect_traces", "compute_features", "model_layers", "read_traces", "write_traces"]
 
@@ -82,7 +82,8 @@ async def _trace(
         exit_request = Request(messages, Sampling(temperature=0.0, max_tokens=exit_tokens), prefix)
         text, spent = await read_answer(backend.stream(exit_request))
         got = extract_answer(prefix + text)
-        return {"position": position, "answer": got, "label": int(bool(grade(problem, got))), "tokens": spent}
+        label = int(bool((await grade_async(problem, got)).correct))
+        return {"position": position, "answer": got, "label": label, "tokens": spent}
 
     labelled = await run_all(*(forced(p) for p in events))
     return {
@@ -95,7 +96,7 @@ async def _trace(
         "output_tokens": completion.output_tokens,
         "finish_reason": completion.finish_reason,
         "answer": answer,
-        "correct": int(bool(grade(problem, answer))),
+        "correct": int(bool((await grade_async(problem, answer)).correct)),
         "events": labelled,
     }
 

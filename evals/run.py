@@ -32,13 +32,14 @@ from reasoning.errors import (
     StoreError,
 )
 from reasoning.registry import STRATEGIES, params_of
-from reasoning.verifiers.grading import grade
+from reasoning.verifiers.grading import Grade, grade_answer
 
 __all__ = [
     "check_resumable",
     "check_writable",
     "default_concurrency",
     "grade_run",
+    "grade_run_async",
     "read_results",
     "resume_identity",
     "run_problem",
@@ -112,17 +113,24 @@ def grade_run(problem: Problem, run: Run) -> tuple[Run, list[bool | None]]:
 
     Returns the run with `Run.correct` and the pass@k oracle `Run.oracle_correct` set, and each
     candidate's verdict (None when the problem has no gold answer; a candidate without an answer
-    is wrong). A grader that fails on an answer counts it wrong (logged).
+    is wrong). An answer the grader cannot judge (too big, out of time: `grade_answer`) or fails
+    on counts wrong (logged), its reason in ``Run.engine["grading"]``. Blocks while sympy works:
+    async code runs it in a thread.
     """
     verdicts: dict[str | None, bool | None] = {}
+    reasons: list[str] = []
 
     def correct(answer: str | None) -> bool | None:
         if answer not in verdicts:
             try:
-                verdicts[answer] = grade(problem, answer)
+                result = grade_answer(problem, answer)
             except ReasoningError as exc:
                 logger.warning("grading %s failed: %s", problem.id, exc)
-                verdicts[answer] = False
+                result = Grade(False, str(exc))
+            if result.reason is not None:
+                shown = answer if answer is None or len(answer) <= 60 else f"{answer[:60]}..."
+                reasons.append(f"{shown!r}: {result.reason}")
+            verdicts[answer] = result.correct
         return verdicts[answer]
 
     final = correct(run.answer)
@@ -130,11 +138,26 @@ def grade_run(problem: Problem, run: Run) -> tuple[Run, list[bool | None]]:
         None if final is None else bool(c.answer is not None and correct(c.answer)) for c in run.candidates
     ]
     oracle = any(bool(v) for v in samples) if final is not None and run.candidates else None
-    return run.model_copy(update={"correct": final, "oracle_correct": oracle}), samples
+    update: dict[str, Any] = {"correct": final, "oracle_correct": oracle}
+    if reasons:
+        update["engine"] = {**run.engine, "grading": reasons}
+    return run.model_copy(update=update), samples
 
 
-def _grade(problem: Problem, run: Run) -> Run:
-    return grade_run(problem, run)[0]
+async def grade_run_async(problem: Problem, run: Run) -> tuple[Run, list[bool | None]]:
+    """`grade_run` in a thread, so sympy never stalls the event loop.
+
+    A finished run is graded even when its task is cancelled meanwhile (another problem's fatal
+    error, Ctrl-C): the grade is bounded (`reasoning.verifiers.grading.GRADE_SECONDS` an answer)
+    and its caller stores the run before it ends, so a crash still loses nothing finished.
+    """
+    grading = asyncio.ensure_future(asyncio.to_thread(grade_run, problem, run))
+    while True:
+        try:
+            return await asyncio.shield(grading)
+        except asyncio.CancelledError:
+            if grading.cancelled():
+                raise
 
 
 async def solve(
@@ -203,7 +226,7 @@ async def solve(
         problem = problems[index]
         async with limit:
             run = await run_problem(controller, problem, strategy, budget)
-        run = _grade(problem, run)
+        run = (await grade_run_async(problem, run))[0]
         if spec is not None:
             run = run.model_copy(update={"spec": dict(spec)})
         done[index] = run

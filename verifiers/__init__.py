@@ -4,6 +4,6 @@ if __name__ != "reasoning.verifiers":  # this folder, on sys.path in a checkout'
     raise ImportError(f"import reasoning.verifiers, not {__name__} (a folder of the reasoning checkout)")
 
 from reasoning.strategy import ExtractAnswer as AnswerExtractor
-from reasoning.verifiers.grading import grade
+from reasoning.verifiers.grading import Grade, grade, grade_answer, grade_async
 
-__all__ = ["AnswerExtractor", "grade"]
+__all__ = ["AnswerExtractor", "Grade", "grade", "grade_answer", "grade_async"]

@@ -35,7 +35,7 @@ from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError, ReasoningError
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec
 from reasoning.evals.leaderboard.store import CellRow, Store
-from reasoning.evals.run import grade_run, run_problem
+from reasoning.evals.run import grade_run_async, run_problem
 from reasoning.hardware import machine
 
 __all__ = ["Job", "StartBackend", "arun_leaderboard", "load_problems", "plan", "run_leaderboard"]
@@ -300,7 +300,7 @@ async def _solve(
             run_controller = controller(job.seed)
             async with limit.hold(_weight(job.cell)):  # its error row, unless the engine is gone
                 run = await run_problem(run_controller, job.problem, job.cell.strategy, job.cell.budget)
-            run, verdicts = grade_run(job.problem, run)
+            run, verdicts = await grade_run_async(job.problem, run)
             samples = [
                 (c.answer, verdict, c.output_tokens)
                 for c, verdict in zip(run.candidates, verdicts, strict=True)
