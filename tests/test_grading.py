@@ -191,6 +191,14 @@ def test_a_grade_the_alarm_cannot_reach_is_killed_and_the_next_starts_afresh(stu
     assert time.monotonic() - started >= 0.5 and pool.live == 0 and not pool.idle
 
 
+def test_a_grade_cannot_take_the_machines_memory(stub_grader: Any) -> None:
+    pool = stub_grader("m._math = lambda gold, pred: len(bytearray(int(pred) << 30)) > 0")
+    result = within(30.0, lambda: grade_answer(MATH, "3"))  # 3 GiB, over the cap of 2 beyond its own
+    assert result == Grade(False, "math-verify failed: MemoryError: ")
+    assert within(30.0, lambda: grade_answer(MATH, "1")) == Grade(True)  # 1 GiB: fine, same process
+    assert len(pids(pool)) == 1
+
+
 def test_a_real_slow_sympy_grade_times_out() -> None:
     within(60.0, lambda: grade(MATH, "\\frac{1}{3}"))  # the pool's process is started, not timed
     result = within(10.0, lambda: grade_answer(MATH, "(x+y)^{3000}", seconds=1.0))

@@ -509,10 +509,12 @@ def _work(job: tuple[Any, ...], seconds: float) -> tuple[str, Any]:
         return ("timeout", f"timed out after {seconds:g} s")
     except Exception as exc:  # a grader fails in many ways on odd input (sympy, a task's scorer)
         return ("error", f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        _limit(None)  # the next job's imports are not bounded
 
 
-def _limit(seconds: float) -> None:
-    """Cap the next grade's memory and CPU time, so that even an orphan stops.
+def _limit(seconds: float | None) -> None:
+    """Cap a grade's memory and CPU time (None: lift the caps), so that even an orphan stops.
 
     A big-integer power would take the machine's memory; and should the parent die while a grade
     runs in C (no alarm reaches it), the CPU limit's SIGXCPU ends this process anyway.
@@ -524,13 +526,15 @@ def _limit(seconds: float) -> None:
             held = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         used = resource.getrusage(resource.RUSAGE_SELF)
         spent = used.ru_utime + used.ru_stime
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
         for kind, soft in (
             (resource.RLIMIT_AS, held + _MEMORY_BYTES),
-            (resource.RLIMIT_CPU, math.ceil(spent + seconds + 2 * _GRACE_SECONDS)),
-            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_CPU, math.ceil(spent + (seconds or 0) + 2 * _GRACE_SECONDS)),
         ):
             hard = resource.getrlimit(kind)[1]
-            resource.setrlimit(kind, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+            if seconds is None or (hard != resource.RLIM_INFINITY and soft > hard):
+                soft = hard
+            resource.setrlimit(kind, (soft, hard))
     except (ImportError, OSError, ValueError):  # not Linux: the parent's kill still bounds the time
         return
 
