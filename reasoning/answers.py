@@ -96,10 +96,18 @@ def _tidy(found: str) -> str:
     return str(found).strip().strip("*_").strip().rstrip(".")
 
 
+_LONGEST_NUMBER = 80
+"""Characters past which an answer is not read as a number (its unit regex would be quadratic)."""
+
+
 def _number(text: str) -> str | None:
+    if len(text) > 4 * _LONGEST_NUMBER:
+        return None
     cleaned = re.sub(r"\\(?:text|mathrm|textbf)\{([^}]*)\}", r"\1", text)
     cleaned = cleaned.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
     cleaned = cleaned.replace("\\!", "").replace("{,}", "").replace(",", "").strip()
+    if len(cleaned) > _LONGEST_NUMBER:
+        return None
     cleaned = re.sub(r"^[a-zA-Z ]*=\s*", "", cleaned)
     cleaned = re.sub(r"\s*(?:dollars?|cents?|units?|[a-zA-Z]+)\.?$", "", cleaned).strip()
     if not re.fullmatch(r"-?\d+(?:\.\d+)?|-?\.\d+", cleaned):

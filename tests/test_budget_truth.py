@@ -276,3 +276,14 @@ def test_what_a_cut_text_states_in_full(cut_text: str, answer: str | None) -> No
     from reasoning.answers import written_answer
 
     assert written_answer(cut_text) == answer
+
+
+def test_reading_a_huge_answer_is_linear() -> None:
+    # "aaaa...a1" made the unit-stripping regex of `normalize_answer` quadratic (4.8 s at 16k).
+    import time
+
+    from reasoning import normalize_answer
+
+    started = time.monotonic()
+    assert normalize_answer("a" * 200_000 + "1") == "a" * 200_000 + "1"
+    assert time.monotonic() - started < 5  # a hang guard: quadratic took minutes here

@@ -361,8 +361,12 @@ def test_budgets_hold_tokens_add_up_and_records_are_complete(name: str, artefact
 COMPOSITIONS = {
     "sc-of-single": "self-consistency(n=3, inner=single(max_tokens=8))",
     "sc-of-first-finish": "self-consistency(n=2, inner=first-finish(n=2, max_tokens=8))",
-    "sc-of-budget-forcing": "self-consistency(n=2, inner=budget-forcing(max_tokens=8, answer_tokens=4, extend=1))",
-    "pdr-of-sc": "pdr(rounds=2, drafts=2, workspace_tokens=8, k=2, inner=self-consistency(n=2, max_tokens=8))",
+    "sc-of-budget-forcing": (
+        "self-consistency(n=2, inner=budget-forcing(max_tokens=8, answer_tokens=4, extend=1))"
+    ),
+    "pdr-of-sc": (
+        "pdr(rounds=2, drafts=2, workspace_tokens=8, k=2, inner=self-consistency(n=2, max_tokens=8))"
+    ),
 }
 """Compositions whose inner runs reach the meter together (and so share what is left)."""
 
