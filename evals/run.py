@@ -114,7 +114,7 @@ def grade_run(problem: Problem, run: Run) -> tuple[Run, list[bool | None]]:
     Returns the run with `Run.correct` and the pass@k oracle `Run.oracle_correct` set, and each
     candidate's verdict (None when the problem has no gold answer; a candidate without an answer
     is wrong). An answer the grader cannot judge (too big, out of time: `grade_answer`) or fails
-    on counts wrong (logged), its reason in ``Run.engine["grading"]``. Blocks while sympy works:
+    on counts wrong (logged), its reason in ``Run.grading``. Blocks while sympy works:
     async code runs it in a thread.
     """
     verdicts: dict[str | None, bool | None] = {}
@@ -140,7 +140,7 @@ def grade_run(problem: Problem, run: Run) -> tuple[Run, list[bool | None]]:
     oracle = any(bool(v) for v in samples) if final is not None and run.candidates else None
     update: dict[str, Any] = {"correct": final, "oracle_correct": oracle}
     if reasons:
-        update["engine"] = {**run.engine, "grading": reasons}
+        update["grading"] = reasons
     return run.model_copy(update=update), samples
 
 

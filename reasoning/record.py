@@ -26,7 +26,8 @@ as they are (their `spec` empty) and resume as before.
 3: `Run.deterministic`. Rows of earlier versions read as not deterministic.
 4: `Run.stop_reason` never says ``done`` without an answer (``no_answer``), and says
 ``budget:output_tokens`` when the budget's clamp cut samples short (``usage.clamped_samples``);
-a budget stop's candidates include the samples it cancelled. Earlier rows read as they are."""
+a budget stop's candidates include the samples it cancelled; `Run.grading` names the answers the
+grader could not judge. Earlier rows read as they are."""
 
 CLOCK_FIELDS = frozenset({"seconds", "busy_seconds", "started_at"})
 """The fields of a record (at any depth) that read the clock: all a deterministic run may vary."""
@@ -126,6 +127,9 @@ class Run(BaseModel):
     output-token line cut its samples short: ``usage.clamped_samples``) or ``error``."""
     error: str | None = None
     """Error message when the problem failed; its answer is then None, never the error."""
+    grading: list[str] = Field(default_factory=list)
+    """Answers the grader could not judge (too big for sympy, out of time), each with why: they
+    count as wrong (``'<answer>': <reason>``)."""
     started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     """UTC start time."""
     versions: dict[str, str] = Field(default_factory=lambda: library_versions())

@@ -212,7 +212,7 @@ def test_a_timed_out_grade_is_wrong_with_its_reason_in_the_record() -> None:
     [run] = within(60.0, lambda: asyncio.run(solve(problems, Controller(backend), SelfConsistency(n=3))))
     assert run.answer == "10^{10^{10}}" and run.correct is False and run.oracle_correct is True
     reason = "a power too large to grade (an exponent of about 10^10)"
-    assert run.engine["grading"] == [f"'10^{{10^{{10}}}}': {reason}"]
+    assert run.grading == [f"'10^{{10^{{10}}}}': {reason}"]
 
 
 async def test_grading_keeps_the_event_loop_free(stub_grader: Any) -> None:

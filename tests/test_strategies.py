@@ -135,6 +135,7 @@ def test_record_is_complete_and_serialisable(problem: Problem) -> None:
         "usage_by_backend": lambda v: v == {},
         "stop_reason": lambda v: v == "done",
         "error": lambda v: v is None,
+        "grading": lambda v: v == [],
         "started_at": lambda v: datetime.fromisoformat(v).tzinfo is not None,
         "versions": lambda v: v == library_versions() and "python" in v,
         "spec": lambda v: v == {},  # the run spec: stored by the evaluation layer (reasoning solve)
