@@ -201,7 +201,7 @@ class RunSpec(Settings):
     """One ad-hoc question instead of a dataset."""
     gold: str | None = None
     """Gold answer of `question`, to grade it."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)
     """Run seed (per-request seeds derive from it)."""
     output: Path | None = None
     """Results JSONL (appended; a re-run resumes). None: ``results/<dataset>-<strategy>.jsonl``

@@ -81,6 +81,8 @@ class Controller:
     never the last number of a cut text; ``any`` lets the verifier read whatever it finds."""
 
     def __post_init__(self) -> None:
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed}")
         if isinstance(self.backend, Mapping):
             if not self.backend:
                 raise ConfigError("Controller needs at least one backend")

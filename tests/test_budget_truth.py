@@ -287,3 +287,14 @@ def test_reading_a_huge_answer_is_linear() -> None:
     started = time.monotonic()
     assert normalize_answer("a" * 200_000 + "1") == "a" * 200_000 + "1"
     assert time.monotonic() - started < 5  # a hang guard: quadratic took minutes here
+
+
+def test_a_negative_seed_is_one_clear_error_before_anything_runs() -> None:
+    from conftest import invoke
+
+    from reasoning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="seed must be an integer from 0"):
+        Controller(ScriptedBackend(["x"]), seed=-1)
+    code, text = invoke("solve", "--question", "1+1?", "--backend", "scripted", "--seed", "-1")
+    assert code != 0 and "seed must be greater than or equal to 0" in " ".join(text.split())
