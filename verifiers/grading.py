@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import math
 import os
-import pickle
 import re
 import select
 import signal
@@ -305,7 +305,8 @@ def _factorial_digits(digits: float) -> float:
 
 
 # The grader processes. Each is this file run alone (``_serve``), answering length-prefixed
-# pickled jobs on its stdin with replies on its stdout: ("go",) when it starts a job (after its
+# JSON jobs on its stdin with replies on its stdout (JSON, not pickle: a reply is read by the
+# parent, and a grade works on model output): ("go",) when it starts a job (after its
 # imports), then (status, value) with status "ok", "error" or "timeout".
 
 _LAUNCH = (
@@ -320,7 +321,7 @@ class _Lost(Exception):
 
 
 def _send(fd: int, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    data = json.dumps(message).encode()
     view = memoryview(_HEADER.pack(len(data)) + data)
     while view:
         view = view[os.write(fd, view) :]
@@ -331,7 +332,7 @@ def _receive(fd: int, deadline: float | None) -> Any:
     poll = select.poll()
     poll.register(fd, select.POLLIN)
     size: int = _HEADER.unpack(_read(fd, _HEADER.size, deadline, poll))[0]
-    return pickle.loads(_read(fd, size, deadline, poll))
+    return json.loads(_read(fd, size, deadline, poll))
 
 
 def _read(fd: int, count: int, deadline: float | None, poll: select.poll) -> bytes:
