@@ -71,7 +71,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reasoning import STRATEGIES, Budget, Controller, Message, Problem, Run, Strategy
 from reasoning.backend import Backend, Chunk
 from reasoning.backend import Request as BackendRequest
-from reasoning.compose import build, spec_of
+from reasoning.compose import build, parse, spec_of
 from reasoning.concurrency import task_group
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
 
@@ -112,8 +112,10 @@ class Limits:
         for name in ("max_n", "max_tokens", "output_tokens", "calls", "max_concurrent"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"proxy limit {name} must be >= 1, got {getattr(self, name)}")
-        if self.seconds <= 0 or (self.prompt_tokens is not None and self.prompt_tokens < 1):
-            raise ConfigError("proxy limits seconds and prompt_tokens must be > 0")
+        if self.seconds <= 0:
+            raise ConfigError(f"proxy limit seconds must be > 0, got {self.seconds:g}")
+        if self.prompt_tokens is not None and self.prompt_tokens < 1:
+            raise ConfigError(f"proxy limit prompt_tokens must be >= 1, got {self.prompt_tokens}")
         if self.max_queue < 0:
             raise ConfigError(f"proxy limit max_queue must be >= 0, got {self.max_queue}")
 
@@ -244,6 +246,9 @@ class _ChatMessage(BaseModel):
 MAX_STOP = 4
 """Most stop strings a request may give (OpenAI's limit)."""
 
+MAX_SEED = 2**63
+"""A request's ``seed`` is a non-negative integer below this (OpenAI's: a signed 64-bit one)."""
+
 
 class _Body(BaseModel):
     """The fields of a request the proxy reads, with OpenAI's ranges.
@@ -254,17 +259,18 @@ class _Body(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, strict=True)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(default=None, gt=0, le=1, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(default=1, ge=1)
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = Field(default=None, ge=0, lt=MAX_SEED, strict=True)
+    n: int = Field(default=1, ge=1, strict=True)
+    best_of: int | None = Field(default=None, ge=1, strict=True)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, strict=True)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, strict=True)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     strategy: str | dict[str, Any] | None = None
@@ -305,7 +311,6 @@ class _ChatBody(_Body):
 
 class _CompletionBody(_Body):
     prompt: str | list[str]
-    best_of: int | None = Field(default=None, ge=1)
 
 
 _UNSUPPORTED = (
@@ -334,7 +339,11 @@ def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
     """The proxy's ASGI app over `backend` (serve it with uvicorn; tests drive it in-process)."""
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
 
-    build(settings.strategy)  # a bad default fails at start, not at the first request
+    default = build(settings.strategy)  # a bad default fails at start, not at the first request
+    try:
+        settings.limits.check(default)
+    except ProxyError as exc:  # every request naming no strategy would be refused
+        raise ConfigError(f"the default strategy is over this server's caps: {exc}") from None
     server = _Server(backend, settings)
     app = FastAPI(title="reasoning proxy", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
@@ -362,6 +371,13 @@ def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": server.models()}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        found = next((m for m in server.models() if m["id"] == model_id), None)
+        if found is None:
+            raise server._unknown_model(model_id)
+        return found
 
     @app.get("/v1/reasoning/records/{record_id}")
     async def record(record_id: str) -> dict[str, Any]:
@@ -397,8 +413,10 @@ class _Authenticate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            given = Headers(scope=scope).get("authorization", "")
-            token = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
+            scheme, _, token = Headers(scope=scope).get("authorization", "").strip().partition(" ")
+            if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 9110)
+                token = ""
+            token = token.strip()
             if not secrets.compare_digest(token.encode(), self.key):
                 error = ProxyError(
                     "missing or wrong API key (send Authorization: Bearer <key>)",
@@ -505,7 +523,7 @@ class _Server:
                 "n > 1 is not supported: ask for a strategy that samples more (e.g. self-consistency(n=4))",
                 param="n",
             )
-        if isinstance(body, _CompletionBody) and (body.best_of or 1) != 1:
+        if (body.best_of or 1) != 1:
             raise ProxyError(
                 "best_of > 1 is not supported: ask for a strategy that samples more (e.g. best-of-n(n=4))",
                 param="best_of",
@@ -530,12 +548,16 @@ class _Server:
                 code="over_limit",
             )
         # The OpenAI sampling fields set the strategy's parameter of that name, and that of every
-        # strategy it composes, unless the request's params name it (then they win).
+        # strategy it composes. `temperature` and `top_p` leave a value the spec or the params
+        # give explicitly (those win); `max_tokens` is a cap on every call, unless the request's
+        # params name it (then they win and it is not applied at all).
         sampling = {"max_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p}
-        values = {k: v for k, v in sampling.items() if v is not None and k not in params}
+        values = {
+            k: v for k, v in sampling.items() if v is not None and (k != "max_tokens" or k not in params)
+        }
         took: set[str] = set()
         try:
-            strategy = _with_values(strategy, values, took)
+            strategy = _with_values(strategy, values, took, {**_explicit(spec), **params})
         except (ConfigError, TypeError, ValueError) as exc:
             raise ProxyError(str(exc), param="strategy") from None
         applied |= took & {"temperature", "top_p"}
@@ -767,9 +789,7 @@ class _Server:
             yield "data: [DONE]\n\n"
             return
         content = _content_of(run, plan.stop)
-        if content is None and sent:  # the live text of a run stopped before it chose it
-            content = sent, "length" if run.stop_reason.startswith("budget:") else "stop"
-        if content is None:
+        if content is None:  # as sent whole: a 422; live text already sent stays, cut, no finish
             yield f"data: {json.dumps(_no_reply(run, reply.reasoning(run, plan), plan).body())}\n\n"
             yield "data: [DONE]\n\n"
             return
@@ -820,10 +840,30 @@ async def _unless_disconnected(
     return None if job.cancelled() else job.result()
 
 
-def _with_values(strategy: Strategy, values: Mapping[str, Any], applied: set[str]) -> Strategy:
+_SPEC_WINS = frozenset({"temperature", "top_p"})
+"""Sampling fields that leave a strategy's value given explicitly in its spec or params."""
+
+
+def _explicit(spec: Any) -> dict[str, Any]:
+    """The parameters a spec gives explicitly (a nested spec's as its raw value: see `_with_values`)."""
+    if isinstance(spec, str):
+        try:
+            return parse(spec)[1]
+        except ConfigError:
+            return {}
+    if isinstance(spec, Mapping):
+        params = spec.get("params")
+        return {**_explicit(spec.get("strategy")), **(params if isinstance(params, Mapping) else {})}
+    return {}
+
+
+def _with_values(
+    strategy: Strategy, values: Mapping[str, Any], applied: set[str], explicit: Mapping[str, Any]
+) -> Strategy:
     """`strategy`, and every strategy it composes, with each parameter named in `values` set.
 
-    The names it set are added to `applied`.
+    A `_SPEC_WINS` parameter named in `explicit` (the parameters the spec gave this strategy,
+    `_explicit`) keeps its value. The names it set are added to `applied`.
     """
     if not values or not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
         return strategy
@@ -833,10 +873,12 @@ def _with_values(strategy: Strategy, values: Mapping[str, Any], applied: set[str
             continue
         value = getattr(strategy, f.name)
         if f.name in values:
+            if f.name in _SPEC_WINS and f.name in explicit:
+                continue
             changes[f.name] = values[f.name]
             applied.add(f.name)
         elif dataclasses.is_dataclass(value) and STRATEGIES.holds(type(value)):
-            changes[f.name] = _with_values(value, values, applied)
+            changes[f.name] = _with_values(value, values, applied, _explicit(explicit.get(f.name)))
     if not changes:
         return strategy
     replaced: Strategy = dataclasses.replace(strategy, **changes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import socket
 import sys
@@ -98,12 +99,58 @@ def proxy(
     Ask for a strategy per request by model name ('self-consistency(n=4)@<model>'), by
     extra_body {"strategy", "params", "budget"}, or by X-Reasoning-* headers.
     """
+    from reasoning.evals.cli import err
+
+    phase = ["starting"]
+    try:
+        _proxy(phase, backend, model, base_url, upstream_api_key, script, script_seconds_per_token, host,
+               port, strategy, api_key, records, instruction, max_n, max_tokens, max_budget_tokens,
+               max_calls, max_seconds, max_concurrent, max_queue, kv_cache_gb, max_model_len, dtype,
+               hidden_states, trust_remote_code, shutdown_grace, verbose)  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C before it serves (or while the engine shuts down)
+        err.print(f"interrupted while {phase[0]}; proxy stopped")
+        return
+    err.print("proxy stopped")
+
+
+def _proxy(
+    phase: list[str],
+    backend: str,
+    model: str | None,
+    base_url: str | None,
+    upstream_api_key: str,
+    script: str | None,
+    script_seconds_per_token: float,
+    host: str,
+    port: int,
+    strategy: str,
+    api_key: str | None,
+    records: Path,
+    instruction: str | None,
+    max_n: int,
+    max_tokens: int,
+    max_budget_tokens: int,
+    max_calls: int,
+    max_seconds: float,
+    max_concurrent: int,
+    max_queue: int,
+    kv_cache_gb: float | None,
+    max_model_len: int | None,
+    dtype: str,
+    hidden_states: bool,
+    trust_remote_code: bool,
+    shutdown_grace: float,
+    verbose: bool,
+) -> None:
+    """`proxy`; `phase[0]` says what it is doing (starting, serving, stopping)."""
     import uvicorn
 
     from reasoning.evals.cli import err, out, quiet_engine_logs
     from reasoning.evals.proxy import Limits, ProxySettings, create_app, stop_runs
 
     quiet_engine_logs(verbose)
+    if max_seconds <= 0:
+        raise ConfigError(f"--max-seconds must be > 0, got {max_seconds:g}")
     limits = Limits(
         max_n=max_n,
         max_tokens=max_tokens,
@@ -113,7 +160,7 @@ def proxy(
         max_concurrent=max_concurrent,
         max_queue=max_queue,
     )
-    _strategy_check(strategy)  # bad settings fail before the engine starts
+    _strategy_check(strategy, limits)  # bad settings fail before the engine starts
     _options_check(backend, base_url, script, script_seconds_per_token, kv_cache_gb, max_model_len, dtype,
                    hidden_states)  # fmt: skip
     listening = _bind(host, port)
@@ -153,6 +200,8 @@ def proxy(
             """
 
             async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                phase[0] = "stopping"
+
                 async def end_runs() -> None:
                     deadline = time.monotonic() + shutdown_grace
                     while time.monotonic() < deadline and not self.force_exit:  # a 2nd Ctrl-C
@@ -163,6 +212,14 @@ def proxy(
                 ending = asyncio.create_task(end_runs())
                 try:
                     await super().shutdown(sockets)
+                    if self.force_exit:
+                        # A 2nd Ctrl-C: uvicorn no longer waits for the requests in flight, and
+                        # asyncio.run would cancel them (a traceback each, a plain-text 500 to
+                        # their clients). Their runs end now; they answer 503 server_stopping.
+                        await ending
+                        deadline = time.monotonic() + ANSWER_SECONDS
+                        while self.server_state.tasks and time.monotonic() < deadline:
+                            await asyncio.sleep(0.02)
                 finally:
                     ending.cancel()
 
@@ -203,22 +260,34 @@ def proxy(
         # a KeyboardInterrupt raised there ended a task and asyncio printed its traceback. A signal
         # before uvicorn listens stops it too. The engine is shut down below.
         handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        phase[0] = "serving"
         try:
             asyncio.run(serve())
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
     finally:
+        phase[0] = "stopping"
         listening.close()
         _close(engine)
-    err.print("proxy stopped")
 
 
-def _strategy_check(spec: str) -> None:
+ANSWER_SECONDS = 5.0
+"""After a second Ctrl-C, the most seconds the ended requests get to send their 503."""
+
+
+def _strategy_check(spec: str, limits: Any) -> None:
+    """Refuse a default strategy that does not build or that is over the caps (`Limits.check`)."""
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
     from reasoning.compose import build
+    from reasoning.evals.proxy import ProxyError
 
-    build(spec)
+    try:
+        limits.check(build(spec))
+    except ProxyError as exc:
+        raise ConfigError(
+            f"--strategy {spec}: {exc} (raise --max-n or --max-tokens, or ask for less)"
+        ) from None
 
 
 def _options_check(
@@ -261,7 +330,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except (OSError, OverflowError) as exc:
         listening.close()
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"cannot listen on {host}:{port}: {why} (choose another --port)") from None
+        taken = isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES)
+        hint = "choose another --port" if taken else "check --host: an address of this machine"
+        raise ConfigError(f"cannot listen on {host}:{port}: {why} ({hint})") from None
     return listening
 
 

@@ -698,3 +698,185 @@ async def test_in_front_of_an_upstream_openai_server(tmp_path: Path) -> None:
     assert (
         reply.usage.prompt_tokens_details is not None and reply.usage.prompt_tokens_details.cached_tokens == 2
     )
+
+
+# -- the newcomer's report: request fields, one rule for a cut run, models, keys ------------------
+
+
+def _events(text: str) -> list[str]:
+    return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("path", ["chat/completions", "completions"])
+@pytest.mark.parametrize("seed", [-1, -5, 2**63, 2**64 + 1, True, 1.5])
+async def test_a_seed_outside_openais_range_is_a_400_naming_seed(
+    tmp_path: Path, path: str, seed: Any
+) -> None:
+    body: dict[str, Any] = {"model": "m", "seed": seed}
+    body |= {"messages": [{"role": "user", "content": "?"}]} if path.startswith("chat") else {"prompt": "?"}
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(f"{url}/{path}", json=body)
+        largest = await http.post(f"{url}/{path}", json={**body, "seed": 2**63 - 1})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "seed" and "seed" in response.json()["error"]["message"]
+    assert largest.status_code == 200 and largest.json()["reasoning"]["seed"] == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_tokens", True), ("temperature", True), ("stream", "yes"), ("top_p", True), ("n", True),
+     ("max_completion_tokens", "5")],
+)  # fmt: skip
+async def test_fields_take_their_json_type_only(tmp_path: Path, field: str, value: Any) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "?"}], field: value}
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(f"{url}/chat/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == field, response.text
+
+
+async def test_best_of_is_refused_on_chat_as_on_completions(tmp_path: Path) -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": "?"}]}
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url, httpx.AsyncClient() as http:
+        refused = [
+            await http.post(f"{url}/chat/completions", json={**chat, "best_of": 2}),
+            await http.post(f"{url}/completions", json={"model": "m", "prompt": "?", "best_of": 2}),
+        ]
+        one = await http.post(f"{url}/chat/completions", json={**chat, "best_of": 1})
+    for response in refused:
+        assert response.status_code == 400 and response.json()["error"]["param"] == "best_of"
+    assert one.status_code == 200 and one.json()["reasoning"]["ignored"] == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_run_that_chose_nothing_is_a_422_streamed_or_not(tmp_path: Path, stream: bool) -> None:
+    # the budget's seconds stop `single` mid-trace: it chooses no candidate, in both modes
+    words = " ".join(f"w{i}" for i in range(60))
+    backend = ScriptedBackend([words], seconds_per_token=0.02)
+    body = {"model": "m", "messages": [{"role": "user", "content": "?"}], "stream": stream,
+            "budget": {"seconds": 0.3}}  # fmt: skip
+    async with serving(backend, tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(f"{url}/chat/completions", json=body)
+    if stream:
+        events = _events(response.text)
+        assert events[-1] == "[DONE]"
+        payload = json.loads(events[-2])
+        chunks = [json.loads(e) for e in events[:-2]]
+        partial = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        assert partial and words.startswith(partial) and partial != words  # what was sent stays
+        assert all(c["choices"][0]["finish_reason"] is None for c in chunks if c["choices"])
+    else:
+        assert response.status_code == 422
+        payload = response.json()
+    assert payload["error"]["code"] == "budget_exhausted", payload
+    assert payload["reasoning"]["chosen"] is None
+    assert payload["reasoning"]["stop_reason"] == "budget:seconds"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_chosen_candidate_cut_by_the_budget_is_a_length_finish_streamed_or_not(
+    tmp_path: Path, stream: bool
+) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "?"}], "stream": stream,
+            "budget": {"output_tokens": 3}}  # fmt: skip
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url, httpx.AsyncClient() as http:
+        response = await http.post(f"{url}/chat/completions", json=body)
+    assert response.status_code == 200
+    if stream:
+        chunks = [json.loads(e) for e in _events(response.text)[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        finish, reasoning = chunks[-1]["choices"][0]["finish_reason"], chunks[-1]["reasoning"]
+    else:
+        choice = response.json()["choices"][0]
+        text, finish, reasoning = (
+            choice["message"]["content"],
+            choice["finish_reason"],
+            response.json()["reasoning"],
+        )
+    assert text == "The answer is " and finish == "length"
+    assert reasoning["chosen"] == 0 and reasoning["stop_reason"] == "budget:output_tokens"
+
+
+def test_a_default_strategy_over_the_caps_is_refused_at_start(tmp_path: Path) -> None:
+    from reasoning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"default strategy .* n=99 samples; .* at most 16"):
+        create_app(ScriptedBackend([ANSWER]), ProxySettings(model="m", strategy="sc(n=99)", records=None))
+    with pytest.raises(ConfigError, match="max_tokens=9999 per sample"):
+        create_app(
+            ScriptedBackend([ANSWER]),
+            ProxySettings(
+                model="m", strategy="single(max_tokens=9999)", limits=Limits(max_tokens=64), records=None
+            ),
+        )
+
+
+async def test_the_bearer_scheme_is_case_insensitive(tmp_path: Path) -> None:
+    async with (
+        serving(ScriptedBackend([ANSWER]), tmp_path, api_key="s3cret") as url,
+        httpx.AsyncClient() as http,
+    ):
+        codes = [
+            (await http.get(f"{url}/models", headers={"Authorization": auth})).status_code
+            for auth in (
+                "bearer s3cret",
+                "BEARER s3cret",
+                "Bearer  s3cret",
+                "Basic s3cret",
+                "bearer wrong",
+                "s3cret",
+            )
+        ]
+    assert codes == [200, 200, 200, 401, 401, 401]
+
+
+async def test_models_retrieve(tmp_path: Path) -> None:
+    async with serving(ScriptedBackend([ANSWER]), tmp_path) as url:
+        models = client(url).models
+        assert (await models.retrieve("m")).id == "m"
+        assert (await models.retrieve("self-consistency@m")).id == "self-consistency@m"
+        with pytest.raises(openai.NotFoundError) as raised:
+            await models.retrieve("gpt-4o")
+    assert raised.value.code == "model_not_found"
+
+
+async def test_an_explicit_spec_value_wins_over_the_openai_field(tmp_path: Path) -> None:
+    backend = ScriptedBackend(["\\boxed{4}"])
+    async with serving(backend, tmp_path) as url:
+        kept = await client(url).chat.completions.create(
+            model="self-consistency(n=2, temperature=0.5, inner=single(temperature=0.1))@m",
+            messages=[{"role": "user", "content": "2+2?"}],
+            temperature=0.2,
+        )
+        partly = await client(url).chat.completions.create(
+            model="self-consistency(n=2, inner=single(top_p=0.5))@m",
+            messages=[{"role": "user", "content": "2+2?"}],
+            temperature=0.2,
+            top_p=0.9,
+        )
+    reasoning = (kept.model_extra or {})["reasoning"]
+    assert reasoning["strategy"].startswith(
+        "self-consistency(n=2, temperature=0.5, inner=single(temperature=0.1"
+    )
+    assert reasoning["ignored"] == ["temperature"]  # nothing took it: said, not silent
+    assert all(r.sampling.temperature == 0.1 for r in backend.requests[:2])
+    reasoning = (partly.model_extra or {})["reasoning"]
+    assert "inner=single(temperature=0.2, top_p=0.5" in reasoning["strategy"]
+    assert reasoning["ignored"] == []
+    assert all(r.sampling.temperature == 0.2 and r.sampling.top_p == 0.5 for r in backend.requests[2:])
+
+
+async def test_params_win_at_the_top_and_the_openai_field_still_reaches_the_inner_strategy(
+    tmp_path: Path,
+) -> None:
+    backend = ScriptedBackend(["\\boxed{4}"])
+    async with serving(backend, tmp_path) as url:
+        reply = await client(url).chat.completions.create(
+            model="self-consistency(n=2, inner=single)@m",
+            messages=[{"role": "user", "content": "2+2?"}],
+            temperature=0.2,
+            extra_body={"params": {"temperature": 0.9}},
+        )
+    reasoning = (reply.model_extra or {})["reasoning"]
+    assert "temperature=0.9, inner=single(temperature=0.2" in reasoning["strategy"], reasoning["strategy"]
+    assert reasoning["ignored"] == []
+    assert all(r.sampling.temperature == 0.2 for r in backend.requests)
