@@ -1,7 +1,7 @@
 """An OpenAI-compatible server that answers each request with a test-time strategy.
 
-``reasoning proxy`` serves `create_app`: ``POST /v1/chat/completions``, ``POST /v1/completions``
-and ``GET /v1/models``, in front of any backend (the in-process engine, an upstream
+``reasoning proxy`` serves `create_app`: ``POST /v1/chat/completions``, ``POST /v1/completions``,
+``GET /v1/models`` and ``GET /v1/models/{id}``, in front of any backend (the in-process engine, an upstream
 OpenAI-compatible server, or the scripted backend). An unmodified OpenAI client gets test-time
 scaling by naming a strategy:
 
@@ -23,10 +23,12 @@ JSONL (the format of ``reasoning solve``'s results; `reasoning.evals.run.read_re
 Every field of a request is applied or listed in ``reasoning.ignored``, and a value outside
 OpenAI's range is a 400: ``max_tokens`` caps every model call of the strategy (inner strategies
 included), ``stop`` ends every call and cuts the reply, ``temperature`` and ``top_p`` set the
-parameter of that name of the strategy and of every strategy it composes. A run that ends
+parameter of that name of the strategy and of every strategy it composes (except where its spec
+or ``params`` give that parameter explicitly). A run that ends
 without a reply (no chosen candidate, or an empty one) is never an empty success: it is a 422
 error naming why (its stop reason, and the budget line that stopped it), with the ``reasoning``
-object and the usage beside the error.
+object and the usage beside the error, streamed or not (text a streamed ``single`` already sent
+stays; the error event follows it, and no chunk has a finish reason).
 
 A client that goes away (a closed connection, streaming or not, also while its request waits
 for a slot) cancels its run at once: its engine requests are aborted, nothing is recorded.

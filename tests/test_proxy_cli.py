@@ -27,6 +27,7 @@ def command(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str],
         [REASONING, "proxy", "--backend", "scripted", "--port", "0", "--records", str(tmp_path / "r.jsonl"),
          *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
     )  # fmt: skip
     try:
         assert process.stdout is not None
@@ -145,3 +146,73 @@ def test_an_option_the_backend_would_ignore_is_refused_before_anything_starts(
 ) -> None:
     code, output = invoke("proxy", *args)
     assert code != 0 and fragment in output, output
+
+
+def test_a_second_ctrl_c_answers_the_requests_in_flight_with_503_and_no_traceback(tmp_path: Path) -> None:
+    replies: list[tuple[int, str]] = []
+    started = threading.Event()
+
+    def whole(url: str) -> None:
+        body = {"model": "scripted", "messages": [{"role": "user", "content": "?"}]}
+        started.set()
+        response = httpx.post(f"{url}/chat/completions", json=body, timeout=30)
+        replies.append((response.status_code, response.text))
+
+    script = " ".join(f"w{i}" for i in range(200))  # 4 s at 0.02 s a token
+    with command(tmp_path, "--script", script, "--script-seconds-per-token", "0.02") as (process, url):
+        clients = [threading.Thread(target=whole, args=(url,)) for _ in range(2)]
+        for client in clients:
+            client.start()
+        assert started.wait(10)
+        time.sleep(0.7)  # both runs are decoding (default --shutdown-grace: 5 s)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        stderr = stopped(process, signal.SIGINT)
+        for client in clients:
+            client.join(timeout=30)
+    assert "Traceback" not in stderr and "exception" not in stderr.lower(), stderr
+    assert stderr.rstrip().endswith("proxy stopped"), stderr
+    assert len(replies) == 2
+    for status, text in replies:
+        assert status == 503 and json.loads(text)["error"]["code"] == "server_stopping", text
+
+
+def test_ctrl_c_while_starting_says_so_without_solves_message(tmp_path: Path) -> None:
+    # The interrupt arrives while the backend starts (an engine load takes that long).
+    program = (
+        "import os, signal, sys\n"
+        "import reasoning.evals.proxy_cli as p\n"
+        "def start(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    raise AssertionError('not interrupted')\n"
+        "p._start = start\n"
+        "from reasoning.evals.cli import main\n"
+        f"sys.argv = ['reasoning', 'proxy', '--backend', 'scripted', '--port', '0', '--records', "
+        f"{str(tmp_path / 'r.jsonl')!r}]\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr and "re-run the same command" not in done.stderr, done.stderr
+    assert done.stderr.strip() == "interrupted while starting; proxy stopped", done.stderr
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--strategy", "self-consistency(n=99)"], "--strategy self-consistency(n=99): "),
+        (["--strategy", "single(max_tokens=99999)"], "max_tokens=99999 per sample"),
+        (["--max-seconds", "0"], "--max-seconds must be > 0, got 0"),
+        (["--host", "192.0.2.1"], "check --host"),
+    ],
+)
+def test_bad_settings_are_one_clear_error_at_start(tmp_path: Path, args: list[str], fragment: str) -> None:
+    # the command, not `invoke`: a setting accepted by mistake would serve forever in-process
+    done = subprocess.run(
+        [REASONING, "proxy", "--backend", "scripted", "--port", "0", "--records", str(tmp_path / "r"), *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    output = " ".join((done.stdout + done.stderr).split())  # unwrapped
+    assert done.returncode == 1 and fragment in output, output
+    assert "Traceback" not in output and not done.stdout
+    assert "prompt_tokens" not in output and "another --port" not in output
