@@ -38,7 +38,9 @@ COUNT = [{"role": "user", "content": "Write the numbers from 1 to 30, separated 
 async def proxy(engine: Any, tmp_path: Path) -> AsyncIterator[tuple[str, str, Path]]:
     records = tmp_path / "records.jsonl"
     model = str(engine.model)
-    settings = ProxySettings(model=model, records=records, limits=Limits(max_tokens=64, max_n=4))
+    # The default strategy within the caps (a server whose default is over them refuses to start).
+    limits = Limits(max_tokens=64, max_n=4)
+    settings = ProxySettings(model=model, records=records, strategy="single(max_tokens=64)", limits=limits)
     port = free_port()
     config = uvicorn.Config(create_app(engine, settings), port=port, log_level="error", lifespan="off")
     server = uvicorn.Server(config)
