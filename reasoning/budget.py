@@ -216,10 +216,16 @@ class Meter:
         )
 
     def shrink(self, reservation: Reservation, sampling: Sampling) -> Reservation:
-        """Hold only what `sampling` (a tighter clamp of the same call) can decode; never refuses."""
+        """Hold only what `sampling` (a tighter clamp of the same call) can decode; never refuses.
+
+        A clamp of this meter's that another meter's tightened is not this meter's cut any more.
+        """
         output_tokens = min(reservation.output_tokens, sampling.max_tokens * sampling.n)
         self._held -= reservation.output_tokens - output_tokens
-        return replace(reservation, sampling=sampling, output_tokens=output_tokens)
+        clamped = reservation.clamped and sampling.max_tokens == reservation.sampling.max_tokens
+        if reservation.clamped and not clamped:  # another meter's line clamped it further: its cut
+            self.usage.clamped_calls -= 1
+        return replace(reservation, sampling=sampling, output_tokens=output_tokens, clamped=clamped)
 
     def cancel(self, reservation: Reservation, n: int) -> None:
         """Undo a reservation that was never sent (another meter refused the call)."""
@@ -439,18 +445,21 @@ class Ledger:
             raise exc
         me = asyncio.current_task()
         blocked = {me, *ancestors()}
-        holders = [task for _, task in self._holders.values()]
+        holders = [task for _, task in self._holders.values() if task is not None and not task.done()]
         if me in holders or not any(task not in blocked for task in holders):
             raise exc
         if self._settled is None:
             self._settled = asyncio.Event()
         settled = self._settled
-        left = [m.seconds_left for m in meters if m.seconds_left is not None]
+        timed = [m for m in meters if m.seconds_left is not None]
+        left = min((m.seconds_left or 0.0 for m in timed), default=None)
+        patience = QUEUE_PATIENCE if left is None else min(max(left, 0.0), QUEUE_PATIENCE)
         try:
-            async with asyncio.timeout(max(min(left), 0.0) if left else None):  # not wait_for (3.11)
+            async with asyncio.timeout(patience):  # not wait_for: 3.11's loses cancellations
                 await settled.wait()
         except TimeoutError:
-            timed = [m for m in meters if m.seconds_left is not None]
+            if left is None or left > QUEUE_PATIENCE:
+                raise exc from None  # nothing settled for a long while: stop as if it never waited
             tightest = min(timed, key=lambda m: m.seconds_left or 0.0)
             raise BudgetExhausted(
                 tightest.line + "seconds", tightest.elapsed, tightest.budget.seconds or 0
@@ -469,6 +478,11 @@ class Ledger:
             meter.usage.cancelled_samples += len(cancelled)
             meter.usage.cancelled_tokens += sum(c.output_tokens for c in cancelled)
 
+
+QUEUE_PATIENCE = 120.0
+"""Seconds a call waits in the budget's queue for any call in flight to settle before it is
+refused after all: a bound on a wait that tasks awaiting each other outside
+`reasoning.concurrency.task_group` could otherwise make endless."""
 
 _LINE_UP_TURNS = 3
 """Turns of the event loop a call waits for the calls started with it (nested ``run_all`` branches

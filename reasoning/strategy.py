@@ -280,8 +280,8 @@ class Context:
         decoded = cached = cut = 0
         by_sample: dict[int, int] = {}  # tokens each sample decoded: the longest is on the critical path
         prompt_counted = charge.counted_prompt
-        source = _source(target, charge.request, self.deterministic)
         try:
+            source = _source(target, charge.request, self.deterministic)
             async with contextlib.aclosing(source) as chunks:
                 while True:
                     left, tightest = charge.seconds_left()
@@ -550,18 +550,30 @@ def request_seed(run_seed: int, problem_id: str, number: int) -> int:
     return zlib.crc32(f"{run_seed}:{problem_id}:{number}".encode()) & 0x7FFFFFFF
 
 
-_MADE_INTO_CANDIDATES: weakref.WeakSet[Completion] = weakref.WeakSet()
-"""Samples a candidate was made of (`to_candidate`): a budget stop adds the others to the record."""
+_MADE_INTO_CANDIDATES: dict[int, weakref.ref[Completion]] = {}
+"""Samples a candidate was made of (`to_candidate`), by identity (equal samples of two runs are
+two samples): a budget stop adds the others to the record."""
 
 
 def made_into_candidate(completion: Completion) -> bool:
-    """Whether a candidate was made of `completion` (by `to_candidate`)."""
-    return completion in _MADE_INTO_CANDIDATES
+    """Whether a candidate was made of this very `completion` object (by `to_candidate`)."""
+    made = _MADE_INTO_CANDIDATES.get(id(completion))
+    return made is not None and made() is completion
+
+
+def _made(completion: Completion) -> None:
+    key = id(completion)
+
+    def forget(ref: weakref.ref[Completion]) -> None:
+        if _MADE_INTO_CANDIDATES.get(key) is ref:
+            del _MADE_INTO_CANDIDATES[key]
+
+    _MADE_INTO_CANDIDATES[key] = weakref.ref(completion, forget)
 
 
 def to_candidate(text: str, completion: Completion, verdict: Verdict) -> Candidate:
     """Build a candidate record from a completion and its verdict."""
-    _MADE_INTO_CANDIDATES.add(completion)
+    _made(completion)
     mean = None
     if completion.logprobs:
         mean = float(np.mean([t.logprob for t in completion.logprobs]))

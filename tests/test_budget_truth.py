@@ -302,3 +302,29 @@ def test_a_negative_seed_is_one_clear_error_before_anything_runs() -> None:
         Controller(ScriptedBackend(["x"]), seed=-1)
     code, text = invoke("solve", "--question", "1+1?", "--backend", "scripted", "--seed", "-1")
     assert code != 0 and "seed must be greater than or equal to 0" in " ".join(text.split())
+
+
+def test_the_cut_is_the_tightest_line_s() -> None:
+    async def go() -> tuple[int, int]:
+        run_meter, draft = Meter(Budget(output_tokens=80)), Meter(Budget(output_tokens=30), line="draft.")
+        ledger = Ledger(run_meter, {"draft": draft})
+        charge = await ledger.admit(
+            _request(100), "draft"
+        )  # the run's line lowers it to 80, the draft's to 30
+        assert charge.request.sampling.max_tokens == 30
+        charge.settle(30, cut=1)
+        return run_meter.usage.clamped_samples, draft.usage.clamped_samples
+
+    assert anyio.run(go) == (0, 1)
+
+
+def test_a_call_never_waits_on_a_reservation_whose_task_has_ended() -> None:
+    # A stream left unclosed by a finished task holds its tokens until it is collected; waiting
+    # on it would wait forever: the call is refused at once instead.
+    async def go() -> None:
+        ledger = Ledger(Meter(Budget(output_tokens=10)))
+        await asyncio.create_task(ledger.admit(_request(10)))  # admitted, never settled, task ended
+        with anyio.fail_after(5), pytest.raises(BudgetExhausted):
+            await asyncio.create_task(ledger.admit(_request(10)))
+
+    anyio.run(go)

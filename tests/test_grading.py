@@ -237,3 +237,25 @@ async def test_grading_keeps_the_event_loop_free(stub_grader: Any) -> None:
     finally:
         ticker.cancel()
     assert max(gaps) < 1.0  # the loop ran on while each grade took 2 s
+
+
+def test_a_grade_left_by_an_exception_kills_its_process_so_no_reply_answers_the_next(
+    stub_grader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reply left unread (a Ctrl-C mid-grade, a reply that cannot be read) would otherwise be
+    # read as the next job's: another answer's verdict.
+    pool = stub_grader("m._math = lambda gold, pred: pred == '1'")
+    real = grading._receive
+    calls = [0]
+
+    def flaky(fd: int, deadline: float | None) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:  # the verdict of the first grade
+            raise KeyboardInterrupt
+        return real(fd, deadline)
+
+    monkeypatch.setattr(grading, "_receive", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        grade_answer(MATH, "1")
+    assert pool.live == 0 and not pool.idle  # killed, not put back with the reply unread
+    assert within(30.0, lambda: grade_answer(MATH, "2")) == Grade(False)

@@ -366,7 +366,18 @@ class _Worker:
         self.alive = True
 
     def ask(self, job: tuple[Any, ...], seconds: float) -> tuple[str, Any]:
-        """The reply to `job`; the process is killed when it is late (``alive`` turns false)."""
+        """The reply to `job`; the process is killed when it is late (``alive`` turns false).
+
+        Left any other way (Ctrl-C, a reply it cannot read), the process is killed too: a reply
+        left unread would answer the next job.
+        """
+        try:
+            return self._ask(job, seconds)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _ask(self, job: tuple[Any, ...], seconds: float) -> tuple[str, Any]:
         try:
             _send(self.input, (seconds, job))
             _receive(self.output, time.monotonic() + _START_SECONDS)  # ("go",): imports done
@@ -438,7 +449,9 @@ class _Pool:
                 self.ready.notify()
 
     def close(self) -> None:
-        """Kill the idle grader processes (at exit)."""
+        """Kill the idle grader processes (at exit; in a forked child, whose are its parent's: none)."""
+        if os.getpid() != self.pid:
+            return
         with self.ready:
             idle, self.idle = self.idle, []
             self.live -= len(idle)
@@ -448,6 +461,15 @@ class _Pool:
 
 _POOL: _Pool | None = None
 _POOL_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:  # a lock held by another thread at the fork stays held
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _pool() -> _Pool:
