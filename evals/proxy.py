@@ -865,7 +865,8 @@ def _with_values(
     """`strategy`, and every strategy it composes, with each parameter named in `values` set.
 
     A `_SPEC_WINS` parameter named in `explicit` (the parameters the spec gave this strategy,
-    `_explicit`) keeps its value. The names it set are added to `applied`.
+    `_explicit`) keeps its value, and an explicit ``max_tokens`` is only ever lowered. The names
+    it set are added to `applied`.
     """
     if not values or not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
         return strategy
@@ -877,7 +878,10 @@ def _with_values(
         if f.name in values:
             if f.name in _SPEC_WINS and f.name in explicit:
                 continue
-            changes[f.name] = values[f.name]
+            new = values[f.name]
+            if f.name == "max_tokens" and f.name in explicit and isinstance(value, int):
+                new = min(value, new)  # the request's max_tokens caps: it never raises the spec's
+            changes[f.name] = new
             applied.add(f.name)
         elif dataclasses.is_dataclass(value) and STRATEGIES.holds(type(value)):
             changes[f.name] = _with_values(value, values, applied, _explicit(explicit.get(f.name)))

@@ -880,3 +880,15 @@ async def test_params_win_at_the_top_and_the_openai_field_still_reaches_the_inne
     assert "temperature=0.9, inner=single(temperature=0.2" in reasoning["strategy"], reasoning["strategy"]
     assert reasoning["ignored"] == []
     assert all(r.sampling.temperature == 0.2 for r in backend.requests)
+
+
+async def test_the_request_max_tokens_never_raises_a_spec_s_own(tmp_path: Path) -> None:
+    backend = ScriptedBackend([ANSWER])
+    async with serving(backend, tmp_path) as url:
+        for asked, sent in ((50, 3), (2, 2)):
+            await client(url).chat.completions.create(
+                model="single(max_tokens=3)@m",
+                messages=[{"role": "user", "content": "2+2?"}],
+                max_tokens=asked,
+            )
+            assert backend.requests[-1].sampling.max_tokens == sent
