@@ -405,9 +405,10 @@ class Ledger:
 
         The call lines up for a few turns of the event loop, so that calls started together
         (the branches of ``ctx.run_all``) are granted together, each its fair share of the
-        output tokens left. When nothing is left but calls in flight hold reservations, it waits
+        output tokens left. When it does not fit but calls in flight hold reservations, it waits
         until one settles and tries again, unless its own task, or a task it was started from,
-        holds one (that would wait on itself). The wait ends with the wall-clock line.
+        holds one (that would wait on itself); holders whose task has ended do not count. A wait
+        ends with the wall-clock line, or after `QUEUE_PATIENCE` seconds without a settle.
 
         Raises:
             BudgetExhausted: The call cannot fit and waiting cannot help (or the clock ran out).
