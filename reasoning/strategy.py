@@ -325,14 +325,18 @@ class Context:
     async def generate(self, request: Request, backend: str | None = None) -> list[Completion]:
         """Run `request` to the end on `backend` (default: the run's); return its samples.
 
-        Each sample is recorded as it finishes; when the call is stopped (a budget stop, a
-        sibling's error, a cancellation) the unfinished ones are recorded as cancelled, with the
-        text and tokens they had decoded, so the record keeps every sample that started.
+        Its samples are recorded in index order when it ends; when the call is stopped (a budget
+        stop, a sibling's error, a cancellation) the unfinished ones are recorded as cancelled,
+        with the text and tokens they had decoded, so the record keeps every sample that started.
         """
-        async with self.trace(request, backend) as trace:
-            async for _ in trace:
-                pass
-        return trace.completions
+        trace = self.trace(request, backend, record=False)
+        try:
+            async with trace:
+                async for _ in trace:
+                    pass
+        finally:  # closed: every sample, in index order (the record's order does not hang on timing)
+            recorded = self.record(trace.completions, backend)
+        return recorded
 
     async def finishes(
         self, request: Request, backend: str | None = None
