@@ -22,6 +22,7 @@ from reasoning.compose import build
 from reasoning.concurrency import run_all
 from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, ConfigError
+from reasoning.evals.artefacts import check_artefacts
 from reasoning.evals.options import TrustRemoteCodeOption
 from reasoning.evals.spec import (
     DEFAULT_SCRIPT,
@@ -132,7 +133,7 @@ def solve(
     config: ConfigOption = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="gsm8k, math500, aime24, a .jsonl file, gym:<task> or hf:<id>."),
+        typer.Option(help="gsm8k, gsm8k-train, math500, aime24, a .jsonl file, gym:<task> or hf:<id>."),
     ] = None,
     question: Annotated[
         str | None, typer.Option(help="Solve one ad-hoc question instead of a dataset.")
@@ -465,7 +466,7 @@ def execute(spec: RunSpec) -> None:
         err.print(f"nothing left to do: {kept} already hold every problem (no engine started)")
         _summary(arms)
         return
-    check_artefacts([arm.strategy for arm in arms], spec.models())
+    check_artefacts([arm.strategy for arm in arms], spec.models(), problems)
     hidden = any(getattr(arm.strategy, "needs_hidden_states", False) for arm in arms)
     engine = _backend(spec, hidden) if spec.ray is None else _replica_pool(spec, hidden)
     if spec.prm is not None:
@@ -510,68 +511,6 @@ def _refuse_all_failed(arms: list[_Arm]) -> None:
                 f"{arm.label}: every problem failed ({len(runs)} of {len(runs)}){where}; "
                 f"the first error: {runs[0].error}"
             )
-
-
-def check_artefacts(strategies: list[Any], models: Mapping[str, str | None]) -> None:
-    """Load every artefact `strategies` name (nested ones included) for the run's `models`.
-
-    Probes (early exit, difficulty, advantage routers, value probes of step searches) and ATTS
-    calibrations are read and checked as the strategies will read them (missing, truncated,
-    the wrong kind, uncalibrated, made for another model), before any engine starts: one error
-    instead of the same error row for every problem. A model is named as `RunSpec.models`
-    names it (the first is the default backend). A strategy whose named backends the run
-    lacks is left to say so itself.
-
-    Raises:
-        ConfigError: An artefact is unusable (the message names the file and the strategy).
-    """
-    from reasoning.probes.atts_calibration import DRAFT, TARGET, load_calibration
-    from reasoning.probes.probe import load_probe
-    from reasoning.strategies import ATTS, Arbitrage, DifficultyRouter, EarlyExit
-    from reasoning.strategies.step_search import StepSearch
-
-    default = str(next(iter(models.values()), None) or "")
-    for strategy in strategies:
-        for node in _strategy_tree(strategy):
-            name = STRATEGIES.name_of(node)
-            try:
-                if isinstance(node, EarlyExit):
-                    load_probe(node.probe, default, "exit")
-                elif isinstance(node, DifficultyRouter):
-                    load_probe(node.probe, default, "difficulty")
-                elif isinstance(node, Arbitrage) and node.router == "probe" and models.get(DRAFT):
-                    load_probe(node.probe, str(models[DRAFT]), "advantage", calibrated=node.tau is None)
-                elif isinstance(node, ATTS) and models.get(DRAFT) and models.get(TARGET):
-                    load_calibration(node.calibration, str(models[DRAFT]), str(models[TARGET]), node.chunks())
-                elif isinstance(node, StepSearch) and node.scorer == "probe" and node.probe:
-                    load_probe(node.probe, default, "exit", calibrated=False)
-            except ConfigError as exc:
-                raise type(exc)(f"strategy {name}: {exc}") from None
-
-
-def _strategy_tree(strategy: Any) -> list[Any]:
-    """`strategy` and every strategy nested in it (inner steps, a router's routes)."""
-    import dataclasses
-
-    from reasoning.strategies import DifficultyRouter
-
-    nodes, todo = [], [strategy]
-    while todo:
-        node = todo.pop(0)
-        nodes.append(node)
-        if not dataclasses.is_dataclass(node) or isinstance(node, type):
-            continue
-        for f in dataclasses.fields(node):
-            value = getattr(node, f.name, None)
-            if (
-                dataclasses.is_dataclass(value)
-                and not isinstance(value, type)
-                and STRATEGIES.holds(type(value))
-            ):
-                todo.append(value)
-        if isinstance(node, DifficultyRouter):
-            todo += [build(node.easy), build(node.hard)]
-    return nodes
 
 
 def _arms(spec: RunSpec) -> list[_Arm]:

@@ -1,6 +1,8 @@
 """Datasets by name: the shipped benchmarks, JSONL files, reasoning-gym tasks, Hugging Face ids.
 
-* ``gsm8k``, ``math500``, ``aime24``: shipped with the package (MIT; licences beside them).
+* ``gsm8k`` (the 1,319 test problems), ``gsm8k-train`` (the 7,473 train problems: fit probes,
+  calibrations and value models on these), ``math500``, ``aime24``: shipped with the package
+  (MIT; licences beside them). Problem ids are ``gsm8k-<index>`` and ``gsm8k-train-<index>``.
 * a path to a ``.jsonl`` file, with a field mapping (``question=problem,answer=solution``); a
   row's own ``id`` field names its problem when it has one.
 * ``gym:<task>`` (e.g. ``gym:basic_arithmetic``): reasoning-gym's seeded generator; scored by
@@ -29,6 +31,7 @@ __all__ = ["BUILTIN", "load_dataset"]
 
 BUILTIN: dict[str, tuple[str, dict[str, str], AnswerKind]] = {
     "gsm8k": ("gsm8k_test.jsonl", {"question": "question", "answer": "answer"}, "number"),
+    "gsm8k-train": ("gsm8k_train.jsonl", {"question": "question", "answer": "answer"}, "number"),
     "math500": (
         "math500_test.jsonl",
         {"question": "problem", "answer": "answer", "id": "unique_id"},

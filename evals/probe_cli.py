@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +35,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from reasoning.errors import ConfigError
+from reasoning.errors import ConfigError, ReasoningError
 
 probe_app = typer.Typer(
     no_args_is_help=True, help="Train and calibrate hidden-state probes; calibrate ATTS (atts-calibrate)."
@@ -74,9 +76,12 @@ def _stem(path: Path) -> Path:
 @probe_app.command()
 def collect(
     out_path: Annotated[Path, typer.Option("--out", help="Output stem; writes STEM.traces.jsonl.")],
-    dataset: Annotated[str, typer.Option(help="gsm8k, math500, a .jsonl file or gym:<task>.")] = "gsm8k",
+    dataset: Annotated[
+        str, typer.Option(help="gsm8k-train (fit on train problems), a .jsonl file or gym:<task>.")
+    ] = "gsm8k-train",
     limit: Annotated[int, typer.Option(help="Problems to collect on.")] = 100,
     offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    samples: Annotated[int, typer.Option(help="Traces per problem (value models learn from several).")] = 1,
     cue_words: Annotated[
         str, typer.Option(help="Comma-separated cue words ('' for none).")
     ] = "hmm,wait,alternatively",
@@ -94,31 +99,27 @@ def collect(
     ] = None,
     dtype: Dtype = "auto",
 ) -> None:
-    """Sample one trace per problem and label its decision points by forced exits."""
+    """Sample traces of each problem and label their decision points by forced exits.
+
+    Each trace is written to STEM.traces.jsonl the moment it is labelled; run the same command
+    again after a stop and it collects only the traces still missing.
+    """
     from reasoning.evals.datasets import load_dataset
-    from reasoning.evals.probing import collect_traces, compute_features, write_traces
+    from reasoning.evals.probing import compute_features
     from reasoning.probes.cues import CueSet
     from reasoning.probes.exit import EXIT_PHRASE
 
     cues = CueSet(tuple(w for w in cue_words.split(",") if w), step_boundary, every)
     problems = load_dataset(dataset, limit=limit, offset=offset)
+    if samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {samples}")
     stem = _stem(out_path)
     backend = _engine(model, kv_cache_gb, features, dtype)
     chosen = [int(v) for v in layers.split(",")] if layers else None
+    settings = Collection(cues, exit_phrase or EXIT_PHRASE, temperature, max_tokens, seed, samples)
 
     async def go() -> None:  # one event loop: the engine's client is bound to it
-        with err.status(f"collecting {len(problems)} traces ..."):
-            traces = await collect_traces(
-                backend,
-                problems,
-                cues=cues,
-                exit_phrase=exit_phrase or EXIT_PHRASE,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=seed,
-            )
-        write_traces(stem.with_name(stem.name + ".traces.jsonl"), traces)
-        _report(traces)
+        traces = await _collect_into(backend, stem, problems, settings)
         if features:
             with err.status("reading hidden states ..."):
                 data = await compute_features(
@@ -132,6 +133,240 @@ def collect(
         asyncio.run(go())
     finally:
         backend.close()
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What decides a collection's traces (besides the model and problems)."""
+
+    cues: Any
+    exit_phrase: str
+    temperature: float
+    max_tokens: int
+    seed: int
+    samples: int
+
+
+async def _collect_into(backend: Any, stem: Path, problems: list[Any], settings: Collection) -> list[Any]:
+    """Collect the traces STEM.traces.jsonl still lacks (each written as it is labelled); all of them."""
+    from reasoning.evals.probing import append_trace, collect_traces, collection_header, read_traces
+
+    traces_path = stem.with_name(stem.name + ".traces.jsonl")
+    keys = [(p.id, k) for p in problems for k in range(settings.samples)]
+    order = {key: i for i, key in enumerate(keys)}
+    kept = [
+        t for t in (read_traces(traces_path) if traces_path.is_file() else [])
+        if (t["problem_id"], t.get("sample", 0)) in order
+    ]  # fmt: skip
+    header = collection_header(
+        backend,
+        settings.cues,
+        settings.exit_phrase,
+        settings.temperature,
+        0.95,
+        settings.max_tokens,
+        settings.seed,
+    )
+    for trace in kept:
+        if trace["collection"] != header:
+            raise ConfigError(
+                f"{traces_path} holds traces of another collection (model, cues, exit phrase or "
+                "sampling differ); give another --out, or delete it to start over"
+            )
+    if traces_path.is_file():  # drop a cut-off last line before appending
+        text = traces_path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            traces_path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    done = {(t["problem_id"], t.get("sample", 0)) for t in kept}
+    todo = len(keys) - len(done)
+    if done:
+        err.print(f"resuming: {len(done)} traces already in {traces_path}, {todo} to collect")
+    with err.status(f"collecting {todo} traces ({len(problems)} problems x {settings.samples}) ..."):
+        fresh = await collect_traces(
+            backend,
+            problems,
+            cues=settings.cues,
+            exit_phrase=settings.exit_phrase,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+            seed=settings.seed,
+            samples=settings.samples,
+            on_trace=lambda trace: append_trace(traces_path, trace),
+            done=done,
+        )
+    traces = sorted([*kept, *fresh], key=lambda t: order[(t["problem_id"], t.get("sample", 0))])
+    _report(traces)
+    return traces
+
+
+@probe_app.command()
+def build(
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Folder to write exit, difficulty and value artefacts into.")
+    ],
+    model: Model = None,
+    dataset: Annotated[
+        str, typer.Option(help="Train problems to fit on (never the test split).")
+    ] = "gsm8k-train",
+    problems: Annotated[int, typer.Option(help="Problems to collect on.")] = 300,
+    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    samples: Annotated[int, typer.Option(help="Traces per problem.")] = 4,
+    fit: Annotated[
+        float, typer.Option(help="Share of the problems fitted on; the rest calibrate and measure.")
+    ] = 2 / 3,
+    alpha: Annotated[float, typer.Option(help="The exit rule's miscoverage.")] = 0.1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the traces.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per trace.")] = 512,
+    seed: Annotated[int, typer.Option(help="Collection seed (training uses seed 42).")] = 0,
+    work: Annotated[
+        Path | None,
+        typer.Option(help="Stem of the collected traces and features (default results/probes/...)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Make artefacts below the minimum counts (cards say so).")
+    ] = False,
+    kv_cache_gb: KV = 2.0,
+    dtype: Dtype = "auto",
+) -> None:
+    """Build the exit probe, difficulty probe and value model of a model from scratch, in one go.
+
+    Collects `samples` traces of each train problem (resumable: written as they finish), reads
+    their hidden states, fits each artefact on the first `fit` share of the problems (a logistic
+    head and an MLP, the better on the validation problems), calibrates the exit rule and
+    measures every artefact on the remaining problems; prints the wall time and the held-out
+    quality (AUROC with its interval, Brier score, reliability).
+    """
+    from reasoning.evals.datasets import load_dataset
+    from reasoning.evals.probing import compute_features, selection_check, split_by_problem
+    from reasoning.models import fingerprint
+    from reasoning.probes.cues import DEFAULT_CUES
+    from reasoning.probes.data import DecisionPoints
+    from reasoning.probes.exit import EXIT_PHRASE
+    from reasoning.probes.probe import Underpowered, calibrate, evaluate, train_probe
+
+    started = time.monotonic()
+    chosen = load_dataset(dataset, limit=problems, offset=offset)
+    if not 0 < fit < 1:
+        raise ConfigError(f"--fit must be between 0 and 1, got {fit}")
+    name = fingerprint(model or "").name if model else None
+    stem = (
+        _stem(work)
+        if work
+        else Path("results/probes") / f"{name or 'default'}-{dataset}-{offset}-{problems}x{samples}"
+    )
+    settings = Collection(DEFAULT_CUES, EXIT_PHRASE, temperature, max_tokens, seed, samples)
+    data = _ready_features(stem, chosen, samples)
+    if data is None:
+        backend = _engine(model, kv_cache_gb, True, dtype)
+
+        async def go() -> DecisionPoints:  # one event loop: the engine's client is bound to it
+            traces = await _collect_into(backend, stem, chosen, settings)
+            with err.status("reading hidden states ..."):
+                found = await compute_features(
+                    backend, traces, None, dataset=f"{dataset}[{offset}:{offset + problems}]"
+                )
+            found.save(stem)
+            return found
+
+        try:
+            data = asyncio.run(go())
+        finally:
+            backend.close()
+    fitting, held = split_by_problem(data, round(len(chosen) * fit))
+    recipe = (
+        f"reasoning probe build --model {model or 'default'} --dataset {dataset} --problems {problems} "
+        f"--offset {offset} --samples {samples} --fit {fit:.4g} --alpha {alpha} --temperature {temperature} "
+        f"--max-tokens {max_tokens} --seed {seed} --out {out_path}"
+    )
+    shortfalls: list[str] = []
+    rows = []
+    for kind in ("exit", "difficulty", "value"):
+        tried = [train_probe(fitting, kind, hidden, force=True) for hidden in ((), (256, 64))]
+        probe = max(tried, key=lambda p: p.card.quality[0].auroc if p.card.quality else 0.0)
+        if kind == "exit":
+            probe = calibrate(probe, held, alpha, force=True)
+        else:
+            probe.card.quality.append(evaluate(probe, held, "held-out"))
+        if kind == "value":
+            probe.card.training["selection_held_out"] = selection_check(probe, held)
+        probe.card.training["recipe"] = recipe
+        shortfalls += [f"{kind}: {u}" for u in probe.card.underpowered]
+        if probe.card.underpowered and not force:
+            continue
+        path = probe.save(out_path / kind)
+        rows.append((kind, probe, path))
+    _quality_table(rows)
+    for kind, probe, _ in rows:
+        if kind == "value":
+            picked = probe.card.training.get("selection_held_out", {})
+            if picked:
+                out.print(
+                    f"value model as the selector over each held-out problem's {samples} traces "
+                    f"({int(picked['problems'])} problems): majority {picked['majority']:.3f}, "
+                    f"value-weighted {picked['value_weighted']:.3f}, "
+                    f"value argmax {picked['value_argmax']:.3f}, pass@{samples} {picked['pass_at_k']:.3f}"
+                )
+        if kind == "exit" and probe.card.calibration is not None:
+            c = probe.card.calibration
+            out.print(
+                f"exit rule: alpha {c.alpha}, threshold {c.exit_threshold:.4f} "
+                f"(n_pos {c.n_pos}, n_neg {c.n_neg}); exits at {c.calibration_exit_rate_unsafe:.3f} "
+                f"of unsafe and {c.calibration_exit_rate_safe:.3f} of safe held-out points"
+            )
+    out.print(f"wall time: {time.monotonic() - started:.0f} s  (recipe: {recipe})", highlight=False)
+    if shortfalls and not force:
+        raise Underpowered(
+            "the data cannot support these artefacts (not written): "
+            + "; ".join(shortfalls)
+            + ". Use more --problems, or --force to write them anyway"
+        )
+
+
+def _ready_features(stem: Path, problems: list[Any], samples: int) -> Any:
+    """The features at `stem` when they cover every trace of `problems` x `samples`, else None."""
+    from reasoning.probes.data import DecisionPoints
+
+    if not stem.with_name(stem.name + ".json").is_file():
+        return None
+    try:
+        data = DecisionPoints.load(stem)
+    except ReasoningError:
+        return None
+    have = {(t.get("problem_id"), t.get("sample", 0)) for t in data.meta.get("traces", [])}
+    wanted = {(p.id, k) for p in problems for k in range(samples)}
+    fresh = all("question_sha" in t and "answer" in t for t in data.meta.get("traces", []))
+    return data if have == wanted and fresh and data.final_features is not None else None
+
+
+def _quality_table(rows: list[tuple[str, Any, Path]]) -> None:
+    """Held-out quality of each artefact written."""
+    from rich.table import Table
+
+    table = Table(title="held-out quality (AUROC: 95% bootstrap interval over problems)")
+    for column in ("artefact", "head", "split", "problems", "examples", "right", "AUROC", "Brier", "ECE"):
+        table.add_column(column)
+    for _, probe, path in rows:
+        head = "logistic" if not probe.card.hidden else "MLP " + "-".join(map(str, probe.card.hidden))
+        for q in probe.card.quality:
+            table.add_row(
+                str(path), head, q.split, str(q.problems), str(q.examples), str(q.positives),
+                f"{q.auroc:.3f} [{q.auroc_low:.3f}, {q.auroc_high:.3f}]", f"{q.brier:.3f}", f"{q.ece:.3f}",
+            )  # fmt: skip
+        for low, high, count, mean_p, observed in (
+            probe.card.quality[-1].reliability if probe.card.quality else []
+        ):
+            table.add_row(
+                "",
+                "",
+                f"  p in [{low:.1f}, {high:.1f})",
+                "",
+                str(int(count)),
+                f"{observed:.3f}",
+                f"mean p {mean_p:.3f}",
+                "",
+                "",
+            )
+    out.print(table)
 
 
 @probe_app.command("collect-advantage")
@@ -259,22 +494,28 @@ def train(
     data_path: Annotated[Path, typer.Option("--data", help="Features stem from collect/features.")],
     out_path: Annotated[Path, typer.Option("--out", help="Artefact stem (writes .safetensors + .json).")],
     kind: Annotated[
-        str, typer.Option(help="exit (decision points), difficulty (prompts) or advantage (draft steps).")
+        str,
+        typer.Option(
+            help="exit (decision points), difficulty (prompts), value (steps, ends), advantage (draft steps)."
+        ),
     ] = "exit",
     hidden: Annotated[str, typer.Option(help="MLP hidden sizes, comma-separated; '' = logistic.")] = "256,64",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
+    force: Annotated[bool, typer.Option(help="Train below the minimum counts (the card says so).")] = False,
 ) -> None:
-    """Train a probe; reports AUROC on held-out traces."""
+    """Train a probe; reports its quality on validation problems it never saw."""
     from reasoning.probes.data import DecisionPoints
     from reasoning.probes.probe import train_probe
 
-    if kind not in ("exit", "difficulty", "advantage"):
-        raise ConfigError(f"--kind must be exit, difficulty or advantage, got {kind!r}")
+    if kind not in ("exit", "difficulty", "advantage", "value"):
+        raise ConfigError(f"--kind must be exit, difficulty, value or advantage, got {kind!r}")
     data = DecisionPoints.load(_stem(data_path))
     sizes = tuple(int(v) for v in hidden.split(",") if v)
-    probe = train_probe(data, kind, sizes, seed=seed)  # type: ignore[arg-type]
+    probe = train_probe(data, kind, sizes, seed=seed, force=force)  # type: ignore[arg-type]
     path = probe.save(_stem(out_path))
     out.print(f"probe: {path}  {json.dumps(probe.card.metrics)}")
+    _quality_table([(kind, probe, path)])
+    _warn_underpowered(probe)
 
 
 @probe_app.command("calibrate")
@@ -291,6 +532,9 @@ def calibrate_command(
         Path | None, typer.Option("--out", help="Output stem (default: overwrite --probe).")
     ] = None,
     strict: Annotated[bool, typer.Option(help="Strict quantile (+inf when too few points).")] = True,
+    force: Annotated[
+        bool, typer.Option(help="Calibrate below the minimum counts (the card says so).")
+    ] = False,
 ) -> None:
     """Calibrate an exit rule (alpha) or a router's escalation threshold (escalate rate)."""
     from reasoning.probes.advantage import calibrate_router
@@ -314,7 +558,7 @@ def calibrate_command(
         return
     if alpha is None:
         raise ConfigError(f"{probe_path} is a {probe.card.kind} probe: give --alpha")
-    calibrated = calibrate(probe, data, alpha, strict)
+    calibrated = calibrate(probe, data, alpha, strict, force=force)
     path = calibrated.save(_stem(out_path or probe_path))
     c = calibrated.card.calibration
     if c is None:  # calibrate() always sets it
@@ -325,6 +569,16 @@ def calibrate_command(
         f"{c.calibration_exit_rate_unsafe:.3f}, on safe points {c.calibration_exit_rate_safe:.3f}"
     )
     out.print(f"guarantee: {c.guarantee}")
+    _quality_table([("exit", calibrated, path)])
+    _warn_underpowered(calibrated)
+
+
+def _warn_underpowered(probe: Any) -> None:
+    if probe.card.underpowered:
+        err.print(
+            "[bold red]warning:[/] made below the minimum counts (--force): "
+            + "; ".join(probe.card.underpowered)
+        )
 
 
 @probe_app.command("atts-calibrate")

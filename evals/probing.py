@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,20 @@ from reasoning.models import cached_model_path, fingerprint
 from reasoning.probes.cues import DEFAULT_CUES, CueSet
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.exit import EXIT_PHRASE, default_layers, read_answer
-from reasoning.problem import default_prompt
+from reasoning.problem import default_prompt, question_sha
 from reasoning.strategy import request_seed
 from reasoning.trace import Trace
 from reasoning.verifiers.grading import grade_async
 
-__all__ = ["collect_traces", "compute_features", "model_layers", "read_traces", "write_traces"]
+__all__ = [
+    "append_trace",
+    "collect_traces",
+    "collection_header",
+    "compute_features",
+    "model_layers",
+    "read_traces",
+    "write_traces",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +76,10 @@ async def _trace(
     sampling: Sampling,
     exit_tokens: int,
     seed: int,
+    sample: int = 0,
 ) -> dict[str, Any]:
     messages = default_prompt(problem)
-    request = Request(messages, replace(sampling, seed=request_seed(seed, problem.id, 1)))
+    request = Request(messages, replace(sampling, seed=request_seed(seed, problem.id, sample + 1)))
     async with Trace(request, backend.stream(request)) as trace:
         async for _ in trace:
             pass
@@ -88,6 +98,7 @@ async def _trace(
     labelled = await run_all(*(forced(p) for p in events))
     return {
         "problem_id": problem.id,
+        "sample": sample,
         "question": problem.question,
         "gold": problem.answer,
         "kind": problem.kind,
@@ -112,39 +123,74 @@ async def collect_traces(
     max_tokens: int = 512,
     exit_tokens: int = 32,
     seed: int = 0,
+    samples: int = 1,
     concurrency: int = 32,
     on_trace: Callable[[dict[str, Any]], None] | None = None,
+    done: Collection[tuple[str, int]] = (),
 ) -> list[dict[str, Any]]:
-    """One trace per problem with its decision points labelled by forced exits (see module doc)."""
+    """`samples` traces per problem, their decision points labelled by forced exits (module doc).
+
+    Every trace carries the collection's header (`collection_header`). `on_trace` is called with
+    each trace the moment it is labelled (to write it at once: a stopped collection keeps what
+    it finished); traces whose ``(problem_id, sample)`` is in `done` are not collected again (a
+    resumed collection), and are not in the returned list.
+    """
     if any(p.answer is None for p in problems):
         raise DatasetError("probe collection needs gold answers for every problem")
+    if samples < 1:
+        raise ConfigError(f"samples per problem must be >= 1, got {samples}")
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, logprobs=0)
+    header = collection_header(backend, cues, exit_phrase, temperature, top_p, max_tokens, seed, exit_tokens)
     gate = asyncio.Semaphore(concurrency)
+    skip = set(done)
 
-    async def one(problem: Problem) -> dict[str, Any]:
+    async def one(problem: Problem, sample: int) -> dict[str, Any]:
         async with gate:
-            trace = await _trace(backend, problem, cues, exit_phrase, sampling, exit_tokens, seed)
+            trace = await _trace(backend, problem, cues, exit_phrase, sampling, exit_tokens, seed, sample)
+        trace["collection"] = header
         if on_trace is not None:
             on_trace(trace)
         return trace
 
-    traces = await run_all(*(one(p) for p in problems))
-    header = {
+    return await run_all(*(one(p, k) for p in problems for k in range(samples) if (p.id, k) not in skip))
+
+
+def collection_header(
+    backend: Backend,
+    cues: CueSet = DEFAULT_CUES,
+    exit_phrase: str = EXIT_PHRASE,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    max_tokens: int = 512,
+    seed: int = 0,
+    exit_tokens: int = 32,
+) -> dict[str, Any]:
+    """What decides a collection's traces: model fingerprint, cue set, exit phrase, sampling.
+
+    A resumed collection must have the same header as the traces already on disk.
+    """
+    return {
         "model": asdict(fingerprint(model_of(backend))),
         "cues": cues.to_dict(),
         "exit_phrase": exit_phrase,
         "sampling": {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed},
         "exit_tokens": exit_tokens,
     }
-    for trace in traces:
-        trace["collection"] = header
-    return traces
 
 
 def write_traces(path: Path, traces: Sequence[dict[str, Any]]) -> None:
     """Write traces as JSONL."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(t) + "\n" for t in traces))
+
+
+def append_trace(path: Path, trace: dict[str, Any]) -> None:
+    """Append one trace to a JSONL file and flush it to disk (a stop loses no finished trace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(trace) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def read_traces(path: Path) -> list[dict[str, Any]]:
@@ -156,12 +202,19 @@ def read_traces(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DatasetError(f"traces file {path} does not exist")
     traces = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
         if line.strip():
             try:
                 trace = json.loads(line)
                 trace["tokens"], trace["events"], trace["collection"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                if number == len(lines) and not text.endswith("\n"):
+                    logger.warning(
+                        "%s:%d: dropped a trace cut off mid-write (a stopped collection)", path, number
+                    )
+                    break
                 raise DatasetError(f"{path}:{number}: not a collected trace ({exc})") from exc
             traces.append(trace)
     return traces
@@ -201,11 +254,13 @@ async def compute_features(
             states = await backend.hidden_states(request, chosen, positions)
         return np.asarray(states, dtype=np.float32).reshape(len(positions), -1)
 
-    async def per_trace(trace: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
+    async def per_trace(trace: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         tokens, events = trace["tokens"], [e["position"] for e in trace["events"]]
         prompt = read(request_of(trace, ""), [-1])
+        final = read(request_of(trace, trace["text"]), [-1])  # the whole trace's last token
         if not events:
-            return (await prompt)[0], []
+            first, last = await run_all(prompt, final)
+            return first[0], [], last[0]
         # One read for all points when the text re-tokenizes into the generated tokens (the
         # usual case): positions in the full text; otherwise one read per point.
         counter = backend if isinstance(backend, TokenCounter) else None
@@ -216,14 +271,16 @@ async def compute_features(
                 counter.prompt_tokens(request_of(trace, "".join(tokens[:p]))) == start + p for p in events
             )
             if aligned:
-                first, rows = await run_all(prompt, read(full, [start + p - 1 for p in events]))
-                return first[0], list(rows)
-        parts = await run_all(prompt, *(read(request_of(trace, "".join(tokens[:p])), [-1]) for p in events))
-        return parts[0][0], [part[0] for part in parts[1:]]
+                first, last, rows = await run_all(prompt, final, read(full, [start + p - 1 for p in events]))
+                return first[0], list(rows), last[0]
+        parts = await run_all(
+            prompt, final, *(read(request_of(trace, "".join(tokens[:p])), [-1]) for p in events)
+        )
+        return parts[0][0], [part[0] for part in parts[2:]], parts[1][0]
 
     results = await run_all(*(per_trace(t) for t in traces))
     width = len(results[0][0])
-    rows = [row for _, events in results for row in events]
+    rows = [row for _, events, _ in results for row in events]
     features = np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32)
     header = traces[0]["collection"]
     return DecisionPoints(
@@ -231,8 +288,9 @@ async def compute_features(
         labels=np.array([e["label"] for t in traces for e in t["events"]], dtype=np.int8),
         trace=np.array([i for i, t in enumerate(traces) for _ in t["events"]], dtype=np.int32),
         position=np.array([e["position"] for t in traces for e in t["events"]], dtype=np.int32),
-        prompt_features=np.stack([prompt for prompt, _ in results]).astype(np.float16),
+        prompt_features=np.stack([prompt for prompt, _, _ in results]).astype(np.float16),
         trace_correct=np.array([t["correct"] for t in traces], dtype=np.int8),
+        final_features=np.stack([last for _, _, last in results]).astype(np.float16),
         meta={
             "model": header["model"],
             "layers": chosen,
@@ -243,7 +301,10 @@ async def compute_features(
             "traces": [
                 {
                     "problem_id": t["problem_id"],
+                    "question_sha": question_sha(t["question"]),
+                    "sample": t.get("sample", 0),
                     "output_tokens": t["output_tokens"],
+                    "answer": t["answer"],
                     "correct": t["correct"],
                     "events": len(t["events"]),
                 }
@@ -251,3 +312,55 @@ async def compute_features(
             ],
         },
     )
+
+
+def split_by_problem(data: DecisionPoints, fit: int) -> tuple[DecisionPoints, DecisionPoints]:
+    """The traces of the first `fit` problems (in collection order), and those of the rest."""
+    order: dict[str, int] = {}
+    for t in data.meta.get("traces", []):
+        order.setdefault(str(t["problem_id"]), len(order))
+    rank = np.array([order[str(t["problem_id"])] for t in data.meta.get("traces", [])], dtype=np.int64)
+    fitting, held = np.flatnonzero(rank < fit), np.flatnonzero(rank >= fit)
+    if not len(fitting) or not len(held):
+        raise ConfigError(f"cannot split {len(order)} problems into {fit} to fit on and the rest to hold out")
+    return data.subset(fitting), data.subset(held)
+
+
+def selection_check(value: Any, data: DecisionPoints) -> dict[str, float]:
+    """On held-out problems with several traces: how often each rule picks a right answer.
+
+    Majority vote, value-weighted vote and value argmax over each problem's own traces (the
+    sharpest test of a value model as an outcome verifier: the same samples, only the rule
+    differs), with pass@k as the ceiling. Traces without an answer do not vote.
+    """
+    from reasoning.selection import majority_vote
+
+    if data.final_features is None:
+        return {}
+    scores = value.predict(np.asarray(data.final_features, dtype=np.float32))
+    traces = data.meta.get("traces", [])
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(traces):
+        groups.setdefault(str(t["problem_id"]), []).append(i)
+    answers = [t.get("answer") for t in traces]
+    right = [bool(t["correct"]) for t in traces]
+    tally = {"majority": 0, "value_weighted": 0, "value_argmax": 0, "pass_at_k": 0}
+    counted = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        counted += 1
+        votes = [answers[i] for i in members]
+        picks = {
+            "majority": majority_vote(votes),
+            "value_weighted": majority_vote(votes, [float(scores[i]) for i in members]),
+            "value_argmax": max(
+                (k for k, i in enumerate(members) if answers[i] is not None),
+                key=lambda k: float(scores[members[k]]),
+                default=None,
+            ),
+        }
+        for rule, k in picks.items():
+            tally[rule] += int(k is not None and right[members[k]])
+        tally["pass_at_k"] += int(any(right[i] for i in members))
+    return {"problems": float(counted), **{k: v / max(counted, 1) for k, v in tally.items()}}

@@ -159,7 +159,7 @@ class DatasetSpec(Settings):
     what: ClassVar[str] = "dataset"
 
     name: str
-    """gsm8k, math500, aime24, a .jsonl file, ``gym:<task>`` or ``hf:<id>``."""
+    """gsm8k, gsm8k-train, math500, aime24, a .jsonl file, ``gym:<task>`` or ``hf:<id>``."""
     limit: int | None = Field(default=None, ge=0)
     """Solve at most this many problems (after `offset`)."""
     offset: int = Field(default=0, ge=0)

@@ -10,7 +10,9 @@ Layout (never pickle): ``NAME.safetensors`` holds the arrays, ``NAME.json`` the 
 * ``prompt_features`` float16 ``[traces, ...]`` and ``trace_correct`` int8 ``[traces]``: the
   prompt's last-token hidden states and whether the full trace was right (difficulty probes);
 * ``advantage`` float32 ``[events]``, optional: the real-valued target behind a binary label
-  (advantage-router data: the target's step score minus the draft's), for rank correlations.
+  (advantage-router data: the target's step score minus the draft's), for rank correlations;
+* ``final_features`` float16 ``[traces, ...]``, optional: the hidden states at each trace's last
+  token (value models score whole candidates there).
 
 The JSON side records the model fingerprint, layers, cue set, exit phrase, dataset and one
 entry per trace (problem id, tokens, answer, correctness), plus the sha256 of the arrays file,
@@ -94,6 +96,8 @@ class DecisionPoints:
     """model {name, sha256}, layers, cues, exit_phrase, dataset, traces [...], ..."""
     advantage: np.ndarray | None = None
     """Optional real value behind each label (advantage-router data: Delta = s_target - s_draft)."""
+    final_features: np.ndarray | None = None
+    """Optional hidden states at each trace's last token (value models read whole candidates)."""
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -103,6 +107,8 @@ class DecisionPoints:
             raise ConfigError("decision points: advantage and labels differ in length")
         if len(self.prompt_features) != len(self.trace_correct):
             raise ConfigError("decision points: prompt_features and trace_correct differ in length")
+        if self.final_features is not None and len(self.final_features) != len(self.trace_correct):
+            raise ConfigError("decision points: final_features and trace_correct differ in length")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -129,6 +135,7 @@ class DecisionPoints:
             trace_correct=self.trace_correct[traces],
             meta=meta,
             advantage=None if self.advantage is None else self.advantage[keep],
+            final_features=None if self.final_features is None else self.final_features[traces],
         )
 
     def save(self, path: str | Path) -> Path:
@@ -147,6 +154,8 @@ class DecisionPoints:
         }
         if self.advantage is not None:
             tensors["advantage"] = np.ascontiguousarray(self.advantage, dtype=np.float32)
+        if self.final_features is not None:
+            tensors["final_features"] = np.ascontiguousarray(self.final_features, dtype=np.float16)
         save_file(tensors, str(arrays))
         meta = {**self.meta, "events": len(self), "positives": int(self.labels.sum())}
         meta["arrays_sha256"] = file_sha256(arrays)
@@ -181,4 +190,9 @@ class DecisionPoints:
         missing = [name for name in _ARRAYS if name not in loaded]
         if missing:
             raise DatasetError(f"{arrays} lacks arrays {missing}")
-        return cls(**{name: loaded[name] for name in _ARRAYS}, meta=meta, advantage=loaded.get("advantage"))
+        return cls(
+            **{name: loaded[name] for name in _ARRAYS},
+            meta=meta,
+            advantage=loaded.get("advantage"),
+            final_features=loaded.get("final_features"),
+        )

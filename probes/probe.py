@@ -33,25 +33,60 @@ from reasoning.errors import ConfigError
 from reasoning.models import ModelFingerprint, fingerprint
 from reasoning.probes.conformal import ClassConditional
 from reasoning.probes.data import DecisionPoints, _a, file_sha256, what_artefact
+from reasoning.problem import Problem, question_sha
 from reasoning.strategy import Context
 
 __all__ = [
+    "MINIMUM",
+    "SHIPPED",
+    "ArtefactOverlap",
     "Calibration",
+    "FittedOn",
     "Kind",
     "Probe",
     "ProbeCard",
     "ProbeMismatch",
+    "Quality",
     "RouterCalibration",
+    "Underpowered",
     "auroc",
     "calibrate",
+    "evaluate",
+    "examples",
+    "fitted_on",
     "load_probe",
     "model_of",
+    "overlap",
+    "problem_of_trace",
+    "quality",
+    "refuse_overlap",
+    "resolve",
+    "shipped",
     "spearman",
     "train_probe",
 ]
 
-Kind = Literal["exit", "difficulty", "advantage"]
+Kind = Literal["exit", "difficulty", "advantage", "value"]
 """What a probe predicts: see `ProbeCard.kind`."""
+
+MINIMUM = {
+    "problems": 100,
+    "examples_per_class": 50,
+    "held_out_problems": 20,
+    "held_out_per_class": 20,
+    "calibration_per_class": 50,
+}
+"""Least data an artefact is made from (`train_probe`, `calibrate` refuse less unless forced):
+training problems and examples of each label; held-out problems and examples of each label
+behind the quality it reports (whose AUROC interval must also clear 0.5); decision points of
+each label a conformal exit rule is calibrated on. Below them a held-out AUROC is noise (the
+issue behind them: 8 held-out traces gave 0.485) and a conformal quantile rests on a handful
+of points."""
+
+
+class Underpowered(ConfigError):
+    """The data cannot support the artefact (too few examples, or quality no better than chance)."""
+
 
 FORMAT = 1
 """Version of the artefact format."""
@@ -63,19 +98,9 @@ class ProbeMismatch(ConfigError):
 
 def _ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks of `values`, ties sharing their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    ranks = np.empty(len(values))
-    i = 0
-    while i < len(values):  # average ranks over ties
-        j = i
-        while j + 1 < len(values) and ordered[j + 1] == ordered[i]:
-            j += 1
-        ranks[i : j + 1] = (i + j) / 2 + 1
-        i = j + 1
-    rank_of = np.empty(len(values))
-    rank_of[order] = ranks
-    return rank_of
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    average = np.cumsum(counts) - (counts - 1) / 2
+    return np.asarray(average[inverse.reshape(-1)], dtype=float)
 
 
 def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
@@ -164,6 +189,41 @@ class RouterCalibration(BaseModel):
     """Hash of the calibration data (disjoint from the training data)."""
 
 
+class FittedOn(BaseModel):
+    """Problems an artefact was fitted on (trained or calibrated): evaluation must avoid them."""
+
+    role: Literal["training", "calibration"]
+    dataset: str
+    """Where they came from, e.g. ``gsm8k-train[0:300]``."""
+    problem_ids: list[str]
+    question_sha: list[str] = []
+    """First 16 hex digits of the sha256 of each whitespace-normalised question (`question_sha`):
+    overlap is found by the question itself, whatever id or file it comes under."""
+
+
+class Quality(BaseModel):
+    """How well a probe's outputs predict its labels on examples it was not fitted on."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    split: str
+    """Which examples: ``validation`` (held out of training, whole problems) or ``held-out``."""
+    examples: int
+    positives: int
+    problems: int
+    auroc: float
+    auroc_low: float
+    """95% interval of the AUROC: percentile bootstrap over problems (1,000 resamples, seeded)."""
+    auroc_high: float
+    brier: float
+    """Mean squared error of the probability against the label."""
+    ece: float
+    """Expected calibration error over the ten reliability bins."""
+    reliability: list[list[float]]
+    """Ten equal-width bins of predicted probability: [low, high, count, mean predicted, observed
+    rate] (empty bins left out)."""
+
+
 class ProbeCard(BaseModel):
     """Everything needed to use a probe correctly and to know where it came from."""
 
@@ -172,7 +232,9 @@ class ProbeCard(BaseModel):
     format: int = FORMAT
     kind: Kind
     """exit: P(forced exit at this decision point is right); difficulty: P(a sample is right);
-    advantage: P(the target's step would beat the draft's just-written step by the label margin)."""
+    advantage: P(the target's step would beat the draft's just-written step by the label margin);
+    value: P(the trace through this point ends right), read at step boundaries and at a trace's
+    end (an outcome-supervised value model, OVM)."""
     model: dict[str, str]
     """Fingerprint of the model whose hidden states it reads: {name, sha256}."""
     layers: list[int]
@@ -191,6 +253,12 @@ class ProbeCard(BaseModel):
     calibration: Calibration | None = None
     router: RouterCalibration | None = None
     """Escalation threshold of an advantage router (`reasoning probe calibrate --escalate-rate`)."""
+    fitted_on: list[FittedOn] = []
+    """The problems it was trained and calibrated on (`refuse_overlap` keeps evaluation off them)."""
+    quality: list[Quality] = []
+    """Held-out quality: on the validation problems of training, and on held-out problems."""
+    underpowered: list[str] = []
+    """Minimums (`MINIMUM`) it was made below, with ``--force``; empty for a sound artefact."""
 
 
 class Probe:
@@ -303,6 +371,7 @@ _POSITIONS: dict[str, Literal["decision-point", "prompt", "step-end"]] = {
     "exit": "decision-point",
     "difficulty": "prompt",
     "advantage": "step-end",
+    "value": "decision-point",
 }
 
 
@@ -319,6 +388,119 @@ def _split(groups: int, fraction: float, labels: np.ndarray, seed: int) -> tuple
     return train_idx, val_idx
 
 
+def problem_of_trace(data: DecisionPoints) -> np.ndarray:
+    """Each trace's problem index (traces of one problem share it; one trace each: its index)."""
+    traces = data.meta.get("traces")
+    if not isinstance(traces, list) or len(traces) != data.traces:
+        return np.arange(data.traces)
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(str(t.get("problem_id", i)), len(ids)) for i, t in enumerate(traces)])
+
+
+def examples(data: DecisionPoints, kind: Kind) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels and the trace of each example a `kind` probe learns from.
+
+    exit and advantage: the decision points (steps) and their labels; difficulty: each trace's
+    prompt and whether the trace was right; value: every decision point and every trace's last
+    token, each labelled by whether its trace ended right (outcome supervision, OVM).
+
+    Raises:
+        ConfigError: value data without the traces' last-token features (collected before them).
+    """
+    if kind == "difficulty":
+        return data.prompt_features, data.trace_correct, np.arange(data.traces)
+    if kind != "value":
+        return data.features, data.labels, data.trace
+    if data.final_features is None:
+        raise ConfigError(
+            "a value model needs each trace's last-token features: collect again with this version "
+            "(`reasoning probe collect` reads them)"
+        )
+    outcome = np.asarray(data.trace_correct)
+    return (
+        np.concatenate([data.features, data.final_features]),
+        np.concatenate([outcome[data.trace], outcome]),
+        np.concatenate([data.trace, np.arange(data.traces)]),
+    )
+
+
+def quality(
+    p: np.ndarray, y: np.ndarray, problem: np.ndarray, split: str, seed: int = 0, resamples: int = 1000
+) -> Quality:
+    """AUROC with its bootstrap interval over problems, Brier score and reliability of `p`."""
+    p, y, problem = np.asarray(p, dtype=float), np.asarray(y).astype(int), np.asarray(problem)
+    groups = np.unique(problem)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(problem == g) for g in groups]
+    values = []
+    for _ in range(resamples if len(groups) > 1 else 0):
+        take = np.concatenate([members[i] for i in rng.integers(0, len(groups), len(groups))])
+        value = auroc(p[take], y[take])
+        if math.isfinite(value):
+            values.append(value)
+    low, high = (
+        (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975)))
+        if values
+        else (
+            math.nan,
+            math.nan,
+        )
+    )
+    bins = []
+    ece = 0.0
+    for b in range(10):
+        lo, hi = b / 10, (b + 1) / 10
+        inside = (p >= lo) & ((p < hi) if b < 9 else (p <= hi))
+        if inside.any():
+            mean_p, observed = float(p[inside].mean()), float(y[inside].mean())
+            bins.append([lo, hi, float(inside.sum()), mean_p, observed])
+            ece += inside.sum() / len(p) * abs(mean_p - observed)
+    return Quality(
+        split=split,
+        examples=len(y),
+        positives=int(y.sum()),
+        problems=len(groups),
+        auroc=auroc(p, y),
+        auroc_low=low,
+        auroc_high=high,
+        brier=float(np.mean((p - y) ** 2)) if len(y) else math.nan,
+        ece=float(ece),
+        reliability=bins,
+    )
+
+
+def evaluate(probe: Probe, data: DecisionPoints, split: str = "held-out", seed: int = 0) -> Quality:
+    """`probe`'s quality on `data` (problems it was not fitted on)."""
+    x, y, trace = examples(data, probe.card.kind)
+    return quality(probe.predict(x), y, problem_of_trace(data)[trace], split, seed)
+
+
+def fitted_on(data: DecisionPoints, role: Literal["training", "calibration"]) -> FittedOn:
+    """The problems behind `data`, in order, as an artefact records them."""
+    traces = data.meta.get("traces") or []
+    ids: dict[str, str] = {}
+    for t in traces:
+        ids.setdefault(str(t.get("problem_id", "")), str(t.get("question_sha", "")))
+    return FittedOn(
+        role=role,
+        dataset=str(data.meta.get("dataset", "")),
+        problem_ids=list(ids),
+        question_sha=[q for q in ids.values() if q],
+    )
+
+
+def _short(shortfalls: list[str], force: bool, what: str) -> list[str]:
+    """Raise `Underpowered` listing `shortfalls` unless forced; return them (for the card)."""
+    if shortfalls and not force:
+        raise Underpowered(
+            f"the data cannot support {what}: "
+            + "; ".join(shortfalls)
+            + ". Collect on more train problems (the shipped recipe: `reasoning probe build`), or "
+            "give --force to make it anyway (its card then lists these shortfalls)"
+        )
+    return shortfalls
+
+
 def train_probe(
     data: DecisionPoints,
     kind: Kind = "exit",
@@ -329,35 +511,55 @@ def train_probe(
     learning_rate: float = 1e-3,
     weight_decay: float = 1e-4,
     seed: int = 42,
+    force: bool = False,
 ) -> Probe:
-    """Train a probe on decision points (kind exit), prompts (difficulty) or draft steps (advantage).
+    """Train a probe on decision points (exit, value), prompts (difficulty) or draft steps (advantage).
 
-    The validation split holds out whole traces (stratified by whether the trace was right), so
-    the reported AUROC is on traces the probe never saw. Early stopping watches validation loss.
-    Classes are weighted to balance (Arbitrage downsamples the majority class instead). With an
-    ``advantage`` array in the data, ``spearman_val`` reports rho(output, advantage) held out.
+    The validation split holds out whole problems (every trace of a problem on one side,
+    stratified by whether its first trace was right), so the reported quality is on problems
+    the probe never saw. Early stopping watches validation loss. Exit, difficulty and
+    advantage probes weight classes to balance (LYNX; Arbitrage downsamples instead); a value
+    model is not reweighted, so its output estimates P(right) itself. With an ``advantage``
+    array in the data, ``spearman_val`` reports rho(output, advantage) held out.
 
     Raises:
         ConfigError: fewer than two traces, or labels of one class only.
+        Underpowered: below `MINIMUM`, or a validation AUROC whose interval reaches 0.5
+            (unless `force`: the card then lists the shortfalls).
     """
     import torch
 
     if kind not in get_args(Kind):
         raise ConfigError(f"probe kind must be one of {', '.join(get_args(Kind))}, got {kind!r}")
-    if kind != "difficulty":
-        x, y, groups = data.features, data.labels, data.trace
-    else:
-        x, y, groups = data.prompt_features, data.trace_correct, np.arange(data.traces)
+    x, y, trace_of = examples(data, kind)
     y = np.asarray(y, dtype=np.float32)
-    if data.traces < 2 or y.min() == y.max():
+    if data.traces < 2 or len(y) == 0 or y.min() == y.max():
         raise ConfigError(
             f"cannot train a {kind} probe: {data.traces} traces, {int(y.sum())} of {len(y)} labels positive "
             "(need at least two traces and both labels)"
         )
-    train_t, val_t = _split(data.traces, val_fraction, np.asarray(data.trace_correct), seed)
-    train, val = np.isin(groups, train_t), np.isin(groups, val_t)
+    problem_of = problem_of_trace(data)
+    problems = int(problem_of.max()) + 1
+    first_right = np.zeros(problems, dtype=np.int8)
+    for t in range(data.traces - 1, -1, -1):  # each problem's first trace
+        first_right[problem_of[t]] = data.trace_correct[t]
+    train_p, val_p = _split(problems, val_fraction, first_right, seed)
+    train_t, val_t = np.flatnonzero(np.isin(problem_of, train_p)), np.flatnonzero(np.isin(problem_of, val_p))
+    train, val = np.isin(trace_of, train_t), np.isin(trace_of, val_t)
     if not val.any():
         train = val = np.ones(len(y), dtype=bool)
+    shortfalls = [
+        f"{label} {have} < {MINIMUM[key]}"
+        for label, key, have in (
+            ("problems", "problems", problems),
+            ("right (label 1) training examples", "examples_per_class", int(y[train].sum())),
+            ("wrong (label 0) training examples", "examples_per_class", int((1 - y[train]).sum())),
+            ("validation problems", "held_out_problems", len(val_p)),
+            ("right validation examples", "held_out_per_class", int(y[val].sum())),
+            ("wrong validation examples", "held_out_per_class", int((1 - y[val]).sum())),
+        )
+        if have < MINIMUM[key]
+    ]
     x = np.asarray(x, dtype=np.float32)
     mean = x[train].mean(axis=0)
     scale = x[train].std(axis=0) + 1e-6
@@ -373,9 +575,12 @@ def train_probe(
     yt = torch.from_numpy(y)
     positives = float(y[train].sum())
     n = float(train.sum())
-    weight = torch.where(
-        yt > 0.5, n / (2 * max(positives, 1.0)), n / (2 * max(n - positives, 1.0))
-    )  # class-balanced (LYNX)
+    if kind == "value":
+        weight = torch.ones_like(yt)
+    else:
+        weight = torch.where(
+            yt > 0.5, n / (2 * max(positives, 1.0)), n / (2 * max(n - positives, 1.0))
+        )  # class-balanced (LYNX)
     optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     tr, va = torch.from_numpy(train), torch.from_numpy(val)
@@ -413,47 +618,76 @@ def train_probe(
         layers=layers_read,
         hidden_size=hidden_size,
         position=_POSITIONS[kind],
-        cues=dict(meta.get("cues", {})) if kind == "exit" else {},
+        cues=dict(meta.get("cues", {})) if kind in ("exit", "value") else {},
         exit_phrase=str(meta.get("exit_phrase", "")) if kind == "exit" else "",
         hidden=list(hidden),
         training_data_sha256=str(meta.get("arrays_sha256", "")),
         training={
             "dataset": meta.get("dataset", ""),
+            "sampling": meta.get("sampling", {}),
             "traces": int(data.traces),
+            "problems": problems,
             "examples": len(y),
             "positives": int(y.sum()),
             "train_traces": len(train_t),
             "val_traces": len(val_t),
+            "val_problems": len(val_p),
             "epochs": ran,
             "seed": seed,
             **({"label": meta["label"]} if kind == "advantage" and "label" in meta else {}),
         },
+        fitted_on=[fitted_on(data, "training")],
     )
     probe = Probe(card, arrays)
     p = probe.predict(x[val])
+    held = quality(p, y[val], problem_of[trace_of[val]], "validation", seed)
+    probe.card.quality = [held]
     probe.card.metrics = {
         "auroc_val": auroc(p, y[val]),
         "accuracy_val": float(np.mean((p >= 0.5) == (y[val] > 0.5))),
         "auroc_train": auroc(probe.predict(x[train]), y[train]),
+        "brier_val": held.brier,
     }
     if kind == "advantage" and data.advantage is not None:
         probe.card.metrics["spearman_val"] = spearman(p, np.asarray(data.advantage)[val])
+    if not shortfalls and not held.auroc_low > 0.5:
+        shortfalls.append(
+            f"validation AUROC {held.auroc:.3f} (95% interval {held.auroc_low:.3f}-{held.auroc_high:.3f}) "
+            "is not above chance"
+        )
+    probe.card.underpowered = _short(shortfalls, force, f"{_a(kind)} probe")
     return probe
 
 
-def calibrate(probe: Probe, data: DecisionPoints, alpha: float, strict: bool = True) -> Probe:
+def calibrate(
+    probe: Probe, data: DecisionPoints, alpha: float, strict: bool = True, force: bool = False
+) -> Probe:
     """Calibrate `probe`'s exit rule on decision points it was not trained on (new `Probe`).
 
     Raises:
-        ConfigError: alpha out of range, one class missing, data for another model, or an
-            advantage router (calibrated by `reasoning.probes.advantage.calibrate_router`).
+        ConfigError: alpha out of range, one class missing, data for another model or from the
+            training problems, or an advantage router (calibrated by
+            `reasoning.probes.advantage.calibrate_router`).
+        Underpowered: fewer decision points of a label than ``MINIMUM["calibration_per_class"]``
+            (unless `force`: the card then lists the shortfall).
     """
-    if probe.card.kind == "advantage":
-        raise ConfigError("an advantage router is calibrated by an escalation rate, not by alpha")
+    if probe.card.kind in ("advantage", "value"):
+        raise ConfigError(
+            f"{_a(probe.card.kind)} probe is not calibrated by alpha"
+            + (" (a router by an escalation rate)" if probe.card.kind == "advantage" else "")
+        )
     model = data.meta.get("model", {})
     probe.check_model(ModelFingerprint(str(model.get("name", "")), str(model.get("sha256", ""))))
     if data.meta.get("arrays_sha256") and data.meta["arrays_sha256"] == probe.card.training_data_sha256:
         raise ConfigError("calibrate on data disjoint from the training data (same data file given)")
+    used = fitted_on(data, "calibration")
+    trained = {q for f in probe.card.fitted_on for q in f.question_sha}
+    shared = [i for i, q in zip(used.problem_ids, used.question_sha, strict=False) if q in trained]
+    if shared:
+        raise ConfigError(
+            f"calibrate on problems the probe was not trained on: {len(shared)} of the calibration "
+            f"problems were in its training data (e.g. {', '.join(shared[:3])})"
+        )
     x, y = (
         (data.features, data.labels)
         if probe.card.kind == "exit"
@@ -461,6 +695,12 @@ def calibrate(probe: Probe, data: DecisionPoints, alpha: float, strict: bool = T
     )
     p = probe.predict(x)
     labels = np.asarray(y).astype(bool)
+    least = MINIMUM["calibration_per_class"]
+    shortfalls = [
+        f"{name} calibration points {have} < {least}"
+        for name, have in (("safe (label 1)", int(labels.sum())), ("unsafe (label 0)", int((~labels).sum())))
+        if have < least
+    ]
     rule = ClassConditional.calibrate(p, labels, alpha, strict)
     exits = np.array([rule.exit(float(v)) for v in p])
     threshold = (
@@ -475,12 +715,19 @@ def calibrate(probe: Probe, data: DecisionPoints, alpha: float, strict: bool = T
         strict=strict,
         data_sha256=str(data.meta.get("arrays_sha256", "")),
         exit_threshold=float(threshold),
-        calibration_exit_rate_unsafe=float(exits[~labels].mean()),
-        calibration_exit_rate_safe=float(exits[labels].mean()),
+        calibration_exit_rate_unsafe=float(exits[~labels].mean()) if (~labels).any() else 0.0,
+        calibration_exit_rate_safe=float(exits[labels].mean()) if labels.any() else 0.0,
     )
     card = probe.card.model_copy(deep=True)
     card.calibration = calibration
     card.metrics = {**card.metrics, "auroc_calibration": auroc(p, labels)}
+    card.fitted_on = [f for f in card.fitted_on if f.role != "calibration"] + [used]
+    card.quality = [q for q in card.quality if q.split != "calibration"] + [
+        evaluate(probe, data, "calibration")
+    ]
+    card.underpowered = [u for u in card.underpowered if "calibration" not in u] + _short(
+        shortfalls, force, "a conformal exit rule"
+    )
     return Probe(card, probe.arrays)
 
 
@@ -495,20 +742,75 @@ def model_of(ctx: Context, backend: str | None = None) -> str:
     return str(getattr(target, "model", target.name))
 
 
-def load_probe(path: str, model: str, kind: Kind, calibrated: bool = True) -> Probe:
+SHIPPED = Path(__file__).parent / "artefacts"
+"""Artefacts that ship with the package: ``artefacts/<model name>/<kind>.json`` (+ weights)."""
+
+
+class ArtefactOverlap(ConfigError):
+    """An artefact was fitted on problems that are being evaluated."""
+
+
+def shipped(kind: Kind, model: str) -> Path | None:
+    """The shipped `kind` artefact for `model` (an embedded name, its folder), if one ships."""
+    file = SHIPPED / fingerprint(model).name / f"{kind}.json"
+    return file if file.is_file() else None
+
+
+def overlap(fitted: Sequence[FittedOn], problems: Sequence[Problem]) -> list[str]:
+    """Ids of `problems` whose question an artefact was fitted on (by question, else by id)."""
+    shas = {q for f in fitted for q in f.question_sha}
+    ids = {i for f in fitted if not f.question_sha for i in f.problem_ids}
+    return [p.id for p in problems if p.id in ids or question_sha(p.question) in shas]
+
+
+def refuse_overlap(file: str | Path, fitted: Sequence[FittedOn], problems: Sequence[Problem]) -> None:
+    """Raise `ArtefactOverlap` when `problems` include any the artefact at `file` was fitted on."""
+    shared = overlap(fitted, problems)
+    if shared:
+        where = ", ".join(sorted({f.dataset for f in fitted if f.dataset})) or "its data"
+        raise ArtefactOverlap(
+            f"{file} was fitted on {len(shared)} of the {len(problems)} problems being evaluated "
+            f"(e.g. {', '.join(shared[:3])}; it was fitted on {where}): evaluate on other problems "
+            "(the shipped artefacts are fitted on GSM8K train problems: evaluate on gsm8k, the test split)"
+        )
+
+
+def resolve(path: str, model: str, kind: Kind) -> Path:
+    """The artefact file: `path` (``.json`` optional), or when empty the one shipped for `model`.
+
+    Raises:
+        ConfigError: no such file, or none given and none ships for the model.
+    """
+    if not path:
+        found = shipped(kind, model)
+        if found is None:
+            raise ConfigError(
+                f"no {kind} probe ships for {model!r} (the embedded models have them); make one with "
+                f"`reasoning probe build --model {model}` and give its path"
+            )
+        return found
+    file = Path(path if path.endswith(".json") else path + ".json")
+    if not file.is_file():
+        raise ConfigError(f"probe artefact {file} does not exist (make one with `reasoning probe`)")
+    return file
+
+
+def load_probe(
+    path: str, model: str, kind: Kind, calibrated: bool = True, problem: Problem | None = None
+) -> Probe:
     """Load (once per file version) a `kind` probe for `model`, as strategies do.
 
-    Exit probes and advantage routers must be calibrated unless `calibrated` is False (a value
-    probe reads only its probability; a router given its threshold needs none). ``path`` may
-    omit the ``.json``.
+    An empty `path` is the artefact shipped for `model`. Exit probes and advantage routers must
+    be calibrated unless `calibrated` is False (a value probe reads only its probability; a
+    router given its threshold needs none). ``path`` may omit the ``.json``. With `problem`,
+    an artefact fitted on that problem is refused.
 
     Raises:
         ConfigError: no such artefact, the wrong kind, or an uncalibrated exit probe or router.
         ProbeMismatch: made for another model.
+        ArtefactOverlap: fitted on `problem`.
     """
-    file = Path(path if path.endswith(".json") else path + ".json")
-    if not file.is_file():
-        raise ConfigError(f"probe artefact {file} does not exist (make one with `reasoning probe`)")
+    file = resolve(path, model, kind)
     probe = _cached(str(file), file.stat().st_mtime, model)
     if probe.card.kind != kind:
         raise ConfigError(f"{file} is {_a(probe.card.kind)} probe; {_a(kind)} probe is needed here")
@@ -519,4 +821,6 @@ def load_probe(path: str, model: str, kind: Kind, calibrated: bool = True) -> Pr
             f"{file} has no escalation threshold: run `reasoning probe calibrate --escalate-rate` "
             "on it, or give the threshold"
         )
+    if problem is not None:
+        refuse_overlap(file, probe.card.fitted_on, [problem])
     return probe

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from reasoning.backend import Message
 
-__all__ = ["DEFAULT_INSTRUCTION", "AnswerKind", "Problem", "Prompt", "default_prompt"]
+__all__ = ["DEFAULT_INSTRUCTION", "AnswerKind", "Problem", "Prompt", "default_prompt", "question_sha"]
 
 AnswerKind = Literal["number", "math", "text", "reasoning_gym"]
 
@@ -53,3 +54,16 @@ Prompt = Callable[[Problem], tuple[Message, ...]]
 def default_prompt(problem: Problem) -> tuple[Message, ...]:
     """One user message: the question followed by `DEFAULT_INSTRUCTION`."""
     return (Message("user", f"{problem.question}\n{DEFAULT_INSTRUCTION}"),)
+
+
+def question_sha(question: str) -> str:
+    """First 16 hex digits of the sha256 of the whitespace-normalised question.
+
+    Artefacts record the questions they were fitted on by it, so evaluation on the same question
+    is found whatever id or file it comes under.
+
+    Example:
+        >>> question_sha("What is  2+2?\n") == question_sha("What is 2+2?")
+        True
+    """
+    return hashlib.sha256(" ".join(question.split()).encode()).hexdigest()[:16]

@@ -2,7 +2,9 @@
 
 Scores come from ``score``: ``verifier`` (the run's verifier, e.g. an outcome reward model),
 ``judge`` (the model judges each answer, P(Yes) from logprobs: `reasoning.verifiers.judge`)
-or ``confidence`` (DeepConf's mean token confidence of the trace, from top-20 logprobs).
+``confidence`` (DeepConf's mean token confidence of the trace, from top-20 logprobs) or
+``value`` (the value model on the policy's hidden states at each candidate's end, OVM: no
+token decoded; ``probe`` names its artefact, default the one shipped for the model).
 The judge may be another named backend (``judge_backend="target"``). No reward model ships
 with the embedded models, so an outcome reward model plugs in as the run's verifier.
 Selectors: ``majority`` (self-consistency, scores unused), ``weighted`` (sum of scores per
@@ -17,6 +19,7 @@ from typing import ClassVar, Literal
 
 from reasoning import STRATEGIES, Completion, Context, Problem, Result
 from reasoning.errors import ConfigError
+from reasoning.probes.value import outcome_values
 from reasoning.selection import argmax, token_confidence
 from reasoning.strategies.sampled import Sampled
 from reasoning.verifiers.judge import judge_scores
@@ -34,8 +37,10 @@ class BestOfN(Sampled):
     """Number of sampled solutions."""
     selector: Literal["majority", "weighted", "argmax"] = "weighted"
     """How to pick: majority vote, score-weighted vote, or the best-scored candidate."""
-    score: Literal["verifier", "judge", "confidence"] = "judge"
+    score: Literal["verifier", "judge", "confidence", "value"] = "judge"
     """Where candidate scores come from (unused by ``majority``)."""
+    probe: str = ""
+    """Value-model artefact for ``score="value"`` (empty: the one shipped for the model)."""
     judge_backend: str | None = None
     """Named backend that judges (e.g. ``target`` judging a ``draft``'s samples); default: the run's."""
     temperature: float = 0.7
@@ -44,7 +49,14 @@ class BestOfN(Sampled):
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ConfigError(f"best-of-n: n must be >= 1, got {self.n}")
+        if self.probe and self.score != "value":
+            raise ConfigError("best-of-n: probe= is the value model of score='value'")
         super().__post_init__()
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        """A value model reads the policy's hidden states (the engine starts with them)."""
+        return self.score == "value" and self.selector != "majority"
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Sample, score, select."""
@@ -57,6 +69,8 @@ class BestOfN(Sampled):
             scores = await judge_scores(ctx, [c.text for c in candidates], self.judge_backend)
         elif self.score == "confidence":
             scores = [mean_confidence(c) for c in completions]
+        elif self.score == "value":
+            scores = await outcome_values(ctx, [c.text for c in candidates], self.probe)
         else:
             scores = [c.score or 0.0 for c in candidates]
         if self.score != "verifier":

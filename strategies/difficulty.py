@@ -32,7 +32,8 @@ class DifficultyRouter:
     needs_hidden_states: ClassVar[bool] = True
 
     probe: str = ""
-    """Path of a difficulty-probe artefact (``reasoning probe train --kind difficulty``)."""
+    """Path of a difficulty-probe artefact (``reasoning probe train --kind difficulty``); empty:
+    the one shipped for the model."""
     threshold: float = 0.5
     """Easy when the probe's P(a sample is right) is at least this."""
     easy: str = "single:max_tokens=256"
@@ -41,10 +42,6 @@ class DifficultyRouter:
     """Strategy spec for hard problems."""
 
     def __post_init__(self) -> None:
-        if not self.probe:
-            raise ConfigError(
-                "difficulty: give the probe artefact, e.g. -p probe=probes/gsm8k-difficulty.json"
-            )
         if not 0 <= self.threshold <= 1:
             raise ConfigError(f"difficulty: threshold must be in [0, 1], got {self.threshold}")
         build(self.easy)
@@ -52,7 +49,7 @@ class DifficultyRouter:
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Read the prompt's hidden states, score difficulty, run the chosen route."""
-        probe = load_probe(self.probe, model_of(ctx), "difficulty")
+        probe = load_probe(self.probe, model_of(ctx), "difficulty", problem=ctx.problem)
         states = await ctx.hidden_states(probe.card.layers)
         p = float(probe.predict(states.reshape(1, -1))[0])
         easy = p >= self.threshold

@@ -37,22 +37,21 @@ class EarlyExit(Sampled):
     needs_hidden_states: ClassVar[bool] = True
 
     probe: str = ""
-    """Path of a calibrated exit-probe artefact (``reasoning probe calibrate``)."""
+    """Path of a calibrated exit-probe artefact (``reasoning probe calibrate``); empty: the one
+    shipped for the model (`reasoning.probes.probe.shipped`)."""
     n: int = 1
     """Traces; more than one = self-consistency whose traces each stop early."""
     exit_tokens: int = 32
     """Most tokens of the forced answer."""
 
     def __post_init__(self) -> None:
-        if not self.probe:
-            raise ConfigError("early-exit: give the probe artefact, e.g. -p probe=probes/gsm8k-exit.json")
         if self.n < 1 or self.exit_tokens < 1:
             raise ConfigError("early-exit: n and exit_tokens must be >= 1")
         super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Run n traces concurrently, each exiting early on its own, then vote."""
-        probe = load_probe(self.probe, model_of(ctx), "exit")
+        probe = load_probe(self.probe, model_of(ctx), "exit", problem=ctx.problem)
         return Result.vote(await ctx.run_all(*(self.trace(ctx, probe) for _ in range(self.n))))
 
     async def trace(self, ctx: Context, probe: Probe) -> Candidate:

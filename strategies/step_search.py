@@ -6,8 +6,9 @@ Process scores come from one of four scorers (``scorer``):
   log-probabilities (`GenerativeScorer`); ``scorer_backend`` may name another model;
 * ``prm``: a process reward model served by vLLM's pooling runner (`RewardModelScorer`);
   ``scorer_backend`` names that backend (default ``"prm"``);
-* ``probe``: a hidden-state value probe on the policy (`ValueProbeScorer`; ``probe`` is its
-  artefact, an exit probe from `reasoning probe train`);
+* ``value``: the value model on the policy's own hidden states (`ValueProbeScorer`; no token
+  decoded): the one shipped for the model, or ``probe=<artefact>`` (``--kind value``);
+* ``probe``: an exit probe read as a value (`ValueProbeScorer`; ``probe`` is its artefact);
 * ``verifier``: the run's verifier, when it has a ``score(ctx, paths)`` method.
 """
 
@@ -21,7 +22,7 @@ from reasoning.probes.value import ValueProbeScorer
 from reasoning.strategies.step_tree import StepSampling, StepTree
 from reasoning.verifiers.process import Aggregation, GenerativeScorer, ProcessScorer, RewardModelScorer
 
-ScorerName = Literal["judge", "prm", "probe", "verifier"]
+ScorerName = Literal["judge", "prm", "value", "probe", "verifier"]
 """Where process scores come from."""
 
 
@@ -34,7 +35,8 @@ class StepSearch:
     scorer_backend: str | None = None
     """Named backend of the judge (None: the policy) or of the PRM (None: ``"prm"``)."""
     probe: str | None = None
-    """Value-probe artefact, for ``scorer="probe"``."""
+    """Artefact of ``scorer="probe"`` (an exit probe, required) or ``scorer="value"`` (a value
+    model; default: the one shipped for the policy)."""
     aggregation: Aggregation = "last"
     """How step scores make a path's score: last, min, product, or model (whole path as one step)."""
     delimiter: str = "\n\n"
@@ -50,15 +52,17 @@ class StepSearch:
 
     @property
     def needs_hidden_states(self) -> bool:
-        """A value probe reads the policy's hidden states (the CLI then starts the engine with them)."""
-        return self.scorer == "probe"
+        """A value model reads the policy's hidden states (the CLI then starts the engine with them)."""
+        return self.scorer in ("probe", "value")
 
     def steps(self) -> StepSampling:
         """How steps are sampled and scored (raises ConfigError on bad values)."""
         if self.scorer not in get_args(ScorerName):
             raise ConfigError(f"scorer must be one of {', '.join(get_args(ScorerName))}; got {self.scorer!r}")
-        if (self.scorer == "probe") != (self.probe is not None):
-            raise ConfigError("scorer='probe' needs probe=<artefact>, and probe= needs scorer='probe'")
+        if self.scorer == "probe" and self.probe is None:
+            raise ConfigError("scorer='probe' needs probe=<artefact> (an exit probe)")
+        if self.probe is not None and self.scorer not in ("probe", "value"):
+            raise ConfigError("probe= needs scorer='value' (a value model) or scorer='probe' (an exit probe)")
         return StepSampling(
             self.delimiter, self.step_tokens, self.max_steps, self.temperature, self.top_p, self.aggregation
         )
@@ -74,7 +78,9 @@ class StepSearch:
         if self.scorer == "prm":
             return RewardModelScorer(self.scorer_backend or "prm")
         if self.scorer == "probe" and self.probe is not None:
-            return ValueProbeScorer(self.probe, self.delimiter)
+            return ValueProbeScorer(self.probe, self.delimiter, kind="exit")
+        if self.scorer == "value":
+            return ValueProbeScorer(self.probe or "", self.delimiter, kind="value")
         if not isinstance(ctx.verifier, ProcessScorer):
             raise ConfigError(
                 f"scorer='verifier' needs a run verifier that scores steps (a ProcessScorer with "

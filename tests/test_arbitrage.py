@@ -303,7 +303,7 @@ def synthetic(seed: int, traces=40, steps=6) -> DecisionPoints:
     )
 
 
-FAST = {"epochs": 60, "learning_rate": 0.05}
+FAST = {"epochs": 60, "learning_rate": 0.05, "force": True}
 """Logistic training converges in a few dozen full-batch steps at this rate."""
 
 
@@ -365,7 +365,7 @@ def test_router_calibration_refuses_other_models_and_kinds(tmp_path) -> None:
     with pytest.raises(ConfigError, match="needs an advantage probe"):
         calibrate_router(exit_probe, synthetic(1))
     with pytest.raises(ConfigError, match="probe kind"):
-        train_probe(synthetic(0), "value", hidden=())  # type: ignore[arg-type]
+        train_probe(synthetic(0), "verdict", hidden=())  # type: ignore[arg-type]
     path = router(tmp_path)
     assert load_probe(path, DRAFT_MODEL, "advantage").card.router is not None
 
@@ -376,7 +376,16 @@ def test_probe_cli_trains_and_calibrates_a_router(tmp_path) -> None:
     cli = CliRunner()
     trained = cli.invoke(
         probe_app,
-        ["train", "--kind", "advantage", "--data", str(tmp_path / "train"), "--out", str(tmp_path / "r")],
+        [
+            "train",
+            "--kind",
+            "advantage",
+            "--data",
+            str(tmp_path / "train"),
+            "--out",
+            str(tmp_path / "r"),
+            "--force",
+        ],
     )
     assert trained.exit_code == 0, trained.output
     calibrated = cli.invoke(

@@ -43,7 +43,7 @@ def test_malformed_jsonl_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_lists_choices() -> None:
-    with pytest.raises(ConfigError, match="choose one of: gsm8k, math500, aime24"):
+    with pytest.raises(ConfigError, match="choose one of: gsm8k, gsm8k-train, math500, aime24"):
         load_dataset("gsm9k")
 
 

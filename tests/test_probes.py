@@ -84,7 +84,7 @@ def hand_probe(tmp_path, kind="exit", alpha=0.1, q_pos=0.2, q_neg=0.5) -> str:
     return str(Probe(card, arrays).save(tmp_path / f"{kind}-probe"))
 
 
-def synthetic(n_traces=60, events=5, seed=0, sha="") -> DecisionPoints:
+def synthetic(n_traces=125, events=5, seed=0, sha="") -> DecisionPoints:
     """Decision points whose label is readable from feature 0 (plus noise)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, size=n_traces * events)
@@ -277,9 +277,10 @@ async def test_difficulty_router_picks_the_route_from_the_prompt(tmp_path) -> No
     assert hard.candidates[0].scores["p_easy"] < 0.5 < easy.candidates[0].scores["p_easy"]
 
 
-def test_router_and_early_exit_reject_bad_parameters(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="probe"):
-        EarlyExit()
+async def test_router_and_early_exit_reject_bad_parameters(tmp_path) -> None:
+    EarlyExit()  # no probe given: the one shipped for the model, which a scripted model lacks
+    with pytest.raises(ConfigError, match="no exit probe ships for 'scripted'"):
+        await Controller(ScriptedBackend(reply, hidden_states=states)).run(Problem("a", "2+2?"), EarlyExit())
     with pytest.raises(ConfigError, match="unknown strategy|no strategy"):
         DifficultyRouter(probe="x", easy="nonsense")
     with pytest.raises(ConfigError, match="param=value"):

@@ -33,7 +33,8 @@ from rich.progress import (
 from reasoning import Controller, Problem, Run
 from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError, ReasoningError
-from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec
+from reasoning.evals.artefacts import check_artefacts
+from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec, served_models
 from reasoning.evals.leaderboard.store import CellRow, Store
 from reasoning.evals.run import grade_run_async, run_problem
 from reasoning.hardware import machine
@@ -200,6 +201,15 @@ async def arun_leaderboard(
     """
     cells = [c for c in spec.cells() if entries is None or c.entry in entries]
     problems = load_problems(spec)
+    for cell in cells:  # artefacts usable, and fitted on none of the problems the cell solves
+        try:
+            check_artefacts(
+                [cell.strategy], served_models(spec.models[cell.model]), cell_problems(cell, problems)
+            )
+        except ConfigError as exc:
+            raise type(exc)(
+                f"invalid leaderboard {spec.name}: entry {cell.label} on {cell.model}/{cell.dataset}: {exc}"
+            ) from None
     jobs = plan(spec, cells, problems, store)
     console = console or Console(stderr=True)
     if not jobs:

@@ -67,7 +67,7 @@ from reasoning.evals.spec import (
 )
 from reasoning.registry import params_of
 
-__all__ = ["Cell", "EntrySpec", "LeaderboardSpec", "ModelGroup", "Price", "read_leaderboard"]
+__all__ = ["Cell", "EntrySpec", "LeaderboardSpec", "ModelGroup", "Price", "read_leaderboard", "served_models"]
 
 _BUDGET_LINES = tuple(f.name for f in dataclasses.fields(Budget))
 
@@ -310,6 +310,17 @@ class LeaderboardSpec(Settings):
             ):
                 return other
         return None
+
+
+def served_models(model: VLLMEngine | ServerBackend | ScriptedReply | ModelGroup) -> dict[str, str | None]:
+    """The model each backend of a leaderboard model serves, by backend name (``""``: unnamed)."""
+    if isinstance(model, ModelGroup):
+        return {name: next(iter(served_models(b).values())) for name, b in model.backends.items()}
+    if isinstance(model, VLLMEngine):
+        return {"": model.served_model()}
+    if isinstance(model, ServerBackend):
+        return {"": model.model}
+    return {"": None}
 
 
 def _name_errors(data: Any) -> list[str]:

@@ -1,0 +1,87 @@
+"""The artefacts a run's strategies read, checked before any engine starts.
+
+Probes (early exit, difficulty, advantage routers, value models of step searches and best-of-n)
+and ATTS calibrations are read as the strategies will read them (missing, truncated, the wrong
+kind, uncalibrated, made for another model), and an artefact fitted on any of the problems to
+be evaluated is refused: one error before compute instead of the same error row per problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reasoning import STRATEGIES, Problem
+from reasoning.compose import build
+from reasoning.errors import ConfigError
+
+__all__ = ["check_artefacts", "strategy_tree"]
+
+
+def check_artefacts(
+    strategies: Sequence[Any], models: Mapping[str, str | None], problems: Sequence[Problem] = ()
+) -> None:
+    """Load every artefact `strategies` read (nested ones included) for the run's `models`.
+
+    A model is named as `RunSpec.models` names it (the first is the default backend). A
+    strategy whose named backends the run lacks is left to say so itself.
+
+    Raises:
+        ConfigError: An artefact is unusable (the message names the file and the strategy).
+        ArtefactOverlap: An artefact was fitted on some of `problems`.
+    """
+    from reasoning.probes.atts_calibration import DRAFT, TARGET, load_calibration
+    from reasoning.probes.probe import Kind, load_probe, refuse_overlap, resolve
+    from reasoning.strategies import ATTS, Arbitrage, BestOfN, DifficultyRouter, EarlyExit
+    from reasoning.strategies.step_search import StepSearch
+
+    default = str(next(iter(models.values()), None) or "")
+    for strategy in strategies:
+        for node in strategy_tree(strategy):
+            name = STRATEGIES.name_of(node)
+            wanted: list[tuple[str, str, Kind, bool]] = []  # path, model, kind, calibrated
+            if isinstance(node, EarlyExit):
+                wanted.append((node.probe, default, "exit", True))
+            elif isinstance(node, DifficultyRouter):
+                wanted.append((node.probe, default, "difficulty", True))
+            elif isinstance(node, Arbitrage) and node.router == "probe" and models.get(DRAFT):
+                wanted.append((node.probe, str(models[DRAFT]), "advantage", node.tau is None))
+            elif isinstance(node, StepSearch) and node.scorer == "probe" and node.probe:
+                wanted.append((node.probe, default, "exit", False))
+            elif isinstance(node, StepSearch) and node.scorer == "value":
+                wanted.append((node.probe or "", default, "value", False))
+            elif isinstance(node, BestOfN) and node.needs_hidden_states:
+                wanted.append((node.probe, default, "value", False))
+            try:
+                if isinstance(node, ATTS) and models.get(DRAFT) and models.get(TARGET):
+                    load_calibration(node.calibration, str(models[DRAFT]), str(models[TARGET]), node.chunks())
+                for path, model, kind, calibrated in wanted:
+                    probe = load_probe(path, model, kind, calibrated=calibrated)
+                    if problems:
+                        refuse_overlap(resolve(path, model, kind), probe.card.fitted_on, problems)
+            except ConfigError as exc:
+                raise type(exc)(f"strategy {name}: {exc}") from None
+
+
+def strategy_tree(strategy: Any) -> list[Any]:
+    """`strategy` and every strategy nested in it (inner steps, a router's routes)."""
+    from reasoning.strategies import DifficultyRouter
+
+    nodes, todo = [], [strategy]
+    while todo:
+        node = todo.pop(0)
+        nodes.append(node)
+        if not dataclasses.is_dataclass(node) or isinstance(node, type):
+            continue
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name, None)
+            if (
+                dataclasses.is_dataclass(value)
+                and not isinstance(value, type)
+                and STRATEGIES.holds(type(value))
+            ):
+                todo.append(value)
+        if isinstance(node, DifficultyRouter):
+            todo += [build(node.easy), build(node.hard)]
+    return nodes
