@@ -57,6 +57,8 @@ def check_artefacts(
                 if isinstance(node, ATTS) and models.get(DRAFT) and models.get(TARGET):
                     load_calibration(node.calibration, str(models[DRAFT]), str(models[TARGET]), node.chunks())
                 for path, model, kind, calibrated in wanted:
+                    if not model:  # a server naming its model itself: checked when it is read
+                        continue
                     probe = load_probe(path, model, kind, calibrated=calibrated)
                     if problems:
                         refuse_overlap(resolve(path, model, kind), probe.card.fitted_on, problems)

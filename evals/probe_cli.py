@@ -82,6 +82,7 @@ def collect(
     limit: Annotated[int, typer.Option(help="Problems to collect on.")] = 100,
     offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
     samples: Annotated[int, typer.Option(help="Traces per problem (value models learn from several).")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Traces in flight.")] = 64,
     cue_words: Annotated[
         str, typer.Option(help="Comma-separated cue words ('' for none).")
     ] = "hmm,wait,alternatively",
@@ -116,7 +117,9 @@ def collect(
     stem = _stem(out_path)
     backend = _engine(model, kv_cache_gb, features, dtype)
     chosen = [int(v) for v in layers.split(",")] if layers else None
-    settings = Collection(cues, exit_phrase or EXIT_PHRASE, temperature, max_tokens, seed, samples)
+    settings = Collection(
+        cues, exit_phrase or EXIT_PHRASE, temperature, max_tokens, seed, samples, concurrency
+    )
 
     async def go() -> None:  # one event loop: the engine's client is bound to it
         traces = await _collect_into(backend, stem, problems, settings)
@@ -145,6 +148,8 @@ class Collection:
     max_tokens: int
     seed: int
     samples: int
+    concurrency: int = 64
+    """Traces in flight (the engine decodes 64 sequences at once by default)."""
 
 
 async def _collect_into(backend: Any, stem: Path, problems: list[Any], settings: Collection) -> list[Any]:
@@ -191,6 +196,7 @@ async def _collect_into(backend: Any, stem: Path, problems: list[Any], settings:
             max_tokens=settings.max_tokens,
             seed=settings.seed,
             samples=settings.samples,
+            concurrency=settings.concurrency,
             on_trace=lambda trace: append_trace(traces_path, trace),
             done=done,
         )

@@ -32,8 +32,9 @@ from rich.progress import (
 
 from reasoning import Controller, Problem, Run
 from reasoning.concurrency import task_group
-from reasoning.errors import ConfigError, ReasoningError
+from reasoning.errors import ConfigError, ReasoningError, StoreError
 from reasoning.evals.artefacts import check_artefacts
+from reasoning.evals.leaderboard.replay import ReplayBackend, with_source_costs
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec, served_models
 from reasoning.evals.leaderboard.store import CellRow, Store
 from reasoning.evals.run import grade_run_async, run_problem
@@ -112,10 +113,13 @@ def plan(
     jobs: list[Job] = []
     for model in spec.models:
         lanes = queues.get(model, [])
+        mine: list[Job] = []
         while any(lanes):
             for lane in lanes:
                 if lane:
-                    jobs.append(lane.popleft())
+                    mine.append(lane.popleft())
+        # Selections over another cell's samples after every sampling job (they read its rows).
+        jobs += [j for j in mine if j.cell.over is None] + [j for j in mine if j.cell.over is not None]
     return jobs
 
 
@@ -308,8 +312,18 @@ async def _solve(
 
         async def one(job: Job) -> None:
             run_controller = controller(job.seed)
+            source = None
+            if job.cell.over is not None:  # select over the samples that cell stored
+                with contextlib.suppress(StoreError):
+                    source = store.record(job.cell.over, job.problem.id, job.seed)
+                if source is None or source.error is not None:
+                    return  # the source has no sampled row yet: left for the next run
+                replay = ReplayBackend(backend, source, job.cell.over_label or "")
+                run_controller = Controller(replay, seed=job.seed)
             async with limit.hold(_weight(job.cell)):  # its error row, unless the engine is gone
                 run = await run_problem(run_controller, job.problem, job.cell.strategy, job.cell.budget)
+            if source is not None:
+                run = with_source_costs(run, source, job.cell.over_label or "")
             run, verdicts = await grade_run_async(job.problem, run)
             samples = [
                 (c.answer, verdict, c.output_tokens)
@@ -321,9 +335,11 @@ async def _solve(
             store.update_session(session, time.monotonic() - started, spent["output"], spent["prompt"])
             advance(job, run)
 
-        async with task_group() as group:  # a fatal error re-raised as itself, the rest cancelled
-            for job in jobs:
-                group.create_task(one(job))
+        sampling = [job for job in jobs if job.cell.over is None]
+        for phase in (sampling, [job for job in jobs if job.cell.over is not None]):
+            async with task_group() as group:  # a fatal error re-raised as itself, the rest cancelled
+                for job in phase:
+                    group.create_task(one(job))
     finally:
         opened = [b for c in controllers.values() for b in (c.backends.values() or [c.primary])]
         for each in {id(b): b for b in opened}.values():

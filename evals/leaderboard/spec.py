@@ -121,6 +121,10 @@ class EntrySpec(Settings):
     """Solve only the first this-many problems of each dataset (costly entries on fewer problems;
     comparisons use the problems both sides solved). Not part of the cell's key: raising it
     extends the same cell."""
+    over: str | None = None
+    """Another entry (name or label) whose stored samples this one selects over, on the same model
+    and dataset: the strategy's sampled requests are served from them, so it decodes nothing of
+    its own and differs from that entry only in how it selects (`replay`)."""
 
 
 class Price(Settings):
@@ -169,6 +173,10 @@ class Cell:
     """The swept parameters and budget lines of this cell, by name."""
     limit: int | None = None
     """Only the first this-many problems of the dataset."""
+    over: str | None = None
+    """Key of the cell whose stored samples it selects over (`EntrySpec.over`)."""
+    over_label: str | None = None
+    """That cell's label."""
 
     @property
     def strategy_name(self) -> str:
@@ -177,13 +185,14 @@ class Cell:
 
     def identity(self, spec: LeaderboardSpec) -> dict[str, Any]:
         """What `key` hashes: strategy, parameters, budget, model settings, dataset identity."""
-        return {
+        identity = {
             "strategy": self.strategy_name,
             "params": params_of(self.strategy),
             "budget": dataclasses.asdict(self.budget),
             "model": _model_identity(spec.models[self.model]),
             "dataset": _dataset_identity(spec.datasets[self.dataset]),
         }
+        return identity | ({"over": self.over} if self.over else {})
 
 
 class LeaderboardSpec(Settings):
@@ -284,8 +293,11 @@ class LeaderboardSpec(Settings):
                 for model in entry.models or list(self.models):
                     for dataset in entry.datasets or list(self.datasets):
                         cell = Cell("", name, label, model, dataset, strategy, budget, swept, entry.limit)
-                        key = _hash(cell.identity(self))
-                        cells.append(dataclasses.replace(cell, key=key))
+                        cell = dataclasses.replace(cell, over_label=entry.over)
+                        if entry.over is None:
+                            cell = dataclasses.replace(cell, key=_hash(cell.identity(self)))
+                        cells.append(cell)
+        cells = self._resolve_over(cells, errors)
         seen: dict[tuple[str, str, str], Cell] = {}
         for cell in cells:
             place = (cell.label, cell.model, cell.dataset)
@@ -299,6 +311,49 @@ class LeaderboardSpec(Settings):
         if errors:
             raise ConfigError(f"invalid leaderboard {self.name}: " + "; ".join(errors))
         return cells
+
+    def _resolve_over(self, cells: list[Cell], errors: list[str]) -> list[Cell]:
+        """Cells selecting over another entry's samples, keyed by that cell's key too."""
+        resolved = []
+        for cell in cells:
+            if cell.over_label is None:
+                resolved.append(cell)
+                continue
+            where = f"entry {cell.label} on {cell.model}/{cell.dataset}"
+            sources = [
+                c
+                for c in cells
+                if cell.over_label in (c.entry, c.label)
+                and (c.model, c.dataset) == (cell.model, cell.dataset)
+            ]
+            if len(sources) != 1:
+                errors.append(
+                    f"{where}: over {cell.over_label!r} names "
+                    + ("no entry" if not sources else f"{len(sources)} cells (name one by its label)")
+                    + " on the same model and dataset"
+                )
+                continue
+            source = sources[0]
+            if source.over_label is not None or source is cell:
+                errors.append(f"{where}: over {cell.over_label!r}, which itself selects over another entry")
+                continue
+            if isinstance(self.models[cell.model], ModelGroup):
+                errors.append(f"{where}: over needs a single model, not a group")
+                continue
+            differ = [
+                name
+                for name in ("temperature", "top_p", "max_tokens")
+                if getattr(cell.strategy, name, None) != getattr(source.strategy, name, None)
+            ]
+            if differ:
+                errors.append(
+                    f"{where}: its {', '.join(differ)} must be {source.label}'s to select over its samples"
+                )
+                continue
+            limit = min((v for v in (cell.limit, source.limit) if v is not None), default=None)
+            cell = dataclasses.replace(cell, over=source.key, over_label=source.label, limit=limit)
+            resolved.append(dataclasses.replace(cell, key=_hash(cell.identity(self))))
+        return resolved
 
     def baseline_of(self, cells: list[Cell], cell: Cell) -> Cell | None:
         """The baseline cell `cell` is compared with: the baseline entry on its model and dataset."""
@@ -320,7 +375,7 @@ def served_models(model: VLLMEngine | ServerBackend | ScriptedReply | ModelGroup
         return {"": model.served_model()}
     if isinstance(model, ServerBackend):
         return {"": model.model}
-    return {"": None}
+    return {"": "scripted"}
 
 
 def _name_errors(data: Any) -> list[str]:

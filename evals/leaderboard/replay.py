@@ -1,0 +1,98 @@
+"""Selection over another entry's stored samples: the same samples, only the selection differs.
+
+A leaderboard entry with ``over: sc@8`` runs its strategy on each problem with a backend that
+serves the *sampled* requests of the problem from the samples the ``sc@8`` cell stored for it,
+in order, and sends every other request (hidden-state reads, greedy judge calls, continuations)
+to the engine. A best-of-n with the value model, an LT selection or a weighted vote over 8
+samples then decodes nothing: the comparison with the vote is on identical samples (a paired
+test with no sampling noise between the arms).
+
+Costs are counted honestly: the replayed samples' tokens are the entry's own output tokens (it
+needs them), its seconds are the source run's plus its own, and the reads are its calls.
+A strategy asking for more samples than were stored, or for log-probabilities the record does
+not keep, is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+import numpy as np
+
+from reasoning import Run
+from reasoning.backend import Chunk, Request
+from reasoning.errors import ConfigError
+
+__all__ = ["ReplayBackend", "replayable"]
+
+
+def replayable(request: Request) -> bool:
+    """Whether `request` draws fresh samples of the problem (served from the stored ones)."""
+    return not request.prefix and request.sampling.temperature > 0
+
+
+class ReplayBackend:
+    """`inner`, with the problem's sampled requests served from `source`'s stored candidates."""
+
+    def __init__(self, inner: Any, source: Run, label: str) -> None:
+        self.inner = inner
+        self.source = source
+        self.label = label
+        self.served = 0
+
+    def __getattr__(self, name: str) -> Any:  # engine_info, model, max_concurrency, ...
+        return getattr(self.inner, name)
+
+    @property
+    def name(self) -> str:
+        """The engine's name."""
+        return str(self.inner.name)
+
+    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """The next stored samples for a sampled request; anything else from the engine."""
+        if not replayable(request):
+            async for chunk in self.inner.stream(request):
+                yield chunk
+            return
+        if request.sampling.logprobs is not None:
+            raise ConfigError(
+                f"over {self.label}: stored samples keep no log-probabilities; this strategy needs them"
+            )
+        stored = self.source.candidates
+        n = request.sampling.n
+        if self.served + n > len(stored):
+            raise ConfigError(
+                f"over {self.label}: {len(stored)} samples were stored for {self.source.problem_id}; "
+                f"this strategy asks for {self.served + n}"
+            )
+        taken, self.served = stored[self.served : self.served + n], self.served + n
+        for index, candidate in enumerate(taken):
+            yield Chunk(
+                index=index,
+                text=candidate.text,
+                tokens=candidate.output_tokens,
+                prompt_tokens=candidate.prompt_tokens,
+                cached_tokens=candidate.cached_tokens,
+                finish_reason="length" if candidate.finish_reason == "length" else "stop",
+            )
+
+    async def hidden_states(
+        self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)
+    ) -> np.ndarray:
+        """The engine's hidden states."""
+        return np.asarray(await self.inner.hidden_states(request, layers, positions))
+
+    def prompt_tokens(self, request: Request) -> int:
+        """The engine's prompt token count."""
+        return int(self.inner.prompt_tokens(request))
+
+
+def with_source_costs(run: Run, source: Run, label: str) -> Run:
+    """`run` with the source run's wall time added (its samples took that long to decode)."""
+    usage = dict(run.usage)
+    usage["seconds"] = float(usage.get("seconds", 0.0)) + float(source.usage.get("seconds", 0.0))
+    if "sequential_tokens" in source.usage:
+        usage["sequential_tokens"] = source.usage["sequential_tokens"]
+    spec = {**run.spec, "over": label}
+    return run.model_copy(update={"usage": usage, "spec": spec})
