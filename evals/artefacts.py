@@ -10,13 +10,64 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasoning import STRATEGIES, Problem
 from reasoning.compose import build
 from reasoning.errors import ConfigError
 
-__all__ = ["check_artefacts", "strategy_tree"]
+if TYPE_CHECKING:
+    from reasoning.probes.probe import Kind
+
+__all__ = ["artefact_hashes", "artefacts_read", "check_artefacts", "strategy_tree"]
+
+
+def artefacts_read(strategy: Any, models: Mapping[str, str | None]) -> list[tuple[str, str, str, Kind, bool]]:
+    """What `strategy` (nested ones included) reads: (strategy name, path, model, kind, calibrated).
+
+    An empty path is the artefact shipped for the model. ATTS calibrations are not listed
+    (`check_artefacts` reads them itself).
+    """
+    from reasoning.probes.atts_calibration import DRAFT
+    from reasoning.strategies import Arbitrage, BestOfN, DifficultyRouter, EarlyExit
+    from reasoning.strategies.step_search import StepSearch
+
+    default = str(next(iter(models.values()), None) or "")
+    wanted: list[tuple[str, str, str, Kind, bool]] = []
+    for node in strategy_tree(strategy):
+        name = STRATEGIES.name_of(node)
+        if isinstance(node, EarlyExit):
+            wanted.append((name, node.probe, default, "exit", True))
+        elif isinstance(node, DifficultyRouter):
+            wanted.append((name, node.probe, default, "difficulty", True))
+        elif isinstance(node, Arbitrage) and node.router == "probe" and models.get(DRAFT):
+            wanted.append((name, node.probe, str(models[DRAFT]), "advantage", node.tau is None))
+        elif isinstance(node, StepSearch) and node.scorer == "probe" and node.probe:
+            wanted.append((name, node.probe, default, "exit", False))
+        elif isinstance(node, StepSearch) and node.scorer == "value":
+            wanted.append((name, node.probe or "", default, "value", False))
+        elif isinstance(node, BestOfN) and node.needs_hidden_states:
+            wanted.append((name, node.probe, default, "value", False))
+    return wanted
+
+
+def artefact_hashes(strategy: Any, models: Mapping[str, str | None]) -> dict[str, str]:
+    """sha256 of each artefact card `strategy` reads, by kind and path (a rebuilt one differs).
+
+    Artefacts that cannot be resolved are left out (`check_artefacts` reports them).
+    """
+    from reasoning.probes.data import file_sha256
+    from reasoning.probes.probe import resolve
+
+    hashes = {}
+    for _, path, model, kind, _ in artefacts_read(strategy, models):
+        if not model:
+            continue
+        try:
+            hashes[f"{kind}:{path or 'shipped'}"] = file_sha256(resolve(path, model, kind))
+        except ConfigError:
+            continue
+    return hashes
 
 
 def check_artefacts(
@@ -32,36 +83,23 @@ def check_artefacts(
         ArtefactOverlap: An artefact was fitted on some of `problems`.
     """
     from reasoning.probes.atts_calibration import DRAFT, TARGET, load_calibration
-    from reasoning.probes.probe import Kind, load_probe, refuse_overlap, resolve
-    from reasoning.strategies import ATTS, Arbitrage, BestOfN, DifficultyRouter, EarlyExit
-    from reasoning.strategies.step_search import StepSearch
+    from reasoning.probes.probe import load_probe, refuse_overlap, resolve
+    from reasoning.strategies import ATTS
 
-    default = str(next(iter(models.values()), None) or "")
     for strategy in strategies:
         for node in strategy_tree(strategy):
-            name = STRATEGIES.name_of(node)
-            wanted: list[tuple[str, str, Kind, bool]] = []  # path, model, kind, calibrated
-            if isinstance(node, EarlyExit):
-                wanted.append((node.probe, default, "exit", True))
-            elif isinstance(node, DifficultyRouter):
-                wanted.append((node.probe, default, "difficulty", True))
-            elif isinstance(node, Arbitrage) and node.router == "probe" and models.get(DRAFT):
-                wanted.append((node.probe, str(models[DRAFT]), "advantage", node.tau is None))
-            elif isinstance(node, StepSearch) and node.scorer == "probe" and node.probe:
-                wanted.append((node.probe, default, "exit", False))
-            elif isinstance(node, StepSearch) and node.scorer == "value":
-                wanted.append((node.probe or "", default, "value", False))
-            elif isinstance(node, BestOfN) and node.needs_hidden_states:
-                wanted.append((node.probe, default, "value", False))
-            try:
-                if isinstance(node, ATTS) and models.get(DRAFT) and models.get(TARGET):
+            if isinstance(node, ATTS) and models.get(DRAFT) and models.get(TARGET):
+                try:
                     load_calibration(node.calibration, str(models[DRAFT]), str(models[TARGET]), node.chunks())
-                for path, model, kind, calibrated in wanted:
-                    if not model:  # a server naming its model itself: checked when it is read
-                        continue
-                    probe = load_probe(path, model, kind, calibrated=calibrated)
-                    if problems:
-                        refuse_overlap(resolve(path, model, kind), probe.card.fitted_on, problems)
+                except ConfigError as exc:
+                    raise type(exc)(f"strategy {STRATEGIES.name_of(node)}: {exc}") from None
+        for name, path, model, kind, calibrated in artefacts_read(strategy, models):
+            if not model:  # a server naming its model itself: checked when it is read
+                continue
+            try:
+                probe = load_probe(path, model, kind, calibrated=calibrated)
+                if problems:
+                    refuse_overlap(resolve(path, model, kind), probe.card.fitted_on, problems)
             except ConfigError as exc:
                 raise type(exc)(f"strategy {name}: {exc}") from None
 

@@ -59,6 +59,14 @@ class ReplayBackend:
             raise ConfigError(
                 f"over {self.label}: stored samples keep no log-probabilities; this strategy needs them"
             )
+        sampling = request.sampling
+        differ = [
+            f"{name} {getattr(sampling, name)} (stored: {self.source.params[name]})"
+            for name in ("temperature", "top_p", "max_tokens")
+            if name in self.source.params and getattr(sampling, name) != self.source.params[name]
+        ]
+        if differ:
+            raise ConfigError(f"over {self.label}: this strategy samples with {', '.join(differ)}")
         stored = self.source.candidates
         n = request.sampling.n
         if self.served + n > len(stored):

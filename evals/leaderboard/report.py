@@ -188,6 +188,11 @@ def columns(dataset: DatasetReport, price: Price) -> list[Column]:
             lambda s: _versus(s, dataset),
             lambda s: None if s.comparison is None else s.comparison.delta,
         ),
+        Column(
+            "vs self-consistency at matched tokens",
+            lambda s: _versus_matched(s),
+            lambda s: None if s.matched is None else s.matched.delta,
+        ),
         Column("maj@k / pass@k", _at_k, lambda s: _value(s.maj_at[max(s.maj_at)]) if _k(s) else None),
         Column("output tokens", lambda s: _count(s.output_tokens), lambda s: _value(s.output_tokens)),
         Column(
@@ -231,6 +236,16 @@ def _versus(s: CellStats, dataset: DatasetReport) -> str:
     p = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.2f}" if c.p_value >= 0.1 else f"p={c.p_value:.2g}"
     shared = f" on {c.problems}" if c.problems != s.problems else ""
     return f"{c.delta:+.2f} [{c.low:+.2f}, {c.high:+.2f}] {p} {_TESTS.get(c.test, c.test)}{shared}"
+
+
+def _versus_matched(s: CellStats) -> str:
+    c = s.matched
+    if c is None:
+        return "—"
+    p = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.2f}" if c.p_value >= 0.1 else f"p={c.p_value:.2g}"
+    shared = f" on {c.problems}" if c.problems != s.problems else ""
+    test = _TESTS.get(c.test, c.test)
+    return f"{c.delta:+.2f} [{c.low:+.2f}, {c.high:+.2f}] {p} {test}{shared} vs {c.baseline}"
 
 
 def _k(s: CellStats) -> bool:

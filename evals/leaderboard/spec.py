@@ -57,6 +57,7 @@ from reasoning import STRATEGIES, Budget, Strategy
 from reasoning.compose import build, parse
 from reasoning.config import Settings, describe_errors
 from reasoning.errors import ConfigError, ReasoningError
+from reasoning.evals.artefacts import artefact_hashes
 from reasoning.evals.spec import (
     BackendSpec,
     DatasetSpec,
@@ -192,7 +193,12 @@ class Cell:
             "model": _model_identity(spec.models[self.model]),
             "dataset": _dataset_identity(spec.datasets[self.dataset]),
         }
-        return identity | ({"over": self.over} if self.over else {})
+        artefacts = artefact_hashes(self.strategy, served_models(spec.models[self.model]))
+        return (
+            identity
+            | ({"over": self.over} if self.over else {})
+            | ({"artefacts": artefacts} if artefacts else {})
+        )
 
 
 class LeaderboardSpec(Settings):
@@ -343,7 +349,9 @@ class LeaderboardSpec(Settings):
             differ = [
                 name
                 for name in ("temperature", "top_p", "max_tokens")
-                if getattr(cell.strategy, name, None) != getattr(source.strategy, name, None)
+                if hasattr(cell.strategy, name)
+                and hasattr(source.strategy, name)
+                and getattr(cell.strategy, name) != getattr(source.strategy, name)
             ]
             if differ:
                 errors.append(

@@ -21,6 +21,7 @@ over the mean output tokens per problem.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -112,6 +113,9 @@ class CellStats:
     """Rows stopped by a budget line."""
     e3: float = math.nan
     """Efficiency-aware effectiveness: (100 x accuracy)^2 / mean output tokens (`stats.e3`)."""
+    matched: Comparison | None = None
+    """Against the self-consistency cell (same model and dataset) nearest in mean output tokens:
+    the matched-compute comparison (None for self-consistency cells themselves)."""
 
     @property
     def label(self) -> str:
@@ -143,7 +147,28 @@ def summarize(
             label = next((c.label for c in cells if c.key == base), base)
             comparison = compare(rows[base], rows[cell.key], label)
         stats.append(_cell_stats(cell, rows[cell.key], comparison, sessions, price))
-    return stats
+    return [dataclasses.replace(s, matched=_matched(s, stats, rows)) for s in stats]
+
+
+def _matched(
+    mine: CellStats, stats: Sequence[CellStats], rows: Mapping[str, Sequence[ResultRow]]
+) -> Comparison | None:
+    """`mine` against the self-consistency cell nearest it in mean output tokens (same model, dataset)."""
+    if mine.cell.strategy == "self-consistency" and "over" not in mine.cell.identity:
+        return None
+    pool = [
+        s
+        for s in stats
+        if s.cell.strategy == "self-consistency"
+        and "over" not in s.cell.identity
+        and (s.cell.model, s.cell.dataset) == (mine.cell.model, mine.cell.dataset)
+    ]
+    if not pool:
+        return None
+    nearest = min(pool, key=lambda s: abs(s.output_tokens - mine.output_tokens))
+    same = mine.cell.identity.get("over") == nearest.cell.key
+    label = f"{nearest.label} ({nearest.output_tokens:.0f} tokens{', the same samples' if same else ''})"
+    return compare(rows[nearest.cell.key], rows[mine.cell.key], label)
 
 
 def compare(baseline: Sequence[ResultRow], other: Sequence[ResultRow], label: str) -> Comparison | None:
