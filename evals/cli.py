@@ -925,7 +925,15 @@ async def _announce(controller: Controller) -> None:
 
 def _summary(arms: list[_Arm]) -> None:
     """The summary table: one column per arm (the baseline first), rows as ``_arm_rows`` gives."""
-    columns = [(arm, dict(_arm_rows(arm.runs or [], arm.seconds, arm.output))) for arm in arms]
+    columns = [
+        (
+            arm,
+            dict(
+                [("sampling", _sampling(arm.strategy)), *_arm_rows(arm.runs or [], arm.seconds, arm.output)]
+            ),
+        )
+        for arm in arms
+    ]
     table = Table(title="summary", show_header=len(arms) > 1, title_justify="left")
     table.add_column("")
     for arm, _ in columns:
@@ -939,6 +947,34 @@ def _summary(arms: list[_Arm]) -> None:
             "(the columns ran at once on one engine, so their wall times overlap; "
             "the accuracy intervals are Wilson 95%: on a few problems they are wide)"
         )
+        samplings = {_sampling(arm.strategy) for arm in arms}
+        if len(samplings) > 1:
+            main = arms[-1]
+            out.print(
+                "(the columns sample differently: "
+                + "; ".join(f"{a.label}: {_sampling(a.strategy)}" for a in arms)
+                + ". "
+                "A saving against another sampling is not the strategy's own: compare like with like, e.g. "
+                f"--baseline 'single:{_sampling_params(main.strategy)}')",
+                highlight=False,
+            )
+
+
+def _sampling(strategy: Any) -> str:
+    """How a strategy samples, in words (from its temperature, top_p and max_tokens)."""
+    temperature = getattr(strategy, "temperature", None)
+    if temperature is None:
+        return "its own (see its parameters)"
+    if temperature == 0:
+        return f"greedy, up to {getattr(strategy, 'max_tokens', '?')} tokens"
+    top_p = getattr(strategy, "top_p", 1.0)
+    return f"T={temperature} top_p={top_p}, up to {getattr(strategy, 'max_tokens', '?')} tokens"
+
+
+def _sampling_params(strategy: Any) -> str:
+    """``temperature=...,top_p=...,max_tokens=...`` of a strategy, for a like-with-like baseline."""
+    names = ("temperature", "top_p", "max_tokens")
+    return ",".join(f"{n}={getattr(strategy, n)}" for n in names if getattr(strategy, n, None) is not None)
 
 
 def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> list[tuple[str, str]]:
@@ -972,6 +1008,7 @@ def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> li
         share = step_cached / max(step_prompt, 1)
         rows.append(("step prompt tokens cached", f"{step_cached}/{step_prompt} = {share:.1%}"))
         rows.append(("process scorer calls (mean per problem)", f"{scorer_calls / max(len(runs), 1):.1f}"))
+    rows += _governing_rows(runs)
     rows.append(("stopped by budget", str(sum(r.stop_reason.startswith("budget") for r in runs))))
     rows.append(("no answer", str(sum(r.answer is None and r.error is None for r in runs))))
     rows.append(("errors", str(sum(r.error is not None for r in runs))))
@@ -980,6 +1017,66 @@ def _arm_rows(runs: list[Run], seconds: float | None, output: Path | None) -> li
         rows.append(("decode rate (this session)", f"{tokens / max(seconds, 1e-9):.0f} tok/s"))
     if output:
         rows.append(("results", str(output)))
+    return rows
+
+
+def _governing_rows(runs: list[Run]) -> list[tuple[str, str]]:
+    """What probes and scorers decided, from the candidates' ``scores`` (docs/usage.md lists them).
+
+    Early exit (``exit_token``: where a trace stopped, 0 = ran on), LT pruning (``pruned``),
+    difficulty routing (``route``: 1 easy, 0 hard), tree searches (``step_score``: one scorer
+    call per scored path; ``process``), value selection (``value``).
+    """
+    rows: list[tuple[str, str]] = []
+    candidates = [c for r in runs for c in r.candidates]
+    traces = [c for c in candidates if "exit_token" in c.scores and "decision_points" in c.scores]
+    if traces:
+        exited = [c for c in traces if c.scores["exit_token"] > 0]
+        ran = [c.output_tokens for c in traces if c.scores["exit_token"] == 0]
+        at = [c.scores["exit_token"] for c in exited]
+        rows.append(
+            (
+                "traces exited early (probe)",
+                f"{len(exited)}/{len(traces)}"
+                + (f", at token {sum(at) / len(at):.0f} on average" if at else "")
+                + (f"; those that ran on: {sum(ran) / len(ran):.0f} tokens" if ran else ""),
+            )
+        )
+    pruned = [c for c in candidates if c.scores.get("pruned") == 1]
+    if any("pruned" in c.scores for c in candidates):
+        kept = [c.output_tokens for c in candidates if "pruned" in c.scores and c.scores["pruned"] == 0]
+        spent = sum(c.output_tokens for c in pruned)
+        rows.append(
+            (
+                "traces pruned (LT)",
+                f"{len(pruned)}/{sum('pruned' in c.scores for c in candidates)}, "
+                f"{spent} tokens decoded before the cut"
+                + (f"; kept traces: {sum(kept) / len(kept):.0f} tokens on average" if kept else ""),
+            )
+        )
+    routes = [
+        r.candidates[0].scores["route"] for r in runs if r.candidates and "route" in r.candidates[0].scores
+    ]
+    if routes:
+        easy = sum(v == 1 for v in routes)
+        rows.append(("routes (difficulty probe)", f"easy {easy}, hard {len(routes) - easy}"))
+    scored = [sum("step_score" in c.scores for c in r.candidates) for r in runs]
+    if any(scored):
+        finished = [sum(c.answer is not None and "process" in c.scores for c in r.candidates) for r in runs]
+        rows.append(
+            (
+                "nodes scored / finished paths (mean per problem)",
+                f"{sum(scored) / len(runs):.1f} / {sum(finished) / len(runs):.1f}",
+            )
+        )
+    valued = [c.scores["value"] for c in candidates if "value" in c.scores]
+    if valued:
+        rows.append(
+            (
+                "candidates scored by the value model",
+                f"{len(valued)}, mean P(right) {sum(valued) / len(valued):.2f}",
+            )
+        )
     return rows
 
 
