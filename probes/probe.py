@@ -19,6 +19,7 @@ Loading it for another model raises `ProbeMismatch`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -314,6 +315,7 @@ class Probe:
         save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(weights))
         document = json.loads(self.card.model_dump_json())
         document["weights_sha256"] = file_sha256(weights)
+        document["card_sha256"] = _card_sha256(document)
         card.write_text(json.dumps(document, indent=1))
         return card
 
@@ -350,6 +352,12 @@ class Probe:
             if what is not None:
                 raise ConfigError(f"{card_path} is {what}, not a probe artefact")
             raise ConfigError(f"{card_path}: probe format {document.get('format')!r}, expected {FORMAT}")
+        sealed = document.pop("card_sha256", None)
+        if sealed is not None and sealed != _card_sha256(document):
+            raise ConfigError(
+                f"{card_path} was changed after it was made (its content does not match its card_sha256); "
+                "rebuild it rather than edit it"
+            )
         recorded = document.pop("weights_sha256", None)
         if recorded is not None and recorded != file_sha256(weights):
             raise ConfigError(f"{weights} does not match the sha256 recorded in {card_path}")
@@ -365,6 +373,12 @@ class Probe:
         if model is not None:
             probe.check_model(model)
         return probe
+
+
+def _card_sha256(document: dict[str, Any]) -> str:
+    """sha256 of a card's content (every field but ``card_sha256``, keys sorted)."""
+    content = {k: v for k, v in document.items() if k != "card_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 _POSITIONS: dict[str, Literal["decision-point", "prompt", "step-end"]] = {

@@ -352,3 +352,13 @@ def test_over_is_checked_when_the_leaderboard_is_read(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="itself selects over"):
         spec("bon").cells()
     assert json.dumps(spec("sc").cells()[1].identity(spec("sc")))  # serialisable, keyed by its source
+
+
+def test_an_edited_card_is_refused(tmp_path: Path) -> None:
+    path = Path(value_model(tmp_path))
+    Probe.load(path, SCRIPTED)
+    card = json.loads(path.read_text())
+    card["fitted_on"] = [{"role": "training", "dataset": "elsewhere", "problem_ids": ["z"]}]
+    path.write_text(json.dumps(card))
+    with pytest.raises(ConfigError, match="changed after it was made"):
+        Probe.load(path, SCRIPTED)
