@@ -45,6 +45,7 @@ from reasoning.errors import ConfigError
 from reasoning.models import fingerprint
 from reasoning.probes.advantage import router_prefix
 from reasoning.probes.data import DecisionPoints
+from reasoning.problem import question_sha
 from reasoning.strategies.arbitrage import DRAFT, TARGET, ends_solution, sample_step
 from reasoning.strategies.step_tree import StepSampling
 from reasoning.strategy import Context
@@ -223,7 +224,12 @@ async def collect_advantage(
             "sampling": asdict(settings),
             "dataset": dataset,
             "traces": [
-                {"problem_id": t["problem_id"], "correct": t["correct"], "events": len(u)}
+                {
+                    "problem_id": t["problem_id"],
+                    "question_sha": question_sha(t["question"]),
+                    "correct": t["correct"],
+                    "events": len(u),
+                }
                 for t, u in zip(traces, usable, strict=True)
             ],
         },

@@ -891,7 +891,9 @@ def _run(problems: list[Problem], controller: Controller, arms: list[_Arm], spec
             concurrency=spec.concurrency,
             on_result=on_result,
             identity=arm.identity,
-            spec=record,
+            spec={**record, "artefacts": arm.identity["artefacts"]}
+            if arm.identity.get("artefacts")
+            else record,
         )
         arm.seconds = time.monotonic() - start
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,10 +160,8 @@ async def _collect_into(backend: Any, stem: Path, problems: list[Any], settings:
     traces_path = stem.with_name(stem.name + ".traces.jsonl")
     keys = [(p.id, k) for p in problems for k in range(settings.samples)]
     order = {key: i for i, key in enumerate(keys)}
-    kept = [
-        t for t in (read_traces(traces_path) if traces_path.is_file() else [])
-        if (t["problem_id"], t.get("sample", 0)) in order
-    ]  # fmt: skip
+    on_file = read_traces(traces_path) if traces_path.is_file() else []
+    kept = [t for t in on_file if (t["problem_id"], t.get("sample", 0)) in order]
     header = collection_header(
         backend,
         settings.cues,
@@ -172,7 +171,7 @@ async def _collect_into(backend: Any, stem: Path, problems: list[Any], settings:
         settings.max_tokens,
         settings.seed,
     )
-    for trace in kept:
+    for trace in on_file:  # one collection per file: `probe features` reads it whole
         if trace["collection"] != header:
             raise ConfigError(
                 f"{traces_path} holds traces of another collection (model, cues, exit phrase or "
@@ -242,9 +241,11 @@ def build(
     measures every artefact on the remaining problems; prints the wall time and the held-out
     quality (AUROC with its interval, Brier score, reliability).
     """
+    from dataclasses import asdict
+
     from reasoning.evals.datasets import load_dataset
     from reasoning.evals.probing import compute_features, selection_check, split_by_problem
-    from reasoning.models import fingerprint
+    from reasoning.models import DEFAULT_MODEL, fingerprint
     from reasoning.probes.cues import DEFAULT_CUES
     from reasoning.probes.data import DecisionPoints
     from reasoning.probes.exit import EXIT_PHRASE
@@ -254,14 +255,13 @@ def build(
     chosen = load_dataset(dataset, limit=problems, offset=offset)
     if not 0 < fit < 1:
         raise ConfigError(f"--fit must be between 0 and 1, got {fit}")
-    name = fingerprint(model or "").name if model else None
-    stem = (
-        _stem(work)
-        if work
-        else Path("results/probes") / f"{name or 'default'}-{dataset}-{offset}-{problems}x{samples}"
+    served = fingerprint(model or DEFAULT_MODEL)
+    default_stem = (
+        f"{served.name}-{dataset}-{offset}-{problems}x{samples}-t{temperature}-m{max_tokens}-s{seed}"
     )
+    stem = _stem(work) if work else Path("results/probes") / default_stem
     settings = Collection(DEFAULT_CUES, EXIT_PHRASE, temperature, max_tokens, seed, samples)
-    data = _ready_features(stem, chosen, samples)
+    data = _ready_features(stem, chosen, samples, settings, asdict(served))
     if data is None:
         backend = _engine(model, kv_cache_gb, True, dtype)
 
@@ -288,7 +288,7 @@ def build(
     rows = []
     for kind in ("exit", "difficulty", "value"):
         tried = [train_probe(fitting, kind, hidden, force=True) for hidden in ((), (256, 64))]
-        probe = max(tried, key=lambda p: p.card.quality[0].auroc if p.card.quality else 0.0)
+        probe = max(tried, key=lambda p: _finite_or(p.card.quality[0].auroc if p.card.quality else math.nan))
         if kind == "exit":
             probe = calibrate(probe, held, alpha, force=True)
         else:
@@ -328,8 +328,14 @@ def build(
         )
 
 
-def _ready_features(stem: Path, problems: list[Any], samples: int) -> Any:
-    """The features at `stem` when they cover every trace of `problems` x `samples`, else None."""
+def _ready_features(
+    stem: Path, problems: list[Any], samples: int, settings: Collection, model: dict[str, str]
+) -> Any:
+    """The features at `stem` if they hold every trace `settings` would collect, else None.
+
+    Every trace of `problems` x `samples`, sampled from `model` with these cues, exit phrase and
+    sampling: anything else is collected and read again.
+    """
     from reasoning.probes.data import DecisionPoints
 
     if not stem.with_name(stem.name + ".json").is_file():
@@ -338,6 +344,19 @@ def _ready_features(stem: Path, problems: list[Any], samples: int) -> Any:
         data = DecisionPoints.load(stem)
     except ReasoningError:
         return None
+    wanted = {
+        "model": model,
+        "cues": settings.cues.to_dict(),
+        "exit_phrase": settings.exit_phrase,
+        "sampling": {
+            "temperature": settings.temperature,
+            "top_p": 0.95,
+            "max_tokens": settings.max_tokens,
+            "seed": settings.seed,
+        },
+    }
+    if any(data.meta.get(key) != value for key, value in wanted.items()):
+        return None
     have = {(t.get("problem_id"), t.get("sample", 0)) for t in data.meta.get("traces", [])}
     wanted = {(p.id, k) for p in problems for k in range(samples)}
     fresh = all("question_sha" in t and "answer" in t for t in data.meta.get("traces", []))
@@ -345,34 +364,28 @@ def _ready_features(stem: Path, problems: list[Any], samples: int) -> Any:
 
 
 def _quality_table(rows: list[tuple[str, Any, Path]]) -> None:
-    """Held-out quality of each artefact written."""
+    """Quality of each artefact written, then its reliability on the last split measured."""
     from rich.table import Table
 
-    table = Table(title="held-out quality (AUROC: 95% bootstrap interval over problems)")
-    for column in ("artefact", "head", "split", "problems", "examples", "right", "AUROC", "Brier", "ECE"):
+    table = Table(title="quality on problems not fitted on (AUROC: 95% bootstrap interval over problems)")
+    for column in ("artefact", "head", "split", "problems", "examples (right)", "AUROC", "Brier", "ECE"):
         table.add_column(column)
-    for _, probe, path in rows:
+    for kind, probe, _ in rows:
         head = "logistic" if not probe.card.hidden else "MLP " + "-".join(map(str, probe.card.hidden))
         for q in probe.card.quality:
             table.add_row(
-                str(path), head, q.split, str(q.problems), str(q.examples), str(q.positives),
+                kind, head, q.split, str(q.problems), f"{q.examples} ({q.positives})",
                 f"{q.auroc:.3f} [{q.auroc_low:.3f}, {q.auroc_high:.3f}]", f"{q.brier:.3f}", f"{q.ece:.3f}",
             )  # fmt: skip
-        for low, high, count, mean_p, observed in (
-            probe.card.quality[-1].reliability if probe.card.quality else []
-        ):
-            table.add_row(
-                "",
-                "",
-                f"  p in [{low:.1f}, {high:.1f})",
-                "",
-                str(int(count)),
-                f"{observed:.3f}",
-                f"mean p {mean_p:.3f}",
-                "",
-                "",
-            )
     out.print(table)
+    for kind, probe, path in rows:
+        if probe.card.quality:
+            q = probe.card.quality[-1]
+            bins = "; ".join(
+                f"p {low:.1f}-{high:.1f}: {int(count)} at {mean_p:.2f} -> {observed:.2f} right"
+                for low, high, count, mean_p, observed in q.reliability
+            )
+            out.print(f"{kind} ({path}), reliability on {q.split}: {bins}", highlight=False)
 
 
 @probe_app.command("collect-advantage")
@@ -562,6 +575,10 @@ def calibrate_command(
             f"random {r.mean_advantage_all:.2f})"
         )
         return
+    if probe.card.kind == "value":
+        raise ConfigError(
+            f"{probe_path} is a value model: it needs no calibration (only its probability is used)"
+        )
     if alpha is None:
         raise ConfigError(f"{probe_path} is a {probe.card.kind} probe: give --alpha")
     calibrated = calibrate(probe, data, alpha, strict, force=force)
@@ -672,3 +689,8 @@ def atts_calibrate(
         f"PPL median {float(np.median(pooled)):.3f}, 60th percentile {float(np.quantile(pooled, 0.6)):.3f})"
     )
     out.print(f"cost: {json.dumps(used)}")
+
+
+def _finite_or(value: float, default: float = -math.inf) -> float:
+    """`value`, or `default` when it is NaN (a head with no defined AUROC never wins)."""
+    return value if math.isfinite(value) else default

@@ -105,6 +105,7 @@ def read_results(path: str | Path) -> dict[str, Run]:
 
 def _identity(run: Run) -> dict[str, Any]:
     identity: dict[str, Any] = json.loads(json.dumps({k: getattr(run, k) for k in _IDENTITY}, default=str))
+    identity["artefacts"] = dict((run.spec or {}).get("artefacts") or {})  # the probes' sha256
     return identity
 
 
@@ -452,11 +453,14 @@ def resume_identity(
     seed: int | None = 0,
     budget: Budget | None = None,
     budgets: Mapping[str, Budget] | None = None,
+    artefacts: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What a results file's rows must share with a run for it to resume them.
 
     The strategy and its parameters, the model (and each named backend's), the seed, the budget
-    and each named backend's budget lines: the fields of `Run` of those names, as JSON values.
+    and each named backend's budget lines: the fields of `Run` of those names, as JSON values;
+    and the sha256 of every probe or value model the strategy reads (``Run.spec["artefacts"]``):
+    a rebuilt artefact does not resume the rows of the old one.
 
     Args:
         strategy: The run's strategy.
@@ -465,6 +469,7 @@ def resume_identity(
         seed: The run seed.
         budget: Budget per problem.
         budgets: Named backends' budget lines.
+        artefacts: The artefacts' sha256 by kind and path (`reasoning.evals.artefacts.artefact_hashes`).
     """
     backends = dict(backends or {})
     budgets = budgets or {}
@@ -478,6 +483,7 @@ def resume_identity(
             budgets={name: asdict(budgets.get(name, Budget())) for name in backends},
             seed=seed,
             budget=asdict(budget or Budget()),
+            spec={"artefacts": dict(artefacts)} if artefacts else {},
         )
     )
 
@@ -514,7 +520,7 @@ def _check_identity(
     wanted = set(ids)
     for run in previous.values():
         if run.problem_id in wanted and _identity(run) != expected:
-            mismatch = [k for k in _IDENTITY if _identity(run)[k] != expected.get(k)]
+            mismatch = [k for k in (*_IDENTITY, "artefacts") if _identity(run)[k] != expected.get(k)]
             raise ConfigError(
                 f"{output} holds results of another configuration (different {', '.join(mismatch)}); "
                 "use a new --output or the same settings to resume"

@@ -306,6 +306,7 @@ class RunSpec(Settings):
         Computed from the spec alone, before any backend starts; a server that names no model
         must be asked for it first (`with_models`).
         """
+        from reasoning.evals.artefacts import artefact_hashes
         from reasoning.evals.run import resume_identity
 
         models = self.models()
@@ -317,6 +318,7 @@ class RunSpec(Settings):
             seed=self.seed,
             budget=self.budget,
             budgets=self.budgets,
+            artefacts=artefact_hashes(strategy, models),
         )
 
     def label(self) -> str:

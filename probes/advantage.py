@@ -29,7 +29,7 @@ import numpy as np
 from reasoning.errors import ConfigError
 from reasoning.models import ModelFingerprint
 from reasoning.probes.data import DecisionPoints
-from reasoning.probes.probe import Probe, RouterCalibration, auroc, spearman
+from reasoning.probes.probe import Probe, RouterCalibration, auroc, fitted_on, spearman
 
 __all__ = ["ESCALATE_RATE", "calibrate_router", "router_prefix", "threshold_for_rate"]
 
@@ -112,6 +112,7 @@ def calibrate_router(probe: Probe, data: DecisionPoints, escalate_rate: float = 
     )
     card = probe.card.model_copy(deep=True)
     card.router = calibration
+    card.fitted_on = [f for f in card.fitted_on if f.role != "calibration"] + [fitted_on(data, "calibration")]
     card.metrics = {
         **card.metrics,
         "auroc_calibration": calibration.auroc,

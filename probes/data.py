@@ -126,6 +126,9 @@ class DecisionPoints:
         meta = dict(self.meta)
         if "traces" in meta:
             meta["traces"] = [meta["traces"][int(t)] for t in traces]
+        if meta.get("arrays_sha256"):  # a part is not the whole: its own identity, derived
+            kept = ",".join(str(int(t)) for t in traces)
+            meta["arrays_sha256"] = hashlib.sha256(f"{meta['arrays_sha256']}[{kept}]".encode()).hexdigest()
         return DecisionPoints(
             features=self.features[keep],
             labels=self.labels[keep],

@@ -89,8 +89,8 @@ class Underpowered(ConfigError):
     """The data cannot support the artefact (too few examples, or quality no better than chance)."""
 
 
-FORMAT = 1
-"""Version of the artefact format."""
+FORMAT = 2
+"""Version of the artefact format (2: sealed cards with provenance; 1 still loads)."""
 
 
 class ProbeMismatch(ConfigError):
@@ -314,6 +314,7 @@ class Probe:
         weights.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(weights))
         document = json.loads(self.card.model_dump_json())
+        document["format"] = FORMAT
         document["weights_sha256"] = file_sha256(weights)
         document["card_sha256"] = _card_sha256(document)
         card.write_text(json.dumps(document, indent=1))
@@ -342,7 +343,7 @@ class Probe:
             raise ConfigError(f"{card_path}: not a probe card (not valid JSON: {exc})") from None
         if not isinstance(document, dict):
             raise ConfigError(f"{card_path}: not a probe card (a JSON {type(document).__name__})")
-        if document.get("format") != FORMAT:
+        if document.get("format") not in (1, FORMAT):
             what = what_artefact(document)
             if what is not None and what.startswith("decision-point"):
                 raise ConfigError(
@@ -351,8 +352,10 @@ class Probe:
                 )
             if what is not None:
                 raise ConfigError(f"{card_path} is {what}, not a probe artefact")
-            raise ConfigError(f"{card_path}: probe format {document.get('format')!r}, expected {FORMAT}")
+            raise ConfigError(f"{card_path}: probe format {document.get('format')!r}, expected 1 or {FORMAT}")
         sealed = document.pop("card_sha256", None)
+        if document.get("format") == FORMAT and sealed is None:
+            raise ConfigError(f"{card_path} has lost its seal (card_sha256): rebuild it rather than edit it")
         if sealed is not None and sealed != _card_sha256(document):
             raise ConfigError(
                 f"{card_path} was changed after it was made (its content does not match its card_sha256); "
@@ -562,6 +565,13 @@ def train_probe(
     train, val = np.isin(trace_of, train_t), np.isin(trace_of, val_t)
     if not val.any():
         train = val = np.ones(len(y), dtype=bool)
+    # Early stopping watches an inner split of the training problems, so the validation
+    # problems stay untouched for the quality reported and the chance gate.
+    _, stop_p = _split(len(train_p), 0.15, first_right[train_p], seed + 1)
+    stop = np.isin(trace_of, np.flatnonzero(np.isin(problem_of, train_p[stop_p])))
+    fit = train & ~stop
+    if not stop.any() or not fit.any():
+        fit, stop = train, train
     shortfalls = [
         f"{label} {have} < {MINIMUM[key]}"
         for label, key, have in (
@@ -587,8 +597,8 @@ def train_probe(
     net = torch.nn.Sequential(*layers)
     xt = torch.from_numpy((x - mean) / scale)
     yt = torch.from_numpy(y)
-    positives = float(y[train].sum())
-    n = float(train.sum())
+    positives = float(y[fit].sum())
+    n = float(fit.sum())
     if kind == "value":
         weight = torch.ones_like(yt)
     else:
@@ -597,7 +607,7 @@ def train_probe(
         )  # class-balanced (LYNX)
     optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
-    tr, va = torch.from_numpy(train), torch.from_numpy(val)
+    tr, va = torch.from_numpy(fit), torch.from_numpy(stop)
     best, best_state, waited, ran = math.inf, None, 0, 0
     for epoch in range(1, epochs + 1):
         ran = epoch
@@ -646,6 +656,7 @@ def train_probe(
             "train_traces": len(train_t),
             "val_traces": len(val_t),
             "val_problems": len(val_p),
+            "early_stopping_problems": len(stop_p),
             "epochs": ran,
             "seed": seed,
             **({"label": meta["label"]} if kind == "advantage" and "label" in meta else {}),
@@ -695,8 +706,15 @@ def calibrate(
     if data.meta.get("arrays_sha256") and data.meta["arrays_sha256"] == probe.card.training_data_sha256:
         raise ConfigError("calibrate on data disjoint from the training data (same data file given)")
     used = fitted_on(data, "calibration")
-    trained = {q for f in probe.card.fitted_on for q in f.question_sha}
-    shared = [i for i, q in zip(used.problem_ids, used.question_sha, strict=False) if q in trained]
+    training = [f for f in probe.card.fitted_on if f.role == "training"]
+    trained = {q for f in training for q in f.question_sha}
+    trained_ids = {i for f in training if not f.question_sha for i in f.problem_ids}
+    shas = (
+        used.question_sha if len(used.question_sha) == len(used.problem_ids) else [""] * len(used.problem_ids)
+    )
+    shared = [
+        i for i, q in zip(used.problem_ids, shas, strict=True) if (q and q in trained) or i in trained_ids
+    ]
     if shared:
         raise ConfigError(
             f"calibrate on problems the probe was not trained on: {len(shared)} of the calibration "

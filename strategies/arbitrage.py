@@ -122,7 +122,13 @@ class Arbitrage:
             )
         probe, tau = None, JUDGE_TAU if self.tau is None else self.tau
         if self.router == "probe":
-            probe = load_probe(self.probe, model_of(ctx, DRAFT), "advantage", calibrated=self.tau is None)
+            probe = load_probe(
+                self.probe,
+                model_of(ctx, DRAFT),
+                "advantage",
+                calibrated=self.tau is None,
+                problem=ctx.problem,
+            )
             if self.tau is None and probe.card.router is not None:
                 tau = probe.card.router.threshold
         done: list[Candidate] = []

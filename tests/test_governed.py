@@ -141,11 +141,11 @@ def test_an_artefact_fitted_on_a_problem_is_refused_for_it(tmp_path: Path) -> No
 
 
 def test_the_train_split_ships_with_its_own_ids() -> None:
-    train = load_dataset("gsm8k-train", limit=3)
-    test = load_dataset("gsm8k", limit=3)
-    assert [p.id for p in train] == ["gsm8k-train-0", "gsm8k-train-1", "gsm8k-train-2"]
+    train = load_dataset("gsm8k-train")
+    test = load_dataset("gsm8k")
+    assert [p.id for p in train[:3]] == ["gsm8k-train-0", "gsm8k-train-1", "gsm8k-train-2"]
+    assert len(train) == 7473 and len(test) == 1319
     assert not {question_sha(p.question) for p in train} & {question_sha(p.question) for p in test}
-    assert len(load_dataset("gsm8k-train")) == 7473
 
 
 # -- minimum counts and quality ----------------------------------------------------------------------
@@ -155,7 +155,10 @@ def synthetic(problems: int, samples: int = 2, events: int = 4, seed: int = 0) -
     """Traces whose correctness shows in feature 0 of every point and of the last token."""
     rng = np.random.default_rng(seed)
     traces = problems * samples
-    correct = rng.integers(0, 2, size=traces)
+    ease = np.repeat(rng.random(problems), samples)  # a problem's chance of a right trace
+    correct = (rng.random(traces) < ease).astype(int)
+    prompts = rng.normal(size=(traces, HIDDEN * len(LAYERS))).astype(np.float32)
+    prompts[:, 0] += 4.0 * ease
     trace = np.repeat(np.arange(traces), events)
     features = rng.normal(size=(len(trace), HIDDEN * len(LAYERS))).astype(np.float32)
     features[:, 0] += 2.0 * correct[trace]
@@ -166,7 +169,7 @@ def synthetic(problems: int, samples: int = 2, events: int = 4, seed: int = 0) -
         labels=correct[trace].astype(np.int8),
         trace=trace.astype(np.int32),
         position=np.tile(np.arange(1, events + 1), traces).astype(np.int32),
-        prompt_features=rng.normal(size=(traces, HIDDEN * len(LAYERS))).astype(np.float32),
+        prompt_features=prompts,
         trace_correct=correct.astype(np.int8),
         final_features=final,
         meta={
@@ -283,6 +286,22 @@ async def test_tempered_chains_run_side_by_side_and_the_best_particle_wins() -> 
     run = await Controller(backend, verifier=scorer).run(PROBLEM, pf)
     assert [r.sampling.n for r in backend.requests if not r.prefix] == [2, 2, 2]  # one run per chain
     assert run.answer == "9" and run.candidates[run.chosen].scores["process"] == pytest.approx(0.9)
+    # With Gibbs iterations the references are drawn and exchanged between chains: each chain's
+    # second run has N - 1 = 1 fresh particle beside its reference.
+    backend = ScriptedBackend(script)
+    tempered = ParticleFiltering(particles=2, chains=3, iterations=2, scorer="verifier", aggregation="last")
+    swaps: list[int] = []
+    exchange = tempered.exchange
+
+    def counted(refs: list[Node], temps: list[float], rng: Any) -> list[Node]:
+        out = exchange(refs, temps, rng)
+        swaps.append(sum(a is not b for a, b in zip(refs, out, strict=True)))
+        return out
+
+    object.__setattr__(tempered, "exchange", counted)
+    again = await Controller(backend, verifier=scorer).run(PROBLEM, tempered)
+    assert [r.sampling.n for r in backend.requests if not r.prefix] == [2, 2, 2, 1, 1, 1] and len(swaps) == 1
+    assert again.answer is not None
 
 
 # -- selection over another entry's stored samples ---------------------------------------------------
@@ -332,7 +351,7 @@ def test_an_entry_selects_over_another_entrys_samples_and_decodes_nothing(tmp_pa
 
 
 def test_over_is_checked_when_the_leaderboard_is_read(tmp_path: Path) -> None:
-    def spec(over: str, **params: Any) -> LeaderboardSpec:
+    def spec(over: str, *more: dict[str, Any], **params: Any) -> LeaderboardSpec:
         return LeaderboardSpec.model_validate(
             {
                 "name": "o",
@@ -341,6 +360,7 @@ def test_over_is_checked_when_the_leaderboard_is_read(tmp_path: Path) -> None:
                 "entries": [
                     {"name": "sc", "strategy": "self-consistency", "params": {"n": 4}},
                     {"name": "bon", "strategy": "best-of-n", "over": over, "params": {"n": 4, **params}},
+                    *more,
                 ],
             }
         )
@@ -349,8 +369,11 @@ def test_over_is_checked_when_the_leaderboard_is_read(tmp_path: Path) -> None:
         spec("nothing").cells()
     with pytest.raises(ConfigError, match="its temperature must be sc's"):
         spec("sc", temperature=1.0).cells()
-    with pytest.raises(ConfigError, match="itself selects over"):
+    with pytest.raises(ConfigError, match="over names the entry itself"):
         spec("bon").cells()
+    chained = {"name": "chain", "strategy": "best-of-n", "over": "bon", "params": {"n": 4}}
+    with pytest.raises(ConfigError, match="entry chain.*which itself selects over another entry"):
+        spec("sc", chained).cells()
     assert json.dumps(spec("sc").cells()[1].identity(spec("sc")))  # serialisable, keyed by its source
 
 
@@ -362,3 +385,53 @@ def test_an_edited_card_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(card))
     with pytest.raises(ConfigError, match="changed after it was made"):
         Probe.load(path, SCRIPTED)
+
+
+# -- the build recipe (no engine: its features already collected) -----------------------------------
+
+
+def test_build_fits_calibrates_and_measures_on_disjoint_problems(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reasoning.evals.probe_cli import probe_app
+    from reasoning.probes.cues import DEFAULT_CUES
+    from reasoning.probes.exit import EXIT_PHRASE
+
+    problems = load_dataset("gsm8k-train", limit=150)
+    data = synthetic(problems=150, samples=3)
+    for t in data.meta["traces"]:  # the real problems' ids and question hashes
+        p = problems[int(t["problem_id"][1:])]
+        t["problem_id"], t["question_sha"] = p.id, question_sha(p.question)
+    data.meta |= {
+        "cues": DEFAULT_CUES.to_dict(),
+        "exit_phrase": EXIT_PHRASE,
+        "sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512, "seed": 0},
+    }
+    data.save(tmp_path / "work")
+    out = tmp_path / "artefacts"
+    args = [
+        "build",
+        "--model",
+        "scripted",
+        "--problems",
+        "150",
+        "--samples",
+        "3",
+        "--work",
+        str(tmp_path / "work"),
+    ]
+    result = CliRunner().invoke(probe_app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "quality on problems not fitted on" in result.output and "wall time" in result.output
+    exit_probe = Probe.load(out / "exit", SCRIPTED)
+    roles = {f.role: set(f.problem_ids) for f in exit_probe.card.fitted_on}
+    assert len(roles["training"]) == 100 and len(roles["calibration"]) == 50
+    assert not roles["training"] & roles["calibration"] and exit_probe.card.calibration is not None
+    value = Probe.load(out / "value", SCRIPTED)
+    assert [q.split for q in value.card.quality] == ["validation", "held-out"]
+    assert value.card.training["selection_held_out"]["problems"] == 50
+    assert "reasoning probe build" in value.card.training["recipe"]
+    # refused on a problem it was fitted on, accepted on one it only measured
+    with pytest.raises(ArtefactOverlap):
+        load_probe(str(out / "value"), "scripted", "value", calibrated=False, problem=problems[0])
+    load_probe(str(out / "value"), "scripted", "value", calibrated=False, problem=problems[120])

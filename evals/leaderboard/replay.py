@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from reasoning import Run
+from reasoning import Problem, Run
 from reasoning.backend import Chunk, Request
 from reasoning.errors import ConfigError
+from reasoning.problem import default_prompt
 
 __all__ = ["ReplayBackend", "replayable"]
 
@@ -60,6 +61,14 @@ class ReplayBackend:
                 f"over {self.label}: stored samples keep no log-probabilities; this strategy needs them"
             )
         sampling = request.sampling
+        asked = Problem(self.source.problem_id, self.source.question)
+        if tuple(request.messages) != default_prompt(asked) or sampling.stop != tuple(
+            self.source.params.get("stop") or ()
+        ):
+            raise ConfigError(
+                f"over {self.label}: this strategy's sampled request differs from the stored samples' "
+                "(another prompt or stop strings)"
+            )
         differ = [
             f"{name} {getattr(sampling, name)} (stored: {self.source.params[name]})"
             for name in ("temperature", "top_p", "max_tokens")
@@ -84,6 +93,10 @@ class ReplayBackend:
                 cached_tokens=candidate.cached_tokens,
                 finish_reason="length" if candidate.finish_reason == "length" else "stop",
             )
+
+    def stream_at_once(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """Refused: a reproducible run does not replay another run's samples."""
+        raise ConfigError(f"over {self.label}: selections over stored samples do not run --deterministic")
 
     async def hidden_states(
         self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -39,6 +40,8 @@ from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec, served_model
 from reasoning.evals.leaderboard.store import CellRow, Store
 from reasoning.evals.run import grade_run_async, run_problem
 from reasoning.hardware import machine
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Job", "StartBackend", "arun_leaderboard", "load_problems", "plan", "run_leaderboard"]
 
@@ -203,7 +206,11 @@ async def arun_leaderboard(
         ConfigError: The spec or a dataset is invalid (before any backend starts).
         BackendError: A backend failed for good; everything finished is in the store.
     """
-    cells = [c for c in spec.cells() if entries is None or c.entry in entries]
+    every = spec.cells()
+    wanted = set(entries) if entries is not None else None
+    if wanted is not None:  # an entry selecting over another needs that one's rows: run it too
+        wanted |= {s.entry for c in every if c.entry in wanted and c.over for s in every if s.key == c.over}
+    cells = [c for c in every if wanted is None or c.entry in wanted]
     problems = load_problems(spec)
     for cell in cells:  # artefacts usable, and fitted on none of the problems the cell solves
         try:
@@ -317,12 +324,13 @@ async def _solve(
                 with contextlib.suppress(StoreError):
                     source = store.record(job.cell.over, job.problem.id, job.seed)
                 if source is None or source.error is not None:
-                    return  # the source has no sampled row yet: left for the next run
+                    waiting.append(job)  # the source has no sampled row: left for the next run
+                    return
                 replay = ReplayBackend(backend, source, job.cell.over_label or "")
                 run_controller = Controller(replay, seed=job.seed)
             async with limit.hold(_weight(job.cell)):  # its error row, unless the engine is gone
                 run = await run_problem(run_controller, job.problem, job.cell.strategy, job.cell.budget)
-            if source is not None:
+            if source is not None and replay.served:  # nothing replayed (a greedy route): its own costs
                 run = with_source_costs(run, source, job.cell.over_label or "")
             run, verdicts = await grade_run_async(job.problem, run)
             samples = [
@@ -335,11 +343,20 @@ async def _solve(
             store.update_session(session, time.monotonic() - started, spent["output"], spent["prompt"])
             advance(job, run)
 
+        waiting: list[Job] = []
         sampling = [job for job in jobs if job.cell.over is None]
         for phase in (sampling, [job for job in jobs if job.cell.over is not None]):
             async with task_group() as group:  # a fatal error re-raised as itself, the rest cancelled
                 for job in phase:
                     group.create_task(one(job))
+        if waiting:
+            cells = sorted({f"{j.cell.label} (over {j.cell.over_label})" for j in waiting})
+            logger.warning(
+                "%d problems of %s wait for their source's rows (it has none, or an error row); "
+                "run the source entry, then this again",
+                len(waiting),
+                ", ".join(cells),
+            )
     finally:
         opened = [b for c in controllers.values() for b in (c.backends.values() or [c.primary])]
         for each in {id(b): b for b in opened}.values():

@@ -340,7 +340,10 @@ class LeaderboardSpec(Settings):
                 )
                 continue
             source = sources[0]
-            if source.over_label is not None or source is cell:
+            if source is cell:
+                errors.append(f"{where}: over names the entry itself")
+                continue
+            if source.over_label is not None:
                 errors.append(f"{where}: over {cell.over_label!r}, which itself selects over another entry")
                 continue
             if isinstance(self.models[cell.model], ModelGroup):
