@@ -63,7 +63,7 @@ def question_sha(question: str) -> str:
     is found whatever id or file it comes under.
 
     Example:
-        >>> question_sha("What is  2+2?\n") == question_sha("What is 2+2?")
+        >>> question_sha(" What is  2+2? ") == question_sha("What is 2+2?")
         True
     """
     return hashlib.sha256(" ".join(question.split()).encode()).hexdigest()[:16]
