@@ -399,3 +399,28 @@ def test_run_can_solve_only_the_named_entries(tmp_path: Path) -> None:
     )
     code, output = invoke("leaderboard", "run", str(config), "--entry", "greedy", "--entry", "nope")
     assert code != 0 and "--entry nope: no such entry; entries: greedy, sc" in " ".join(output.split())
+
+
+def test_the_governed_leaderboard_is_valid_and_enters_the_probe_and_search_strategies() -> None:
+    from reasoning.evals.leaderboard.spec import read_leaderboard
+
+    path = Path(__file__).resolve().parents[1] / "leaderboards" / "governed.yaml"
+    spec = read_leaderboard(path)
+    cells = spec.cells()
+    entered = {c.strategy_name for c in cells}
+    for name in (
+        "early-exit",
+        "difficulty",
+        "lt-select",
+        "lt-prune",
+        "beam",
+        "dvts",
+        "a-star",
+        "particle-filtering",
+    ):
+        assert name in entered, name
+    gsm8k = [c for c in cells if c.dataset == "gsm8k" and c.model == "0.5b"]
+    assert all((c.limit or 300) >= 150 for c in gsm8k)  # every entry on at least 150 problems
+    over = [c for c in cells if c.over]
+    assert over and all(next(s for s in cells if s.key == c.over).label == "sc@8" for c in over)
+    assert spec.datasets["gsm8k"].offset == 200 and spec.datasets["gsm8k"].limit == 300
