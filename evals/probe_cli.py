@@ -319,7 +319,10 @@ def build(
                 f"(n_pos {c.n_pos}, n_neg {c.n_neg}); exits at {c.calibration_exit_rate_unsafe:.3f} "
                 f"of unsafe and {c.calibration_exit_rate_safe:.3f} of safe held-out points"
             )
-    out.print(f"wall time: {time.monotonic() - started:.0f} s  (recipe: {recipe})", highlight=False)
+    wall = time.monotonic() - started
+    out.print(f"wall time: {wall:.0f} s  (recipe: {recipe})", highlight=False)
+    if rows:
+        (out_path / "BUILD.md").write_text(_build_report(rows, recipe, wall, data), encoding="utf-8")
     if shortfalls and not force:
         raise Underpowered(
             "the data cannot support these artefacts (not written): "
@@ -694,3 +697,53 @@ def atts_calibrate(
 def _finite_or(value: float, default: float = -math.inf) -> float:
     """`value`, or `default` when it is NaN (a head with no defined AUROC never wins)."""
     return value if math.isfinite(value) else default
+
+
+def _build_report(rows: list[tuple[str, Any, Path]], recipe: str, wall: float, data: Any) -> str:
+    """BUILD.md: how the artefacts in a folder were made and how good they are."""
+    lines = [
+        "# How these artefacts were made",
+        "",
+        f"    {recipe}",
+        "",
+        f"Wall time {wall / 60:.0f} min (collection, hidden-state reads and training) on "
+        f"{data.traces} traces of {len({t['problem_id'] for t in data.meta.get('traces', [])})} problems "
+        f"({data.meta.get('dataset', '')}); {len(data)} decision points, layers {data.meta.get('layers')}.",
+        "",
+        "| artefact | head | split | problems | examples (right) | AUROC [95% CI] | Brier | ECE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, probe, _ in rows:
+        head = "logistic" if not probe.card.hidden else "MLP " + "-".join(map(str, probe.card.hidden))
+        for q in probe.card.quality:
+            lines.append(
+                f"| {kind} | {head} | {q.split} | {q.problems} | {q.examples} ({q.positives}) | "
+                f"{q.auroc:.3f} [{q.auroc_low:.3f}, {q.auroc_high:.3f}] | {q.brier:.3f} | {q.ece:.3f} |"
+            )
+    for kind, probe, _ in rows:
+        c = probe.card.calibration
+        if kind == "exit" and c is not None:
+            lines += [
+                "",
+                f"Exit rule: alpha {c.alpha}, threshold {c.exit_threshold:.4f} on {c.n_pos} safe and "
+                f"{c.n_neg} unsafe held-out decision points; it exits at "
+                f"{c.calibration_exit_rate_unsafe:.3f} of the unsafe and "
+                f"{c.calibration_exit_rate_safe:.3f} of the safe ones.",
+            ]
+        picked = probe.card.training.get("selection_held_out") if kind == "value" else None
+        if picked:
+            lines += [
+                "",
+                f"The value model as the selector among each held-out problem's own traces "
+                f"({int(picked['problems'])} problems): majority vote {picked['majority']:.3f}, "
+                f"value-weighted vote {picked['value_weighted']:.3f}, "
+                f"value argmax {picked['value_argmax']:.3f}, pass@k {picked['pass_at_k']:.3f}.",
+            ]
+        if probe.card.quality and probe.card.quality[-1].reliability:
+            q = probe.card.quality[-1]
+            lines += ["", f"Reliability of {kind} on {q.split} (predicted -> observed, examples):", ""]
+            lines += [
+                f"- p {low:.1f}-{high:.1f}: {mean_p:.2f} -> {observed:.2f} ({int(count)})"
+                for low, high, count, mean_p, observed in q.reliability
+            ]
+    return "\n".join(lines) + "\n"

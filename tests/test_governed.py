@@ -431,6 +431,8 @@ def test_build_fits_calibrates_and_measures_on_disjoint_problems(tmp_path: Path)
     assert [q.split for q in value.card.quality] == ["validation", "held-out"]
     assert value.card.training["selection_held_out"]["problems"] == 50
     assert "reasoning probe build" in value.card.training["recipe"]
+    report = (out / "BUILD.md").read_text()
+    assert "| value | " in report and "Exit rule: alpha 0.1" in report and "majority vote" in report
     # refused on a problem it was fitted on, accepted on one it only measured
     with pytest.raises(ArtefactOverlap):
         load_probe(str(out / "value"), "scripted", "value", calibrated=False, problem=problems[0])
