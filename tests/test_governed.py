@@ -437,3 +437,43 @@ def test_build_fits_calibrates_and_measures_on_disjoint_problems(tmp_path: Path)
     with pytest.raises(ArtefactOverlap):
         load_probe(str(out / "value"), "scripted", "value", calibrated=False, problem=problems[0])
     load_probe(str(out / "value"), "scripted", "value", calibrated=False, problem=problems[120])
+
+
+# -- what solve's summary says -----------------------------------------------------------------------
+
+
+def test_the_summary_says_what_the_governing_did_and_how_each_column_samples() -> None:
+    from reasoning import Candidate, Run
+    from reasoning.evals.cli import _governing_rows, _sampling, _sampling_params
+
+    exited = Candidate("a", "4", output_tokens=60, scores={"exit_token": 50.0, "decision_points": 2.0})
+    ran = Candidate("b", "4", output_tokens=300, scores={"exit_token": 0.0, "decision_points": 5.0})
+    pruned = Candidate("c", None, output_tokens=128, scores={"pruned": 1.0})
+    kept = Candidate("d", "5", output_tokens=280, scores={"pruned": 0.0})
+    routed = Candidate("e", "6", scores={"route": 1.0})
+    rows = dict(
+        _governing_rows(
+            [
+                Run(problem_id="1", candidates=[exited, ran]),
+                Run(problem_id="2", candidates=[pruned, kept]),
+                Run(problem_id="3", candidates=[routed]),
+            ]
+        )
+    )
+    assert rows["traces exited early (probe)"] == "1/2, at token 50 on average; those that ran on: 300 tokens"
+    assert rows["traces pruned (LT)"].startswith("1/2, 128 tokens decoded before the cut")
+    assert rows["routes (difficulty probe)"] == "easy 1, hard 0"
+    assert _sampling(EarlyExitLike()) == "T=0.6 top_p=0.95, up to 512 tokens"
+    assert _sampling(GreedyLike()) == "greedy, up to 512 tokens"
+    assert _sampling_params(EarlyExitLike()) == "temperature=0.6,top_p=0.95,max_tokens=512"
+
+
+class EarlyExitLike:
+    temperature = 0.6
+    top_p = 0.95
+    max_tokens = 512
+
+
+class GreedyLike:
+    temperature = 0.0
+    max_tokens = 512
