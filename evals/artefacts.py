@@ -72,11 +72,12 @@ def artefact_hashes(strategy: Any, models: Mapping[str, str | None]) -> dict[str
 
 def check_artefacts(
     strategies: Sequence[Any], models: Mapping[str, str | None], problems: Sequence[Problem] = ()
-) -> None:
+) -> list[str]:
     """Load every artefact `strategies` read (nested ones included) for the run's `models`.
 
     A model is named as `RunSpec.models` names it (the first is the default backend). A
-    strategy whose named backends the run lacks is left to say so itself.
+    strategy whose named backends the run lacks is left to say so itself. Returns warnings to
+    show: artefacts made below the minimum counts (``--force``).
 
     Raises:
         ConfigError: An artefact is unusable (the message names the file and the strategy).
@@ -86,6 +87,7 @@ def check_artefacts(
     from reasoning.probes.probe import load_probe, refuse_overlap, resolve
     from reasoning.strategies import ATTS
 
+    warnings: list[str] = []
     for strategy in strategies:
         for node in strategy_tree(strategy):
             if isinstance(node, ATTS) and models.get(DRAFT) and models.get(TARGET):
@@ -98,10 +100,17 @@ def check_artefacts(
                 continue
             try:
                 probe = load_probe(path, model, kind, calibrated=calibrated)
+                file = resolve(path, model, kind)
                 if problems:
-                    refuse_overlap(resolve(path, model, kind), probe.card.fitted_on, problems)
+                    refuse_overlap(file, probe.card.fitted_on, problems)
             except ConfigError as exc:
                 raise type(exc)(f"strategy {name}: {exc}") from None
+            if probe.card.underpowered:
+                warnings.append(
+                    f"strategy {name} reads {file}, made below the minimum counts (--force): "
+                    + "; ".join(probe.card.underpowered)
+                )
+    return sorted(set(warnings))
 
 
 def strategy_tree(strategy: Any) -> list[Any]:

@@ -466,7 +466,8 @@ def execute(spec: RunSpec) -> None:
         err.print(f"nothing left to do: {kept} already hold every problem (no engine started)")
         _summary(arms)
         return
-    check_artefacts([arm.strategy for arm in arms], spec.models(), problems)
+    for warning in check_artefacts([arm.strategy for arm in arms], spec.models(), problems):
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     hidden = any(getattr(arm.strategy, "needs_hidden_states", False) for arm in arms)
     engine = _backend(spec, hidden) if spec.ray is None else _replica_pool(spec, hidden)
     if spec.prm is not None:
@@ -950,14 +951,18 @@ def _summary(arms: list[_Arm]) -> None:
             "the accuracy intervals are Wilson 95%: on a few problems they are wide)"
         )
         samplings = {_sampling(arm.strategy) for arm in arms}
+        main = arms[-1]
         if len(samplings) > 1:
-            main = arms[-1]
+            plain = getattr(main.strategy, "max_tokens", None) is not None and not _sampling(
+                main.strategy
+            ).startswith("its own")
+            example = f", e.g. --baseline 'single:{_sampling_params(main.strategy)}'" if plain else ""
             out.print(
                 "(the columns sample differently: "
                 + "; ".join(f"{a.label}: {_sampling(a.strategy)}" for a in arms)
-                + ". "
-                "A saving against another sampling is not the strategy's own: compare like with like, e.g. "
-                f"--baseline 'single:{_sampling_params(main.strategy)}')",
+                + ". A saving against another sampling is not the strategy's own: compare like with like"
+                + example
+                + ")",
                 highlight=False,
             )
 
@@ -965,12 +970,13 @@ def _summary(arms: list[_Arm]) -> None:
 def _sampling(strategy: Any) -> str:
     """How a strategy samples, in words (from its temperature, top_p and max_tokens)."""
     temperature = getattr(strategy, "temperature", None)
-    if temperature is None:
-        return "its own (see its parameters)"
+    if temperature is None or getattr(strategy, "inner", None) is not None:
+        return "its own (see its parameters and its inner strategies')"
+    cap = getattr(strategy, "max_tokens", None)
+    up_to = f", up to {cap} tokens" if cap is not None else ""
     if temperature == 0:
-        return f"greedy, up to {getattr(strategy, 'max_tokens', '?')} tokens"
-    top_p = getattr(strategy, "top_p", 1.0)
-    return f"T={temperature} top_p={top_p}, up to {getattr(strategy, 'max_tokens', '?')} tokens"
+        return f"greedy{up_to}"
+    return f"T={temperature} top_p={getattr(strategy, 'top_p', 1.0)}{up_to}"
 
 
 def _sampling_params(strategy: Any) -> str:

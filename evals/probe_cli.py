@@ -531,8 +531,23 @@ def train(
 
     if kind not in ("exit", "difficulty", "advantage", "value"):
         raise ConfigError(f"--kind must be exit, difficulty, value or advantage, got {kind!r}")
+    try:
+        sizes = tuple(int(v) for v in hidden.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--hidden must be comma-separated layer sizes (e.g. 256,64; '' = logistic), got {hidden!r}"
+        ) from None
+    if any(size < 1 for size in sizes):
+        raise ConfigError(f"--hidden sizes must be >= 1, got {hidden!r}")
     data = DecisionPoints.load(_stem(data_path))
-    sizes = tuple(int(v) for v in hidden.split(",") if v)
+    steps = data.meta.get("position") == "step-end" or data.advantage is not None
+    if (kind == "advantage") != steps:
+        made = "collect-advantage (judged draft steps)" if steps else "collect or build (decision points)"
+        wanted = "collect-advantage" if kind == "advantage" else "collect"
+        raise ConfigError(
+            f"{data_path} was made by `reasoning probe {made}`; {_article(kind)} {kind} probe learns from "
+            f"`reasoning probe {wanted}` data"
+        )
     probe = train_probe(data, kind, sizes, seed=seed, force=force)  # type: ignore[arg-type]
     path = probe.save(_stem(out_path))
     out.print(f"probe: {path}  {json.dumps(probe.card.metrics)}")
@@ -581,6 +596,11 @@ def calibrate_command(
     if probe.card.kind == "value":
         raise ConfigError(
             f"{probe_path} is a value model: it needs no calibration (only its probability is used)"
+        )
+    if probe.card.kind == "difficulty":
+        raise ConfigError(
+            f"{probe_path} is a difficulty probe: it needs no calibration (`difficulty -p threshold=...` "
+            "sets where routes split)"
         )
     if alpha is None:
         raise ConfigError(f"{probe_path} is a {probe.card.kind} probe: give --alpha")
@@ -747,3 +767,7 @@ def _build_report(rows: list[tuple[str, Any, Path]], recipe: str, wall: float, d
                 for low, high, count, mean_p, observed in q.reliability
             ]
     return "\n".join(lines) + "\n"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

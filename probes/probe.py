@@ -816,9 +816,16 @@ def resolve(path: str, model: str, kind: Kind) -> Path:
     if not path:
         found = shipped(kind, model)
         if found is None:
+            from reasoning.models import embedded
+
+            how = (
+                f"make one with `reasoning probe build --model {model} --out DIR`"
+                if embedded(model) is not None or Path(model).is_dir()
+                else "train one on this model's hidden states with `reasoning probe` (docs/usage.md)"
+            )
             raise ConfigError(
-                f"no {kind} probe ships for {model!r} (the embedded models have them); make one with "
-                f"`reasoning probe build --model {model}` and give its path"
+                f"no {kind} probe ships for {model!r} (only the embedded models have them); {how} and give "
+                "its path (-p probe=FILE.json)"
             )
         return found
     file = Path(path if path.endswith(".json") else path + ".json")

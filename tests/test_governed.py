@@ -477,3 +477,110 @@ class EarlyExitLike:
 class GreedyLike:
     temperature = 0.0
     max_tokens = 512
+
+
+# -- what a newcomer tripped on ------------------------------------------------------------------------
+
+
+def test_over_needs_plain_samples_the_same_budget_and_no_more_samples_than_stored() -> None:
+    def cells(source: dict[str, Any], **over: Any) -> None:
+        LeaderboardSpec.model_validate(
+            {
+                "name": "o",
+                "datasets": {"g": "gsm8k"},
+                "models": {"s": {"kind": "scripted"}},
+                "entries": [
+                    {"name": "src", **source},
+                    {"name": "sel", "strategy": "best-of-n", "over": "src", "params": {"n": 4}, **over},
+                ],
+            }
+        ).cells()
+
+    sc = {"strategy": "self-consistency", "params": {"n": 4}}
+    cells(sc)
+    with pytest.raises(ConfigError, match="not independent samples"):
+        cells({"strategy": "self-consistency(n=4, inner=single(temperature=0.3))"})
+    with pytest.raises(ConfigError, match="not independent samples"):
+        cells({"strategy": "single"}, params={"n": 4, "temperature": 0.0})
+    with pytest.raises(ConfigError, match="its budget must be src's"):
+        cells({**sc, "budget": {"output_tokens": 10}})
+    with pytest.raises(ConfigError, match="asks for n=8 samples; src stores 4"):
+        cells(sc, params={"n": 8})
+    with pytest.raises(ConfigError, match="have the same settings"):
+        LeaderboardSpec.model_validate(
+            {
+                "name": "d",
+                "datasets": {"g": "gsm8k"},
+                "models": {"s": {"kind": "scripted"}},
+                "entries": [
+                    {"name": "a", "strategy": "single"},
+                    {"name": "b", "strategy": "single(temperature=0.0)"},
+                ],
+            }
+        ).cells()
+
+
+def test_an_entry_that_fails_every_problem_fails_the_run_after_storing_the_rest(tmp_path: Path) -> None:
+    from reasoning.errors import ReasoningError
+
+    spec = LeaderboardSpec.model_validate(
+        {
+            "name": "f",
+            "store": str(tmp_path / "f.sqlite"),
+            "models": {"s": {"kind": "scripted"}},
+            "datasets": {"g": {"name": "gsm8k", "limit": 2}},
+            "entries": [
+                {"name": "greedy", "strategy": "single"},
+                {"name": "lt", "strategy": "lt-select", "params": {"n": 2}},  # no hidden states here
+            ],
+        }
+    )
+    with Store.open(spec.store_path) as store:
+        with pytest.raises(ReasoningError, match=r"lt: 2 of 2 failed \(the first error: .*hidden states"):
+            run_leaderboard(
+                spec, store, lambda m, h: ScriptedBackend(["\\boxed{1}"]), console=Console(file=io.StringIO())
+            )
+        greedy = next(c for c in spec.cells() if c.label == "greedy")
+        assert len(store.results(greedy.key)) == 2
+
+
+def test_probe_commands_refuse_the_wrong_data_and_bad_sizes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reasoning.evals.probe_cli import probe_app
+
+    synthetic(problems=130).save(tmp_path / "points")
+    runner = CliRunner()
+    wrong = runner.invoke(
+        probe_app,
+        ["train", "--kind", "advantage", "--data", str(tmp_path / "points"), "--out", str(tmp_path / "r")],
+    )
+    assert wrong.exit_code == 1 and "collect-advantage" in str(wrong.exception)
+    sizes = runner.invoke(
+        probe_app,
+        ["train", "--hidden", "abc", "--data", str(tmp_path / "points"), "--out", str(tmp_path / "r")],
+    )
+    assert sizes.exit_code == 1 and "--hidden must be comma-separated" in str(sizes.exception)
+    trained = runner.invoke(
+        probe_app,
+        [
+            "train",
+            "--kind",
+            "difficulty",
+            "--hidden",
+            "",
+            "--data",
+            str(tmp_path / "points"),
+            "--out",
+            str(tmp_path / "d"),
+            "--force",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    calibrated = runner.invoke(
+        probe_app,
+        ["calibrate", "--probe", str(tmp_path / "d"), "--data", str(tmp_path / "points"), "--alpha", "0.1"],
+    )
+    assert calibrated.exit_code == 1 and "difficulty probe: it needs no calibration" in str(
+        calibrated.exception
+    )

@@ -36,7 +36,11 @@ def run(
     ] = None,
     entry: Annotated[
         list[str] | None,
-        typer.Option("--entry", help="Solve only the entries of this name (repeatable); the rest wait."),
+        typer.Option(
+            "--entry",
+            help="Solve only the entries of this name (repeatable; an entry with over: brings its source); "
+            "the rest wait.",
+        ),
     ] = None,
     ray: Annotated[
         str | None,
@@ -59,7 +63,7 @@ def run(
         quiet_engine_logs,
         stop_on_signals,
     )
-    from reasoning.evals.leaderboard.runner import cell_problems, load_problems, run_leaderboard
+    from reasoning.evals.leaderboard.runner import cell_problems, load_problems, run_leaderboard, selected
     from reasoning.evals.leaderboard.spec import ModelGroup, read_leaderboard
     from reasoning.evals.leaderboard.store import Store
     from reasoning.evals.spec import RunSpec, VLLMEngine
@@ -88,7 +92,7 @@ def run(
     if unknown:
         errors.append(f"--entry {', '.join(unknown)}: no such entry; entries: {', '.join(names)}")
     if entry:
-        cells = [c for c in cells if c.entry in entry]
+        cells = selected(cells, entry)
     if errors:
         raise ConfigError("; ".join(errors))
     size = sum(len(cell_problems(c, problems)) for c in cells) * len(spec.seeds)

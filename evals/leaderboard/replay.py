@@ -41,6 +41,8 @@ class ReplayBackend:
         self.source = source
         self.label = label
         self.served = 0
+        self.replayed_tokens = 0
+        """Output tokens of the stored samples served (decoded by the source, not here)."""
 
     def __getattr__(self, name: str) -> Any:  # engine_info, model, max_concurrency, ...
         return getattr(self.inner, name)
@@ -84,6 +86,7 @@ class ReplayBackend:
                 f"this strategy asks for {self.served + n}"
             )
         taken, self.served = stored[self.served : self.served + n], self.served + n
+        self.replayed_tokens += sum(c.output_tokens for c in taken)
         for index, candidate in enumerate(taken):
             yield Chunk(
                 index=index,
@@ -91,7 +94,9 @@ class ReplayBackend:
                 tokens=candidate.output_tokens,
                 prompt_tokens=candidate.prompt_tokens,
                 cached_tokens=candidate.cached_tokens,
-                finish_reason="length" if candidate.finish_reason == "length" else "stop",
+                finish_reason=candidate.finish_reason
+                if candidate.finish_reason in ("length", "cancelled")
+                else "stop",
             )
 
     def stream_at_once(self, request: Request) -> AsyncGenerator[Chunk, None]:
@@ -109,9 +114,14 @@ class ReplayBackend:
         return int(self.inner.prompt_tokens(request))
 
 
-def with_source_costs(run: Run, source: Run, label: str) -> Run:
-    """`run` with the source run's wall time added (its samples took that long to decode)."""
+def with_source_costs(run: Run, source: Run, label: str, replayed_tokens: int = 0) -> Run:
+    """`run` with the source run's wall time added (its samples took that long to decode).
+
+    ``usage.replayed_tokens`` says how many of its output tokens the source decoded (the
+    engine's throughput in this session leaves them out).
+    """
     usage = dict(run.usage)
+    usage["replayed_tokens"] = replayed_tokens
     usage["seconds"] = float(usage.get("seconds", 0.0)) + float(source.usage.get("seconds", 0.0))
     if "sequential_tokens" in source.usage:
         usage["sequential_tokens"] = source.usage["sequential_tokens"]

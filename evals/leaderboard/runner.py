@@ -43,7 +43,7 @@ from reasoning.hardware import machine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Job", "StartBackend", "arun_leaderboard", "load_problems", "plan", "run_leaderboard"]
+__all__ = ["Job", "StartBackend", "arun_leaderboard", "load_problems", "plan", "run_leaderboard", "selected"]
 
 StartBackend = Callable[[str, bool], Any]
 """Starts the backend of a model by its leaderboard name (and whether hidden states are needed)."""
@@ -80,6 +80,18 @@ def load_problems(spec: LeaderboardSpec) -> dict[str, list[Problem]]:
     if errors:
         raise ConfigError(f"invalid leaderboard {spec.name}: " + "; ".join(errors))
     return problems
+
+
+def selected(cells: Sequence[Cell], entries: Collection[str] | None) -> list[Cell]:
+    """The cells of the named `entries` (all when None), with the cells they select over.
+
+    An entry with ``over:`` reads its source's stored samples, so its source runs too.
+    """
+    if entries is None:
+        return list(cells)
+    wanted = set(entries)
+    wanted |= {s.entry for c in cells if c.entry in wanted and c.over for s in cells if s.key == c.over}
+    return [c for c in cells if c.entry in wanted]
 
 
 def cell_problems(cell: Cell, problems: Mapping[str, list[Problem]]) -> list[Problem]:
@@ -206,17 +218,16 @@ async def arun_leaderboard(
         ConfigError: The spec or a dataset is invalid (before any backend starts).
         BackendError: A backend failed for good; everything finished is in the store.
     """
-    every = spec.cells()
-    wanted = set(entries) if entries is not None else None
-    if wanted is not None:  # an entry selecting over another needs that one's rows: run it too
-        wanted |= {s.entry for c in every if c.entry in wanted and c.over for s in every if s.key == c.over}
-    cells = [c for c in every if wanted is None or c.entry in wanted]
+    cells = selected(spec.cells(), entries)
     problems = load_problems(spec)
+    console = console or Console(stderr=True)
     for cell in cells:  # artefacts usable, and fitted on none of the problems the cell solves
         try:
-            check_artefacts(
+            warnings = check_artefacts(
                 [cell.strategy], served_models(spec.models[cell.model]), cell_problems(cell, problems)
             )
+            for warning in warnings:
+                console.print(f"[bold yellow]warning:[/] {escape(warning)}")
         except ConfigError as exc:
             raise type(exc)(
                 f"invalid leaderboard {spec.name}: entry {cell.label} on {cell.model}/{cell.dataset}: {exc}"
@@ -259,6 +270,7 @@ async def arun_leaderboard(
             if stored:
                 bar.update(tasks[cell.key], acc=f"{score[cell.key][0] / len(stored):.0%}")
         solved = 0
+        outcomes: dict[str, list[Run]] = {cell.key: [] for cell in cells}
         for model in spec.models:
             mine = [job for job in jobs if job.cell.model == model]
             if not mine:
@@ -270,6 +282,7 @@ async def arun_leaderboard(
                 def advance(job: Job, run: Run) -> None:
                     nonlocal solved
                     solved += 1
+                    outcomes[job.cell.key].append(run)
                     if run.correct is not None:
                         score[job.cell.key][0] += int(run.correct)
                         score[job.cell.key][1] += 1
@@ -282,6 +295,18 @@ async def arun_leaderboard(
             finally:
                 if close is not None:
                     close(backend)
+    failed = [
+        f"{_where(cell, spec)}: {len(outcomes[cell.key])} of {len(outcomes[cell.key])} failed "
+        f"(the first error: {outcomes[cell.key][0].error})"
+        for cell in cells
+        if outcomes[cell.key] and all(r.error is not None for r in outcomes[cell.key])
+    ]
+    if failed:  # after every row is stored: the rest of the board stands
+        raise ReasoningError(
+            "entries that failed every problem they ran: "
+            + "; ".join(failed)
+            + f" (error rows are in {store.path} and are retried by the next run)"
+        )
     return solved
 
 
@@ -331,14 +356,16 @@ async def _solve(
             async with limit.hold(_weight(job.cell)):  # its error row, unless the engine is gone
                 run = await run_problem(run_controller, job.problem, job.cell.strategy, job.cell.budget)
             if source is not None and replay.served:  # nothing replayed (a greedy route): its own costs
-                run = with_source_costs(run, source, job.cell.over_label or "")
+                run = with_source_costs(run, source, job.cell.over_label or "", replay.replayed_tokens)
             run, verdicts = await grade_run_async(job.problem, run)
             samples = [
                 (c.answer, verdict, c.output_tokens)
                 for c, verdict in zip(run.candidates, verdicts, strict=True)
             ]
             store.put(job.cell.key, job.seed, job.position, run, samples, session)
-            spent["output"] += int(run.usage.get("output_tokens", 0))
+            spent["output"] += int(run.usage.get("output_tokens", 0)) - int(
+                run.usage.get("replayed_tokens", 0)
+            )
             spent["prompt"] += int(run.usage.get("prompt_tokens", 0))
             store.update_session(session, time.monotonic() - started, spent["output"], spent["prompt"])
             advance(job, run)

@@ -304,6 +304,14 @@ class LeaderboardSpec(Settings):
                             cell = dataclasses.replace(cell, key=_hash(cell.identity(self)))
                         cells.append(cell)
         cells = self._resolve_over(cells, errors)
+        same: dict[str, Cell] = {}
+        for cell in cells:
+            if cell.key and cell.key in same:
+                errors.append(
+                    f"entries {same[cell.key].label!r} and {cell.label!r} on {cell.model}/{cell.dataset} "
+                    "have the same settings (they would share one set of rows): drop one, or change a setting"
+                )
+            same.setdefault(cell.key, cell)
         seen: dict[tuple[str, str, str], Cell] = {}
         for cell in cells:
             place = (cell.label, cell.model, cell.dataset)
@@ -348,6 +356,23 @@ class LeaderboardSpec(Settings):
                 continue
             if isinstance(self.models[cell.model], ModelGroup):
                 errors.append(f"{where}: over needs a single model, not a group")
+                continue
+            plain = getattr(source.strategy, "independent_samples", False) and (
+                getattr(source.strategy, "inner", None) is None
+            )
+            if not plain or not getattr(source.strategy, "temperature", 0):
+                errors.append(
+                    f"{where}: over {source.label!r}, whose candidates are not independent samples of the "
+                    "prompt (over needs a sampling entry with no inner strategy, temperature > 0: "
+                    "self-consistency, best-of-n)"
+                )
+                continue
+            if cell.budget != source.budget:
+                errors.append(f"{where}: its budget must be {source.label}'s to select over its samples")
+                continue
+            wants, has = getattr(cell.strategy, "n", None), getattr(source.strategy, "n", None)
+            if isinstance(wants, int) and isinstance(has, int) and wants > has:
+                errors.append(f"{where}: asks for n={wants} samples; {source.label} stores {has}")
                 continue
             differ = [
                 name

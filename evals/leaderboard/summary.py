@@ -165,8 +165,11 @@ def _matched(
     ]
     if not pool:
         return None
-    nearest = min(pool, key=lambda s: abs(s.output_tokens - mine.output_tokens))
-    same = mine.cell.identity.get("over") == nearest.cell.key
+    source = [s for s in pool if s.cell.key == mine.cell.identity.get("over")]
+    # An entry selecting over a self-consistency entry's samples is matched with that entry:
+    # the same samples, so the paired test sees the selection rule alone.
+    nearest = source[0] if source else min(pool, key=lambda s: abs(s.output_tokens - mine.output_tokens))
+    same = bool(source)
     label = f"{nearest.label} ({nearest.output_tokens:.0f} tokens{', the same samples' if same else ''})"
     return compare(rows[nearest.cell.key], rows[mine.cell.key], label)
 
