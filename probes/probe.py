@@ -534,7 +534,8 @@ def train_probe(
 
     The validation split holds out whole problems (every trace of a problem on one side,
     stratified by whether its first trace was right), so the reported quality is on problems
-    the probe never saw. Early stopping watches validation loss. Exit, difficulty and
+    the probe never saw; early stopping watches the loss on an inner 15% of the training
+    problems, so nothing tuned touches the validation problems. Exit, difficulty and
     advantage probes weight classes to balance (LYNX; Arbitrage downsamples instead); a value
     model is not reweighted, so its output estimates P(right) itself. With an ``advantage``
     array in the data, ``spearman_val`` reports rho(output, advantage) held out.
