@@ -296,6 +296,12 @@ def build(
         if kind == "value":
             probe.card.training["selection_held_out"] = selection_check(probe, held)
         probe.card.training["recipe"] = recipe
+        measured = probe.card.quality[-1]  # on the problems held out from fitting
+        if not probe.card.underpowered and not measured.auroc_low > 0.5:
+            probe.card.underpowered.append(
+                f"{measured.split} AUROC {measured.auroc:.3f} (95% interval {measured.auroc_low:.3f}-"
+                f"{measured.auroc_high:.3f}, {measured.problems} problems) is not above chance"
+            )
         shortfalls += [f"{kind}: {u}" for u in probe.card.underpowered]
         if probe.card.underpowered and not force:
             continue

@@ -256,25 +256,24 @@ async def compute_features(
 
     async def per_trace(trace: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         tokens, events = trace["tokens"], [e["position"] for e in trace["events"]]
-        prompt = read(request_of(trace, ""), [-1])
-        final = read(request_of(trace, trace["text"]), [-1])  # the whole trace's last token
-        if not events:
-            first, last = await run_all(prompt, final)
-            return first[0], [], last[0]
-        # One read for all points when the text re-tokenizes into the generated tokens (the
-        # usual case): positions in the full text; otherwise one read per point.
+        # One read of the whole trace serves the prompt's last token, every decision point and
+        # the trace's last token when the text re-tokenizes into the generated tokens (the usual
+        # case; attention is causal, so a position's state does not see what follows it);
+        # otherwise one read per point.
         counter = backend if isinstance(backend, TokenCounter) else None
-        full = request_of(trace, "".join(tokens[: events[-1]]))
-        if counter is not None:
+        whole = request_of(trace, trace["text"])
+        if counter is not None and "".join(tokens) == trace["text"]:
             start = counter.prompt_tokens(request_of(trace, ""))
-            aligned = all(
+            aligned = counter.prompt_tokens(whole) == start + len(tokens) and all(
                 counter.prompt_tokens(request_of(trace, "".join(tokens[:p]))) == start + p for p in events
             )
             if aligned:
-                first, last, rows = await run_all(prompt, final, read(full, [start + p - 1 for p in events]))
-                return first[0], list(rows), last[0]
+                rows = await read(whole, [start - 1, *(start + p - 1 for p in events), -1])
+                return rows[0], list(rows[1:-1]), rows[-1]
         parts = await run_all(
-            prompt, final, *(read(request_of(trace, "".join(tokens[:p])), [-1]) for p in events)
+            read(request_of(trace, ""), [-1]),
+            read(whole, [-1]),
+            *(read(request_of(trace, "".join(tokens[:p])), [-1]) for p in events),
         )
         return parts[0][0], [part[0] for part in parts[2:]], parts[1][0]
 

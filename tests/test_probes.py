@@ -29,14 +29,14 @@ TRACE = "Let us add.\n\nTwo plus two DONE so\n\nchecking again and again\n\nThe 
 
 def states(request: Request, layers, positions) -> np.ndarray:
     """Fake hidden states at each position: feature 0 is 1 once DONE has been written, feature 2
-    is 1 for "easy" prompts, feature 1 = length of the text so far."""
+    is 1 for "easy" prompts (causal, like a real model: a position sees only what precedes it), feature 1 = length of the text so far."""
     words = tokenize(
         "".join(f"<{m.role}> {m.content}\n" for m in request.messages) + "<assistant> " + request.prefix
     )
     rows = []
     for position in positions:
         text = "".join(words[: (position % len(words)) + 1])
-        easy = 1.0 if "easy" in request.messages[-1].content and not request.prefix else 0.0
+        easy = 1.0 if "easy" in request.messages[-1].content else 0.0
         rows.append([1.0 if "DONE" in text else 0.0, len(text) / 100, easy, 1.0])
     return np.tile(np.asarray(rows, dtype=np.float32)[:, None, :], (1, len(layers), 1))
 
@@ -212,6 +212,10 @@ async def test_collect_labels_decision_points_by_forced_exits() -> None:
     # Forced exits are cut at the closing brace: "4}" is 1 scripted token.
     assert all(e["tokens"] == 1 for e in traces[0]["events"])
     data = await compute_features(backend, traces, LAYERS)
+    # One read per trace serves its prompt, its decision points and its last token.
+    assert len(backend.hidden_requests) == len(traces)
+    assert all(data.prompt_features[:, 1] < data.features[[0, 3], 1])  # the prompt's end, before the trace
+    assert all(data.final_features[:, 1] > data.features[[2, 5], 1])  # the trace's end, after its last point
     assert data.features.shape == (6, HIDDEN * len(LAYERS)) and list(data.labels) == [0, 1, 1, 0, 1, 1]
     assert list(data.prompt_features[:, 2]) == [0.0, 1.0] and list(data.trace)[:3] == [0, 0, 0]
     assert data.features[1, 0] == 1.0 and data.features[0, 0] == 0.0  # the point's own token is read
