@@ -29,7 +29,8 @@ TRACE = "Let us add.\n\nTwo plus two DONE so\n\nchecking again and again\n\nThe 
 
 def states(request: Request, layers, positions) -> np.ndarray:
     """Fake hidden states at each position: feature 0 is 1 once DONE has been written, feature 2
-    is 1 for "easy" prompts (causal, like a real model: a position sees only what precedes it), feature 1 = length of the text so far."""
+    is 1 for "easy" prompts, feature 1 = length of the text so far. Causal, like a real model:
+    a position sees only what precedes it."""
     words = tokenize(
         "".join(f"<{m.role}> {m.content}\n" for m in request.messages) + "<assistant> " + request.prefix
     )
