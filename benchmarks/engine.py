@@ -119,8 +119,8 @@ def _prompts(count: int) -> list[str]:
     from transformers import AutoTokenizer
 
     from reasoning import default_prompt
+    from reasoning.engine.models import resolve_model
     from reasoning.evals.datasets import load_dataset
-    from reasoning.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
     problems = load_dataset("gsm8k", limit=count)
@@ -139,7 +139,7 @@ def raw(spec: dict[str, Any]) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
 
     from reasoning.backends.vllm_local import _configure_cpu_environment
-    from reasoning.models import resolve_model
+    from reasoning.engine.models import resolve_model
 
     _configure_cpu_environment()
     start = time.perf_counter()
@@ -278,7 +278,7 @@ def roof_at(limits: dict[str, float], dtype: str, batch: int) -> tuple[float, st
 
 
 def main(args: argparse.Namespace) -> None:
-    from reasoning.hardware import choose_dtype, cpu_kind, machine
+    from reasoning.engine.hardware import choose_dtype, cpu_kind, machine
 
     m = machine()
     parts = args.parts.split(",")

@@ -70,10 +70,10 @@ from typing import Any
 
 from reasoning import Controller, Problem, default_prompt, extract_answer
 from reasoning.backends.openai_server import OpenAIBackend
-from reasoning.backends.server import VLLMServer
 from reasoning.errors import ReasoningError
 from reasoning.evals.datasets import load_dataset
 from reasoning.evals.run import solve
+from reasoning.serving.server import VLLMServer
 from reasoning.strategies import BestOfN, SelfConsistency
 from reasoning.verifiers.grading import grade
 

@@ -27,11 +27,11 @@ import openai
 import uvicorn
 
 from reasoning import Controller, ScriptedBackend, default_prompt
-from reasoning.backends.server import free_port
 from reasoning.compose import build
 from reasoning.evals.datasets import load_dataset
-from reasoning.evals.proxy import Limits, ProxySettings, create_app
 from reasoning.evals.run import read_results, solve
+from reasoning.serving.proxy import Limits, ProxySettings, create_app
+from reasoning.serving.server import free_port
 
 
 async def serve(

@@ -27,8 +27,8 @@ import httpx
 import uvicorn
 
 from reasoning import ScriptedBackend
-from reasoning.backends.server import free_port
-from reasoning.evals.proxy import ProxySettings, create_app
+from reasoning.serving.proxy import ProxySettings, create_app
+from reasoning.serving.server import free_port
 
 LONG = " ".join(f"w{i}" for i in range(500))
 LEAVE = 0.3

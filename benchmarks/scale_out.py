@@ -1,6 +1,6 @@
 """Scale-out over engine replicas on a local Ray cluster: what it gains, what it costs.
 
-Three measurements, side by side in one run (`reasoning.evals.scale_out`):
+Three measurements, side by side in one run (`reasoning.backends.replicas`):
 
 1. The coordinator's overhead per request: scripted replicas (no model, zero decode time), the
    same requests sent straight to an in-process `ScriptedBackend` and through a pool of one and
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from reasoning import Controller, EngineConfig, Message, Request, Sampling, ScriptedBackend, collect
+from reasoning.backends.replicas import ReplicaPool, connect, start_replicas
 from reasoning.concurrency import run_all
 from reasoning.evals.datasets import load_dataset
 from reasoning.evals.run import solve
-from reasoning.evals.scale_out import ReplicaPool, connect, start_replicas
 from reasoning.strategies import SelfConsistency
 from reasoning.strategies.beam_search import BeamSearch
 from reasoning.verifiers.process import ScriptedScorer

@@ -30,10 +30,10 @@ from typing import Any
 from reasoning import Controller, Run
 from reasoning.backends.vllm_local import VLLMBackend
 from reasoning.compose import build
+from reasoning.engine.hardware import machine
 from reasoning.evals.datasets import load_dataset
 from reasoning.evals.leaderboard.stats import mcnemar_exact, wilson
 from reasoning.evals.run import solve
-from reasoning.hardware import machine
 
 
 def arms(t: int) -> dict[str, str]:

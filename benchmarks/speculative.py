@@ -33,10 +33,10 @@ from typing import Any
 from reasoning import Controller, Run, Sampling, collect
 from reasoning.backends.vllm_local import DRAFT_TARGET, VLLMBackend, load_backends, shares_tokenizer
 from reasoning.config import EngineConfig
+from reasoning.engine.hardware import machine
 from reasoning.evals.datasets import load_dataset
 from reasoning.evals.leaderboard.stats import mcnemar_exact, wilson
 from reasoning.evals.run import solve
-from reasoning.hardware import machine
 from reasoning.probes.atts_calibration import ChunkSettings, collect_calibration
 from reasoning.problem import Problem, default_prompt
 from reasoning.strategies import ATTS, Arbitrage, Single, SpecReason, SpecThinking

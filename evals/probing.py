@@ -28,8 +28,8 @@ import numpy as np
 from reasoning import Backend, Problem, Request, Sampling, extract_answer
 from reasoning.backend import HIDDEN_STATES_OFFERED_BY, HiddenStateReader, TokenCounter
 from reasoning.concurrency import run_all
+from reasoning.engine.models import cached_model_path, fingerprint
 from reasoning.errors import CapabilityError, ConfigError, DatasetError
-from reasoning.models import cached_model_path, fingerprint
 from reasoning.probes.cues import DEFAULT_CUES, CueSet
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.exit import EXIT_PHRASE, default_layers, read_answer

@@ -5,7 +5,7 @@ about twice as many samples queued as it decodes at once), so the engine stays s
 Each finished run is graded and appended to the JSONL output the moment it finishes (so a
 crash loses nothing finished); when all are done the file is rewritten in dataset order.
 Re-running with the same output skips the problems already there; a problem that failed is
-retried. On a pool of engine replicas (`reasoning.evals.scale_out`), a problem whose replica
+retried. On a pool of engine replicas (`reasoning.backends.replicas`), a problem whose replica
 died (`ReplicaLost`) is re-run at once on a live replica, a few times at most.
 """
 

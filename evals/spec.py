@@ -35,96 +35,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from reasoning.backends.specs import (
+    BackendSpec,
+    ScriptedReply,
+    ServerBackend,
+    VLLMEngine,
+    backend_kind,
+)
 from reasoning.budget import Budget
-from reasoning.config import EngineConfig, Settings
+from reasoning.config import Settings
 from reasoning.errors import ConfigError
-from reasoning.models import DEFAULT_MODEL, embedded
+from reasoning.problem import Problem
 from reasoning.strategy import Strategy
 
-__all__ = [
-    "DEFAULT_SCRIPT",
-    "BackendSpec",
-    "DatasetSpec",
-    "RunSpec",
-    "ScriptedReply",
-    "ServerBackend",
-    "VLLMEngine",
-    "backend_kind",
-    "read_spec",
-]
-
-DEFAULT_SCRIPT = "The answer is \\boxed{0}."
-"""The scripted backend's reply when none is given."""
-
-
-class VLLMEngine(EngineConfig):
-    """An in-process vLLM engine (``kind: vllm``): its `EngineConfig`.
-
-    In a `RunSpec`, its seed is the run's unless given, and its hidden states are turned on when
-    a strategy of the run needs them.
-    """
-
-    kind: Literal["vllm"] = "vllm"
-
-    def served_model(self) -> str:
-        """The model name the engine's records carry (an embedded model's own name)."""
-        spec = embedded(self.model or DEFAULT_MODEL)
-        return spec.name if spec else str(self.model)
-
-
-class ServerBackend(Settings):
-    """An OpenAI-compatible server that is already running (``kind: openai``)."""
-
-    what: ClassVar[str] = "server backend"
-
-    kind: Literal["openai"] = "openai"
-    url: str
-    """Base URL (what ``reasoning serve`` printed)."""
-    model: str | None = None
-    """Served model name (None: the server's first model, asked before the run)."""
-    api_key: str = Field(
-        default_factory=lambda: os.environ.get("OPENAI_API_KEY", "EMPTY"), exclude=True, repr=False
-    )
-    """API key (default: ``$OPENAI_API_KEY``); never written to records."""
-
-
-class ScriptedReply(Settings):
-    """The scripted backend (``kind: scripted``): one fixed reply, for dry runs."""
-
-    what: ClassVar[str] = "scripted backend"
-
-    kind: Literal["scripted"] = "scripted"
-    script: str = DEFAULT_SCRIPT
-    """The reply to every request."""
-    seconds_per_token: float = Field(default=0.0, ge=0)
-    """Delay before each token (a slow dry run, e.g. to try an interrupted run and its resume)."""
-
-    @staticmethod
-    def served_model() -> str:
-        """The model name its records carry."""
-        return "scripted"
-
-
-def backend_kind(value: Any) -> Any:
-    """A backend's settings as a mapping with its ``kind`` (others pass as they are).
-
-    Shorthands: a URL is a server, any other string a model; a mapping's kind from its keys.
-    """
-    if isinstance(value, str):
-        if value.startswith(("http://", "https://")):
-            return {"kind": "openai", "url": value}
-        return {"kind": "vllm", "model": value}
-    if isinstance(value, Mapping) and "kind" not in value:
-        kind = "openai" if "url" in value else "scripted" if "script" in value else "vllm"
-        return {"kind": kind, **value}
-    return value
+__all__ = ["BackendSpec", "DatasetSpec", "RunSpec", "read_spec"]
 
 
 def _seeded(value: Any, seed: Any) -> Any:
@@ -133,12 +63,6 @@ def _seeded(value: Any, seed: Any) -> Any:
     if isinstance(value, Mapping) and value.get("kind") == "vllm" and "seed" not in value:
         return {**value, "seed": seed}
     return value
-
-
-BackendSpec = Annotated[
-    VLLMEngine | ServerBackend | ScriptedReply, Field(discriminator="kind"), BeforeValidator(backend_kind)
-]
-"""One backend of a run: an engine to start, a running server, or a scripted reply."""
 
 
 def _budget_lines(value: Any) -> Any:
@@ -212,7 +136,7 @@ class RunSpec(Settings):
     """Modules or .py files whose strategies to register first."""
     ray: str | None = None
     """Spread the problems over engine replicas on a Ray cluster: ``auto`` (this machine's cluster,
-    or a new local one) or a cluster's ``HOST:PORT`` (`reasoning.evals.scale_out`). None: one
+    or a new local one) or a cluster's ``HOST:PORT`` (`reasoning.backends.replicas`). None: one
     engine in this process."""
     replicas: int | None = Field(default=None, gt=0)
     """Engine replicas with `ray` (None: one per node of the cluster)."""
@@ -268,6 +192,18 @@ class RunSpec(Settings):
             names = ", ".join(n for n in named if n) or "(none: pass backends by name)"
             raise ValueError(f"budgets name unknown backends {unknown}; named backends: {names}")
         return self
+
+    def problems(self) -> list[Problem]:
+        """The run's problems: its dataset's (loaded and checked), or its one question."""
+        from reasoning.evals.datasets import load_dataset
+
+        if self.dataset is None:
+            return [Problem(id="question", question=self.question or "", answer=self.gold, kind="math")]
+        data = self.dataset
+        seed = self.seed if data.seed is None else data.seed
+        return load_dataset(
+            data.name, limit=data.limit, offset=data.offset, fields=data.fields, seed=seed, graded=data.grade
+        )
 
     def named(self) -> dict[str, VLLMEngine | ServerBackend | ScriptedReply]:
         """The run's backends by name, the PRM left out (``""``: the one unnamed backend)."""

@@ -10,7 +10,7 @@
 * `reasoning.probes.advantage`: advantage routers (where they read, escalation-rate calibration).
 
 Collecting labels needs gold answers or a judge and lives in `reasoning.evals.probing` and
-`reasoning.evals.advantage`; the strategies that use probes are `early-exit`, `lt-select`,
+`reasoning.evals.router_data`; the strategies that use probes are `early-exit`, `lt-select`,
 `lt-prune`, `difficulty`, `arbitrage`, and the tree searches with ``scorer="probe"``.
 """
 

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from reasoning.engine.models import ModelFingerprint
 from reasoning.errors import ConfigError
-from reasoning.models import ModelFingerprint
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.probe import Probe, RouterCalibration, auroc, fitted_on, spearman
 

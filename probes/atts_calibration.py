@@ -57,8 +57,8 @@ import numpy as np
 from reasoning.backend import Backend, Completion, Sampling, TokenLogprob
 from reasoning.concurrency import run_all
 from reasoning.controller import Controller
+from reasoning.engine.models import fingerprint
 from reasoning.errors import BackendError, ConfigError
-from reasoning.models import fingerprint
 from reasoning.probes.data import what_artefact
 from reasoning.problem import Problem
 from reasoning.record import Candidate, Run

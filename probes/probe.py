@@ -30,8 +30,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from reasoning.engine.models import ModelFingerprint, fingerprint
 from reasoning.errors import ConfigError
-from reasoning.models import ModelFingerprint, fingerprint
 from reasoning.probes.conformal import ClassConditional
 from reasoning.probes.data import DecisionPoints, _a, file_sha256, what_artefact
 from reasoning.problem import Problem, question_sha
@@ -817,7 +817,7 @@ def resolve(path: str, model: str, kind: Kind) -> Path:
     if not path:
         found = shipped(kind, model)
         if found is None:
-            from reasoning.models import embedded
+            from reasoning.engine.models import embedded
 
             how = (
                 f"make one with `reasoning probe build --model {model} --out DIR`"

@@ -23,6 +23,7 @@ from reasoning.backends.scripted import ScriptedBackend
 from reasoning.budget import Budget, Meter, Usage
 from reasoning.config import EngineConfig
 from reasoning.controller import Controller
+from reasoning.engine.models import DEFAULT_MODEL, resolve_model
 from reasoning.errors import (
     BackendError,
     BackendUnavailable,
@@ -36,7 +37,6 @@ from reasoning.errors import (
     ReplicaLost,
     VerifierError,
 )
-from reasoning.models import DEFAULT_MODEL, resolve_model
 from reasoning.problem import Problem, default_prompt
 from reasoning.record import Candidate, Run
 from reasoning.registry import STRATEGIES, Registry

@@ -245,7 +245,7 @@ class ProblemRouter(Protocol):
 
     `Controller.run` calls `for_problem` once per problem (per attempt) and gives the strategy
     the backend it returns, so every request of a step-wise search reaches the same engine and
-    its prefix cache (`reasoning.evals.scale_out.ReplicaPool`).
+    its prefix cache (`reasoning.backends.replicas.ReplicaPool`).
     """
 
     def for_problem(self, problem_id: str) -> Backend:

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from contextvars import ContextVar
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from reasoning.engine.hardware import DTYPES
 from reasoning.errors import ConfigError
-from reasoning.hardware import DTYPES
 
-__all__ = ["EngineConfig", "Settings", "describe_errors"]
+__all__ = ["EngineConfig", "EngineSettings", "Settings", "describe_errors"]
 
 _nested: ContextVar[bool] = ContextVar("reasoning_settings_nested", default=False)
 
@@ -101,9 +101,11 @@ def describe_errors(exc: ValidationError, tags: Collection[str] = ()) -> str:
 class EngineConfig(Settings):
     """The settings of one engine we start (in process, as a server, or a pooling PRM).
 
-    The defaults are those of `VLLMBackend.load` and ``reasoning solve``, except
-    `hidden_states` (off here; ``VLLMBackend.load`` turns it on unless told otherwise, and
-    ``solve`` turns it on when a strategy needs hidden states).
+    This class is the one place an engine default is written: the keyword forms
+    (`VLLMBackend.load`, `VLLMServer`, `load_backends`, `VLLMRewardBackend.load`) take
+    `EngineSettings` and leave out what is not given, and the commands' options default to
+    these fields. ``solve`` and the leaderboard turn `hidden_states` on when a strategy needs
+    hidden states; a pooling PRM engine starts from `EngineConfig.reward`.
     """
 
     what: ClassVar[str] = "engine config"
@@ -111,7 +113,7 @@ class EngineConfig(Settings):
     model: str | None = None
     """Embedded model name, local Hugging Face folder or HF id (None: the default model)."""
     dtype: str = "auto"
-    """Weight dtype: ``auto`` (chosen from the CPU's features, `reasoning.hardware.choose_dtype`;
+    """Weight dtype: ``auto`` (chosen from the CPU's features, `reasoning.engine.hardware.choose_dtype`;
     on a GPU, vLLM's choice), ``bfloat16``, ``float16`` or ``float32``."""
     kv_cache_gb: float = Field(default=2.0, gt=0)
     """KV-cache size on CPU, in GiB (ignored on GPUs)."""
@@ -130,7 +132,7 @@ class EngineConfig(Settings):
     """Offer hidden states (installs idle forward hooks in the engine's worker; eager mode only)."""
     trust_remote_code: bool = False
     """Let a local model folder run the Python code its config names (``auto_map``); refused
-    by default (`reasoning.models.check_remote_code`), and passed on to vLLM."""
+    by default (`reasoning.engine.models.check_remote_code`), and passed on to vLLM."""
     speculative: dict[str, Any] | None = None
     """Token-level speculative decoding inside the engine: vLLM's ``speculative_config``, e.g.
     ``{method: ngram, num_speculative_tokens: 4, prompt_lookup_max: 4}`` (n-gram lookup in the
@@ -157,3 +159,30 @@ class EngineConfig(Settings):
     def engine_settings(self) -> dict[str, Any]:
         """The fields of `EngineConfig` alone (a subclass's own fields left out), by name."""
         return {name: getattr(self, name) for name in EngineConfig.model_fields}
+
+    @classmethod
+    def reward(cls, model: str, **settings: Any) -> EngineConfig:
+        """A pooling PRM engine's settings, from a PRM's defaults.
+
+        A smaller KV cache (0.5 GiB) and 4096 tokens of context unless `settings` say otherwise:
+        it samples nothing and keeps no long generations.
+        """
+        return cls(**{"kv_cache_gb": 0.5, "max_model_len": 4096, "model": model, **settings})
+
+
+class EngineSettings(TypedDict, total=False):
+    """The fields of `EngineConfig` other than `model`, as keyword arguments.
+
+    Each is optional: what is not given takes `EngineConfig`'s default.
+    """
+
+    dtype: str
+    kv_cache_gb: float
+    max_num_seqs: int
+    max_model_len: int | None
+    enforce_eager: bool
+    block_size: int | None
+    seed: int
+    hidden_states: bool
+    trust_remote_code: bool
+    speculative: dict[str, Any] | None

@@ -23,7 +23,7 @@ def engine() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def server() -> Iterator[object]:
     """A vLLM OpenAI-compatible server for the same model on a free loopback port (hidden states on)."""
-    from reasoning.backends.server import VLLMServer
+    from reasoning.serving.server import VLLMServer
 
     with VLLMServer(kv_cache_gb=1.0, hidden_states=True) as running:
         yield running
@@ -52,7 +52,7 @@ def invoke(*args: str) -> tuple[int, str]:
     """Run the `reasoning` CLI in-process; the exit code and the output (plus any exception)."""
     from typer.testing import CliRunner
 
-    from reasoning.evals.cli import app
+    from reasoning.cli import app
 
     result = CliRunner().invoke(app, list(args))
     text = result.output

@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from reasoning import Budget, Controller, Problem, Request, ScriptedBackend
+from reasoning.cli.probe import probe_app
+from reasoning.engine.models import fingerprint
 from reasoning.errors import ConfigError
-from reasoning.evals.advantage import AdvantageCollection, collect_advantage
-from reasoning.evals.probe_cli import probe_app
-from reasoning.models import fingerprint
+from reasoning.evals.router_data import AdvantageCollection, collect_advantage
 from reasoning.probes.advantage import calibrate_router, router_prefix, threshold_for_rate
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.probe import (

@@ -10,8 +10,8 @@ import pytest
 from conftest import invoke
 
 from reasoning import STRATEGIES, Budget, ConfigError, Controller, Problem, Request, ScriptedBackend
+from reasoning.engine.models import fingerprint
 from reasoning.evals.leaderboard.stats import wilson
-from reasoning.models import fingerprint
 from reasoning.probes.atts_calibration import (
     AttsCalibration,
     CalibrationMismatch,
@@ -324,12 +324,11 @@ async def test_collection_scores_first_turn_chunks_metered_per_backend() -> None
 def test_the_cli_collects_a_calibration_the_strategy_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, problem: Problem
 ) -> None:
-    from reasoning.evals import cli
-
     draft, target = pair(lambda r, i: "good start\n\n")
     started: list[object] = []
     monkeypatch.setattr(
-        cli, "_backend", lambda spec, hidden: started.append(spec) or {"draft": draft, "target": target}
+        "reasoning.cli.probe.launch_all",
+        lambda backends, hidden_states=False: started.append(backends) or {"draft": draft, "target": target},
     )
     out = tmp_path / "cal.json"
     code, text = invoke(
@@ -339,7 +338,7 @@ def test_the_cli_collects_a_calibration_the_strategy_accepts(
     assert code == 0, text
     flat = " ".join(text.split())
     assert "6 chunks of 2 problems" in flat and '"draft": {"calls": 6' in flat
-    assert started[0].models() == {"draft": "d", "target": "t"}  # type: ignore[attr-defined]
+    assert {name: b.model for name, b in started[0].items()} == {"draft": "d", "target": "t"}  # type: ignore[attr-defined]
     calibration = AttsCalibration.load(out)
     assert calibration.chunk == ChunkSettings() and calibration.source == "gsm8k[0:2]"
     assert calibration.pooled() == pytest.approx([math.exp(0.6)] * 6)

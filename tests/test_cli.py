@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke
 
-from reasoning.evals.cli import main
+from reasoning.cli import main
 
 
 def test_solve_dataset_writes_results_and_resumes(tmp_path: Path) -> None:
@@ -115,15 +115,17 @@ def test_a_results_file_of_other_settings_is_refused_before_any_engine_starts(
 
 def test_prm_is_served_beside_the_policy_as_backend_prm(monkeypatch: pytest.MonkeyPatch) -> None:
     from reasoning import ScriptedBackend
-    from reasoning.evals import cli
+    from reasoning.cli import solve as cli
 
     def policy(request, number):
         return "s1\n\nmore" if not request.prefix else "so \\boxed{7}"
 
     prm = ScriptedBackend(["unused"], rewards=lambda r: [0.5] * r.messages[-1].content.count("<extra_0>"))
     started: list[tuple[str, str]] = []
-    monkeypatch.setattr(cli, "_backend", lambda *args, **kwargs: ScriptedBackend(policy))
-    monkeypatch.setattr(cli, "_start_prm", lambda name, model: started.append((name, model)) or prm)
+    monkeypatch.setattr(cli, "launch_all", lambda *args, **kwargs: ScriptedBackend(policy))
+    monkeypatch.setattr(
+        "reasoning.cli.common.start_reward", lambda model, name: started.append((name, model)) or prm
+    )
     code, text = invoke(
         "solve",
         "--question",

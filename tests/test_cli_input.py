@@ -10,9 +10,9 @@ import pytest
 from conftest import invoke
 
 from reasoning import ModelError
-from reasoning.evals import cli
-from reasoning.evals.cli import main
-from reasoning.models import EMBEDDED_MODELS, fingerprint
+from reasoning.cli import main
+from reasoning.cli import solve as cli
+from reasoning.engine.models import EMBEDDED_MODELS, fingerprint
 from reasoning.probes.atts_calibration import AttsCalibration, ChunkSettings
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.probe import Probe, ProbeCard
@@ -29,7 +29,7 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         started.append("backend")
         raise AssertionError("a backend was started before the input was checked")
 
-    monkeypatch.setattr(cli, "_backend", refuse)
+    monkeypatch.setattr(cli, "launch_all", refuse)
     return started
 
 
@@ -318,7 +318,7 @@ def test_the_missing_model_message_gives_the_command_that_installs_it(
     def missing(*args: object, **kwargs: object) -> None:
         raise info.value
 
-    monkeypatch.setattr(cli, "_backend", missing)
+    monkeypatch.setattr(cli, "launch_all", missing)
     monkeypatch.setattr("sys.argv", ["reasoning", "solve", "--question", "q", "--model", "1.5b"])
     with pytest.raises(SystemExit):
         main()

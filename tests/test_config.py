@@ -5,10 +5,10 @@ import inspect
 import pytest
 
 from reasoning import ConfigError
-from reasoning.backends.server import VLLMServer
-from reasoning.backends.vllm_local import VLLMBackend
+from reasoning.backends.vllm_local import VLLMBackend, load_backends
 from reasoning.backends.vllm_reward import VLLMRewardBackend
-from reasoning.config import EngineConfig
+from reasoning.config import EngineConfig, EngineSettings
+from reasoning.serving.server import VLLMServer
 
 
 def defaults(function: object) -> dict[str, object]:
@@ -24,13 +24,17 @@ def test_defaults_are_the_engines_defaults() -> None:
     assert (config.model, config.dtype, config.kv_cache_gb, config.max_num_seqs) == (None, "auto", 2.0, 64)
     assert (config.max_model_len, config.block_size, config.seed) == (None, None, 0)
     assert config.enforce_eager is True and config.hidden_states is False
-    for function in (VLLMBackend.load, VLLMServer.__init__):
-        given = defaults(function)
-        for name, value in config.engine_settings().items():
-            if name != "hidden_states":  # on by default for VLLMBackend.load, off elsewhere
-                assert given[name] == value, (function, name)
-    assert defaults(VLLMServer.__init__)["hidden_states"] is False
-    assert defaults(VLLMBackend.load)["hidden_states"] is True
+
+
+def test_engine_defaults_are_written_once() -> None:
+    """The keyword forms take `EngineSettings` and state no engine default of their own."""
+    assert set(EngineSettings.__annotations__) == set(EngineConfig.model_fields) - {"model"}
+    for function in (VLLMBackend.load, VLLMServer.__init__, VLLMRewardBackend.load, load_backends):
+        stated = set(defaults(function)) & set(EngineConfig.model_fields)
+        assert stated <= {"model"}, (function, stated)
+    reward = EngineConfig.reward("/models/prm")
+    assert (reward.kv_cache_gb, reward.max_model_len) == (0.5, 4096)
+    assert EngineConfig.reward("/models/prm", kv_cache_gb=0.1).kv_cache_gb == 0.1
 
 
 @pytest.mark.parametrize(
@@ -70,8 +74,8 @@ def test_the_keyword_forms_check_the_settings_before_anything_starts(monkeypatch
     def no_model(*args: object, **kwargs: object) -> str:
         raise AssertionError("a model was resolved before the settings were checked")
 
-    for module in ("vllm_local", "vllm_reward", "server"):
-        monkeypatch.setattr(f"reasoning.backends.{module}.resolve_model", no_model)
+    for module in ("backends.vllm_local", "backends.vllm_reward", "serving.server"):
+        monkeypatch.setattr(f"reasoning.{module}.resolve_model", no_model)
     with pytest.raises(ConfigError, match="kv_cache_gb must be greater than 0"):
         VLLMBackend.load(kv_cache_gb=-1)
     with pytest.raises(ConfigError, match="dtype 'int3'"):
@@ -85,8 +89,8 @@ def test_the_keyword_forms_check_the_settings_before_anything_starts(monkeypatch
 
 
 def test_a_server_from_a_config_is_the_server_from_its_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("reasoning.backends.server.resolve_model", lambda model, *_, **__: "/models/m")
-    monkeypatch.setattr("reasoning.backends.server.on_gpu", lambda: False)
+    monkeypatch.setattr("reasoning.serving.server.resolve_model", lambda model, *_, **__: "/models/m")
+    monkeypatch.setattr("reasoning.serving.server.on_gpu", lambda: False)
     config = EngineConfig(model="/models/m", kv_cache_gb=0.5, max_num_seqs=8, dtype="float32", seed=3)
     by_config = VLLMServer.from_config(config, port=8123)
     by_keywords = VLLMServer("/models/m", port=8123, kv_cache_gb=0.5, max_num_seqs=8, dtype="float32", seed=3)

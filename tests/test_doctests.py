@@ -45,7 +45,7 @@ def test_every_module_is_found() -> None:
     }
     found = {Path(importlib.import_module(name).__file__ or "") for name in MODULES}
     assert files == found
-    assert {"reasoning.answers", "reasoning.strategies.particle_filtering", "reasoning.evals.cli"} <= set(
+    assert {"reasoning.answers", "reasoning.strategies.particle_filtering", "reasoning.cli.common"} <= set(
         WITH_EXAMPLES
     )
 

@@ -217,7 +217,7 @@ async def test_same_strategy_gives_the_same_kind_of_record_on_both_backends(engi
 async def test_engines_we_start_run_our_cpu_patches_and_say_so_in_the_record(engine) -> None:
     """The worker that samples applied the plugin (top-p without a vocabulary sort), and the
     record carries the engine: dtype and why, device, settings."""
-    from reasoning.hardware import choose_dtype
+    from reasoning.engine.hardware import choose_dtype
 
     [patches] = await engine._engine.collective_rpc("reasoning_patches")
     assert "top-p" in patches

@@ -28,8 +28,8 @@ from test_openai_backend import Template
 
 from reasoning import BackendUnavailable, Controller, Message, Problem, Request, Run, Sampling, collect
 from reasoning.backends.openai_server import OpenAIBackend
-from reasoning.backends.server import free_port
 from reasoning.errors import EngineStartError, StoreError
+from reasoning.serving.server import free_port
 from reasoning.strategies import Single
 
 FAKE = Path(__file__).with_name("fake_vllm.py")
@@ -44,7 +44,7 @@ def quick(self, *args, **kwargs):
     kwargs.update(max_retries=3, backoff=0.05)
     init(self, *args, **kwargs)
 openai_server.OpenAIBackend.__init__ = quick
-from reasoning.evals.cli import main
+from reasoning.cli import main
 main()
 """
 
@@ -317,7 +317,7 @@ def test_sigint_stops_a_run_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
         "backend: {kind: scripted, script: 'so \\boxed{18}', seconds_per_token: 0.1}\n"
         f"dataset: {{name: gsm8k, limit: 12}}\nparams: {{n: 2}}\nconcurrency: 2\noutput: {out}\n"
     )
-    command = [sys.executable, "-m", "reasoning.evals.cli", "solve", "--config", str(config)]
+    command = [sys.executable, "-m", "reasoning.cli", "solve", "--config", str(config)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -406,7 +406,7 @@ def test_a_full_disk_ends_the_run_with_one_clear_error_and_no_partial_row(
 def test_a_full_disk_in_the_cli_is_one_line_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reasoning.evals.cli import main
+    from reasoning.cli import main
 
     out = tmp_path / "r.jsonl"
     full_disk(monkeypatch, out, room=100)
@@ -460,9 +460,9 @@ def test_a_full_disk_leaves_the_leaderboard_store_valid_with_every_committed_row
 
 
 def test_an_engine_that_cannot_start_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reasoning.backends import server as server_module
-    from reasoning.backends.server import VLLMServer
     from reasoning.errors import ConfigError
+    from reasoning.serving import server as server_module
+    from reasoning.serving.server import VLLMServer
 
     with pytest.raises(ConfigError, match="is a path but holds no config.json"):
         VLLMServer(model=str(tmp_path))  # a folder that is not a model

@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_probes import hand_probe
 
+from reasoning.engine.models import resolve_model
 from reasoning.errors import ConfigError, ReasoningError
 from reasoning.evals.datasets import load_dataset
 from reasoning.evals.leaderboard.spec import LeaderboardSpec, read_leaderboard
 from reasoning.evals.leaderboard.store import Store
 from reasoning.evals.run import read_results
 from reasoning.evals.spec import RunSpec, read_spec
-from reasoning.models import resolve_model
 from reasoning.probes.probe import Probe, ProbeMismatch
 
 settings.register_profile("fuzz", max_examples=25, deadline=None, derandomize=True)
@@ -273,7 +273,7 @@ def test_a_store_with_flipped_bytes_is_an_error_and_left_untouched(tmp_path: Pat
 
 
 def test_damaged_probe_artefacts_are_refused_at_load(tmp_path: Path) -> None:
-    from reasoning.models import fingerprint
+    from reasoning.engine.models import fingerprint
 
     card = Path(hand_probe(tmp_path))
     weights = card.with_suffix(".safetensors")
@@ -326,7 +326,8 @@ def remote_code_folder(tmp_path: Path, where: str = "config.json") -> Path:
 @pytest.fixture
 def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to start an engine or a server fails the test (none may start here)."""
-    from reasoning.backends import server, vllm_local
+    from reasoning.backends import vllm_local
+    from reasoning.serving import server
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("an engine was about to start")
@@ -355,8 +356,8 @@ def test_a_model_folder_asking_for_remote_code_is_refused(
 
 
 def test_trust_remote_code_is_passed_on_when_asked(tmp_path: Path, no_engine: None) -> None:
-    from reasoning.backends.server import VLLMServer
     from reasoning.config import EngineConfig
+    from reasoning.serving.server import VLLMServer
 
     folder = remote_code_folder(tmp_path)
     assert EngineConfig().trust_remote_code is False

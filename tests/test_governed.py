@@ -14,6 +14,7 @@ from rich.console import Console
 
 import reasoning.strategies  # noqa: F401
 from reasoning import Controller, Problem, ScriptedBackend
+from reasoning.engine.models import fingerprint
 from reasoning.errors import ConfigError
 from reasoning.evals.artefacts import check_artefacts
 from reasoning.evals.datasets import load_dataset
@@ -28,7 +29,6 @@ from reasoning.evals.probing import (
     selection_check,
     split_by_problem,
 )
-from reasoning.models import fingerprint
 from reasoning.probes.cues import CueSet
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.probe import (
@@ -393,7 +393,7 @@ def test_an_edited_card_is_refused(tmp_path: Path) -> None:
 def test_build_fits_calibrates_and_measures_on_disjoint_problems(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from reasoning.evals.probe_cli import probe_app
+    from reasoning.cli.probe import probe_app
     from reasoning.probes.cues import DEFAULT_CUES
     from reasoning.probes.exit import EXIT_PHRASE
 
@@ -444,7 +444,7 @@ def test_build_fits_calibrates_and_measures_on_disjoint_problems(tmp_path: Path)
 
 def test_the_summary_says_what_the_governing_did_and_how_each_column_samples() -> None:
     from reasoning import Candidate, Run
-    from reasoning.evals.cli import _governing_rows, _sampling, _sampling_params
+    from reasoning.cli.solve import _governing_rows, _sampling, _sampling_params
 
     exited = Candidate("a", "4", output_tokens=60, scores={"exit_token": 50.0, "decision_points": 2.0})
     ran = Candidate("b", "4", output_tokens=300, scores={"exit_token": 0.0, "decision_points": 5.0})
@@ -547,7 +547,7 @@ def test_an_entry_that_fails_every_problem_fails_the_run_after_storing_the_rest(
 def test_probe_commands_refuse_the_wrong_data_and_bad_sizes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from reasoning.evals.probe_cli import probe_app
+    from reasoning.cli.probe import probe_app
 
     synthetic(problems=130).save(tmp_path / "points")
     runner = CliRunner()

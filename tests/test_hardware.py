@@ -3,7 +3,7 @@
 import pytest
 
 from reasoning import ConfigError
-from reasoning.hardware import FLAGS_ENV, Machine, choose_dtype, cpu_kind, machine
+from reasoning.engine.hardware import FLAGS_ENV, Machine, choose_dtype, cpu_kind, machine
 
 AMX = Machine(arch="x86_64", flags=frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}))
 AVX512_BF16 = Machine(arch="x86_64", flags=frozenset({"avx2", "avx512f", "avx512_bf16"}))
@@ -57,7 +57,7 @@ def test_machine_reads_this_machine_and_the_flags_can_be_overridden(monkeypatch:
 def test_doctor_prints_the_dtype_line_without_starting_an_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from reasoning.evals.cli import app
+    from reasoning.cli import app
 
     def no_engine(*args: object, **kwargs: object) -> None:
         raise AssertionError("doctor --no-measure started an engine")

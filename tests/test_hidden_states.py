@@ -18,7 +18,7 @@ def reference(text: str, dtype: str) -> list[np.ndarray]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reasoning.models import resolve_model
+    from reasoning.engine.models import resolve_model
 
     path = resolve_model(None)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -1,8 +1,11 @@
-"""Imports flow one way: evals -> strategies -> verifiers, probes -> reasoning core.
+"""Imports flow one way: cli -> serving, evals -> strategies -> verifiers, probes -> reasoning core.
 
-The core never imports the other folders; verifiers and probes import only the core;
-strategies may also use verifiers and probes; nothing imports evals. vllm and torch are
-imported lazily (inside functions), never at module level.
+The core (reasoning/ with its backends/ and engine/) never imports the other folders;
+verifiers and probes import only the core; strategies may also use verifiers and probes;
+evals uses all of those; the serving package (reasoning/serving/: the proxy, ``vllm serve``)
+uses the strategies but not evals; only the command line (reasoning/cli/) imports everything,
+and nothing imports it. vllm and torch are imported lazily (inside functions), never at
+module level. docs/architecture.md draws the same rooms.
 """
 
 import ast
@@ -16,12 +19,16 @@ FOLDERS = {
     "probes": "probes",
     "evals": "evals",
 }
+SUBPACKAGES = {"cli": "cli", "serving": "serving"}
+"""Subpackages of reasoning/ that sit above the core (by their folder name)."""
 ALLOWED = {
     "core": {"core"},
     "verifiers": {"core", "verifiers"},
     "probes": {"core", "probes"},
     "strategies": {"core", "verifiers", "probes", "strategies"},
     "evals": {"core", "verifiers", "probes", "strategies", "evals"},
+    "serving": {"core", "verifiers", "probes", "strategies", "serving"},
+    "cli": {"core", "verifiers", "probes", "strategies", "evals", "serving", "cli"},
 }
 HEAVY = ("vllm", "torch", "transformers", "ray")
 
@@ -32,13 +39,24 @@ def layer_of(module: str) -> str | None:
         return None
     if len(parts) > 1 and parts[1] in FOLDERS and parts[1] != "reasoning":
         return FOLDERS[parts[1]]
+    if len(parts) > 1 and parts[1] in SUBPACKAGES:
+        return SUBPACKAGES[parts[1]]
     return "core"
+
+
+def layer_of_file(path: Path, folder_layer: str) -> str:
+    """A file's layer: its folder's, or its subpackage's inside reasoning/."""
+    relative = path.relative_to(ROOT).parts
+    if relative[0] == "reasoning" and len(relative) > 2 and relative[1] in SUBPACKAGES:
+        return SUBPACKAGES[relative[1]]
+    return folder_layer
 
 
 def test_imports_flow_one_way() -> None:
     problems = []
-    for folder, layer in FOLDERS.items():
+    for folder, folder_layer in FOLDERS.items():
         for path in (ROOT / folder).rglob("*.py"):
+            layer = layer_of_file(path, folder_layer)
             for node in ast.walk(ast.parse(path.read_text())):
                 names = []
                 if isinstance(node, ast.Import):
@@ -70,3 +88,11 @@ def test_layer_map_matches_the_install_mapping() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     for folder in ("strategies", "verifiers", "probes", "evals"):
         assert f'"reasoning.{folder}" = "{folder}"' in text
+
+
+def test_the_command_line_and_serving_are_rooms_of_their_own() -> None:
+    assert layer_of("reasoning.cli.solve") == "cli" and layer_of("reasoning.serving.proxy") == "serving"
+    assert layer_of("reasoning.backends.start") == layer_of("reasoning.engine.models") == "core"
+    assert layer_of_file(ROOT / "reasoning" / "cli" / "solve.py", "core") == "cli"
+    assert layer_of_file(ROOT / "reasoning" / "backends" / "start.py", "core") == "core"
+    assert "cli" not in ALLOWED["evals"] | ALLOWED["serving"] and "evals" not in ALLOWED["serving"]

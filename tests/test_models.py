@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from reasoning import ConfigError, ModelError, models
-from reasoning.models import EmbeddedModel, ensure_embedded, resolve_model
+from reasoning import ConfigError, ModelError
+from reasoning.engine import models
+from reasoning.engine.models import EmbeddedModel, ensure_embedded, resolve_model
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def build_tiny_prm(out: Path, tokenizer_dir: Path):
 @pytest.fixture(scope="module")
 def prm(tmp_path_factory):
     from reasoning.backends.vllm_reward import VLLMRewardBackend
-    from reasoning.models import resolve_model
+    from reasoning.engine.models import resolve_model
 
     folder = tmp_path_factory.mktemp("prm") / "tiny-prm"
     body, head = build_tiny_prm(folder, Path(resolve_model(None)))

@@ -8,9 +8,9 @@ import pytest
 
 from reasoning import Controller, Problem, Request, ScriptedBackend
 from reasoning.backends.scripted import tokenize
+from reasoning.engine.models import fingerprint
 from reasoning.errors import CapabilityError, ConfigError, DatasetError
 from reasoning.evals.probing import collect_traces, compute_features
-from reasoning.models import fingerprint
 from reasoning.probes.conformal import GUARANTEE
 from reasoning.probes.cues import CueSet
 from reasoning.probes.data import DecisionPoints

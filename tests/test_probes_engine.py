@@ -14,8 +14,8 @@ from conftest import decoded_tokens
 
 from reasoning import Controller, Problem, Request, Sampling
 from reasoning.backends.openai_server import OpenAIBackend
+from reasoning.engine.models import fingerprint
 from reasoning.evals.probing import collect_traces, compute_features
-from reasoning.models import fingerprint
 from reasoning.probes.conformal import GUARANTEE
 from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import EXIT_PHRASE
@@ -114,7 +114,7 @@ def test_cli_pipeline_then_solve_with_the_probe(tmp_path) -> None:
     ]
     rows += [{"id": f"h{i}", "question": f"What is {i}23457 * 98{i}71?", "answer": "1"} for i in range(1, 7)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cli = [sys.executable, "-m", "reasoning.evals.cli"]
+    cli = [sys.executable, "-m", "reasoning.cli"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
     def run(*args: str, timeout: int = 600) -> str:

@@ -21,9 +21,9 @@ import pytest
 import uvicorn
 
 from reasoning import Chunk, Request, ScriptedBackend
-from reasoning.backends.server import free_port
-from reasoning.evals.proxy import Limits, ProxySettings, create_app
 from reasoning.evals.run import read_results
+from reasoning.serving.proxy import Limits, ProxySettings, create_app
+from reasoning.serving.server import free_port
 
 ANSWER = "The answer is \\boxed{4}."
 
@@ -610,7 +610,7 @@ def test_reasoning_proxy_command_with_curl(tmp_path: Path) -> None:
     port = free_port()
     records = tmp_path / "records.jsonl"
     command = [
-        sys.executable, "-m", "reasoning.evals.cli", "proxy", "--backend", "scripted",
+        sys.executable, "-m", "reasoning.cli", "proxy", "--backend", "scripted",
         "--script", ANSWER, "--port", str(port), "--records", str(records),
     ]  # fmt: skip
     process = subprocess.Popen(

@@ -181,12 +181,12 @@ def test_ctrl_c_while_starting_says_so_without_solves_message(tmp_path: Path) ->
     # The interrupt arrives while the backend starts (an engine load takes that long).
     program = (
         "import os, signal, sys\n"
-        "import reasoning.evals.proxy_cli as p\n"
+        "import reasoning.cli.proxy as p\n"
         "def start(*args, **kwargs):\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    raise AssertionError('not interrupted')\n"
         "p._start = start\n"
-        "from reasoning.evals.cli import main\n"
+        "from reasoning.cli import main\n"
         f"sys.argv = ['reasoning', 'proxy', '--backend', 'scripted', '--port', '0', '--records', "
         f"{str(tmp_path / 'r.jsonl')!r}]\n"
         "main()\n"

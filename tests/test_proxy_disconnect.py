@@ -28,8 +28,8 @@ import pytest
 import uvicorn
 
 from reasoning import ScriptedBackend
-from reasoning.backends.server import free_port
-from reasoning.evals.proxy import Limits, ProxySettings, create_app
+from reasoning.serving.proxy import Limits, ProxySettings, create_app
+from reasoning.serving.server import free_port
 
 LONG = " ".join(f"w{i}" for i in range(500))  # 500 tokens: 10 s at 0.02 s a token
 TRIES = 10

@@ -23,9 +23,9 @@ import openai
 import pytest
 import uvicorn
 
-from reasoning.backends.server import free_port
-from reasoning.evals.proxy import Limits, ProxySettings, create_app
 from reasoning.evals.run import read_results
+from reasoning.serving.proxy import Limits, ProxySettings, create_app
+from reasoning.serving.server import free_port
 
 pytestmark = pytest.mark.engine
 

@@ -32,7 +32,7 @@ def test_public_names_are_sorted_unique_and_importable(module: str) -> None:
 
 def test_import_reasoning_does_not_import_vllm_or_torch() -> None:
     code = (
-        "import sys, reasoning, reasoning.strategies, reasoning.evals.cli; "
+        "import sys, reasoning, reasoning.strategies, reasoning.cli; "
         "print(any(m in sys.modules for m in ('vllm', 'torch')))"
     )
     # -I: no PYTHONPATH/user site, so a sitecustomize that emulates another CPU (it imports

@@ -1,4 +1,4 @@
-"""Scale-out over engine replicas on a local Ray cluster (`reasoning.evals.scale_out`).
+"""Scale-out over engine replicas on a local Ray cluster (`reasoning.backends.replicas`).
 
 The fast tests run scripted replicas (`ScriptedBackend` inside Ray actors) on a local Ray
 cluster started once for the module; the engine test runs one real engine replica beside a
@@ -41,8 +41,8 @@ from reasoning.verifiers.process import ScriptedScorer
 
 ray = pytest.importorskip("ray")
 
-from reasoning.evals import scale_out  # noqa: E402  (after the skip: the module needs Ray to run)
-from reasoning.evals.scale_out import ReplicaPool, connect, start_replicas  # noqa: E402
+from reasoning.backends import replicas as scale_out  # noqa: E402  (after the skip: the module needs Ray to run)
+from reasoning.backends.replicas import ReplicaPool, connect, start_replicas  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -351,7 +351,7 @@ def test_a_malformed_ray_address_is_a_config_error() -> None:
 def test_an_unreachable_ray_address_is_a_clear_error(tmp_path: Path) -> None:
     """In a subprocess: this process is connected to the module's cluster already."""
     command = [
-        sys.executable, "-m", "reasoning.evals.cli", "solve", "--question", "2+2?", "--backend", "scripted",
+        sys.executable, "-m", "reasoning.cli", "solve", "--question", "2+2?", "--backend", "scripted",
         "--ray", "127.0.0.1:1",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -28,9 +28,9 @@ def _default(function: object, name: str) -> object:
 
 
 def test_everything_that_listens_binds_loopback_by_default() -> None:
-    from reasoning.backends.server import VLLMServer
-    from reasoning.evals.cli import serve
-    from reasoning.evals.proxy_cli import proxy
+    from reasoning.cli.proxy import proxy
+    from reasoning.cli.serve import serve
+    from reasoning.serving.server import VLLMServer
 
     assert _default(serve, "host") == "127.0.0.1"
     assert _default(proxy, "host") == "127.0.0.1"
@@ -38,7 +38,7 @@ def test_everything_that_listens_binds_loopback_by_default() -> None:
 
 
 def test_the_proxy_key_is_compared_in_constant_time() -> None:
-    source = (ROOT / "evals" / "proxy.py").read_text()
+    source = (ROOT / "reasoning" / "serving" / "proxy.py").read_text()
     assert "secrets.compare_digest(" in source
     assert "== settings.api_key" not in source and "settings.api_key ==" not in source
 
@@ -84,7 +84,7 @@ def test_only_the_server_starter_the_hardware_probe_and_the_grader_start_process
             ):
                 starters.add(name)
     # The grader's worker processes (verifiers/grading.py): sympy on model output under a hard limit.
-    assert starters == {"reasoning/backends/server.py", "reasoning/hardware.py", "verifiers/grading.py"}
+    assert starters == {"reasoning/serving/server.py", "reasoning/engine/hardware.py", "verifiers/grading.py"}
     for name in starters:  # and never through a shell
         assert "shell=True" not in (ROOT / name).read_text()
 

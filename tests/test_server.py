@@ -12,7 +12,7 @@ import pytest
 
 from reasoning import BackendUnavailable, CapabilityError, Controller, Message, Request, Sampling, collect
 from reasoning.backends.openai_server import OpenAIBackend
-from reasoning.backends.server import VLLMServer, free_port
+from reasoning.serving.server import VLLMServer, free_port
 from reasoning.strategies import Single
 
 pytestmark = pytest.mark.engine

@@ -7,8 +7,9 @@ import pytest
 from conftest import invoke
 
 from reasoning import Budget, ConfigError, Controller, ScriptedBackend
-from reasoning.evals import cli
-from reasoning.evals.cli import main, spec_of
+from reasoning.cli import main
+from reasoning.cli import solve as cli
+from reasoning.cli.solve import spec_of
 from reasoning.evals.run import check_resumable, read_results
 from reasoning.evals.spec import RunSpec, ScriptedReply, ServerBackend, VLLMEngine
 from reasoning.record import FORMAT_VERSION
@@ -167,11 +168,11 @@ def test_a_rerun_with_nothing_left_to_do_starts_no_engine(
     out = tmp_path / "r.jsonl"
     args = ["solve", "--dataset", "gsm8k", "--limit", "3", "-p", "n=2", "--output", str(out)]
     engine = ScriptedBackend(["\\boxed{18}"], model="qwen2.5-coder-0.5b-instruct")  # stands for the engine
-    monkeypatch.setattr(cli, "_backend", lambda spec, hidden_states: engine)
+    monkeypatch.setattr(cli, "launch_all", lambda spec, hidden_states: engine)
     code, text = invoke(*args)
     assert code == 0, text
     assert len(read_results(out)) == 3
-    monkeypatch.setattr(cli, "_backend", no_backend)
+    monkeypatch.setattr(cli, "launch_all", no_backend)
     monkeypatch.setattr("reasoning.backends.vllm_local.VLLMBackend.from_config", no_backend)
     code, text = invoke(*args)
     assert code == 0, text
@@ -193,7 +194,7 @@ def test_records_of_format_version_1_still_resume(tmp_path: Path, monkeypatch: p
         del row["spec"]
         row["format_version"] = 1
     out.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    monkeypatch.setattr(cli, "_backend", no_backend)
+    monkeypatch.setattr(cli, "launch_all", no_backend)
     code, text = invoke(*args)
     assert code == 0 and "nothing left to do" in text, text
     assert [r.format_version for r in read_results(out).values()] == [1, 1]
@@ -213,7 +214,9 @@ def test_every_engine_starts_from_its_config(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(local, "resolve_model", lambda model=None, progress=None, **_: "/models/m")
     monkeypatch.setattr(local, "_check_memory", lambda *args, **kwargs: None)
     monkeypatch.setattr(local, "on_gpu", lambda: False)
-    monkeypatch.setattr(cli, "_resolve_with_progress", lambda model, trust_remote_code=False: None)
+    monkeypatch.setattr(
+        "reasoning.cli.common.resolve_with_progress", lambda model, trust_remote_code=False: None
+    )
     base = ["solve", "--question", "q", "--strategy", "single"]
     code, text = invoke(*base, "--model", "0.5b", "--kv-cache-gb", "1", "--seed", "4", "--block-size", "32")
     assert code == 0, text
@@ -238,7 +241,9 @@ def test_a_server_is_asked_its_model_before_the_resume_check(
         calls.append((url, model))
         return ScriptedBackend(["\\boxed{18}"], model=model or "served-model")
 
-    monkeypatch.setattr(cli, "_server_backend", server)
+    monkeypatch.setattr(
+        "reasoning.backends.start._server", lambda spec: server(spec.url, spec.model, spec.api_key)
+    )
     out = tmp_path / "r.jsonl"
     args = ["solve", "--dataset", "gsm8k", "--limit", "2", "--base-url", "http://h:1", "--output", str(out)]
     code, text = invoke(*args)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from reasoning import Controller, Message, Problem, Request, Sampling
-from reasoning.models import fingerprint
+from reasoning.engine.models import fingerprint
 from reasoning.probes.atts_calibration import ChunkSettings, collect_calibration
 from reasoning.probes.probe import Probe, ProbeCard
 from reasoning.strategies import ATTS, Arbitrage, SpecReason, SpecThinking

@@ -141,7 +141,7 @@ def test_the_package_starts_no_unstructured_task() -> None:
         # grade is bounded: GRADE_SECONDS an answer).
         "evals/run.py",
         # The proxy's shutdown watcher, cancelled when uvicorn's shutdown returns.
-        "evals/proxy_cli.py",
+        "reasoning/cli/proxy.py",
     }
     problems = []
     for folder in ("reasoning", "strategies", "verifiers", "probes", "evals"):

@@ -476,7 +476,7 @@ async def test_max_steps_forces_a_stated_answer_instead_of_the_last_number() -> 
 
 def value_probe(tmp_path, layers=(2, 4), hidden=3) -> str:
     """An uncalibrated logistic exit probe that reads feature 0."""
-    from reasoning.models import fingerprint
+    from reasoning.engine.models import fingerprint
     from reasoning.probes.probe import Probe, ProbeCard
 
     model = fingerprint("scripted")

@@ -61,7 +61,7 @@ async def test_value_probe_scores_steps_from_the_engines_hidden_states(engine, t
     import numpy as np
 
     from reasoning import Request, Sampling
-    from reasoning.models import fingerprint
+    from reasoning.engine.models import fingerprint
     from reasoning.probes.probe import Probe, ProbeCard
     from reasoning.problem import default_prompt
 

@@ -94,8 +94,10 @@ class ReplayBackend:
                 tokens=candidate.output_tokens,
                 prompt_tokens=candidate.prompt_tokens,
                 cached_tokens=candidate.cached_tokens,
-                finish_reason=candidate.finish_reason
-                if candidate.finish_reason in ("length", "cancelled")
+                finish_reason="length"
+                if candidate.finish_reason == "length"
+                else "cancelled"
+                if candidate.finish_reason == "cancelled"
                 else "stop",
             )
 

@@ -33,13 +33,13 @@ from rich.progress import (
 
 from reasoning import Controller, Problem, Run
 from reasoning.concurrency import task_group
+from reasoning.engine.hardware import machine
 from reasoning.errors import ConfigError, ReasoningError, StoreError
 from reasoning.evals.artefacts import check_artefacts
 from reasoning.evals.leaderboard.replay import ReplayBackend, with_source_costs
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec, served_models
 from reasoning.evals.leaderboard.store import CellRow, Store
 from reasoning.evals.run import grade_run_async, run_problem
-from reasoning.hardware import machine
 
 logger = logging.getLogger(__name__)
 

@@ -54,18 +54,12 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from reasoning import STRATEGIES, Budget, Strategy
+from reasoning.backends.specs import BackendSpec, ScriptedReply, ServerBackend, VLLMEngine, backend_kind
 from reasoning.compose import build, parse
 from reasoning.config import Settings, describe_errors
 from reasoning.errors import ConfigError, ReasoningError
 from reasoning.evals.artefacts import artefact_hashes
-from reasoning.evals.spec import (
-    BackendSpec,
-    DatasetSpec,
-    ScriptedReply,
-    ServerBackend,
-    VLLMEngine,
-    backend_kind,
-)
+from reasoning.evals.spec import DatasetSpec
 from reasoning.registry import params_of
 
 __all__ = ["Cell", "EntrySpec", "LeaderboardSpec", "ModelGroup", "Price", "read_leaderboard", "served_models"]

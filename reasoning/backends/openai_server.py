@@ -203,7 +203,7 @@ class OpenAIBackend:
         if not source:
             return None  # the model name is not known yet (`check` reads it): decide later
         self._tokenizer_loaded = True
-        from reasoning.models import cached_model_path
+        from reasoning.engine.models import cached_model_path
 
         path = cached_model_path(source)
         if path is None and not _in_hf_cache(source):

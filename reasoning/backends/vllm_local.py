@@ -29,17 +29,17 @@ import os
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from reasoning.backend import HIDDEN_STATES_OFFERED_BY, Chunk, FinishReason, Request, TokenLogprob
 from reasoning.backends.hidden_states import EXTENSION, capture_args, decode_popped, fetch, positions_of
 from reasoning.backends.vllm_plugin import ENV as PATCHES_ENV
-from reasoning.config import EngineConfig
+from reasoning.config import EngineConfig, EngineSettings
+from reasoning.engine.hardware import DtypeChoice, choose_dtype, cpu_kind, machine
+from reasoning.engine.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
-from reasoning.hardware import DtypeChoice, choose_dtype, cpu_kind, machine
-from reasoning.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
 
 __all__ = ["DRAFT_TARGET", "EngineStats", "VLLMBackend", "engine_info", "load_backends", "shares_tokenizer"]
 
@@ -90,7 +90,7 @@ def _configure_cpu_environment() -> None:
 
 DEFAULT_BIND_ENV = "REASONING_DEFAULT_OMP_BIND"
 """Set beside ``VLLM_CPU_OMP_THREADS_BIND`` when this package chose that binding (every core), so
-`reasoning.evals.scale_out.split_cores` tells it from a binding the user set."""
+`reasoning.backends.replicas.split_cores` tells it from a binding the user set."""
 
 
 class VLLMBackend:
@@ -127,61 +127,19 @@ class VLLMBackend:
 
     @classmethod
     def load(
-        cls,
-        model: str | None = None,
-        *,
-        max_model_len: int | None = None,
-        kv_cache_gb: float = 2.0,
-        max_num_seqs: int = 64,
-        enforce_eager: bool = True,
-        dtype: str = "auto",
-        seed: int = 0,
-        hidden_states: bool = True,
-        progress: Progress | None = None,
-        block_size: int | None = None,
-        speculative: dict[str, Any] | None = None,
-        trust_remote_code: bool = False,
+        cls, model: str | None = None, *, progress: Progress | None = None, **settings: Unpack[EngineSettings]
     ) -> VLLMBackend:
         """Start an engine for `model` (default: the embedded default model).
 
-        The keyword form of `from_config`: the arguments are the fields of `EngineConfig`
-        (which documents them), with hidden states on by default here.
-
-        Args:
-            model: Embedded model name, local HF folder or HF id.
-            max_model_len: Context length per sequence (default: the embedded model's, or 4096).
-            kv_cache_gb: KV-cache size on CPU, in GiB (ignored on GPUs).
-            max_num_seqs: Most sequences decoded at once.
-            enforce_eager: Skip graph compilation (faster start; README gives the trade-off).
-            dtype: Weight dtype: ``auto`` (chosen from the CPU's features, `reasoning.hardware`;
-                on a GPU, vLLM's choice), ``bfloat16``, ``float16`` or ``float32``.
-            seed: Engine seed (per-request seeds come from the controller).
-            hidden_states: Offer `hidden_states` (installs idle forward hooks in the engine's
-                worker; needs eager mode; no measurable cost while unused).
-            progress: Progress callback for the embedded model's first-use conversion.
-            block_size: Tokens per KV-cache block, the prefix cache's unit (None: the engine's
-                default, 128 on CPU, 16 on GPUs). Step-wise searches resubmit prefixes that grow by
-                one step: on CPU, 32 lets the cache serve all but the last partial block.
-            speculative: Token-level speculative decoding (`EngineConfig.speculative`).
-            trust_remote_code: Let a local model folder run its own code (refused by default).
+        The keyword form of `from_config`: `settings` are the fields of `EngineConfig`, which
+        documents them and their defaults (hidden states off: ``hidden_states=True`` offers
+        them); `progress` is called during the embedded model's first-use conversion.
 
         Raises:
             ConfigError: A setting is invalid (the message names it).
             EngineStartError: The engine could not start; the message says why and what to do.
         """
-        config = EngineConfig(
-            model=model,
-            max_model_len=max_model_len,
-            kv_cache_gb=kv_cache_gb,
-            max_num_seqs=max_num_seqs,
-            enforce_eager=enforce_eager,
-            dtype=dtype,
-            seed=seed,
-            hidden_states=hidden_states,
-            block_size=block_size,
-            speculative=speculative,
-            trust_remote_code=trust_remote_code,
-        )
+        config = EngineConfig(model=model, **settings)
         return cls.from_config(config, progress=progress)
 
     @classmethod
@@ -461,13 +419,13 @@ def _speculative(settings: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def load_backends(
-    models: Mapping[str, str | EngineConfig], *, kv_cache_gb: float = 2.0, **kwargs: Any
+    models: Mapping[str, str | EngineConfig], **settings: Unpack[EngineSettings]
 ) -> dict[str, VLLMBackend]:
     """Start one engine per named model (e.g. `DRAFT_TARGET`), after checking they all fit.
 
-    Each model is an `EngineConfig`, or a model name started with `kv_cache_gb` and the other
-    keyword arguments of `VLLMBackend.load`. Memory is checked for all engines together before
-    any starts; if one fails to start, the ones already started are shut down.
+    Each model is an `EngineConfig`, or a model name started with `settings` (the fields of
+    `EngineConfig`). Memory is checked for all engines together before any starts; if one
+    fails to start, the ones already started are shut down.
 
     Raises:
         EngineStartError: They do not fit in memory together, or one failed to start.
@@ -475,9 +433,7 @@ def load_backends(
     if not models:
         raise ConfigError("load_backends needs at least one name=model")
     configs = {
-        name: model
-        if isinstance(model, EngineConfig)
-        else EngineConfig(model=model, kv_cache_gb=kv_cache_gb, **{"hidden_states": True, **kwargs})
+        name: model if isinstance(model, EngineConfig) else EngineConfig(model=model, **settings)
         for name, model in models.items()
     }
     paths = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
@@ -27,10 +27,10 @@ from reasoning.backends.vllm_local import (
     _shutdown,
     empty_prefix_cache,
 )
-from reasoning.config import EngineConfig
+from reasoning.config import EngineConfig, EngineSettings
+from reasoning.engine.hardware import choose_dtype
+from reasoning.engine.models import resolve_model
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
-from reasoning.hardware import choose_dtype
-from reasoning.models import resolve_model
 
 __all__ = ["VLLMRewardBackend"]
 
@@ -58,32 +58,19 @@ class VLLMRewardBackend:
 
     @classmethod
     def load(
-        cls,
-        model: str,
-        *,
-        step_tag: str = "<extra_0>",
-        max_model_len: int = 4096,
-        kv_cache_gb: float = 0.5,
-        max_num_seqs: int = 64,
-        dtype: str = "auto",
-        name: str = "prm",
+        cls, model: str, *, step_tag: str = "<extra_0>", name: str = "prm", **settings: Unpack[EngineSettings]
     ) -> VLLMRewardBackend:
         """Start a pooling engine for the PRM `model` (a local Hugging Face folder or an HF id).
 
-        The keyword form of `from_config`, with a PRM's defaults (a smaller KV cache).
+        The keyword form of `from_config`: `settings` are the fields of `EngineConfig`, from a
+        PRM's defaults (`EngineConfig.reward`: a smaller KV cache).
 
         Raises:
             ConfigError: A setting is invalid, or `step_tag` is not one token of the model's
                 tokenizer.
             EngineStartError: The engine could not start.
         """
-        config = EngineConfig(
-            model=model,
-            max_model_len=max_model_len,
-            kv_cache_gb=kv_cache_gb,
-            max_num_seqs=max_num_seqs,
-            dtype=dtype,
-        )
+        config = EngineConfig.reward(model, **settings)
         return cls.from_config(config, step_tag=step_tag, name=name)
 
     @classmethod

@@ -8,7 +8,7 @@ that vLLM loads. The folder lives in the cache (``$REASONING_CACHE`` or
 ``~/.cache/reasoning``) and is reused on every later run.
 
 Example:
-    >>> from reasoning.models import EMBEDDED_MODELS
+    >>> from reasoning.engine.models import EMBEDDED_MODELS
     >>> sorted(EMBEDDED_MODELS)
     ['qwen2.5-coder-0.5b-instruct', 'qwen2.5-coder-1.5b-instruct']
 """

@@ -34,36 +34,43 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 
+from reasoning.backends.specs import VLLMEngine
+from reasoning.cli.common import (
+    DEFAULTS,
+    DtypeOption,
+    KvCacheOption,
+    backends_of,
+    close,
+    err,
+    launch,
+    launch_all,
+    named_values,
+    out,
+    quiet_engine_logs,
+    stop_on_signals,
+    with_settings,
+)
 from reasoning.errors import ConfigError, ReasoningError
 
 probe_app = typer.Typer(
     no_args_is_help=True, help="Train and calibrate hidden-state probes; calibrate ATTS (atts-calibrate)."
 )
-out = Console()
-err = Console(stderr=True)
+
 
 Model = Annotated[str | None, typer.Option(help="Embedded model, local HF folder or HF id.")]
-KV = Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")]
-Dtype = Annotated[
-    str, typer.Option(help="Weight dtype: auto (from the CPU's features), bfloat16, float16 or float32.")
-]
 
 
-def _engine(model: str | None, kv_cache_gb: float, hidden_states: bool, dtype: str = "auto") -> Any:
-    from reasoning.backends.vllm_local import VLLMBackend
+def _engine(model: str | None, kv_cache_gb: float, hidden_states: bool, dtype: str) -> Any:
     from reasoning.config import EngineConfig
-    from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs, stop_on_signals
 
-    config = EngineConfig(model=model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states, dtype=dtype)
     quiet_engine_logs(False)
     stop_on_signals()  # SIGTERM shuts the engine down too
-    _resolve_with_progress(model)
-    with err.status("starting the vLLM engine ..."):
-        backend = VLLMBackend.from_config(config)
-    info = backend.engine_info
-    err.print(f"engine ready: {backend.model}, {info['dtype']} ({info['dtype_reason']})", highlight=False)
+    backend = launch(
+        EngineConfig(model=model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states, dtype=dtype)
+    )
+    info = backend.engine_info  # type: ignore[attr-defined]
+    err.print(f"engine ready: {backend.model}, {info['dtype']} ({info['dtype_reason']})", highlight=False)  # type: ignore[attr-defined]
     return backend
 
 
@@ -94,12 +101,12 @@ def collect(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.6,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
     model: Model = None,
-    kv_cache_gb: KV = 2.0,
+    kv_cache_gb: KvCacheOption = DEFAULTS.kv_cache_gb,
     features: Annotated[bool, typer.Option(help="Also compute the features (one engine start).")] = True,
     layers: Annotated[
         str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")
     ] = None,
-    dtype: Dtype = "auto",
+    dtype: DtypeOption = DEFAULTS.dtype,
 ) -> None:
     """Sample traces of each problem and label their decision points by forced exits.
 
@@ -230,8 +237,8 @@ def build(
     force: Annotated[
         bool, typer.Option(help="Make artefacts below the minimum counts (cards say so).")
     ] = False,
-    kv_cache_gb: KV = 2.0,
-    dtype: Dtype = "auto",
+    kv_cache_gb: KvCacheOption = DEFAULTS.kv_cache_gb,
+    dtype: DtypeOption = DEFAULTS.dtype,
 ) -> None:
     """Build the exit probe, difficulty probe and value model of a model from scratch, in one go.
 
@@ -243,9 +250,9 @@ def build(
     """
     from dataclasses import asdict
 
+    from reasoning.engine.models import DEFAULT_MODEL, fingerprint
     from reasoning.evals.datasets import load_dataset
     from reasoning.evals.probing import compute_features, selection_check, split_by_problem
-    from reasoning.models import DEFAULT_MODEL, fingerprint
     from reasoning.probes.cues import DEFAULT_CUES
     from reasoning.probes.data import DecisionPoints
     from reasoning.probes.exit import EXIT_PHRASE
@@ -367,9 +374,9 @@ def _ready_features(
     if any(data.meta.get(key) != value for key, value in wanted.items()):
         return None
     have = {(t.get("problem_id"), t.get("sample", 0)) for t in data.meta.get("traces", [])}
-    wanted = {(p.id, k) for p in problems for k in range(samples)}
+    expected = {(p.id, k) for p in problems for k in range(samples)}
     fresh = all("question_sha" in t and "answer" in t for t in data.meta.get("traces", []))
-    return data if have == wanted and fresh and data.final_features is not None else None
+    return data if have == expected and fresh and data.final_features is not None else None
 
 
 def _quality_table(rows: list[tuple[str, Any, Path]]) -> None:
@@ -420,16 +427,14 @@ def collect_advantage_command(
     layers: Annotated[
         str | None, typer.Option(help="Comma-separated draft layers (default L/4,L/2,3L/4,L).")
     ] = None,
-    kv_cache_gb: KV = 2.0,
-    dtype: Dtype = "auto",
+    kv_cache_gb: KvCacheOption = DEFAULTS.kv_cache_gb,
+    dtype: DtypeOption = DEFAULTS.dtype,
 ) -> None:
     """Judge paired draft/target steps from the same prefix; label and featurise the draft's."""
-    from reasoning.backends.vllm_local import load_backends
     from reasoning.config import EngineConfig
-    from reasoning.evals.advantage import AdvantageCollection, collect_advantage
-    from reasoning.evals.cli import _resolve_with_progress, quiet_engine_logs, stop_on_signals
     from reasoning.evals.datasets import load_dataset
     from reasoning.evals.probing import model_layers, write_traces
+    from reasoning.evals.router_data import AdvantageCollection, collect_advantage
     from reasoning.probes.exit import default_layers
 
     named = dict(m.partition("=")[::2] for m in models)
@@ -451,10 +456,7 @@ def collect_advantage_command(
     }
     quiet_engine_logs(False)
     stop_on_signals()  # SIGTERM shuts the engines down too
-    for config in configs.values():
-        _resolve_with_progress(config.model)
-    with err.status("starting the draft and target vLLM engines ..."):
-        backends = load_backends(configs)
+    backends = launch_all({name: VLLMEngine(**c.engine_settings()) for name, c in configs.items()})
     chosen = [int(v) for v in layers.split(",")] if layers else None
 
     async def go() -> None:  # one event loop: the engines' clients are bound to it
@@ -501,8 +503,8 @@ def features_command(
         str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")
     ] = None,
     model: Model = None,
-    kv_cache_gb: KV = 2.0,
-    dtype: Dtype = "auto",
+    kv_cache_gb: KvCacheOption = DEFAULTS.kv_cache_gb,
+    dtype: DtypeOption = DEFAULTS.dtype,
 ) -> None:
     """Read hidden states at every decision point of collected traces (writes STEM.safetensors/json)."""
     from reasoning.evals.probing import compute_features, read_traces
@@ -656,8 +658,8 @@ def atts_calibrate(
     top_p: Annotated[float, typer.Option(help="Draft nucleus mass.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Run seed (the chunks' seeds derive from it).")] = 0,
     concurrency: Annotated[int, typer.Option(help="Problems in flight.")] = 8,
-    kv_cache_gb: KV = 2.0,
-    dtype: Dtype = "auto",
+    kv_cache_gb: KvCacheOption = DEFAULTS.kv_cache_gb,
+    dtype: DtypeOption = DEFAULTS.dtype,
 ) -> None:
     """Collect an ATTS calibration: target perplexities of the draft's first-turn chunks.
 
@@ -666,30 +668,27 @@ def atts_calibrate(
     solved later is the paper's setting (and needed for ``-p coverage=conditional``).
     """
     from reasoning import Controller
-    from reasoning.evals import cli
     from reasoning.evals.spec import RunSpec
     from reasoning.probes.atts_calibration import ChunkSettings, collect_calibration
 
     chunk = ChunkSettings(draft_tokens, delimiter.encode().decode("unicode_escape"), temperature, top_p)
     kind = "openai" if base_url else "vllm"
-    backends = cli._backends_of(
-        kind, cli._named(model or [], "model"), cli._named(base_url or [], "base-url")
-    )
+    backends = backends_of(kind, named_values(model or [], "model"), named_values(base_url or [], "base-url"))
     if set(backends.get("backends", {})) != {"draft", "target"}:
         raise ConfigError(
             "atts-calibrate needs the pair by name: --model draft=MODEL --model target=MODEL "
             "(or --base-url draft=URL --base-url target=URL)"
         )
     settings = {"vllm": {"kv_cache_gb": kv_cache_gb, "dtype": dtype}}
-    named = {name: cli._with_settings(b, settings) for name, b in backends["backends"].items()}
+    named = {name: with_settings(b, settings) for name, b in backends["backends"].items()}
     source = f"{dataset}[{offset}:{offset + limit}]"
     spec = RunSpec.model_validate(
         {"backends": named, "seed": seed, "dataset": {"name": dataset, "limit": limit, "offset": offset}}
     )
-    problems = cli._problems(spec)
-    cli.quiet_engine_logs(False)
-    cli.stop_on_signals()  # SIGTERM shuts the engines down too
-    engine = cli._backend(spec, False)
+    problems = spec.problems()
+    quiet_engine_logs(False)
+    stop_on_signals()  # SIGTERM shuts the engines down too
+    engine = launch_all(spec.named())
 
     async def go() -> tuple[Any, list[Any]]:  # one event loop: the engines' clients are bound to it
         try:
@@ -706,7 +705,7 @@ def atts_calibrate(
     try:
         calibration, runs = asyncio.run(go())
     finally:
-        cli._close(engine)
+        close(engine)
     path = calibration.save(out_path)
     pooled = calibration.pooled()
     used = {

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,99 +11,44 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from reasoning import STRATEGIES, Controller, Problem, ReasoningError, Run
+from reasoning.backends.specs import DEFAULT_SCRIPT, ServerBackend
+from reasoning.cli.common import (
+    ImportOption,
+    TrustRemoteCodeOption,
+    announce,
+    backends_of,
+    close,
+    err,
+    launch,
+    launch_all,
+    launch_pool,
+    load_strategies,
+    named_values,
+    out,
+    parse_params,
+    quiet_engine_logs,
+    settings_of,
+    stop_on_signals,
+    with_prm,
+    with_settings,
+)
 from reasoning.compose import build
 from reasoning.concurrency import run_all
-from reasoning.config import EngineConfig
+from reasoning.engine.models import EMBEDDED_MODELS
 from reasoning.errors import BackendError, ConfigError
 from reasoning.evals.artefacts import check_artefacts
-from reasoning.evals.options import TrustRemoteCodeOption
-from reasoning.evals.spec import (
-    DEFAULT_SCRIPT,
-    BackendSpec,
-    RunSpec,
-    ScriptedReply,
-    ServerBackend,
-    VLLMEngine,
-    backend_kind,
-    read_spec,
-)
-from reasoning.models import DEFAULT_MODEL, EMBEDDED_MODELS
+from reasoning.evals.spec import RunSpec, read_spec
 
-DtypeOption = Annotated[
-    str,
-    typer.Option(
-        help="Weight dtype: auto (chosen from the CPU's features; `reasoning doctor` says why), "
-        "bfloat16, float16 or float32."
-    ),
-]
-
-app = typer.Typer(
-    no_args_is_help=True,
-    add_completion=False,
-    help="Test-time reasoning on local vLLM engines.",
-    pretty_exceptions_enable=False,
-)
-err = Console(stderr=True)
-out = Console()
+__all__ = ["execute", "solve", "spec_of", "strategies"]
 
 
-def _add_probe_commands() -> None:
-    from reasoning.evals.doctor import doctor
-    from reasoning.evals.leaderboard.cli import leaderboard_app
-    from reasoning.evals.probe_cli import probe_app
-    from reasoning.evals.proxy_cli import proxy
-
-    app.add_typer(probe_app, name="probe")
-    app.add_typer(leaderboard_app, name="leaderboard")
-    app.command()(doctor)
-    app.command()(proxy)
-
-
-_add_probe_commands()
-
-
-ImportOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--import",
-        help="Module or .py file whose @STRATEGIES.register strategies to add (repeatable); "
-        "installed plugins (entry-point group reasoning.strategies) load on their own.",
-    ),
-]
-
-
-def _strategies(modules: list[str] | None = None) -> None:
-    import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
-    from reasoning.registry import import_strategies
-
-    import_strategies(modules or ())
-
-
-def parse_params(items: list[str]) -> dict[str, str]:
-    """Turn ``["n=8", "temperature=0.7"]`` into a dict; raise `ConfigError` on bad items.
-
-    Example:
-        >>> parse_params(["n=8", " temperature = 0.7"])
-        {'n': '8', 'temperature': '0.7'}
-    """
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"parameter {item!r} is not of the form name=value")
-        params[key.strip()] = value.strip()
-    return params
-
-
-@app.command()
 def strategies(import_: ImportOption = None) -> None:
     """List the strategies and their parameters."""
-    _strategies(import_)
+    load_strategies(import_)
     for name in STRATEGIES.names():
         aliases = STRATEGIES.aliases(name)
         title = f"{name} (also: {', '.join(aliases)})" if aliases else name
@@ -128,7 +71,6 @@ ConfigOption = Annotated[
 ]
 
 
-@app.command()
 def solve(
     config: ConfigOption = None,
     dataset: Annotated[
@@ -279,21 +221,6 @@ def solve(
     execute(spec_of(config, flags))
 
 
-def stop_on_signals() -> None:
-    """Make SIGTERM and SIGINT stop a run like Ctrl-C: engines shut down, finished results kept.
-
-    A shell starts background jobs with SIGINT ignored, and Python's default SIGTERM exits at
-    once, leaving the engine's processes running.
-    """
-    import signal
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
     """The run spec of a ``solve`` command: the `config` file's settings, the `flags` given over them.
 
@@ -318,9 +245,9 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
         if flags["question"] is None:
             spec.pop("question", None)
             spec.pop("gold", None)
-        spec["dataset"] = {**_mapping(spec.get("dataset"), "name"), "name": flags["dataset"]}
+        spec["dataset"] = {**settings_of(spec.get("dataset"), "name"), "name": flags["dataset"]}
     if spec.get("dataset") is not None:
-        data = _mapping(spec["dataset"], "name")
+        data = settings_of(spec["dataset"], "name")
         for key in ("limit", "offset"):
             if flags[key] is not None:
                 data[key] = flags[key]
@@ -358,11 +285,14 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
     if flags["import_"]:
         spec["imports"] = [*spec.get("imports", []), *flags["import_"]]
     # The backends.
-    models, urls = _named(flags["model"] or [], "model"), _named(flags["base_url"] or [], "base-url")
+    models, urls = (
+        named_values(flags["model"] or [], "model"),
+        named_values(flags["base_url"] or [], "base-url"),
+    )
     if flags["backend"] is not None or models is not None or urls is not None:
         spec.pop("backend", None)
         spec.pop("backends", None)
-        spec.update(_backends_of(flags["backend"] or "vllm", models, urls))
+        spec.update(backends_of(flags["backend"] or "vllm", models, urls))
     engine = {
         key: flags[key]
         for key in ("kv_cache_gb", "max_model_len", "block_size", "dtype")
@@ -379,54 +309,10 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
     if not spec.get("backend") and not spec.get("backends"):
         spec["backend"] = {"kind": "vllm"}
     if spec.get("backend"):
-        spec["backend"] = _with_settings(spec["backend"], settings)
+        spec["backend"] = with_settings(spec["backend"], settings)
     if spec.get("backends"):
-        spec["backends"] = {name: _with_settings(b, settings) for name, b in spec["backends"].items()}
+        spec["backends"] = {name: with_settings(b, settings) for name, b in spec["backends"].items()}
     return RunSpec.model_validate(spec)
-
-
-def _mapping(value: Any, key: str) -> dict[str, Any]:
-    """A settings mapping (a plain string is shorthand for its `key`)."""
-    if isinstance(value, str):
-        return {key: value}
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
-def _with_settings(backend: Any, settings: Mapping[str, Mapping[str, Any]]) -> Any:
-    """`backend` (as the spec gives it) with the flags' settings for its kind."""
-    backend = backend_kind(backend)
-    if isinstance(backend, Mapping) and settings.get(str(backend.get("kind"))):
-        return {**backend, **settings[str(backend["kind"])]}
-    return backend
-
-
-def _backends_of(
-    kind: str, models: str | dict[str, str] | None, urls: str | dict[str, str] | None
-) -> dict[str, Any]:
-    """The spec's backend(s) from ``--backend``, ``--model`` and ``--base-url``."""
-    if urls is not None and kind == "vllm":
-        kind = "openai"
-    if kind == "scripted":
-        return {"backend": {"kind": "scripted"}}
-    if kind == "openai":
-        if isinstance(urls, dict):
-            named = models if isinstance(models, dict) else {}
-            return {
-                "backends": {
-                    name: {"kind": "openai", "url": url, "model": named.get(name)}
-                    for name, url in urls.items()
-                }
-            }
-        if isinstance(models, dict):
-            raise ConfigError("several named --model need as many named --base-url (name=URL)")
-        if not urls:
-            raise ConfigError("--backend openai needs --base-url (the URL `reasoning serve` printed)")
-        return {"backend": {"kind": "openai", "url": urls, "model": models}}
-    if kind != "vllm":
-        raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
-    if isinstance(models, dict):
-        return {"backends": {name: {"kind": "vllm", "model": value} for name, value in models.items()}}
-    return {"backend": {"kind": "vllm", "model": models}}
 
 
 def execute(spec: RunSpec) -> None:
@@ -446,9 +332,9 @@ def execute(spec: RunSpec) -> None:
     """
     from reasoning.evals.run import check_writable, read_results, tidy, unfinished
 
-    _strategies(spec.imports)
+    load_strategies(spec.imports)
     arms = _arms(spec)
-    problems = _problems(spec)
+    problems = spec.problems()
     for arm in arms:
         if arm.output is not None:
             check_writable(arm.output, [spec.dataset.name] if spec.dataset is not None else [])
@@ -469,9 +355,19 @@ def execute(spec: RunSpec) -> None:
     for warning in check_artefacts([arm.strategy for arm in arms], spec.models(), problems):
         err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     hidden = any(getattr(arm.strategy, "needs_hidden_states", False) for arm in arms)
-    engine = _backend(spec, hidden) if spec.ray is None else _replica_pool(spec, hidden)
+    engine = (
+        launch_all(spec.named(), hidden_states=hidden)
+        if spec.ray is None
+        else launch_pool(
+            spec.named()[""],
+            address=spec.ray,
+            replicas=spec.replicas,
+            routing=spec.routing,
+            hidden_states=hidden,
+        )
+    )
     if spec.prm is not None:
-        engine = _with_prm(engine, spec.prm, _start_prm)
+        engine = with_prm(engine, spec.prm)
     try:
         controller = Controller(
             engine,
@@ -487,7 +383,7 @@ def execute(spec: RunSpec) -> None:
         kept = f"finished results are kept in {kept}; " if kept else ""
         raise BackendError(f"{exc}\n{kept}re-run the same command to resume", backend=exc.backend) from exc
     finally:
-        _close(engine)
+        close(engine)
     if spec.question is not None:
         for arm in arms:
             run = (arm.runs or [])[0]
@@ -533,62 +429,6 @@ def _arms(spec: RunSpec) -> list[_Arm]:
     return arms
 
 
-def _problems(spec: RunSpec) -> list[Problem]:
-    from reasoning.evals.datasets import load_dataset
-
-    if spec.dataset is None:
-        return [Problem(id="question", question=spec.question or "", answer=spec.gold, kind="math")]
-    data = spec.dataset
-    seed = spec.seed if data.seed is None else data.seed
-    return load_dataset(
-        data.name, limit=data.limit, offset=data.offset, fields=data.fields, seed=seed, graded=data.grade
-    )
-
-
-def _named(items: list[str], what: str) -> str | dict[str, str] | None:
-    """One plain value, or several ``name=value`` items as a dict (in the order given)."""
-    named: dict[str, str] = {}
-    plain: list[str] = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if sep and key.isidentifier():
-            if key in named:
-                raise ConfigError(f"--{what} names {key!r} twice")
-            named[key] = value
-        else:
-            plain.append(item)
-    if (plain and named) or len(plain) > 1:
-        raise ConfigError(f"give one --{what}, or several as name=value (e.g. --{what} draft=...)")
-    return named or (plain[0] if plain else None)
-
-
-def _start_prm(name: str, model: str) -> Any:
-    from reasoning.backends.vllm_reward import VLLMRewardBackend
-
-    with err.status(f"starting the PRM pooling engine for {model} ..."):
-        return VLLMRewardBackend.load(model, name=name)
-
-
-def _with_prm(engine: Any, prm: str | None, make: Any) -> Any:
-    """The run's backends with the PRM added as ``prm`` (the policy named ``policy`` if unnamed)."""
-    if prm is None:
-        return engine
-    try:
-        reward = make("prm", prm)
-    except BaseException:
-        _close(engine)
-        raise
-    return {**(engine if isinstance(engine, dict) else {"policy": engine}), "prm": reward}
-
-
-def _close(engine: Any) -> None:
-    """Shut down the engines among the run's backends (one, or a dict by name)."""
-    for each in engine.values() if isinstance(engine, dict) else [engine]:
-        close = getattr(each, "close", None)
-        if close:
-            close()
-
-
 def _budget_lines(items: list[str]) -> dict[str, dict[str, float]]:
     lines: dict[str, dict[str, float]] = {}
     for key, value in parse_params(items).items():
@@ -605,226 +445,18 @@ def _budget_lines(items: list[str]) -> dict[str, dict[str, float]]:
     return lines
 
 
+def _served_model(backend: Any) -> Any:
+    return backend.model
+
+
 def _ask_servers(spec: RunSpec) -> RunSpec:
     """`spec` with the model of each server that names none filled in (asked of the server)."""
     served = {
-        name: _server_backend(b.url, None, b.api_key).model
+        name: str(_served_model(launch(b)))
         for name, b in spec.named().items()
         if isinstance(b, ServerBackend) and b.model is None
     }
     return spec.with_models(served) if served else spec
-
-
-def _backend(spec: RunSpec, hidden_states: bool) -> Any:
-    """Start the run's backends, its PRM aside: the one backend, or a dict of them by name.
-
-    Engines get the strategies' need of hidden states; several engines are checked to fit in
-    memory together before any starts (`load_backends`).
-    """
-    named = spec.named()
-    engines = {
-        name: EngineConfig(**{**b.engine_settings(), "hidden_states": b.hidden_states or hidden_states})
-        for name, b in named.items()
-        if isinstance(b, VLLMEngine)
-    }
-    started: dict[str, Any] = {}
-    try:
-        if len(engines) > 1:
-            from reasoning.backends.vllm_local import load_backends
-
-            for config in engines.values():
-                _resolve_with_progress(config.model, config.trust_remote_code)
-            with err.status(f"starting {len(engines)} vLLM engines ({', '.join(engines)}) ..."):
-                started.update(load_backends(engines))
-        for name, b in named.items():
-            if name not in started:
-                started[name] = _start(b, engines.get(name))
-    except BaseException:
-        _close(started)
-        raise
-    if "" in started:
-        return started[""]
-    return {name: started[name] for name in named}
-
-
-def _replica_pool(spec: RunSpec, hidden_states: bool) -> Any:
-    """The run's engine replicas on the Ray cluster of ``--ray`` (`reasoning.evals.scale_out`)."""
-    from reasoning.evals.scale_out import start_pool
-
-    backend = spec.named()[""]
-    if isinstance(backend, VLLMEngine):  # converted once here, not by every replica at once
-        _resolve_with_progress(backend.model)
-    with err.status(f"starting {spec.replicas or 'one per node'} engine replica(s) on Ray ({spec.ray}) ..."):
-        return start_pool(
-            backend,
-            address=spec.ray or "auto",
-            replicas=spec.replicas,
-            routing=spec.routing,
-            hidden_states=hidden_states,
-            verbose=logging.getLogger().level <= logging.INFO,
-        )
-
-
-def _start(backend: BackendSpec, engine: EngineConfig | None) -> Any:
-    """Start one backend (`engine`: its settings, when it is an engine)."""
-    if isinstance(backend, ScriptedReply):
-        from reasoning import ScriptedBackend
-
-        return ScriptedBackend([backend.script], seconds_per_token=backend.seconds_per_token)
-    if isinstance(backend, ServerBackend):
-        return _server_backend(backend.url, backend.model, backend.api_key)
-    from reasoning.backends.vllm_local import VLLMBackend
-
-    config = engine or backend
-    _resolve_with_progress(config.model, config.trust_remote_code)
-    with err.status(f"starting the vLLM engine for {config.model or DEFAULT_MODEL} ..."):
-        return VLLMBackend.from_config(config)
-
-
-def quiet_engine_logs(verbose: bool) -> None:
-    """Turn the start-up chatter of vLLM and torch off (one ``engine ready`` line instead) unless -v.
-
-    Set through the environment, so the engine's spawned processes inherit it.
-    """
-    import os
-
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
-        return
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("TORCH_LOGS", "-all")  # torch's Python loggers at ERROR
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-
-
-def _server_backend(base_url: str | None, model: str | None, api_key: str) -> Any:
-    from reasoning.backends.openai_server import OpenAIBackend
-
-    if not base_url:
-        raise ConfigError("--backend openai needs --base-url (the URL `reasoning serve` printed)")
-    backend = OpenAIBackend(base_url, model, api_key=api_key)
-
-    async def check() -> None:
-        try:
-            await backend.check()
-        finally:
-            await backend.aclose()  # the run opens its own connections in its own event loop
-
-    with err.status(f"connecting to {backend.url} ..."):
-        asyncio.run(check())
-    return backend
-
-
-@app.command()
-def serve(
-    model: Annotated[
-        str | None,
-        typer.Option(help=f"Embedded model ({', '.join(EMBEDDED_MODELS)}), local HF folder or HF id."),
-    ] = None,
-    host: Annotated[
-        str, typer.Option(help="Interface to bind (0.0.0.0 exposes it to the network).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    kv_cache_gb: Annotated[float, typer.Option(help="KV-cache size on CPU, GiB.")] = 2.0,
-    max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
-    max_num_seqs: Annotated[int, typer.Option(help="Most sequences decoded at once.")] = 64,
-    seed: Annotated[int, typer.Option(help="Engine seed.")] = 0,
-    hidden_states: Annotated[
-        bool,
-        typer.Option(
-            "--hidden-states",
-            help="Also serve hidden states (turns on vLLM's development endpoints: keep it on loopback).",
-        ),
-    ] = False,
-    log: Annotated[
-        Path | None, typer.Option(help="Write the server's log here (default: a temp file).")
-    ] = None,
-    dtype: DtypeOption = "auto",
-    trust_remote_code: TrustRemoteCodeOption = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server's log here.")] = False,
-) -> None:
-    """Start a vLLM OpenAI-compatible server for a model; Ctrl-C stops it."""
-    import signal
-
-    from reasoning.backends.server import VLLMServer
-
-    config = EngineConfig(
-        model=model,
-        kv_cache_gb=kv_cache_gb,
-        max_model_len=max_model_len,
-        max_num_seqs=max_num_seqs,
-        seed=seed,
-        hidden_states=hidden_states,
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-    )
-    quiet_engine_logs(verbose)
-    _resolve_with_progress(model, trust_remote_code)
-    server = VLLMServer.from_config(config, host=host, port=port, log=log)
-    if hidden_states and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/yellow] --hidden-states exposes vLLM's development endpoints on {host}")
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # Ctrl-C and SIGTERM both stop the server cleanly (a shell may start us with SIGINT ignored).
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with err.status(f"starting a vLLM server for {server.model} on {host}:{port} ..."):
-            server.start(inherit_output=verbose)
-        out.print(f"serving {server.model} at {server.url}/v1", highlight=False)
-        err.print(f"dtype: {server.dtype_choice}", highlight=False)
-        if server.log_path:
-            err.print(f"server log: {server.log_path}", highlight=False)
-        err.print(f"use it with: reasoning solve --base-url {server.url} ...   (Ctrl-C stops the server)")
-        sys.stdout.flush()
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-        code = server.process.returncode if server.process else 0
-        tail = server._log_tail()
-        server.stop()
-        raise ReasoningError(f"the vLLM server exited by itself with status {code}{tail}")
-    except KeyboardInterrupt:
-        err.print("stopping the server ...")
-    finally:
-        server.stop()
-    err.print("server stopped")
-
-
-def _resolve_with_progress(model: str | None, trust_remote_code: bool = False) -> None:
-    """Make sure the model is on disk, showing the first-use conversion's progress.
-
-    A local folder asking to run its own code is refused unless `trust_remote_code`.
-    """
-    from reasoning.models import resolve_model
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        console=err,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                label = (
-                    "assembling + verifying model (first use)"
-                    if phase == "assemble"
-                    else "converting model to a local HF folder (first use)"
-                )
-                tasks[phase] = bar.add_task(label, total=total)
-            bar.update(tasks[phase], completed=done)
-
-        resolve_model(model, progress, trust_remote_code=trust_remote_code)
 
 
 @dataclass
@@ -851,7 +483,7 @@ def _run(problems: list[Problem], controller: Controller, arms: list[_Arm], spec
 
     async def go() -> None:
         try:
-            await _announce(controller)
+            await announce(controller)
             with Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -899,31 +531,6 @@ def _run(problems: list[Problem], controller: Controller, arms: list[_Arm], spec
         arm.seconds = time.monotonic() - start
 
     asyncio.run(go())
-
-
-async def _announce(controller: Controller) -> None:
-    """One ``engine ready`` line per in-process engine: model, dtype and why, measured speed.
-
-    Runs in the solve's own event loop (an engine's client stays bound to its first loop); the
-    measurement doubles as the warm-up.
-    """
-    from reasoning.hardware import measure_decode
-
-    named = controller.backends or {"": controller.primary}
-    for label, backend in named.items():
-        info = getattr(backend, "engine_info", {}) or {}
-        if "dtype" not in info:  # a server started elsewhere: nothing known to announce
-            continue
-        with err.status("warming up ..."):
-            rate = await measure_decode(backend)
-        reason = f" ({info['dtype_reason']})" if info.get("dtype_requested") == "auto" else ""
-        model = getattr(backend, "model", "")
-        err.print(
-            f"engine ready: {label + ': ' if label else ''}{model}, {info['dtype']}{reason}, "
-            f"{rate:.0f} tok/s measured (8 x 16-token warm-up)",
-            highlight=False,
-            soft_wrap=True,
-        )
 
 
 def _summary(arms: list[_Arm]) -> None:
@@ -1086,28 +693,3 @@ def _governing_rows(runs: list[Run]) -> list[tuple[str, str]]:
             )
         )
     return rows
-
-
-def main() -> None:
-    """Console entry point: ReasoningErrors print one line and exit 1."""
-    from rich.markup import escape
-
-    try:
-        app()
-    except ReasoningError as exc:  # escaped: "pip install -e '.[model-large]'" is not markup
-        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err.print(INTERRUPTED)
-        sys.exit(130)
-    except SystemExit as exc:
-        if exc.code == 130:  # typer turns a KeyboardInterrupt inside a command into exit 130
-            err.print(INTERRUPTED)
-        raise
-
-
-INTERRUPTED = "interrupted; finished results are saved, re-run the same command to resume"
-
-
-if __name__ == "__main__":
-    main()

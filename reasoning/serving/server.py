@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Unpack
 
 from reasoning.backends.hidden_states import EXTENSION
 from reasoning.backends.openai_server import OpenAIBackend
@@ -32,10 +32,10 @@ from reasoning.backends.vllm_local import (
     engine_info,
     on_gpu,
 )
-from reasoning.config import EngineConfig
+from reasoning.config import EngineConfig, EngineSettings
+from reasoning.engine.hardware import choose_dtype
+from reasoning.engine.models import DEFAULT_MODEL, Progress, embedded, resolve_model
 from reasoning.errors import ConfigError, EngineStartError
-from reasoning.hardware import choose_dtype
-from reasoning.models import DEFAULT_MODEL, Progress, embedded, resolve_model
 
 __all__ = ["VLLMServer", "free_port"]
 
@@ -61,41 +61,23 @@ class VLLMServer:
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
-        kv_cache_gb: float = 2.0,
-        max_model_len: int | None = None,
-        max_num_seqs: int = 64,
-        enforce_eager: bool = True,
-        dtype: str = "auto",
-        seed: int = 0,
-        hidden_states: bool = False,
-        block_size: int | None = None,
-        speculative: dict[str, Any] | None = None,
-        trust_remote_code: bool = False,
         extra_args: tuple[str, ...] = (),
         log: Path | None = None,
         progress: Progress | None = None,
+        **settings: Unpack[EngineSettings],
     ) -> None:
         """Describe the server; `start` launches it.
 
-        The engine settings (`model` to `speculative`) are the fields of `EngineConfig`, which
-        documents them; `from_config` takes them as one.
+        The engine settings (`model` and `settings`) are the fields of `EngineConfig`, which
+        documents them and their defaults; `from_config` takes them as one. With
+        ``hidden_states=True`` the server installs the worker extension of
+        `reasoning.backends.hidden_states` and turns on vLLM's development endpoints
+        (``/collective_rpc`` among them: keep such a server on loopback); it needs eager mode.
 
         Args:
             model: Embedded model name, local HF folder or HF id (default: the default model).
             host: Interface to bind (loopback unless told otherwise).
             port: TCP port (default: a free one).
-            kv_cache_gb: KV-cache size on CPU, in GiB.
-            max_model_len: Context length (default: the embedded model's, or 4096).
-            max_num_seqs: Most sequences decoded at once.
-            enforce_eager: Skip graph compilation (faster start).
-            dtype: Weight dtype; ``auto`` chooses from the CPU (`reasoning.hardware.choose_dtype`).
-            seed: Engine seed.
-            hidden_states: Offer hidden states over HTTP: installs the worker extension of
-                `reasoning.backends.hidden_states` and turns on vLLM's development endpoints
-                (``/collective_rpc`` among them: keep such a server on loopback). Needs eager mode.
-            block_size: Tokens per KV-cache block (None: the engine's default).
-            speculative: Token-level speculative decoding (`EngineConfig.speculative`).
-            trust_remote_code: Let a local model folder run its own code (`EngineConfig.trust_remote_code`).
             extra_args: More ``vllm serve`` arguments, passed verbatim.
             log: File for the server's output (default: a temporary file); None with
                 ``inherit`` output is chosen by `start`.
@@ -103,21 +85,9 @@ class VLLMServer:
         """
         if port is not None and not 0 < port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {port}")
-        self.config = EngineConfig(
-            model=model,
-            kv_cache_gb=kv_cache_gb,
-            max_model_len=max_model_len,
-            max_num_seqs=max_num_seqs,
-            enforce_eager=enforce_eager,
-            dtype=dtype,
-            seed=seed,
-            hidden_states=hidden_states,
-            block_size=block_size,
-            speculative=speculative,
-            trust_remote_code=trust_remote_code,
-        )
+        self.config = EngineConfig(model=model, **settings)
         """The engine's settings."""
-        if hidden_states and not enforce_eager:
+        if self.config.hidden_states and not self.config.enforce_eager:
             raise ConfigError("hidden states need eager mode (compiled graphs skip the hooks)")
         config = self.config
         spec = embedded(config.model or DEFAULT_MODEL)

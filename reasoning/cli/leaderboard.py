@@ -7,6 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
+from reasoning.cli.common import (
+    announce,
+    close,
+    err,
+    launch,
+    launch_all,
+    launch_pool,
+    quiet_engine_logs,
+    stop_on_signals,
+)
+from reasoning.cli.common import out as stdout
 from reasoning.errors import BackendError, ConfigError
 
 __all__ = ["leaderboard_app"]
@@ -54,19 +65,9 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
 ) -> None:
     """Solve every entry's unfinished problems; each is stored as it finishes (a re-run resumes)."""
-    from reasoning.evals.cli import (
-        _announce,
-        _backend,
-        _close,
-        _start,
-        err,
-        quiet_engine_logs,
-        stop_on_signals,
-    )
     from reasoning.evals.leaderboard.runner import cell_problems, load_problems, run_leaderboard, selected
     from reasoning.evals.leaderboard.spec import ModelGroup, read_leaderboard
     from reasoning.evals.leaderboard.store import Store
-    from reasoning.evals.spec import RunSpec, VLLMEngine
 
     quiet_engine_logs(verbose)
     spec = read_leaderboard(config)
@@ -103,35 +104,16 @@ def run(
     )
 
     def start(model: str, hidden_states: bool) -> Any:
-        from reasoning.config import EngineConfig
-
         backend = spec.models[model]
         if ray is not None:  # the model's replicas on the cluster; results still land in this store
-            return _ray_replicas(backend, hidden_states)
-        if isinstance(backend, ModelGroup):  # started together, checked to fit in memory first
-            return _backend(RunSpec(backends=backend.backends), hidden_states)
-        engine = None
-        if isinstance(backend, VLLMEngine):
-            settings = {**backend.engine_settings(), "hidden_states": backend.hidden_states or hidden_states}
-            engine = EngineConfig(**settings)
-        return _start(backend, engine)
-
-    def _ray_replicas(backend: Any, hidden_states: bool) -> Any:
-        from reasoning.evals.cli import _resolve_with_progress
-        from reasoning.evals.scale_out import start_pool
-
-        if isinstance(backend, ModelGroup):
-            raise ConfigError("--ray replicates one model's engine; a model group cannot run on it")
-        if isinstance(backend, VLLMEngine):
-            _resolve_with_progress(backend.model)
-        with err.status(f"starting {replicas or 'one per node'} engine replica(s) on Ray ({ray}) ..."):
-            return start_pool(
-                backend,
-                address=ray or "auto",
-                replicas=replicas,
-                hidden_states=hidden_states,
-                verbose=verbose,
+            if isinstance(backend, ModelGroup):
+                raise ConfigError("--ray replicates one model's engine; a model group cannot run on it")
+            return launch_pool(
+                backend, address=ray, replicas=replicas, routing="affinity", hidden_states=hidden_states
             )
+        if isinstance(backend, ModelGroup):  # started together, checked to fit in memory first
+            return launch_all(backend.backends, hidden_states=hidden_states)
+        return launch(backend, hidden_states=hidden_states)
 
     if replicas is not None and ray is None:
         raise ConfigError("--replicas needs --ray (auto or HOST:PORT)")
@@ -139,7 +121,7 @@ def run(
     with Store.open(spec.store_path) as opened:
         try:
             solved = run_leaderboard(
-                spec, opened, start, console=err, close=_close, announce=_announce, entries=entry or None
+                spec, opened, start, console=err, close=close, announce=announce, entries=entry or None
             )
         except BackendError as exc:
             raise BackendError(
@@ -159,7 +141,6 @@ def report(
     ] = None,
 ) -> None:
     """Write the report (README.md, index.html, plots) from the store; starts no engine."""
-    from reasoning.evals.cli import out as stdout
     from reasoning.evals.leaderboard.report import collect, rich_tables, write
     from reasoning.evals.leaderboard.spec import read_leaderboard
     from reasoning.evals.leaderboard.store import Store
@@ -197,7 +178,6 @@ def advise(
     """The best entry under a token budget per dataset, checked on held-out problems; starts no engine."""
     from rich.table import Table
 
-    from reasoning.evals.cli import out as stdout
     from reasoning.evals.leaderboard.advise import advise as advise_from
     from reasoning.evals.leaderboard.advise import difficulty_scores
     from reasoning.evals.leaderboard.runner import load_problems

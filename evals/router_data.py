@@ -41,8 +41,8 @@ import numpy as np
 
 from reasoning import Backend, Controller, Problem, Result
 from reasoning.concurrency import run_all, task_group
+from reasoning.engine.models import fingerprint
 from reasoning.errors import ConfigError
-from reasoning.models import fingerprint
 from reasoning.probes.advantage import router_prefix
 from reasoning.probes.data import DecisionPoints
 from reasoning.problem import question_sha

@@ -1,4 +1,4 @@
-"""``reasoning proxy``: serve strategies behind an OpenAI-compatible API (`reasoning.evals.proxy`)."""
+"""``reasoning proxy``: serve strategies behind an OpenAI-compatible API (`reasoning.serving.proxy`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,19 @@ from typing import Annotated, Any
 
 import typer
 
+from reasoning.backends.specs import DEFAULT_SCRIPT, ScriptedReply, ServerBackend, VLLMEngine
+from reasoning.cli.common import (
+    DEFAULTS,
+    DtypeOption,
+    TrustRemoteCodeOption,
+    close,
+    err,
+    launch,
+    out,
+    quiet_engine_logs,
+)
 from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
-from reasoning.evals.options import TrustRemoteCodeOption
 
 __all__ = ["proxy"]
 
@@ -79,7 +89,7 @@ def proxy(
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot before 429s.")] = 256,
     kv_cache_gb: Annotated[float | None, typer.Option(help="KV-cache size of the engine, GiB.")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
-    dtype: Annotated[str, typer.Option(help="Weight dtype of the engine (auto, bfloat16, ...).")] = "auto",
+    dtype: DtypeOption = DEFAULTS.dtype,
     hidden_states: Annotated[
         bool, typer.Option("--hidden-states", help="Start the engine with hidden states (probe strategies).")
     ] = False,
@@ -99,8 +109,6 @@ def proxy(
     Ask for a strategy per request by model name ('self-consistency(n=4)@<model>'), by
     extra_body {"strategy", "params", "budget"}, or by X-Reasoning-* headers.
     """
-    from reasoning.evals.cli import err
-
     phase = ["starting"]
     try:
         _proxy(phase, backend, model, base_url, upstream_api_key, script, script_seconds_per_token, host,
@@ -145,8 +153,7 @@ def _proxy(
     """`proxy`; `phase[0]` says what it is doing (starting, serving, stopping)."""
     import uvicorn
 
-    from reasoning.evals.cli import err, out, quiet_engine_logs
-    from reasoning.evals.proxy import Limits, ProxySettings, create_app, stop_runs
+    from reasoning.serving.proxy import Limits, ProxySettings, create_app, stop_runs
 
     quiet_engine_logs(verbose)
     if max_seconds <= 0:
@@ -269,7 +276,7 @@ def _proxy(
     finally:
         phase[0] = "stopping"
         listening.close()
-        _close(engine)
+        close(engine)
 
 
 ANSWER_SECONDS = 5.0
@@ -280,7 +287,7 @@ def _strategy_check(spec: str, limits: Any) -> None:
     """Refuse a default strategy that does not build or that is over the caps (`Limits.check`)."""
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
     from reasoning.compose import build
-    from reasoning.evals.proxy import ProxyError
+    from reasoning.serving.proxy import ProxyError
 
     try:
         limits.check(build(spec))
@@ -310,7 +317,7 @@ def _options_check(
         "--base-url": (base_url is not None, "openai"),
         "--kv-cache-gb": (kv_cache_gb is not None, "vllm"),
         "--max-model-len": (max_model_len is not None, "vllm"),
-        "--dtype": (dtype != "auto", "vllm"),
+        "--dtype": (dtype != DEFAULTS.dtype, "vllm"),
         "--hidden-states": (hidden_states, "vllm"),
     }
     unused = [option for option, (set_, applies) in given.items() if set_ and applies != kind]
@@ -349,39 +356,25 @@ def _start(
     hidden_states: bool,
     trust_remote_code: bool = False,
 ) -> Any:
-    """The backend the proxy serves."""
-    from reasoning.evals.cli import _resolve_with_progress, _server_backend, err
-
+    """The backend the proxy serves, started the one way (`reasoning.cli.common.launch`)."""
+    spec: VLLMEngine | ServerBackend | ScriptedReply
     if kind == "scripted":
-        from reasoning import ScriptedBackend
-        from reasoning.evals.spec import DEFAULT_SCRIPT
-
-        served = model or "scripted"
-        return ScriptedBackend([script or DEFAULT_SCRIPT], seconds_per_token=seconds_per_token, model=served)
-    if kind == "openai" or base_url is not None:
-        return _server_backend(base_url, model, upstream_api_key)
-    if kind != "vllm":
+        spec = ScriptedReply(
+            script=script or DEFAULT_SCRIPT, seconds_per_token=seconds_per_token, model=model
+        )
+    elif kind == "openai" or base_url is not None:
+        if not base_url:
+            raise ConfigError("--backend openai needs --base-url (the URL `reasoning serve` printed)")
+        spec = ServerBackend(url=base_url, model=model, api_key=upstream_api_key)
+    elif kind != "vllm":
         raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
-    from reasoning.backends.vllm_local import VLLMBackend
-    from reasoning.config import EngineConfig
-
-    settings: dict[str, Any] = {
-        "model": model,
-        "dtype": dtype,
-        "hidden_states": hidden_states,
-        "trust_remote_code": trust_remote_code,
-    }
-    if kv_cache_gb is not None:
-        settings["kv_cache_gb"] = kv_cache_gb
-    if max_model_len is not None:
-        settings["max_model_len"] = max_model_len
-    config = EngineConfig(**settings)
-    _resolve_with_progress(config.model, config.trust_remote_code)
-    with err.status(f"starting the vLLM engine for {config.model or 'the default model'} ..."):
-        return VLLMBackend.from_config(config)
-
-
-def _close(engine: Any) -> None:
-    from reasoning.evals.cli import _close as close
-
-    close(engine)
+    else:
+        given: dict[str, Any] = {"kv_cache_gb": kv_cache_gb, "max_model_len": max_model_len}
+        spec = VLLMEngine(
+            model=model,
+            dtype=dtype,
+            hidden_states=hidden_states,
+            trust_remote_code=trust_remote_code,
+            **{key: value for key, value in given.items() if value is not None},
+        )
+    return launch(spec)
