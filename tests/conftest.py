@@ -12,10 +12,10 @@ def problem() -> Problem:
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[object]:
-    """The in-process engine on the embedded default model (started once per session)."""
+    """The in-process engine on the embedded default model, hidden states on (started once per session)."""
     from reasoning.backends.vllm_local import VLLMBackend
 
-    backend = VLLMBackend.load(kv_cache_gb=1.0)
+    backend = VLLMBackend.load(kv_cache_gb=1.0, hidden_states=True)
     yield backend
     backend.close()
 

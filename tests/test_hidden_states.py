@@ -73,7 +73,7 @@ async def test_float32_engine_matches_transformers_to_1e_3(engine) -> None:
 
     # Where the default engine already runs in float32 (CPUs without native bf16), use it.
     own = engine.engine_info["dtype"] != "float32"
-    backend = VLLMBackend.load(dtype="float32", kv_cache_gb=0.25) if own else engine
+    backend = VLLMBackend.load(dtype="float32", kv_cache_gb=0.25, hidden_states=True) if own else engine
     try:
         request = Request(QUESTION, prefix=PREFIX)
         first = await backend.hidden_states(request, LAYERS, POSITIONS)
