@@ -46,8 +46,7 @@ from reasoning.errors import ConfigError
 from reasoning.probes.advantage import router_prefix
 from reasoning.probes.data import DecisionPoints
 from reasoning.problem import question_sha
-from reasoning.strategies.arbitrage import DRAFT, TARGET, ends_solution, sample_step
-from reasoning.strategies.step_tree import StepSampling
+from reasoning.strategies.arbitrage import DRAFT, TARGET, DraftSteps, ends_solution, sample_step
 from reasoning.strategy import Context
 from reasoning.verifiers.grading import grade_async
 from reasoning.verifiers.step_judge import judge_steps
@@ -58,9 +57,9 @@ JUDGE_NAME = "specreason-0-9-expected-digit"
 """How step scores were read (recorded with the data)."""
 
 
-@dataclass(frozen=True)
-class AdvantageCollection:
-    """How trajectories are rolled and steps labelled."""
+@dataclass(frozen=True, kw_only=True)
+class AdvantageCollection(DraftSteps):
+    """How trajectories are rolled and steps labelled; the steps are arbitrage's (`DraftSteps`)."""
 
     margin: float = 1.0
     """A step is positive iff s_target - s_draft > margin (0-9 judge scale)."""
@@ -68,29 +67,11 @@ class AdvantageCollection:
     """Which step continues the trajectory: always the draft's, or the target's when y = 1."""
     judge: str = TARGET
     """Named backend that judges both steps."""
-    delimiter: str = "\n\n"
-    """Step separator (and the stop string of step requests)."""
-    step_tokens: int = 256
-    """Most tokens per step."""
-    max_steps: int = 20
-    """Most steps per trajectory."""
-    max_tokens: int = 512
-    """Token budget of a trajectory's kept steps."""
-    temperature: float = 0.6
-    """Sampling temperature of both models' steps."""
-    top_p: float = 0.95
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
         if self.follow not in ("draft", "oracle"):
             raise ConfigError(f"follow must be draft or oracle, got {self.follow!r}")
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        self.decoding()
-
-    def decoding(self) -> StepSampling:
-        """How steps are cut and sampled."""
-        return StepSampling(self.delimiter, self.step_tokens, self.max_steps, self.temperature, self.top_p)
+        super().__post_init__()
 
 
 class _Pairs:

@@ -38,10 +38,11 @@ from reasoning import STRATEGIES, Candidate, Completion, Context, Problem, Resul
 from reasoning.errors import ConfigError
 from reasoning.probes.advantage import router_prefix
 from reasoning.probes.probe import Probe, load_probe, model_of
+from reasoning.steps import Steps
 from reasoning.strategies.step_tree import StepSampling, is_final_step, step_prefix
 from reasoning.verifiers.step_judge import judge_steps
 
-__all__ = ["DRAFT", "TARGET", "Arbitrage", "ends_solution", "sample_step"]
+__all__ = ["DRAFT", "TARGET", "Arbitrage", "DraftSteps", "ends_solution", "sample_step"]
 
 DRAFT, TARGET = "draft", "target"
 """Names of the two backends the run must have."""
@@ -64,9 +65,43 @@ def ends_solution(step: Completion) -> bool:
     return eos or is_final_step(step.text) or not step.text.strip()
 
 
+@dataclass(frozen=True, kw_only=True)
+class DraftSteps(Steps):
+    """The steps of a draft/target pair: SpecReason's sampling, a token budget per trace.
+
+    Arbitrage runs with these and the advantage router's collector (`reasoning.evals.router_data`)
+    labels steps with these: one declaration, so the two cannot drift apart.
+    """
+
+    max_steps: int = 20
+    """Most steps per trace."""
+    max_tokens: int = 512
+    """Token budget of a trace's kept steps (discarded draft steps do not count)."""
+    temperature: float = 0.6
+    """Sampling temperature of both models' steps (SpecReason's)."""
+    top_p: float = 0.95
+    """Nucleus mass."""
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        super().__post_init__()
+        self.decoding()
+
+    def decoding(self) -> StepSampling:
+        """How steps are cut and sampled (raises ConfigError on bad values)."""
+        return StepSampling(
+            delimiter=self.delimiter,
+            step_tokens=self.step_tokens,
+            max_steps=self.max_steps,
+            temperature=self.temperature,
+            top_p=self.top_p,
+        )
+
+
 @STRATEGIES.register("arbitrage", "advantage-routing")
 @dataclass(frozen=True, kw_only=True)
-class Arbitrage:
+class Arbitrage(DraftSteps):
     """The draft writes each step; a router sends the steps the target would improve to the target."""
 
     probe: str = ""
@@ -80,18 +115,6 @@ class Arbitrage:
     """Named backend that judges draft steps (``router="judge"``)."""
     n: int = 1
     """Independent traces (concurrent); more than one = a majority vote over them."""
-    delimiter: str = "\n\n"
-    """Step separator (and the stop string of step requests)."""
-    step_tokens: int = 256
-    """Most tokens per step."""
-    max_steps: int = 20
-    """Most steps per trace."""
-    max_tokens: int = 512
-    """Token budget of a trace's kept steps (discarded draft steps do not count)."""
-    temperature: float = 0.6
-    """Sampling temperature of both models' steps (SpecReason's)."""
-    top_p: float = 0.95
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
         if self.router not in ("probe", "judge"):
@@ -100,16 +123,12 @@ class Arbitrage:
             raise ConfigError("arbitrage: give the router artefact, e.g. -p probe=probes/gsm8k-router.json")
         if self.n < 1 or self.step_tokens < 1 or self.max_tokens < 1:
             raise ConfigError("arbitrage: n, step_tokens and max_tokens must be >= 1")
-        self.decoding()
+        super().__post_init__()
 
     @property
     def needs_hidden_states(self) -> bool:
         """The probe router reads the draft's hidden states (the CLI then starts engines with them)."""
         return self.router == "probe"
-
-    def decoding(self) -> StepSampling:
-        """How steps are cut and sampled (raises ConfigError on bad values)."""
-        return StepSampling(self.delimiter, self.step_tokens, self.max_steps, self.temperature, self.top_p)
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Run n routed traces concurrently, then vote."""

@@ -19,6 +19,7 @@ from typing import Literal, get_args
 
 from reasoning import ConfigError, Context
 from reasoning.probes.value import ValueProbeScorer
+from reasoning.steps import Steps
 from reasoning.strategies.step_tree import StepSampling, StepTree
 from reasoning.verifiers.process import Aggregation, GenerativeScorer, ProcessScorer, RewardModelScorer
 
@@ -26,9 +27,9 @@ ScorerName = Literal["judge", "prm", "value", "probe", "verifier"]
 """Where process scores come from."""
 
 
-@dataclass(frozen=True)
-class StepSearch:
-    """How a step search samples steps and scores them (base of the tree-search strategies)."""
+@dataclass(frozen=True, kw_only=True)
+class StepSearch(Steps):
+    """How a step search samples steps (`Steps`) and scores them (base of the tree-search strategies)."""
 
     scorer: ScorerName = "judge"
     """Process scores from the model as judge, a served PRM, a value probe, or the run's verifier."""
@@ -39,16 +40,6 @@ class StepSearch:
     model; default: the one shipped for the policy)."""
     aggregation: Aggregation = "last"
     """How step scores make a path's score: last, min, product, or model (whole path as one step)."""
-    delimiter: str = "\n\n"
-    """Step separator (and the stop string of step requests)."""
-    step_tokens: int = 256
-    """Most tokens per step (a longer step stays open and is continued by the next request)."""
-    max_steps: int = 40
-    """Most step requests per solution; a path stopped there gets its answer forced."""
-    temperature: float = 0.8
-    """Sampling temperature of steps."""
-    top_p: float = 1.0
-    """Nucleus mass."""
 
     @property
     def needs_hidden_states(self) -> bool:
@@ -64,7 +55,12 @@ class StepSearch:
         if self.probe is not None and self.scorer not in ("probe", "value"):
             raise ConfigError("probe= needs scorer='value' (a value model) or scorer='probe' (an exit probe)")
         return StepSampling(
-            self.delimiter, self.step_tokens, self.max_steps, self.temperature, self.top_p, self.aggregation
+            delimiter=self.delimiter,
+            step_tokens=self.step_tokens,
+            max_steps=self.max_steps,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            aggregation=self.aggregation,
         )
 
     def process_scorer(self, ctx: Context) -> ProcessScorer:

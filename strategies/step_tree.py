@@ -39,6 +39,7 @@ from reasoning import Candidate, Completion, ConfigError, Context, Result, Sampl
 from reasoning.answers import extract_boxed
 from reasoning.concurrency import task_group
 from reasoning.errors import checked_verdicts
+from reasoning.steps import Steps
 from reasoning.strategy import Verdict, to_candidate
 from reasoning.verifiers.process import Aggregation, ProcessScorer, aggregate
 
@@ -88,41 +89,23 @@ FORCED_ANSWER_TOKENS = 24
 """Most tokens of a forced answer (the verifier reads the balanced box; the rest is ignored)."""
 
 
-@dataclass(frozen=True)
-class StepSampling:
-    """How steps are cut and sampled, and how their scores aggregate."""
+@dataclass(frozen=True, kw_only=True)
+class StepSampling(Steps):
+    """How a step search cuts and samples steps (`Steps`), and how their scores aggregate."""
 
-    delimiter: str = "\n\n"
-    """Step separator, also the stop string of step requests."""
-    max_tokens: int = 256
-    """Most tokens per step."""
-    max_steps: int = 40
-    """A path with this many steps is finished."""
-    temperature: float = 0.8
-    """Sampling temperature of steps."""
-    top_p: float = 1.0
-    """Nucleus mass."""
     aggregation: Aggregation = "last"
     """How a path's step scores combine."""
 
     def __post_init__(self) -> None:
         if not self.delimiter:
             raise ConfigError("step delimiter must not be empty")
-        if self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.aggregation not in get_args(Aggregation):
             raise ConfigError(f"aggregation must be one of {get_args(Aggregation)}, got {self.aggregation!r}")
-        self.sampling(1)
+        super().__post_init__()
 
     def sampling(self, n: int, max_tokens: int | None = None) -> Sampling:
         """Sampling of `n` next steps (cut at `max_tokens` when given)."""
-        return Sampling(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=max_tokens or self.max_tokens,
-            n=n,
-            stop=(self.delimiter,),
-        )
+        return self.step_sampling(n, max_tokens)
 
 
 @dataclass(frozen=True)
