@@ -41,8 +41,9 @@ from reasoning.problem import Problem, default_prompt
 from reasoning.record import Candidate, Run
 from reasoning.registry import STRATEGIES, Registry
 from reasoning.selection import majority_vote
-from reasoning.strategy import Context, Result, Strategy, Verdict, Verifier
+from reasoning.strategy import Context, Result, Strategy
 from reasoning.trace import Trace
+from reasoning.verifier import Verdict, Verifier
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -45,12 +44,10 @@ from typing import Annotated, Any
 from pydantic import PlainValidator
 
 from reasoning.errors import ConfigError
-from reasoning.registry import STRATEGIES, _parameter_fields
+from reasoning.registry import STRATEGIES, spec_of
 from reasoning.strategy import Strategy
 
 __all__ = ["Inner", "build", "build_optional", "needs_hidden_states", "parse", "spec_of"]
-
-_SPECIAL = set(",()[]=\"' :\\")
 
 
 class _Parser:
@@ -210,45 +207,6 @@ def build_optional(spec: Any) -> Strategy | None:
 
 Inner = Annotated[Strategy | None, PlainValidator(build_optional)]
 """Type of a parameter that takes a strategy: a spec string, a mapping, or a strategy object."""
-
-
-def spec_of(strategy: object) -> str:
-    """The canonical spec of `strategy`: its name and every parameter that differs from its default.
-
-    Example:
-        >>> import reasoning.strategies
-        >>> spec_of(build("sc:n=3,temperature=0.5"))
-        'self-consistency(n=3, temperature=0.5)'
-    """
-    name = STRATEGIES.name_of(strategy)
-    if not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
-        return name
-    items = []
-    for field in _parameter_fields(type(strategy)):
-        value = getattr(strategy, field.name)
-        default = field.default
-        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
-            default = field.default_factory()
-        if value != default:
-            items.append(f"{field.name}={_text(value)}")
-    return f"{name}({', '.join(items)})" if items else name
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_text(v) for v in value) + "]"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        plain = value.isprintable() and value not in ("", "null") and not set(value) & _SPECIAL
-        return value if plain else json.dumps(value)
-    if dataclasses.is_dataclass(value) and STRATEGIES.holds(type(value)):
-        return spec_of(value)
-    return json.dumps(str(value))
 
 
 def needs_hidden_states(*strategies: object) -> bool:

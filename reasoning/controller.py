@@ -19,15 +19,13 @@ from reasoning.record import Run
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.strategy import (
     Context,
-    ExtractAnswer,
     Result,
     Strategy,
     TruncatedAnswers,
-    Verdict,
-    Verifier,
     made_into_candidate,
     to_candidate,
 )
+from reasoning.verifier import ExtractAnswer, Verdict, Verifier
 
 __all__ = ["Controller"]
 
@@ -164,7 +162,7 @@ class Controller:
             result = await strategy(visible, ctx)
         except BudgetExhausted as exc:
             stop_reason = f"budget:{exc.resource}"
-            result = await _best_so_far(ctx)
+            result = await ctx.result_so_far()
         except ExceptionGroup as group:  # a strategy's task group: budget stops arrive wrapped
             budget_stops, rest = group.split(BudgetExhausted)
             if budget_stops is None or rest is not None:
@@ -173,7 +171,7 @@ class Controller:
             while isinstance(first, ExceptionGroup):
                 first = first.exceptions[0]
             stop_reason = f"budget:{getattr(first, 'resource', 'unknown')}"
-            result = await _best_so_far(ctx)
+            result = await ctx.result_so_far()
         if stop_reason != "done":
             result = _with_cut_samples(result, ctx)
         usage = meter.finish()
@@ -210,12 +208,6 @@ class Controller:
     def run_sync(self, problem: Problem, strategy: Strategy, budget: Budget | None = None) -> Run:
         """Blocking form of `run` for scripts and notebooks without an event loop."""
         return anyio.run(self.run, problem, strategy, budget)
-
-
-async def _best_so_far(ctx: Context) -> Result:
-    if ctx.best_so_far is not None:
-        return await ctx.best_so_far()
-    return await ctx.samples_so_far()
 
 
 def _with_cut_samples(result: Result, ctx: Context) -> Result:

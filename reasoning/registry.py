@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -44,7 +45,16 @@ from pydantic_core import to_jsonable_python
 
 from reasoning.errors import ConfigError
 
-__all__ = ["ENTRY_POINT_GROUP", "STRATEGIES", "Parameter", "Registry", "import_strategies", "params_of"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "STRATEGIES",
+    "Parameter",
+    "Registry",
+    "import_strategies",
+    "parameter_fields",
+    "params_of",
+    "spec_of",
+]
 
 T = TypeVar("T")
 
@@ -145,7 +155,7 @@ class Registry(Generic[T]):
         cls = self.get(name)
         docs = _attribute_docs(cls)
         out = []
-        for f in _parameter_fields(cls):
+        for f in parameter_fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
             kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
             kind = "strategy spec" if kind == "Inner" else kind  # a composer's inner step
@@ -177,9 +187,7 @@ class Registry(Generic[T]):
 def params_of(component: object) -> dict[str, Any]:
     """The parameters of a dataclass component as JSON-ready values (for records and resume)."""
     if dataclasses.is_dataclass(component) and not isinstance(component, type):
-        from reasoning.compose import spec_of  # a nested strategy (a composer's inner step): its spec
-
-        fields = _parameter_fields(type(component))
+        fields = parameter_fields(type(component))
         params = {f.name: getattr(component, f.name) for f in fields if not _unset_inner(f, component)}
         params = {k: spec_of(v) if _is_strategy(v) else v for k, v in params.items()}
         jsonable: dict[str, Any] = to_jsonable_python(params, fallback=str)
@@ -196,7 +204,7 @@ def _is_strategy(value: object) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type) and STRATEGIES.holds(type(value))
 
 
-def _parameter_fields(cls: type) -> list[dataclasses.Field[Any]]:
+def parameter_fields(cls: type) -> list[dataclasses.Field[Any]]:
     """A component's parameters: those its class declares, in order, then inherited ones.
 
     A strategy's own parameters come first, a base class's shared ones (the sampling, a step
@@ -361,3 +369,47 @@ def _import(module: str) -> object:
     finally:
         if added:
             sys.path.remove(here)
+
+
+_SPECIAL = set(",()[]=\"' :\\")
+"""Characters that make a string parameter quoted in a spec (the spec grammar's own)."""
+
+
+def spec_of(strategy: object) -> str:
+    """The canonical spec of `strategy`: its name and every parameter that differs from its default.
+
+    Example:
+        >>> import reasoning.strategies
+        >>> from reasoning.compose import build
+        >>> spec_of(build("sc:n=3,temperature=0.5"))
+        'self-consistency(n=3, temperature=0.5)'
+    """
+    name = STRATEGIES.name_of(strategy)
+    if not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
+        return name
+    items = []
+    for field in parameter_fields(type(strategy)):
+        value = getattr(strategy, field.name)
+        default = field.default
+        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        if value != default:
+            items.append(f"{field.name}={_text(value)}")
+    return f"{name}({', '.join(items)})" if items else name
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        plain = value.isprintable() and value not in ("", "null") and not set(value) & _SPECIAL
+        return value if plain else json.dumps(value)
+    if dataclasses.is_dataclass(value) and STRATEGIES.holds(type(value)):
+        return spec_of(value)
+    return json.dumps(str(value))

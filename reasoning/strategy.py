@@ -1,4 +1,4 @@
-"""The Strategy and Verifier seams, and the Context through which strategies act.
+"""The Strategy seam, and the Context through which strategies act (verifiers: `reasoning.verifier`).
 
 A strategy is a frozen dataclass with an async ``__call__(problem, ctx) -> Result``. It
 touches the world only through its `Context`: ``ctx.generate`` for whole samples and
@@ -24,7 +24,7 @@ from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 
-from reasoning.answers import extract_answer, normalize_answer, written_answer
+from reasoning.answers import written_answer
 from reasoning.backend import (
     HIDDEN_STATES_OFFERED_BY,
     PROMPT_LOGPROBS_OFFERED_BY,
@@ -54,8 +54,9 @@ from reasoning.problem import Problem
 from reasoning.record import Candidate
 from reasoning.selection import TieBreak, majority_vote
 from reasoning.trace import Trace
+from reasoning.verifier import ExtractAnswer, Verdict, Verifier
 
-__all__ = ["Context", "Result", "Strategy", "TruncatedAnswers", "Verdict", "Verifier", "request_seed"]
+__all__ = ["Context", "Result", "Strategy", "TruncatedAnswers", "request_seed"]
 
 T = TypeVar("T")
 
@@ -64,37 +65,6 @@ TruncatedAnswers = Literal["written", "any"]
 an answer the text states in full, a closed ``\\boxed{}`` or a complete ``#### x`` / ``the
 answer is x`` / ``Answer: x`` line (`reasoning.answers.written_answer`); ``any``: whatever the
 verifier reads, the last number of the cut text included."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a verifier says about one candidate text."""
-
-    answer: str | None
-    """Normalised final answer, None when the text has none (it then never wins a vote)."""
-    score: float = 0.0
-    """Quality score, higher is better."""
-
-
-class Verifier(Protocol):
-    """Reads candidates' answers and scores them; never sees the gold answer."""
-
-    async def __call__(self, problem: Problem, texts: Sequence[str]) -> list[Verdict]:
-        """Return one verdict per text, in order."""
-        ...
-
-
-class ExtractAnswer:
-    """The fallback verifier: extract and normalise the final answer, score 1 if present."""
-
-    async def __call__(self, problem: Problem, texts: Sequence[str]) -> list[Verdict]:
-        """Extract each text's answer."""
-        out = []
-        for text in texts:
-            answer = extract_answer(text)
-            key = normalize_answer(answer) if answer else None
-            out.append(Verdict(answer=key, score=1.0 if key else 0.0))
-        return out
 
 
 @dataclass(frozen=True)
@@ -181,9 +151,6 @@ class Context:
     """One meter per named backend (its own budget lines and usage)."""
     backend_name: str = ""
     """Name of the default `backend` among `backends` (empty when there is only one)."""
-    best_so_far: Callable[[], Awaitable[Result]] | None = None
-    """Set by a strategy that keeps its own records (a step search: its samples are steps, not
-    solutions): what a budget stop returns instead of a vote over the samples finished so far."""
     scope: str = ""
     """Where in a composition this context runs (`derive`): its requests' seeds derive from it."""
     deterministic: bool = False
@@ -196,6 +163,7 @@ class Context:
     """The samples of this context's calls and of the contexts derived from it (a branch's only)."""
     _lineage: tuple[list[Completion], ...] = ()
     _requests: int = 0
+    _best_so_far: Callable[[], Awaitable[Result]] | None = None
     ledger: Ledger = field(init=False, repr=False)
     """Holds and settles every call on `meter` and the named backend's own meter in `meters`."""
 
@@ -222,7 +190,7 @@ class Context:
             self,
             messages=self.messages if messages is None else tuple(messages),
             scope=f"{self.scope}/{scope}",
-            best_so_far=None,
+            _best_so_far=None,
             own=[],
             _lineage=(*self._lineage, self.own),
             _requests=0,
@@ -362,6 +330,24 @@ class Context:
             samples.extend(completions)
         self.ledger.cancelled(completions, backend)
         return completions
+
+    def on_stop(self, best_so_far: Callable[[], Awaitable[Result]]) -> None:
+        """Say what a budget stop returns for this context: `best_so_far` instead of a vote.
+
+        For a strategy that keeps its own records (a step search: its samples are steps, not
+        solutions; a composition: its inner runs' results); the controller and a composing
+        strategy ask `result_so_far`.
+        """
+        self._best_so_far = best_so_far
+
+    async def result_so_far(self) -> Result:
+        """What this context's run holds at a budget stop.
+
+        Its strategy's best so far (`on_stop`), else a vote over its own samples (`samples_so_far`).
+        """
+        if self._best_so_far is not None:
+            return await self._best_so_far()
+        return await self.samples_so_far()
 
     async def samples_so_far(self) -> Result:
         """A vote over this context's own samples so far: what a budget stop returns by default.

@@ -155,7 +155,7 @@ class Arbitrage(DraftSteps):
         async def best_so_far() -> Result:  # a budget stop: vote over the traces finished so far
             return Result.vote(done) if done else Result(answer=None)
 
-        ctx.best_so_far = best_so_far
+        ctx.on_stop(best_so_far)
         return Result.vote(await ctx.run_all(*(self.trace(ctx, probe, tau, done) for _ in range(self.n))))
 
     async def route(self, ctx: Context, probe: Probe | None, steps: Sequence[str], step: str) -> float:

@@ -137,7 +137,7 @@ class ATTS:
             finished = {i for i, s in enumerate(samples) if s.finished}
             return Result.vote([s.candidate() for s in samples], voters=finished)
 
-        ctx.best_so_far = best_so_far
+        ctx.on_stop(best_so_far)
 
         async def run(s: _Sample) -> None:
             await self.sample(ctx, scores, s)

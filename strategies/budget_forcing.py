@@ -114,7 +114,7 @@ class BudgetForcing(Sampled):
             partial = Candidate(text, None, output_tokens=think, finish_reason="cancelled", scores=stats(0))
             return Result(None, (partial,))
 
-        ctx.best_so_far = best_so_far
+        ctx.on_stop(best_so_far)
         while True:
             sampling = replace(self.sampling(), max_tokens=self.max_tokens - think, stop=(end,))
             [segment] = await ctx.generate(ctx.request(sampling, text))

@@ -165,7 +165,7 @@ class Dynasor(Sampled):
                 else Result(None)
             )
 
-        ctx.best_so_far = best_so_far
+        ctx.on_stop(best_so_far)
         async with task_group() as group:
             tasks: list[asyncio.Task[None]] = []
             async with ctx.trace(ctx.request(self.sampling(logprobs=0))) as main:

@@ -39,7 +39,8 @@ from reasoning import STRATEGIES, Candidate, Context, Message, Problem, Request,
 from reasoning.compose import Inner, build_optional, needs_hidden_states
 from reasoning.errors import ConfigError
 from reasoning.strategies.sampled import Sampled
-from reasoning.strategy import Verdict, to_candidate
+from reasoning.strategy import to_candidate
+from reasoning.verifier import Verdict
 
 __all__ = ["PDR", "REFINE_PROMPT", "SUMMARY_PROMPT", "SequentialRefinement"]
 
@@ -130,7 +131,7 @@ class PDR(Sampled):
         async def best_so_far() -> Result:  # a budget stop: the latest finished round votes
             return Result.vote(candidates, voters=latest)
 
-        ctx.best_so_far = best_so_far
+        ctx.on_stop(best_so_far)
         workspace, used = "", 0
         for r in range(1, self.rounds + 1):
             refine = self.refine_prompt.replace("{workspace}", workspace)

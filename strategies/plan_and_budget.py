@@ -207,7 +207,7 @@ class PlanAndBudget:
         async def no_answer() -> Result:  # a budget stop: a partial trace is no solution
             return Result(answer=None)
 
-        ctx.best_so_far = no_answer
+        ctx.on_stop(no_answer)
         plan = await call(
             Request(
                 (Message("user", PLAN_PROMPT.format(question=problem.question)),),

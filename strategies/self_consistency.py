@@ -62,12 +62,10 @@ class SelfConsistency(Sampled):
             return finished[i]
 
         async def best_so_far() -> Result:  # a budget stop: each path's result, or its own best so far
-            runs = [
-                finished.get(i) or await (p.best_so_far or p.samples_so_far)() for i, p in enumerate(paths)
-            ]
+            runs = [finished.get(i) or await p.result_so_far() for i, p in enumerate(paths)]
             return self.voted(runs)
 
-        ctx.best_so_far = best_so_far
+        ctx.on_stop(best_so_far)
         return self.voted(await ctx.run_all(*(path(i) for i in range(self.n))))
 
     @staticmethod

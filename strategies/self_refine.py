@@ -34,7 +34,8 @@ from dataclasses import dataclass, replace
 from reasoning import STRATEGIES, Candidate, Context, Message, Problem, Request, Result
 from reasoning.errors import ConfigError
 from reasoning.strategies.sampled import Sampled
-from reasoning.strategy import Verdict, to_candidate
+from reasoning.strategy import to_candidate
+from reasoning.verifier import Verdict
 
 __all__ = ["FEEDBACK_PROMPT", "REFINE_PROMPT", "SelfRefine", "verdict_of"]
 
@@ -96,7 +97,7 @@ class SelfRefine(Sampled):
         async def best_so_far() -> Result:  # a budget stop: the latest solution
             return Result.pick(candidates, latest if candidates else None)
 
-        ctx.best_so_far = best_so_far
+        ctx.on_stop(best_so_far)
         review = self.feedback_prompt.replace("{verdict}", self.verdict)
         feedback = replace(self.sampling(), max_tokens=self.feedback_tokens)
         conversation = ctx.messages

@@ -122,7 +122,7 @@ class Speculative:
             finished.append(candidate)
             return candidate
 
-        ctx.best_so_far = best_so_far
+        ctx.on_stop(best_so_far)
         return Result.vote(await ctx.run_all(*(one() for _ in range(self.n))))
 
     async def candidate(

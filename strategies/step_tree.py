@@ -40,7 +40,8 @@ from reasoning.answers import extract_boxed
 from reasoning.concurrency import task_group
 from reasoning.errors import checked_verdicts
 from reasoning.steps import Steps
-from reasoning.strategy import Verdict, to_candidate
+from reasoning.strategy import to_candidate
+from reasoning.verifier import Verdict
 from reasoning.verifiers.process import Aggregation, ProcessScorer, aggregate
 
 __all__ = [
@@ -157,7 +158,7 @@ class StepTree:
         """Paths scored so far."""
         self.output_tokens = 0
         """Tokens decoded for steps so far (forced answers included)."""
-        ctx.best_so_far = self.best_so_far
+        ctx.on_stop(self.best_so_far)
 
     async def best_so_far(self) -> Result:
         """A budget stop's result: the best-scored finished path so far (none: no answer).

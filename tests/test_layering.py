@@ -96,3 +96,37 @@ def test_the_command_line_and_serving_are_rooms_of_their_own() -> None:
     assert layer_of_file(ROOT / "reasoning" / "cli" / "solve.py", "core") == "cli"
     assert layer_of_file(ROOT / "reasoning" / "backends" / "start.py", "core") == "core"
     assert "cli" not in ALLOWED["evals"] | ALLOWED["serving"] and "evals" not in ALLOWED["serving"]
+
+
+def _kernel_imports(path: Path) -> set[str]:
+    """The kernel modules `path` imports (anywhere in it, lazily too; not under TYPE_CHECKING)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.dump(child.test):
+                continue
+            names = []
+            if isinstance(child, ast.ImportFrom) and child.module:
+                names = [child.module]
+            elif isinstance(child, ast.Import):
+                names = [a.name for a in child.names]
+            found.update(n for n in names if n.startswith("reasoning.") and n.count(".") == 1)
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def test_the_kernel_modules_import_each_other_without_cycles() -> None:
+    """compose and registry, strategy and verifier, ...: each seam a file, no two needing each other."""
+    import graphlib
+
+    graph = {
+        f"reasoning.{path.stem}": _kernel_imports(path)
+        for path in (ROOT / "reasoning").glob("*.py")
+        if path.stem != "__init__"
+    }
+    graphlib.TopologicalSorter(graph).static_order()  # raises CycleError on a cycle
+    assert "reasoning.compose" not in graph["reasoning.registry"]
+    assert "reasoning.strategy" not in graph["reasoning.verifier"]

@@ -19,7 +19,7 @@ from reasoning import (
 )
 from reasoning.evals.run import read_results, solve
 from reasoning.strategies import BeamSearch, SelfConsistency
-from reasoning.strategy import ExtractAnswer
+from reasoning.verifier import ExtractAnswer
 from reasoning.verifiers.process import ScriptedScorer
 
 ROOT = Path(__file__).resolve().parents[1]

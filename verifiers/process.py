@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 from reasoning import Context, Message, Problem, Request, Sampling
 from reasoning.errors import VerifierError
-from reasoning.strategy import ExtractAnswer, Verdict
+from reasoning.verifier import ExtractAnswer, ProcessScorer, Verdict
 from reasoning.verifiers.judge import yes_probability
 
 __all__ = [
@@ -53,18 +53,6 @@ def aggregate(how: Aggregation, previous: float | None, score: float) -> float:
     if previous is None or how in ("last", "model"):
         return score
     return min(previous, score) if how == "min" else previous * score
-
-
-@runtime_checkable
-class ProcessScorer(Protocol):
-    """Scores partial solutions step by step (a PRM, the model as judge, a value probe)."""
-
-    async def score(self, ctx: Context, paths: Sequence[Sequence[str]]) -> list[float]:
-        """Score in [0, 1] of each path's newest step, given the problem and its earlier steps.
-
-        All paths are scored in one concurrent batch; one score per path, in order.
-        """
-        ...
 
 
 PROCESS_PROMPT = (
