@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from reasoning import Backend, Problem, Request, Sampling, extract_answer
-from reasoning.backend import HIDDEN_STATES_OFFERED_BY, HiddenStateReader, TokenCounter
+from reasoning.backend import (
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    HIDDEN_STATES_OFFERED_BY,
+    HiddenStateReader,
+    TokenCounter,
+)
 from reasoning.concurrency import run_all
 from reasoning.engine.models import cached_model_path, fingerprint
 from reasoning.errors import CapabilityError, ConfigError, DatasetError
@@ -118,8 +124,8 @@ async def collect_traces(
     *,
     cues: CueSet = DEFAULT_CUES,
     exit_phrase: str = EXIT_PHRASE,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
     max_tokens: int = 512,
     exit_tokens: int = 32,
     seed: int = 0,
@@ -159,8 +165,8 @@ def collection_header(
     backend: Backend,
     cues: CueSet = DEFAULT_CUES,
     exit_phrase: str = EXIT_PHRASE,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
     max_tokens: int = 512,
     seed: int = 0,
     exit_tokens: int = 32,

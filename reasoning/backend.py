@@ -26,6 +26,8 @@ import numpy as np
 from reasoning.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_TOP_P",
     "HIDDEN_STATES_OFFERED_BY",
     "PROMPT_LOGPROBS_OFFERED_BY",
     "REWARDS_OFFERED_BY",
@@ -61,13 +63,22 @@ class Message:
     """What is said."""
 
 
+DEFAULT_TEMPERATURE = 0.6
+"""The sampling default, stated once: `Sampling` and every strategy that samples whole solutions
+(`reasoning.strategies.sampled.Sampled`) start from it. 0.6 with top_p 0.95 is the setting
+DeepSeek-R1 recommends and DeepConf, short-m@k and LYNX sample at; a method whose paper says
+otherwise states its own (self-consistency 0.7, the step searches 0.8) beside its citation."""
+DEFAULT_TOP_P = 0.95
+"""The nucleus mass of the sampling default (`DEFAULT_TEMPERATURE`)."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Decoding settings of one request."""
 
-    temperature: float = 0.7
+    temperature: float = DEFAULT_TEMPERATURE
     """Softmax temperature; 0 means greedy."""
-    top_p: float = 1.0
+    top_p: float = DEFAULT_TOP_P
     """Nucleus sampling mass."""
     top_k: int = 0
     """Keep only the k most likely tokens; 0 disables."""

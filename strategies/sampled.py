@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reasoning import Sampling
+from reasoning.backend import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
 __all__ = ["Sampled"]
 
@@ -35,9 +36,9 @@ class Sampled:
         Sampling(temperature=0.6, top_p=0.95, top_k=0, max_tokens=512, n=4, stop=(), logprobs=20, seed=None)
     """
 
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
+    temperature: float = DEFAULT_TEMPERATURE
+    """Sampling temperature (the sampling default, `reasoning.backend.DEFAULT_TEMPERATURE`)."""
+    top_p: float = DEFAULT_TOP_P
     """Nucleus mass."""
     max_tokens: int = 512
     """Most tokens per sample."""

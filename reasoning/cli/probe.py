@@ -35,6 +35,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from reasoning.backend import DEFAULT_TEMPERATURE
 from reasoning.backends.specs import VLLMEngine
 from reasoning.cli.common import (
     DEFAULTS,
@@ -98,7 +99,7 @@ def collect(
     every: Annotated[int, typer.Option(help="Also every k generated tokens (0: off).")] = 0,
     exit_phrase: Annotated[str | None, typer.Option(help="Forced-exit phrase, ending in \\boxed{.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Most tokens per trace.")] = 512,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.6,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
     model: Model = None,
     kv_cache_gb: KvCacheOption = DEFAULTS.kv_cache_gb,
