@@ -135,8 +135,9 @@ def test_cli_pipeline_then_solve_with_the_probe(tmp_path) -> None:
     full.subset(order[order % 2 == 0]).save(tmp_path / "train")
     full.subset(order[order % 2 == 1]).save(tmp_path / "calib")
     out = run(
-        "probe", "train", "--data", str(tmp_path / "train"), "--out", str(tmp_path / "p"), "--hidden", ""
-    )
+        "probe", "train", "--data", str(tmp_path / "train"), "--out", str(tmp_path / "p"), "--hidden", "",
+        "--force",  # a dozen problems: far below the minimum counts, on purpose (the mechanism only)
+    )  # fmt: skip
     assert "auroc_val" in out
     out = run(
         "probe",
@@ -147,6 +148,7 @@ def test_cli_pipeline_then_solve_with_the_probe(tmp_path) -> None:
         str(tmp_path / "calib"),
         "--alpha",
         "0.3",
+        "--force",
     )
     assert "guarantee: per decision point" in out
     card = json.loads((tmp_path / "p.json").read_text())

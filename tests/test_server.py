@@ -36,6 +36,11 @@ def test_serve_starts_prints_the_url_and_stops_on_ctrl_c() -> None:
             backend = OpenAIBackend(f"http://127.0.0.1:{port}")
             try:
                 request = Request((Message("user", "Say hi."),), Sampling(temperature=0, max_tokens=3))
+                # Served without --hidden-states: asking for them is a clear capability error.
+                with pytest.raises(
+                    CapabilityError, match=r"hidden states .*not started with --hidden-states"
+                ):
+                    await backend.hidden_states(Request((Message("user", "hi"),)), [1])
                 return (await collect(backend, request))[0].text
             finally:
                 await backend.aclose()
@@ -60,7 +65,7 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_server_death_mid_run_stops_cleanly_keeps_results_and_resumes(tmp_path: Path) -> None:
+async def test_server_death_mid_run_stops_cleanly_keeps_results_and_resumes(tmp_path: Path, server) -> None:
     from reasoning.evals.datasets import load_dataset
     from reasoning.evals.run import read_results, solve
 
@@ -89,13 +94,10 @@ async def test_server_death_mid_run_stops_cleanly_keeps_results_and_resumes(tmp_
     assert list(rows) == finished and 1 <= len(finished) < len(problems)
     assert all(r.error is None for r in rows.values())
 
-    with VLLMServer(port=port, kv_cache_gb=0.5) as second:
-        backend = second.backend()
-        runs = await solve(problems, Controller(backend), strategy, output=out, concurrency=2)
-        # This server was started without --hidden-states: a clear capability error.
-        with pytest.raises(CapabilityError, match=r"hidden states .*not started with --hidden-states"):
-            await backend.hidden_states(Request((Message("user", "hi"),)), [1])
-        await backend.aclose()
+    # Resumed on another server of the same model (the session's: no second start to wait for).
+    backend = server.backend()
+    runs = await solve(problems, Controller(backend), strategy, output=out, concurrency=2)
+    await backend.aclose()
     assert [r.problem_id for r in runs] == [p.id for p in problems]
     assert all(r.error is None and len(r.candidates) == 1 for r in runs)
     assert [r.problem_id for r in read_results(out).values()] == [p.id for p in problems]
