@@ -138,10 +138,10 @@ def raw(spec: dict[str, Any]) -> dict[str, Any]:
     """Stock vllm.LLM: decode rate at each batch size of ``spec['batches']``."""
     from vllm import LLM, SamplingParams
 
-    from reasoning.backends.vllm_local import _configure_cpu_environment
+    from reasoning.backends.vllm_local import configure_cpu_environment
     from reasoning.engine.models import resolve_model
 
-    _configure_cpu_environment()
+    configure_cpu_environment()
     start = time.perf_counter()
     llm = LLM(
         resolve_model(None),

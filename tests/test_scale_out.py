@@ -321,11 +321,11 @@ def test_engine_replicas_of_a_local_cluster_get_their_own_cores(
     cluster: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from reasoning import EngineConfig
-    from reasoning.backends.vllm_local import _configure_cpu_environment
+    from reasoning.backends.vllm_local import configure_cpu_environment
 
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     monkeypatch.delenv("REASONING_DEFAULT_OMP_BIND", raising=False)
-    _configure_cpu_environment()  # an engine started in this process earlier: its binding is ours
+    configure_cpu_environment()  # an engine started in this process earlier: its binding is ours
 
     assert scale_out._on_this_machine_only()  # the module's cluster is this machine alone
     engine = EngineConfig()

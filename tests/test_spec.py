@@ -212,7 +212,7 @@ def test_every_engine_starts_from_its_config(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(local.VLLMBackend, "from_config", staticmethod(start))
     monkeypatch.setattr(local, "resolve_model", lambda model=None, progress=None, **_: "/models/m")
-    monkeypatch.setattr(local, "_check_memory", lambda *args, **kwargs: None)
+    monkeypatch.setattr(local, "check_memory", lambda *args, **kwargs: None)
     monkeypatch.setattr(local, "on_gpu", lambda: False)
     monkeypatch.setattr(
         "reasoning.cli.common.resolve_with_progress", lambda model, trust_remote_code=False: None

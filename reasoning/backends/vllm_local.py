@@ -41,7 +41,19 @@ from reasoning.engine.hardware import DtypeChoice, choose_dtype, cpu_kind, machi
 from reasoning.engine.models import EMBEDDED_MODELS, Progress, embedded, resolve_model
 from reasoning.errors import BackendError, CapabilityError, ConfigError, EngineStartError
 
-__all__ = ["DRAFT_TARGET", "EngineStats", "VLLMBackend", "engine_info", "load_backends", "shares_tokenizer"]
+__all__ = [
+    "DRAFT_TARGET",
+    "EngineStats",
+    "VLLMBackend",
+    "backend_error",
+    "check_memory",
+    "configure_cpu_environment",
+    "engine_info",
+    "load_backends",
+    "shares_tokenizer",
+    "shutdown_engine",
+    "speculative_config",
+]
 
 DRAFT_TARGET = {"draft": "qwen2.5-coder-0.5b-instruct", "target": "qwen2.5-coder-1.5b-instruct"}
 """The embedded draft/target pair: same family, byte-identical tokenizer."""
@@ -75,7 +87,7 @@ def _quiet() -> bool:
     return os.environ.get("VLLM_LOGGING_LEVEL", "").upper() in ("ERROR", "CRITICAL")
 
 
-def _configure_cpu_environment() -> None:
+def configure_cpu_environment() -> None:
     """Use every core for compute and keep vLLM's logs quiet unless asked otherwise."""
     cores = os.cpu_count() or 1
     if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # marked ours: a user's binding is not
@@ -159,7 +171,7 @@ class VLLMBackend:
         spec = embedded(model or "") if model else embedded(path.rsplit("/", 1)[-1])
         name = spec.name if spec else (model or path)
         max_model_len = config.max_model_len or (spec.max_model_len if spec else 4096)
-        _configure_cpu_environment()
+        configure_cpu_environment()
         try:
             import torch
             from vllm.engine.arg_utils import AsyncEngineArgs
@@ -173,8 +185,8 @@ class VLLMBackend:
         if gpu:
             choice = choose_dtype(config.dtype, gpu=True)
         else:
-            draft = _speculative(config.speculative).get("model")  # a draft model shares the memory
-            _check_memory(config.kv_cache_gb, path, *([str(draft)] if draft else []), dtype=choice.dtype)
+            draft = speculative_config(config.speculative).get("model")  # a draft model shares the memory
+            check_memory(config.kv_cache_gb, path, *([str(draft)] if draft else []), dtype=choice.dtype)
         stats = EngineStats()
         hidden = config.hidden_states and config.enforce_eager  # compiled graphs skip the hooks
         args = AsyncEngineArgs(
@@ -194,7 +206,7 @@ class VLLMBackend:
             **({"block_size": config.block_size} if config.block_size else {}),
             **({} if gpu else {"kv_cache_memory_bytes": int(config.kv_cache_gb * (1 << 30))}),
             **({"worker_extension_cls": EXTENSION} if hidden else {}),
-            **({"speculative_config": _speculative(config.speculative)} if config.speculative else {}),
+            **({"speculative_config": speculative_config(config.speculative)} if config.speculative else {}),
         )
         try:
             engine = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(stats)])
@@ -229,7 +241,7 @@ class VLLMBackend:
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
         engine, self._engine = self._engine, None
-        _shutdown(engine)
+        shutdown_engine(engine)
 
     def __enter__(self) -> VLLMBackend:
         return self
@@ -310,7 +322,7 @@ class VLLMBackend:
         except GeneratorExit:
             raise
         except Exception as exc:
-            raise _backend_error(exc, self.name) from exc
+            raise backend_error(exc, self.name) from exc
         finally:
             self.stats.delivered_tokens += delivered
 
@@ -328,7 +340,7 @@ class VLLMBackend:
                 async for out in stream:
                     final = out
         except Exception as exc:
-            raise _backend_error(exc, self.name) from exc
+            raise backend_error(exc, self.name) from exc
         self.stats.delivered_tokens += 1  # the one decoded token is part of the call
         if final is None or final.prompt_logprobs is None:
             raise BackendError("the engine returned no prompt log-probabilities", backend=self.name)
@@ -385,7 +397,7 @@ class VLLMBackend:
                 async for _ in outputs:
                     pass
         except Exception as exc:
-            raise _backend_error(exc, self.name) from exc
+            raise backend_error(exc, self.name) from exc
         self.stats.delivered_tokens += 1  # the probe's one decoded token is not wasted work
         return key
 
@@ -410,7 +422,7 @@ class VLLMBackend:
         return tuple(out)
 
 
-def _speculative(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+def speculative_config(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``speculative_config`` vLLM takes, from ours: an embedded draft's name becomes its folder."""
     out = dict(settings or {})
     if out.get("model"):
@@ -443,7 +455,7 @@ def load_backends(
     if not on_gpu():
         dtypes = {choose_dtype(config.dtype, gpu=False).dtype for config in configs.values()}
         dtype = "float32" if "float32" in dtypes else dtypes.pop()  # the larger, when they differ
-        _check_memory(sum(c.kv_cache_gb for c in configs.values()), *paths.values(), dtype=dtype)
+        check_memory(sum(c.kv_cache_gb for c in configs.values()), *paths.values(), dtype=dtype)
     started: dict[str, VLLMBackend] = {}
     try:
         for name, config in configs.items():
@@ -562,7 +574,7 @@ async def empty_prefix_cache(engine: Any, backend: str) -> None:
     )
 
 
-def _shutdown(engine: Any) -> None:
+def shutdown_engine(engine: Any) -> None:
     """Shut an async engine down once (None: nothing to do)."""
     if engine is not None:
         engine.shutdown()
@@ -571,7 +583,7 @@ def _shutdown(engine: Any) -> None:
         engine.shutdown = lambda *args, **kwargs: None
 
 
-def _check_memory(kv_cache_gb: float, *paths: str, dtype: str = "bfloat16") -> None:
+def check_memory(kv_cache_gb: float, *paths: str, dtype: str = "bfloat16") -> None:
     """Refuse to start engines that cannot fit (weights as loaded in `dtype`, KV cache, overhead)."""
     try:
         import psutil
@@ -616,7 +628,8 @@ def _explain_start_failure(exc: Exception, model: str) -> str:
     return f"the vLLM engine for {model!r} failed to start: {first} (the engine's log above has the cause)"
 
 
-def _backend_error(exc: Exception, backend: str) -> BackendError:
+def backend_error(exc: Exception, backend: str) -> BackendError:
+    """A vLLM failure as our `BackendError` (none retryable: the engine is in this process)."""
     kind = type(exc).__name__
     if kind == "EngineDeadError":
         return BackendError(f"the vLLM engine died: {exc}", retryable=False, backend=backend)

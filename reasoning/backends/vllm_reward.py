@@ -21,11 +21,11 @@ import numpy as np
 
 from reasoning.backend import Chunk, Request
 from reasoning.backends.vllm_local import (
-    _backend_error,
-    _check_memory,
-    _configure_cpu_environment,
-    _shutdown,
+    backend_error,
+    check_memory,
+    configure_cpu_environment,
     empty_prefix_cache,
+    shutdown_engine,
 )
 from reasoning.config import EngineConfig, EngineSettings
 from reasoning.engine.hardware import choose_dtype
@@ -93,7 +93,7 @@ class VLLMRewardBackend:
         model, dtype, kv_cache_gb = config.model, config.dtype, config.kv_cache_gb
         max_model_len = config.max_model_len or 4096
         path = resolve_model(model)
-        _configure_cpu_environment()
+        configure_cpu_environment()
         try:
             import torch
             from transformers import AutoTokenizer
@@ -112,7 +112,7 @@ class VLLMRewardBackend:
         gpu = torch.cuda.is_available()
         choice = choose_dtype(dtype, gpu=gpu)
         if not gpu:
-            _check_memory(kv_cache_gb, path, dtype=choice.dtype)
+            check_memory(kv_cache_gb, path, dtype=choice.dtype)
         args = AsyncEngineArgs(
             model=path,
             tokenizer=path,
@@ -156,7 +156,7 @@ class VLLMRewardBackend:
             ):
                 final = out
         except Exception as exc:
-            raise _backend_error(exc, self.name) from exc
+            raise backend_error(exc, self.name) from exc
         if final is None:
             raise BackendError("the PRM engine returned no output", backend=self.name)
         data = final.outputs.data
@@ -179,7 +179,7 @@ class VLLMRewardBackend:
     def close(self) -> None:
         """Shut the engine down (idempotent)."""
         engine, self._engine = self._engine, None
-        _shutdown(engine)
+        shutdown_engine(engine)
 
     def __enter__(self) -> VLLMRewardBackend:
         return self

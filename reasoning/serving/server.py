@@ -26,11 +26,11 @@ from typing import IO, Any, Unpack
 from reasoning.backends.hidden_states import EXTENSION
 from reasoning.backends.openai_server import OpenAIBackend
 from reasoning.backends.vllm_local import (
-    _check_memory,
-    _configure_cpu_environment,
-    _speculative,
+    check_memory,
+    configure_cpu_environment,
     engine_info,
     on_gpu,
+    speculative_config,
 )
 from reasoning.config import EngineConfig, EngineSettings
 from reasoning.engine.hardware import choose_dtype
@@ -176,7 +176,7 @@ class VLLMServer:
         if self.block_size:
             cmd += ["--block-size", str(self.block_size)]
         if self.config.speculative:
-            cmd += ["--speculative-config", json.dumps(_speculative(self.config.speculative))]
+            cmd += ["--speculative-config", json.dumps(speculative_config(self.config.speculative))]
         if not on_gpu():
             cmd += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gb * (1 << 30)))]
         return cmd + list(self.extra_args)
@@ -194,9 +194,9 @@ class VLLMServer:
         """
         if self.process is not None:
             return self
-        _configure_cpu_environment()
+        configure_cpu_environment()
         if not on_gpu():
-            _check_memory(self.kv_cache_gb, self.path, dtype=self.dtype)
+            check_memory(self.kv_cache_gb, self.path, dtype=self.dtype)
         if _listening(self.host, self.port):
             raise EngineStartError(f"port {self.port} on {self.host} is already in use; pick another --port")
         output: Any = None
