@@ -28,10 +28,27 @@ _ANSWER_COLON = re.compile(r"^[\s*_#>]*(?:final\s+)?answer[\s*_]*:[\s*_]*([^\n]+
 
 
 def extract_boxed(text: str) -> str | None:
-    """Return the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
+    """Return the content of the last non-empty ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced.
+
+    An empty box (a prompt's "put it in \\boxed{}" echoed at the end) is skipped.
+
+    Example:
+        >>> extract_boxed("so \\\\boxed{7}. Then \\\\boxed{}."), extract_boxed("\\\\boxed{a{b}c}")
+        ('7', 'a{b}c')
+    """
+    end = len(text)
+    while True:
+        start = max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
+        if start < 0:
+            return None
+        content = _box_content(text, start)
+        if content != "":  # an unclosed last box stays no answer: the text was cut writing it
+            return content
+        end = start
+
+
+def _box_content(text: str, start: int) -> str | None:
+    """The balanced content of the box starting at `start` (None: no brace, or never closed)."""
     brace = text.find("{", start)
     if brace < 0:
         return None

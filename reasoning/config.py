@@ -109,6 +109,8 @@ class EngineConfig(Settings):
     """
 
     what: ClassVar[str] = "engine config"
+    FALLBACK_CONTEXT_LENGTH: ClassVar[int] = 4096
+    """Context length of a model that is not embedded, when `max_model_len` is not given."""
 
     model: str | None = None
     """Embedded model name, local Hugging Face folder or HF id (None: the default model)."""
@@ -120,7 +122,7 @@ class EngineConfig(Settings):
     max_num_seqs: int = Field(default=64, gt=0)
     """Most sequences decoded at once."""
     max_model_len: int | None = Field(default=None, gt=0)
-    """Context length per sequence (None: the embedded model's, or 4096)."""
+    """Context length per sequence (None: the embedded model's, or `FALLBACK_CONTEXT_LENGTH`)."""
     enforce_eager: bool = True
     """Skip graph compilation (faster start; hidden states need it)."""
     block_size: int | None = Field(default=None, gt=0)
@@ -156,6 +158,13 @@ class EngineConfig(Settings):
             raise ValueError(f"dtype {value!r} is not one of {', '.join(DTYPES)}")
         return value
 
+    def context_length(self, embedded_length: int | None = None) -> int:
+        """The context length the engine gets.
+
+        `max_model_len`, else the embedded model's (`embedded_length`), else the fallback.
+        """
+        return self.max_model_len or embedded_length or self.FALLBACK_CONTEXT_LENGTH
+
     def engine_settings(self) -> dict[str, Any]:
         """The fields of `EngineConfig` alone (a subclass's own fields left out), by name."""
         return {name: getattr(self, name) for name in EngineConfig.model_fields}
@@ -167,7 +176,9 @@ class EngineConfig(Settings):
         A smaller KV cache (0.5 GiB) and 4096 tokens of context unless `settings` say otherwise:
         it samples nothing and keeps no long generations.
         """
-        return cls(**{"kv_cache_gb": 0.5, "max_model_len": 4096, "model": model, **settings})
+        return cls(
+            **{"kv_cache_gb": 0.5, "max_model_len": cls.FALLBACK_CONTEXT_LENGTH, "model": model, **settings}
+        )
 
 
 class EngineSettings(TypedDict, total=False):

@@ -160,6 +160,11 @@ class Controller:
         stop_reason = "done"
         try:
             result = await strategy(visible, ctx)
+            if not isinstance(result, Result):
+                raise ConfigError(
+                    f"strategy {STRATEGIES.name_of(strategy)!r} returned {type(result).__name__}, "
+                    "not a Result (its __call__ must return Result.vote / Result.pick / Result(...))"
+                )
         except BudgetExhausted as exc:
             stop_reason = f"budget:{exc.resource}"
             result = await ctx.result_so_far()

@@ -50,3 +50,12 @@ def test_grade_numeric_and_math() -> None:
     assert grade(Problem("b", "q", answer="\\frac{1}{2}", kind="math"), "0.5") is True
     assert grade(Problem("b", "q", answer="(3, \\frac{\\pi}{2})", kind="math"), "(3,\\frac{\\pi}{2})") is True
     assert grade(Problem("b", "q", answer="\\frac{1}{2}", kind="math"), "\\frac{1}{3}") is False
+
+
+def test_an_empty_last_box_is_skipped_and_an_unclosed_one_is_no_answer() -> None:
+    from reasoning.answers import extract_boxed
+
+    # A prompt's "put it in \boxed{}" echoed after the answer does not hide it.
+    assert extract_answer("The answer is \\boxed{7}. Then \\boxed{}.") == "7"
+    assert extract_boxed("\\boxed{} and \\boxed{ }") is None
+    assert extract_boxed("\\boxed{1} then \\boxed{2") is None  # cut while writing a new one

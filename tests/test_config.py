@@ -101,3 +101,17 @@ def test_a_server_from_a_config_is_the_server_from_its_keywords(monkeypatch: pyt
     assert f"--kv-cache-memory-bytes {1 << 29}" in command and "--block-size" not in command
     blocks = VLLMServer.from_config(config.model_copy(update={"block_size": 32}), port=8123)
     assert "--block-size 32" in " ".join(blocks.command())
+
+
+def test_start_reads_shorthands_and_refuses_what_is_no_backend() -> None:
+    from reasoning.backends.specs import ScriptedReply, ServerBackend, VLLMEngine
+    from reasoning.backends.start import as_spec, start
+
+    assert isinstance(as_spec(None), VLLMEngine) and as_spec("0.5b").model == "0.5b"  # type: ignore[union-attr]
+    assert isinstance(as_spec("http://h:1"), ServerBackend) and isinstance(as_spec("scripted"), ScriptedReply)
+    for bad, named in ((42, "42"), ({"kind": "bogus"}, "bogus")):
+        with pytest.raises(ConfigError, match=f"invalid backend.*{named}"):
+            as_spec(bad)  # type: ignore[arg-type]
+    assert start("scripted").model == "scripted"  # type: ignore[attr-defined]
+    assert EngineConfig(max_model_len=100).context_length(2048) == 100
+    assert EngineConfig().context_length(2048) == 2048 and EngineConfig().context_length() == 4096

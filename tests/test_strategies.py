@@ -144,3 +144,12 @@ def test_record_is_complete_and_serialisable(problem: Problem) -> None:
     wrong = {key: data[key] for key, holds in expected.items() if not holds(data[key])}
     assert not wrong
     assert type(run).model_validate_json(run.model_dump_json()) == run
+
+
+async def test_a_strategy_that_returns_no_result_is_an_error_naming_it(problem: Problem) -> None:
+    class Forgetful:
+        async def __call__(self, problem: Problem, ctx: object) -> None:
+            return None
+
+    with pytest.raises(ConfigError, match="strategy 'Forgetful' returned NoneType, not a Result"):
+        await Controller(ScriptedBackend(["\\boxed{4}"])).run(problem, Forgetful())  # type: ignore[arg-type]

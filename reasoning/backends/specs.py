@@ -83,11 +83,14 @@ class ScriptedReply(Settings):
 def backend_kind(value: Any) -> Any:
     """A backend's settings as a mapping with its ``kind`` (others pass as they are).
 
-    Shorthands: a URL is a server, any other string a model; a mapping's kind from its keys.
+    Shorthands: a URL is a server, ``scripted`` the scripted reply, any other string a model;
+    a mapping's kind from its keys.
     """
     if isinstance(value, str):
         if value.startswith(("http://", "https://")):
             return {"kind": "openai", "url": value}
+        if value == "scripted":
+            return {"kind": "scripted"}
         return {"kind": "vllm", "model": value}
     if isinstance(value, Mapping) and "kind" not in value:
         kind = "openai" if "url" in value else "scripted" if "script" in value else "vllm"

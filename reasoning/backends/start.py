@@ -18,11 +18,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from reasoning.backend import Backend
 from reasoning.backends.specs import BackendSpec, ScriptedReply, ServerBackend, VLLMEngine
-from reasoning.config import EngineConfig
+from reasoning.config import EngineConfig, describe_errors
 from reasoning.engine.models import Progress
 from reasoning.errors import ConfigError
 
@@ -32,14 +32,21 @@ _SPEC: TypeAdapter[Any] = TypeAdapter(BackendSpec)
 
 
 def as_spec(backend: BackendSpec | EngineConfig | str | None) -> VLLMEngine | ServerBackend | ScriptedReply:
-    """`backend` as one of the `BackendSpec` kinds (a name or URL read as the run spec reads it)."""
+    """`backend` as one of the `BackendSpec` kinds (a name or URL read as the run spec reads it).
+
+    Raises:
+        ConfigError: `backend` is not a backend's settings (the message names what is wrong).
+    """
     if backend is None:
         return VLLMEngine()
     if isinstance(backend, (VLLMEngine, ServerBackend, ScriptedReply)):
         return backend
     if isinstance(backend, EngineConfig):
         return VLLMEngine(**backend.engine_settings())
-    return _SPEC.validate_python(backend)  # type: ignore[no-any-return]
+    try:
+        return _SPEC.validate_python(backend)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise ConfigError(f"invalid backend {backend!r}: {describe_errors(exc)}") from None
 
 
 def engine_config(backend: VLLMEngine | EngineConfig, hidden_states: bool = False) -> EngineConfig:

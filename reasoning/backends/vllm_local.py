@@ -127,7 +127,7 @@ class VLLMBackend:
         """Model name (embedded name, folder or HF id)."""
         self.stats = stats
         """Engine-side token counts."""
-        self.max_concurrency = 64
+        self.max_concurrency: int = EngineConfig.model_fields["max_num_seqs"].default
         """Samples the engine decodes at once (its ``max_num_seqs``)."""
         self.engine_info: dict[str, Any] = {}
         """The engine's settings and why (dtype and its reason, device, CPU): goes into every record."""
@@ -170,7 +170,7 @@ class VLLMBackend:
         path = resolve_model(model, progress, trust_remote_code=config.trust_remote_code)
         spec = embedded(model or "") if model else embedded(path.rsplit("/", 1)[-1])
         name = spec.name if spec else (model or path)
-        max_model_len = config.max_model_len or (spec.max_model_len if spec else 4096)
+        max_model_len = config.context_length(spec.max_model_len if spec else None)
         configure_cpu_environment()
         try:
             import torch

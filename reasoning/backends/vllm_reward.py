@@ -81,7 +81,7 @@ class VLLMRewardBackend:
 
         The engine always runs eagerly; `EngineConfig.seed` and `EngineConfig.hidden_states`
         do not apply to it (it samples nothing and offers no hidden states), and its context
-        length is 4096 unless `EngineConfig.max_model_len` says otherwise.
+        length is `EngineConfig.FALLBACK_CONTEXT_LENGTH` unless `EngineConfig.max_model_len` says otherwise.
 
         Raises:
             ConfigError: `config` names no model, or `step_tag` is not one token of the model's
@@ -91,7 +91,7 @@ class VLLMRewardBackend:
         if not config.model:
             raise ConfigError("a PRM engine needs a model (a local Hugging Face folder or an HF id)")
         model, dtype, kv_cache_gb = config.model, config.dtype, config.kv_cache_gb
-        max_model_len = config.max_model_len or 4096
+        max_model_len = config.context_length()
         path = resolve_model(model)
         configure_cpu_environment()
         try:

@@ -17,6 +17,7 @@ from rich.table import Table
 from reasoning import STRATEGIES, Controller, Problem, ReasoningError, Run
 from reasoning.backends.specs import DEFAULT_SCRIPT, ServerBackend
 from reasoning.cli.common import (
+    DEFAULTS,
     ImportOption,
     TrustRemoteCodeOption,
     announce,
@@ -156,7 +157,8 @@ def solve(
         int | None, typer.Option(help="Problems in flight (default: sized to the engine).")
     ] = None,
     kv_cache_gb: Annotated[
-        float | None, typer.Option(help="KV-cache size on CPU, GiB, of every engine (default 2).")
+        float | None,
+        typer.Option(help=f"KV-cache size on CPU, GiB, of every engine (default {DEFAULTS.kv_cache_gb:g})."),
     ] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
     prm: Annotated[

@@ -96,7 +96,7 @@ class VLLMServer:
         """Name the server serves the model under (the embedded name, or `model` as given)."""
         self.host = host
         self.port = port or free_port(host)
-        self.max_model_len = config.max_model_len or (spec.max_model_len if spec else 4096)
+        self.max_model_len = config.context_length(spec.max_model_len if spec else None)
         self.kv_cache_gb = config.kv_cache_gb
         self.max_num_seqs = config.max_num_seqs
         self.enforce_eager = config.enforce_eager
