@@ -176,20 +176,11 @@ def launch_all(backends: Mapping[str, BackendSpec], *, hidden_states: bool = Fal
     """
     if set(backends) == {""}:
         return launch(backends[""], hidden_states=hidden_states)
-    engines = [b for b in backends.values() if isinstance(b, VLLMEngine)]
-    if len(engines) > 1:
-        for engine in engines:
-            resolve_with_progress(engine.model, engine.trust_remote_code)
-        with err.status(f"starting {len(engines)} vLLM engines ({', '.join(backends)}) ..."):
-            return start_all(backends, hidden_states=hidden_states)
-    started: dict[str, Backend] = {}
-    try:
-        for name, b in backends.items():
-            started[name] = launch(b, hidden_states=hidden_states)
-    except BaseException:
-        close(started)
-        raise
-    return started
+    for spec in map(as_spec, backends.values()):
+        if isinstance(spec, VLLMEngine):
+            resolve_with_progress(spec.model, spec.trust_remote_code)
+    with err.status(f"starting the backends {', '.join(backends)} ..."):
+        return start_all(backends, hidden_states=hidden_states)
 
 
 def launch_pool(
