@@ -15,6 +15,7 @@ Grading uses gold answers, so this lives in evals: strategies never see labels.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -233,8 +234,14 @@ async def compute_features(
     *,
     dataset: str = "",
     concurrency: int = 16,
+    cache: Path | None = None,
 ) -> DecisionPoints:
     """Hidden states at every decision point and at every prompt's last token.
+
+    With `cache` (a folder), each trace's rows are written there as soon as they are read and
+    read back on the next call, so a stopped run resumes where it was (the reads of a thousand
+    traces take about an hour on 2 CPU cores). The file name holds the trace's identity and
+    the layers, so a cache never serves another trace or another layer choice.
 
     Raises:
         CapabilityError: the backend gives no hidden states.
@@ -260,7 +267,38 @@ async def compute_features(
             states = await backend.hidden_states(request, chosen, positions)
         return np.asarray(states, dtype=np.float32).reshape(len(positions), -1)
 
+    def cached(trace: dict[str, Any]) -> Path | None:
+        if cache is None:
+            return None
+        identity = json.dumps(
+            [trace["problem_id"], trace.get("sample", 0), trace["text"], chosen, mine.sha256]
+        )
+        return cache / (hashlib.sha256(identity.encode()).hexdigest()[:32] + ".npz")
+
     async def per_trace(trace: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        path = cached(trace)
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as saved:
+                    return saved["prompt"], list(saved["events"]), saved["last"]
+            except (OSError, ValueError, KeyError):
+                logger.warning("unreadable feature cache entry %s: reading it again", path)
+        found = await read_trace(trace)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".tmp.npz")
+            events = np.stack(found[1]) if found[1] else np.zeros((0, len(found[0])), dtype=np.float32)
+            # float16: what the features are kept in anyway (DecisionPoints below)
+            np.savez(
+                partial,
+                prompt=found[0].astype(np.float16),
+                events=events.astype(np.float16),
+                last=found[2].astype(np.float16),
+            )
+            os.replace(partial, path)
+        return found
+
+    async def read_trace(trace: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         tokens, events = trace["tokens"], [e["position"] for e in trace["events"]]
         # One read of the whole trace serves the prompt's last token, every decision point and
         # the trace's last token when the text re-tokenizes into the generated tokens (the usual

@@ -222,6 +222,24 @@ async def test_collect_labels_decision_points_by_forced_exits() -> None:
     assert data.features[1, 0] == 1.0 and data.features[0, 0] == 0.0  # the point's own token is read
 
 
+async def test_feature_cache_resumes_reads_and_never_serves_another_layer_choice(tmp_path) -> None:
+    backend = ScriptedBackend(reply, hidden_states=states)
+    problems = [Problem("a", "2+2?", answer="4"), Problem("b", "easy 2+2?", answer="4")]
+    traces = await collect_traces(backend, problems, cues=CueSet((), True), max_tokens=64)
+    cache = tmp_path / "features"
+    first = await compute_features(backend, traces[:1], LAYERS, cache=cache)  # stopped after one trace
+    assert len(backend.hidden_requests) == 1 and len(list(cache.glob("*.npz"))) == 1
+    whole = await compute_features(backend, traces, LAYERS, cache=cache)
+    assert len(backend.hidden_requests) == 2  # only the trace not read before
+    uncached = await compute_features(backend, traces, LAYERS)
+    assert np.array_equal(whole.features, uncached.features)
+    assert np.array_equal(first.features, whole.features[:3])
+    assert np.array_equal(whole.final_features, uncached.final_features)
+    reads = len(backend.hidden_requests)
+    await compute_features(backend, traces, LAYERS[:1], cache=cache)
+    assert len(backend.hidden_requests) == reads + 2  # another layer choice is read again
+
+
 async def test_features_need_hidden_states() -> None:
     backend = ScriptedBackend(reply)
     traces = await collect_traces(backend, [Problem("a", "2+2?", answer="4")], cues=CueSet((), True))

@@ -135,7 +135,11 @@ def collect(
         if features:
             with err.status("reading hidden states ..."):
                 data = await compute_features(
-                    backend, traces, chosen, dataset=f"{dataset}[{offset}:{offset + limit}]"
+                    backend,
+                    traces,
+                    chosen,
+                    dataset=f"{dataset}[{offset}:{offset + limit}]",
+                    cache=stem.with_name(stem.name + ".features"),
                 )
             out.print(
                 f"features: {data.save(stem)}  ({len(data)} decision points, layers {data.meta['layers']})"
@@ -277,7 +281,11 @@ def build(
             traces = await _collect_into(backend, stem, chosen, settings)
             with err.status("reading hidden states ..."):
                 found = await compute_features(
-                    backend, traces, None, dataset=f"{dataset}[{offset}:{offset + problems}]"
+                    backend,
+                    traces,
+                    None,
+                    dataset=f"{dataset}[{offset}:{offset + problems}]",
+                    cache=stem.with_name(stem.name + ".features"),
                 )
             found.save(stem)
             return found
