@@ -153,7 +153,8 @@ def test_cli_pipeline_then_solve_with_the_probe(tmp_path) -> None:
     assert "guarantee: per decision point" in out
     card = json.loads((tmp_path / "p.json").read_text())
     assert card["calibration"]["alpha"] == 0.3 and card["model"]["sha256"] == MODEL.sha256
-    out = run("solve", "--question", "What is 2 + 3?", "--gold", "5", "--strategy", "early-exit",
+    # A question the probe was not fitted on ("What is 2 + 3?" is in tiny.jsonl: refused as overlap).
+    out = run("solve", "--question", "What is 7 + 2?", "--gold", "9", "--strategy", "early-exit",
               "-p", f"probe={tmp_path / 'p.json'}", "-p", "max_tokens=64", "--kv-cache-gb", "1")  # fmt: skip
     assert "answer:" in out
 

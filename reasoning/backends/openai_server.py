@@ -300,13 +300,13 @@ class OpenAIBackend:
             CapabilityError: The server has no hidden-state extension, or there is no local
                 tokenizer to render the prompt.
         """
+        if not self.model:
+            await self.check()  # the served model's name: where its local tokenizer is found
         tokenizer = self._local_tokenizer()
         if tokenizer is None:
             raise CapabilityError(
                 "hidden states (no local tokenizer to render the prompt)", self.name, HIDDEN_STATES_OFFERED_BY
             )
-        if not self.model:
-            await self.check()
         count = await self._install()
         bad = [layer for layer in layers if not 0 <= layer <= count]
         if bad or not layers:
