@@ -584,3 +584,16 @@ def test_probe_commands_refuse_the_wrong_data_and_bad_sizes(tmp_path: Path) -> N
     assert calibrated.exit_code == 1 and "difficulty probe: it needs no calibration" in str(
         calibrated.exception
     )
+
+
+def test_probe_collect_against_an_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reasoning.cli.probe import probe_app
+
+    done = CliRunner().invoke(
+        probe_app,
+        ["collect", "--limit", "1", "--out", str(tmp_path / "t"), "--base-url", "http://127.0.0.1:1/v1"],
+    )
+    assert done.exit_code == 1 and "cannot reach the server at http://127.0.0.1:1" in str(done.exception)
+    assert not (tmp_path / "t.traces.jsonl").exists()

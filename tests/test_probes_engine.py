@@ -106,8 +106,12 @@ async def test_early_exit_online_stops_the_trace_in_the_engine(backend, tmp_path
         assert engine_side - run.usage["output_tokens"] <= 6, (engine_side, run.usage)
 
 
-def test_cli_pipeline_then_solve_with_the_probe(tmp_path) -> None:
-    """probe collect (with features) -> train -> calibrate -> solve --strategy early-exit."""
+def test_cli_pipeline_then_solve_with_the_probe(tmp_path, server) -> None:
+    """probe collect (with features) -> train -> calibrate -> solve --strategy early-exit.
+
+    Both engine commands run against the session's server (`--base-url`, started with hidden
+    states): the pipeline is the CLI's, and no engine starts twice for it.
+    """
     data = tmp_path / "tiny.jsonl"
     rows = [
         {"id": f"q{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)} for i in range(1, 7)
@@ -125,7 +129,7 @@ def test_cli_pipeline_then_solve_with_the_probe(tmp_path) -> None:
     stem = tmp_path / "tiny"
     out = run("probe", "collect", "--dataset", str(data), "--limit", "12", "--out", str(stem),
               "--max-tokens", "48", "--every", "12", "--cue-words", "", "--no-step-boundary",
-              "--layers", "12,24", "--kv-cache-gb", "1")  # fmt: skip
+              "--layers", "12,24", "--base-url", f"{server.url}/v1")  # fmt: skip
     assert "decision points per trace" in out and (tmp_path / "tiny.safetensors").exists()
     from reasoning.probes.data import DecisionPoints
 
@@ -155,7 +159,8 @@ def test_cli_pipeline_then_solve_with_the_probe(tmp_path) -> None:
     assert card["calibration"]["alpha"] == 0.3 and card["model"]["sha256"] == MODEL.sha256
     # A question the probe was not fitted on ("What is 2 + 3?" is in tiny.jsonl: refused as overlap).
     out = run("solve", "--question", "What is 7 + 2?", "--gold", "9", "--strategy", "early-exit",
-              "-p", f"probe={tmp_path / 'p.json'}", "-p", "max_tokens=64", "--kv-cache-gb", "1")  # fmt: skip
+              "-p", f"probe={tmp_path / 'p.json'}", "-p", "max_tokens=64",
+              "--base-url", f"{server.url}/v1")  # fmt: skip
     assert "answer:" in out
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import typer
 
 from reasoning.backend import DEFAULT_TEMPERATURE
-from reasoning.backends.specs import VLLMEngine
+from reasoning.backends.specs import ServerBackend, VLLMEngine
 from reasoning.cli.common import (
     DEFAULTS,
     DtypeOption,
@@ -62,11 +62,27 @@ probe_app = typer.Typer(
 Model = Annotated[str | None, typer.Option(help="Embedded model, local HF folder or HF id.")]
 
 
-def _engine(model: str | None, kv_cache_gb: float, hidden_states: bool, dtype: str) -> Any:
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="URL of a running server started with `reasoning serve --hidden-states`, instead of "
+        "starting an engine here (--model then names the served model; default its first)."
+    ),
+]
+
+
+def _engine(
+    model: str | None, kv_cache_gb: float, hidden_states: bool, dtype: str, base_url: str | None = None
+) -> Any:
+    """The in-process engine, or with `base_url` a running server (`reasoning serve --hidden-states`)."""
     from reasoning.config import EngineConfig
 
-    quiet_engine_logs(False)
     stop_on_signals()  # SIGTERM shuts the engine down too
+    if base_url:
+        backend = launch(ServerBackend(url=base_url, model=model))
+        err.print(f"server ready: {backend.model} at {base_url}", highlight=False)  # type: ignore[attr-defined]
+        return backend
+    quiet_engine_logs(False)
     backend = launch(
         EngineConfig(model=model, kv_cache_gb=kv_cache_gb, hidden_states=hidden_states, dtype=dtype)
     )
@@ -108,6 +124,7 @@ def collect(
         str | None, typer.Option(help="Comma-separated layers (default L/4,L/2,3L/4,L).")
     ] = None,
     dtype: DtypeOption = DEFAULTS.dtype,
+    base_url: ServerOption = None,
 ) -> None:
     """Sample traces of each problem and label their decision points by forced exits.
 
@@ -124,7 +141,7 @@ def collect(
     if samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {samples}")
     stem = _stem(out_path)
-    backend = _engine(model, kv_cache_gb, features, dtype)
+    backend = _engine(model, kv_cache_gb, features, dtype, base_url)
     chosen = [int(v) for v in layers.split(",")] if layers else None
     settings = Collection(
         cues, exit_phrase or EXIT_PHRASE, temperature, max_tokens, seed, samples, concurrency
@@ -148,7 +165,7 @@ def collect(
     try:
         asyncio.run(go())
     finally:
-        backend.close()
+        close(backend)
 
 
 @dataclass(frozen=True)
@@ -244,6 +261,7 @@ def build(
     ] = False,
     kv_cache_gb: KvCacheOption = DEFAULTS.kv_cache_gb,
     dtype: DtypeOption = DEFAULTS.dtype,
+    base_url: ServerOption = None,
 ) -> None:
     """Build the exit probe, difficulty probe and value model of a model from scratch, in one go.
 
@@ -275,7 +293,7 @@ def build(
     settings = Collection(DEFAULT_CUES, EXIT_PHRASE, temperature, max_tokens, seed, samples)
     data = _ready_features(stem, chosen, samples, settings, asdict(served))
     if data is None:
-        backend = _engine(model, kv_cache_gb, True, dtype)
+        backend = _engine(model, kv_cache_gb, True, dtype, base_url)
 
         async def go() -> DecisionPoints:  # one event loop: the engine's client is bound to it
             traces = await _collect_into(backend, stem, chosen, settings)
@@ -293,7 +311,7 @@ def build(
         try:
             data = asyncio.run(go())
         finally:
-            backend.close()
+            close(backend)
     fitting, held = split_by_problem(data, round(len(chosen) * fit))
     recipe = (
         f"reasoning probe build --model {model or 'default'} --dataset {dataset} --problems {problems} "
@@ -490,8 +508,7 @@ def collect_advantage_command(
     try:
         asyncio.run(go())
     finally:
-        for backend in backends.values():
-            backend.close()
+        close(backends)
 
 
 def _report(traces: list[dict[str, Any]]) -> None:
@@ -514,17 +531,18 @@ def features_command(
     model: Model = None,
     kv_cache_gb: KvCacheOption = DEFAULTS.kv_cache_gb,
     dtype: DtypeOption = DEFAULTS.dtype,
+    base_url: ServerOption = None,
 ) -> None:
     """Read hidden states at every decision point of collected traces (writes STEM.safetensors/json)."""
     from reasoning.evals.probing import compute_features, read_traces
 
     traces = read_traces(traces_path)
-    backend = _engine(model, kv_cache_gb, True, dtype)
+    backend = _engine(model, kv_cache_gb, True, dtype, base_url)
     try:
         chosen = [int(v) for v in layers.split(",")] if layers else None
         data = asyncio.run(compute_features(backend, traces, chosen, dataset=str(traces_path)))
     finally:
-        backend.close()
+        close(backend)
     out.print(f"features: {data.save(_stem(traces_path))}  ({len(data)} decision points)")
 
 
