@@ -5,7 +5,7 @@ Example:
     >>> import reasoning.strategies
     >>> STRATEGIES.names()  # doctest: +NORMALIZE_WHITESPACE
     ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'budget-forcing',
-     'deepconf', 'difficulty', 'dvts', 'dynasor', 'early-exit', 'first-finish', 'longest-finish',
+     'deepconf', 'difficulty', 'dvts', 'dynasor', 'early-exit', 'first-finish', 'genrm', 'longest-finish',
      'lt-prune', 'lt-select', 'particle-filtering', 'pdr', 'plan-and-budget', 'self-consistency',
      'self-refine', 'short-m@k', 'single', 'spec-reason', 'spec-thinking', 'sr']
 """
@@ -26,6 +26,7 @@ from reasoning.strategies.dvts import DVTS
 from reasoning.strategies.dynasor import Dynasor
 from reasoning.strategies.early_exit import EarlyExit
 from reasoning.strategies.first_finish import FirstFinish
+from reasoning.strategies.genrm import GenRM
 from reasoning.strategies.longest_finish import LongestFinish
 from reasoning.strategies.lt_prune import LTPrune
 from reasoning.strategies.lt_select import LTSelect
@@ -55,6 +56,7 @@ __all__ = [
     "Dynasor",
     "EarlyExit",
     "FirstFinish",
+    "GenRM",
     "LTPrune",
     "LTSelect",
     "LongestFinish",

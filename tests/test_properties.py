@@ -217,6 +217,7 @@ SETUPS: dict[str, Setup] = {
     "dynasor": Setup("dynasor(max_tokens=16, chunk=4, probe_tokens=4)"),
     "early-exit": Setup("early-exit(probe={exit}, n=2, exit_tokens=4, max_tokens=12)", hidden=True),
     "first-finish": Setup("first-finish(n=3, max_tokens=8)"),
+    "genrm": Setup("genrm(solutions=3, verifications=2, max_tokens=8, verify_max_tokens=8)"),
     "longest-finish": Setup("longest-finish(n=3, k=2, max_tokens=8)"),
     "lt-prune": Setup("lt-prune(n=3, keep=1, horizon=8, segment=4, max_tokens=12)", hidden=True),
     "lt-select": Setup("lt-select(n=3, segment=4, max_tokens=8)", hidden=True),

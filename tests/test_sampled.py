@@ -19,6 +19,7 @@ DEFAULTS = {
     "dynasor": (0.6, 0.95, 512),
     "early-exit": (0.6, 0.95, 512),
     "first-finish": (0.6, 0.95, 512),
+    "genrm": (0.7, 0.95, 512),
     "longest-finish": (0.6, 0.95, 512),
     "lt-prune": (0.6, 0.95, 512),
     "lt-select": (0.6, 0.95, 512),
