@@ -1,8 +1,8 @@
 """The ``reasoning`` command line: one module per command group, what they share in `common`.
 
 ``solve`` and ``strategies`` (`solve`), ``serve`` (`serve`), ``proxy`` (`proxy`), ``doctor``
-(`doctor`), ``probe ...`` (`probe`) and ``leaderboard ...`` (`leaderboard`). No command module
-imports another.
+(`doctor`), ``view`` (`view`), ``probe ...`` (`probe`) and ``leaderboard ...`` (`leaderboard`). No
+command module imports another.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from reasoning.cli import doctor, leaderboard, probe, proxy, serve, solve
+from reasoning.cli import doctor, leaderboard, probe, proxy, serve, solve, view
 from reasoning.cli.common import INTERRUPTED, err
 from reasoning.errors import ReasoningError
 
@@ -29,6 +29,7 @@ app.command()(solve.solve)
 app.command()(serve.serve)
 app.command()(doctor.doctor)
 app.command()(proxy.proxy)
+app.command()(view.view)
 app.add_typer(probe.probe_app, name="probe")
 app.add_typer(leaderboard.leaderboard_app, name="leaderboard")
 
