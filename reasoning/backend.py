@@ -181,6 +181,8 @@ class Completion:
     """Prompt tokens served by the prefix cache."""
     seconds: float = 0.0
     """Wall time from sending the request to this sample's last token."""
+    started: float = 0.0
+    """When its request was sent, in seconds from the start of the run (0 outside a run)."""
     logprobs: tuple[TokenLogprob, ...] | None = None
     """Per-token log-probabilities, when asked for."""
     backend: str = ""
@@ -373,8 +375,10 @@ class Assembler:
         ['cancelled']
     """
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, started: float = 0.0) -> None:
         self.request = request
+        self.started = started
+        """When the request was sent, in seconds from the start of the run (`Completion.started`)."""
         self.start = time.monotonic()
         self._parts = [_Partial() for _ in range(request.sampling.n)]
         self._prompt_tokens = 0
@@ -413,6 +417,7 @@ class Assembler:
             prompt_tokens=self._prompt_tokens,
             cached_tokens=self._cached_tokens,
             seconds=p.seconds or time.monotonic() - self.start,
+            started=self.started,
             logprobs=tuple(p.logprobs) if self.request.sampling.logprobs is not None else None,
             stop_string=p.stop_string,
         )

@@ -29,7 +29,7 @@ as they are (their `spec` empty) and resume as before.
 a budget stop's candidates include the samples it cancelled; `Run.grading` names the answers the
 grader could not judge. Earlier rows read as they are."""
 
-CLOCK_FIELDS = frozenset({"seconds", "busy_seconds", "started_at"})
+CLOCK_FIELDS = frozenset({"seconds", "busy_seconds", "started_at", "started"})
 """The fields of a record (at any depth) that read the clock: all a deterministic run may vary."""
 
 
@@ -55,6 +55,9 @@ class Candidate:
     """Of those, tokens served by the prefix cache."""
     seconds: float = 0.0
     """Time from request to last token."""
+    started: float = 0.0
+    """When its request was sent, in seconds from the start of the run: with `seconds`, where
+    it sits on the run's timeline (0 in rows written before it was recorded)."""
     mean_logprob: float | None = None
     """Mean token log-probability, when logprobs were requested."""
     scores: dict[str, float] = dataclasses.field(default_factory=dict)

@@ -288,7 +288,7 @@ class Context:
         cut short and continued by a forced answer) passes ``record=False``.
         """
         recorder = functools.partial(self.record, backend=backend) if record else None
-        return Trace(request, self.stream(request, backend), recorder)
+        return Trace(request, self.stream(request, backend), recorder, started=self.meter.elapsed)
 
     async def generate(self, request: Request, backend: str | None = None) -> list[Completion]:
         """Run `request` to the end on `backend` (default: the run's); return its samples.
@@ -576,6 +576,7 @@ def to_candidate(text: str, completion: Completion, verdict: Verdict) -> Candida
         prompt_tokens=completion.prompt_tokens,
         cached_tokens=completion.cached_tokens,
         seconds=completion.seconds,
+        started=completion.started,
         mean_logprob=mean,
         backend=completion.backend,
     )

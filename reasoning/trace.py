@@ -47,7 +47,13 @@ class Trace:
         [('a b', 'stop'), ('c ', 'cancelled')]
     """
 
-    def __init__(self, request: Request, chunks: AsyncGenerator[Chunk, None], record: Record | None = None):
+    def __init__(
+        self,
+        request: Request,
+        chunks: AsyncGenerator[Chunk, None],
+        record: Record | None = None,
+        started: float = 0.0,
+    ):
         self.request = request
         """The request streamed."""
         self.finished: list[Completion] = []
@@ -60,7 +66,7 @@ class Trace:
         """Every sample by index once the trace is closed; unfinished ones cancelled."""
         self._chunks = chunks
         self._record = record
-        self._assembler = Assembler(request)
+        self._assembler = Assembler(request, started)
         self._tokens: list[list[str]] = [[] for _ in range(request.sampling.n)]
         self._closed = False
 

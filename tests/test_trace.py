@@ -88,3 +88,18 @@ def test_trace_is_public() -> None:
     import reasoning
 
     assert reasoning.Trace is Trace
+
+
+async def test_each_sample_knows_when_its_request_was_sent_on_the_runs_clock() -> None:
+    now = [100.0]
+    backend = ScriptedBackend(["a b", "c"])
+    ctx = Context(PROBLEM, default_prompt(PROBLEM), backend, Meter(Budget(), clock=lambda: now[0]))
+    now[0] = 102.5  # the run's clock: 2.5 s after its start
+    first = await ctx.generate(ctx.request(Sampling(n=2)))
+    now[0] = 107.0
+    [second] = await ctx.generate(ctx.request(Sampling()))
+    assert [c.started for c in first] == [2.5, 2.5] and second.started == 7.0  # a request's samples share it
+    from reasoning.strategy import to_candidate
+    from reasoning.verifier import Verdict
+
+    assert to_candidate(second.text, second, Verdict(None)).started == 7.0  # and the record keeps it
