@@ -1,9 +1,10 @@
 """The artefacts a run's strategies read, checked before any engine starts.
 
-Probes (early exit, difficulty, advantage routers, value models of step searches and best-of-n)
-and ATTS calibrations are read as the strategies will read them (missing, truncated, the wrong
-kind, uncalibrated, made for another model), and an artefact fitted on any of the problems to
-be evaluated is refused: one error before compute instead of the same error row per problem.
+Probes (early exit, difficulty, advantage routers, value models of step searches, best-of-n and
+self-eval) and ATTS calibrations are read as the strategies will read them (missing, truncated,
+the wrong kind, uncalibrated, made for another model), and an artefact fitted on any of the
+problems to be evaluated is refused: one error before compute instead of the same error row per
+problem.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def artefacts_read(strategy: Any, models: Mapping[str, str | None]) -> list[tupl
     (`check_artefacts` reads them itself).
     """
     from reasoning.probes.atts_calibration import DRAFT
-    from reasoning.strategies import Arbitrage, BestOfN, DifficultyRouter, EarlyExit
+    from reasoning.strategies import Arbitrage, BestOfN, DifficultyRouter, EarlyExit, SelfEval
     from reasoning.strategies.step_search import StepSearch
 
     default = str(next(iter(models.values()), None) or "")
@@ -46,7 +47,7 @@ def artefacts_read(strategy: Any, models: Mapping[str, str | None]) -> list[tupl
             wanted.append((name, node.probe, default, "exit", False))
         elif isinstance(node, StepSearch) and node.scorer == "value":
             wanted.append((name, node.probe or "", default, "value", False))
-        elif isinstance(node, BestOfN) and node.needs_hidden_states:
+        elif isinstance(node, BestOfN | SelfEval) and node.needs_hidden_states:
             wanted.append((name, node.probe, default, "value", False))
     return wanted
 

@@ -7,7 +7,7 @@ Example:
     ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'budget-forcing',
      'deepconf', 'difficulty', 'dvts', 'dynasor', 'early-exit', 'first-finish', 'genrm', 'longest-finish',
      'lt-prune', 'lt-select', 'particle-filtering', 'pdr', 'plan-and-budget', 'self-consistency',
-     'self-refine', 'short-m@k', 'single', 'spec-reason', 'spec-thinking', 'sr']
+     'self-eval', 'self-refine', 'short-m@k', 'single', 'spec-reason', 'spec-thinking', 'sr']
 """
 
 if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout's root: no shadowing
@@ -35,6 +35,7 @@ from reasoning.strategies.pdr import PDR, SequentialRefinement
 from reasoning.strategies.plan_and_budget import PlanAndBudget
 from reasoning.strategies.sampled import Sampled
 from reasoning.strategies.self_consistency import SelfConsistency
+from reasoning.strategies.self_eval import SelfEval
 from reasoning.strategies.self_refine import SelfRefine
 from reasoning.strategies.short_m_at_k import ShortMAtK
 from reasoning.strategies.single import Single
@@ -64,6 +65,7 @@ __all__ = [
     "PlanAndBudget",
     "Sampled",
     "SelfConsistency",
+    "SelfEval",
     "SelfRefine",
     "SequentialRefinement",
     "ShortMAtK",

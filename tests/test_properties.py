@@ -227,6 +227,7 @@ SETUPS: dict[str, Setup] = {
         "plan-and-budget(budget=32, plan_tokens=8, answer_tokens=4, min_tokens=2, max_subquestions=2)"
     ),
     "self-consistency": Setup("self-consistency(n=3, max_tokens=8)"),
+    "self-eval": Setup("self-eval(max_samples=3, batch=2, prune_at=2, keep=1, max_tokens=8)"),
     "self-refine": Setup("self-refine(rounds=2, feedback_tokens=4, max_tokens=8)"),
     "short-m@k": Setup("short-m@k(k=3, m=2, max_tokens=8)"),
     "single": Setup("single(max_tokens=8)"),

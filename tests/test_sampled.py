@@ -25,6 +25,7 @@ DEFAULTS = {
     "lt-select": (0.6, 0.95, 512),
     "pdr": (0.6, 0.95, 512),
     "self-consistency": (0.7, 0.95, 512),
+    "self-eval": (0.7, 0.95, 512),
     "self-refine": (0.6, 0.95, 512),
     "short-m@k": (0.6, 0.95, 512),
     "single": (0.0, 1.0, 512),
@@ -131,11 +132,15 @@ def test_candidates_are_plain_dataclasses_written_as_before() -> None:
         "prompt_tokens": 0,
         "cached_tokens": 0,
         "seconds": 0.0,
+        "started": 0.0,
         "mean_logprob": None,
         "scores": {"a": 1.0},
         "backend": "",
     }
     run = Run(problem_id="p", candidates=[candidate])
     assert json.loads(run.model_dump_json())["candidates"] == [row]
+    # A row written before `started` was recorded reads back with 0.
+    old = {k: v for k, v in row.items() if k != "started"}
+    assert Run.model_validate({"problem_id": "p", "candidates": [old]}).candidates[0] == candidate
     again = Run.model_validate_json(run.model_dump_json())
     assert again == run and again.candidates[0] == candidate
