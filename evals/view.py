@@ -8,11 +8,15 @@ thousands of records opens as fast as its JSON parses.
 
 Per problem the page shows the strategy spec and parameters, answer and gold, right, wrong or
 error, the stop reason, the budget lines against what was spent, every candidate (chosen,
-cancelled, cut at a token cap, forced, its scores and answer, its text collapsible), the samples
-in the order they were recorded with their durations, and for a step search (candidates with a
-``step`` score: beam search, DVTS, particle filtering, A*) the tree of its nodes, rebuilt from
-their texts by `call_tree`. A record holds each sample's duration but not when it started, so
-the page draws durations, not a timeline of starts.
+cancelled, cut at a token cap, forced, its scores and answer, its text collapsible), its calls
+on a timeline, and for a step search (candidates with a ``step`` score: beam search, DVTS,
+particle filtering, A*) the tree of its nodes, rebuilt from their texts by `call_tree`.
+
+The timeline draws each call as a bar from its request (`Candidate.started`, on the run's clock)
+to its last token (``started + seconds``), so a race's samples overlap and a round waits for the
+one before. Rows written before starts were recorded have every ``started`` 0 (`has_timeline`
+says which rows have them); for those the page lists the samples in the order recorded with
+their durations, and says so.
 """
 
 from __future__ import annotations
@@ -31,7 +35,16 @@ from reasoning import Candidate, Run
 from reasoning.errors import DatasetError
 from reasoning.strategies.step_tree import ANSWER_PHRASE
 
-__all__ = ["Records", "Status", "call_tree", "html_page", "read_records", "status_of", "write_page"]
+__all__ = [
+    "Records",
+    "Status",
+    "call_tree",
+    "has_timeline",
+    "html_page",
+    "read_records",
+    "status_of",
+    "write_page",
+]
 
 Status = Literal["right", "wrong", "error", "ungraded"]
 
@@ -218,13 +231,36 @@ def _parent(
     return best
 
 
+def has_timeline(run: Run) -> bool:
+    """Whether `run`'s candidates say when each was requested, so they can be drawn on a timeline.
+
+    Rows written before `Candidate.started` was recorded have it 0 for every candidate: they
+    have no timeline. A row where some call started after 0, or calls started apart, has one.
+
+    Example:
+        >>> has_timeline(Run(problem_id="p", candidates=[Candidate("a"), Candidate("b")]))
+        False
+        >>> has_timeline(Run(problem_id="p", candidates=[Candidate("a"), Candidate("b", started=0.4)]))
+        True
+    """
+    starts = {c.started for c in run.candidates}
+    return len(starts) > 1 or any(s > 0 for s in starts)
+
+
 def html_page(records: Records, title: str | None = None) -> str:
-    """The page: the records as JSON once, the template's CSS and script inline."""
+    """The page: the records as JSON once, the template's CSS and script inline.
+
+    `title` names the page (its tab and its heading); by default the tab says ``records:`` and
+    the file's name, and the heading the file.
+    """
     rows = ",".join(
-        f'{{"status":"{status_of(run)}","parents":{json.dumps(call_tree(run))},"run":{run.model_dump_json()}}}'
+        f'{{"status":"{status_of(run)}","parents":{json.dumps(call_tree(run))},'
+        f'"timeline":{json.dumps(has_timeline(run))},"run":{run.model_dump_json()}}}'
         for run in records.runs
     )  # pydantic writes a NaN or infinite score as null: the JSON stays valid
-    head = json.dumps({"source": str(records.source), "notes": records.notes}, ensure_ascii=False)
+    head = json.dumps(
+        {"source": str(records.source), "title": title, "notes": records.notes}, ensure_ascii=False
+    )
     encoded = f'{head[:-1]},"records":[{rows}]}}'
     # Inside <script>, "</script>" or "<!--" in a model's text would end the block: no "<" at all.
     encoded = encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -28,6 +28,8 @@ from reasoning.evals.leaderboard.summary import CellStats, summarize
 
 PROBLEMS = load_dataset("gsm8k", limit=6)
 PLOTS = ["frontier-gsm8k.png", "latency-gsm8k.png", "scaling-gsm8k.png"]
+RECORDS = ["records/gsm8k-s-single.html", "records/gsm8k-s-sc-n-2.html", "records/gsm8k-s-sc-n-4.html"]
+"""A records page per cell, in the spec's cell order."""
 SPEC: dict[str, Any] = {
     "name": "tiny",
     "models": {"s": {"kind": "scripted", "script": "so \\boxed{18}"}},
@@ -70,6 +72,14 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> tuple[LeaderboardSpec, Pa
     return spec, root / "tiny.sqlite", root / "out", paths
 
 
+def view_data(page: str) -> dict[str, Any]:
+    """A records page's embedded data."""
+    found = re.search(r'<script id="records" type="application/json">(.*?)</script>', page, re.DOTALL)
+    assert found is not None
+    data: dict[str, Any] = json.loads(found[1])
+    return data
+
+
 def expected(spec: LeaderboardSpec, path: Path) -> list[CellStats]:
     cells = spec.cells()
     baselines = {c.key: (b.key if (b := spec.baseline_of(cells, c)) else None) for c in cells}
@@ -99,8 +109,48 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_render_writes_the_pages_and_plots(board: tuple[LeaderboardSpec, Path, Path, list[Path]]) -> None:
     _, _, out, paths = board
-    assert [p.name for p in paths] == ["README.md", "index.html", *PLOTS]
-    assert all(p.parent == out and p.is_file() for p in paths)
+    assert [p.relative_to(out).as_posix() for p in paths] == ["README.md", "index.html", *PLOTS, *RECORDS]
+    assert all(p.is_file() for p in paths)
+
+
+def test_each_cell_links_to_a_page_of_exactly_its_records(
+    board: tuple[LeaderboardSpec, Path, Path, list[Path]],
+) -> None:
+    spec, path, out, _ = board
+
+    class Links(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.href: str | None = None
+            self.found: dict[str, str] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "a":
+                self.href = dict(attrs).get("href")
+
+        def handle_data(self, data: str) -> None:
+            if self.href is not None:
+                self.found[data] = self.href
+                self.href = None
+
+    links = Links()
+    links.feed((out / "index.html").read_text())
+    cells = {c.label: c for c in spec.cells()}
+    assert sorted(links.found) == sorted(cells) and sorted(links.found.values()) == sorted(RECORDS)
+    readme = (out / "README.md").read_text()
+    with Store.open(path, create=False) as store:
+        for label, href in links.found.items():
+            assert f"[{label}]({href})" in readme
+            page = (out / href).resolve()
+            assert page.is_file() and page.parent == (out / "records").resolve()
+            data = view_data(page.read_text())
+            rows = store.results(cells[label].key)
+            drawn = [(r["run"]["problem_id"], r["run"]["seed"]) for r in data["records"]]
+            assert drawn == [(r.problem_id, r.seed) for r in rows] and len(drawn) == len(PROBLEMS)
+            assert [r["status"] for r in data["records"]] == ["right" if r.correct else "wrong" for r in rows]
+            samples = [len(r["run"]["candidates"]) for r in data["records"]]
+            assert samples == [len(r.samples) for r in rows]
+            assert data["source"] == "tiny.sqlite" and data["title"].startswith(f"{label} [s] on gsm8k")
 
 
 def test_markdown_numbers_are_summarize_s(board: tuple[LeaderboardSpec, Path, Path, list[Path]]) -> None:
@@ -191,8 +241,10 @@ def test_render_is_deterministic(
     spec, path, out, _ = board
     with Store.open(path, create=False) as store:
         again = render(spec, store, tmp_path)
+    assert len(again) == len(PLOTS) + len(RECORDS) + 2
     for p in again:
-        assert p.read_bytes() == (out / p.name).read_bytes(), p.name
+        name = p.relative_to(tmp_path)
+        assert p.read_bytes() == (out / name).read_bytes(), name
 
 
 def test_an_empty_store_reports_no_results(tmp_path: Path) -> None:
@@ -260,3 +312,13 @@ def test_the_page_renders_in_a_headless_browser(
     rows = re.search(r'data-rows="(\d+)"', body[0])
     assert plots is not None and rows is not None, f"the page's script did not run: {body[0]}"
     assert int(plots[1]) == len(PLOTS) and int(rows[1]) > 0
+    records = subprocess.run(  # a cell's records page, as its link opens it
+        [*flags, "--virtual-time-budget=10000", "--dump-dom", (out / RECORDS[0]).resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    ).stdout
+    body = re.search(r"<body[^>]*>", records)
+    assert body is not None and 'data-ready="1"' in body[0] and 'data-errors="0"' in body[0], records[:2000]
+    assert f'data-records="{len(PROBLEMS)}"' in body[0]

@@ -20,7 +20,15 @@ from reasoning import Candidate, Controller, Problem, Request, Run, ScriptedBack
 from reasoning.errors import ConfigError, DatasetError
 from reasoning.evals import view
 from reasoning.evals.run import solve
-from reasoning.evals.view import Records, call_tree, html_page, read_records, status_of, write_page
+from reasoning.evals.view import (
+    Records,
+    call_tree,
+    has_timeline,
+    html_page,
+    read_records,
+    status_of,
+    write_page,
+)
 from reasoning.strategies.beam_search import BeamSearch
 from reasoning.verifiers.process import ScriptedScorer
 
@@ -90,6 +98,41 @@ def raced() -> Run:
         budgets={"draft": {"calls": 2.0}},
         usage_by_backend={"draft": {"calls": 2, "output_tokens": 3}, "target": {"calls": 1}},
         stop_reason="budget:draft.calls",
+    )
+
+
+STARTS = {0: (0.0, 0.5), 1: (0.05, 0.25), 2: (0.6, 0.9), 3: (0.55, 0.75), 4: (1.0, 1.2)}
+"""The staggered record's calls: index -> (started, started + seconds)."""
+
+
+def staggered() -> Run:
+    """A hand-made record with start times: two drafts of round 0 racing (the second cancelled
+    by the first), a draft and a target call of round 1 overlapping, then a summary."""
+
+    def call(i: int, text: str, backend: str, round_: int, summary: bool = False, **kw: Any) -> Candidate:
+        start, end = STARTS[i]
+        scores = {"round": float(round_)} | ({"summary": 1.0} if summary else {})
+        return Candidate(
+            text, started=start, seconds=round(end - start, 6), backend=backend, scores=scores, **kw
+        )
+
+    return Run(
+        problem_id="timed",
+        question="How long?",
+        gold="3",
+        answer="3",
+        correct=True,
+        chosen=4,
+        candidates=[
+            call(0, "a", "draft", 0, output_tokens=5),
+            call(1, "b", "draft", 0, output_tokens=2, finish_reason="cancelled"),
+            call(2, "c", "target", 1, output_tokens=9, finish_reason="length"),
+            call(3, "d", "draft", 1, output_tokens=4),
+            call(4, "\\boxed{3}", "target", 1, answer="3", output_tokens=3, summary=True),
+        ],
+        strategy="pdr",
+        backends={"draft": "small", "target": "large"},
+        usage={"output_tokens": 23, "calls": 5, "seconds": 1.25},
     )
 
 
@@ -241,6 +284,23 @@ def test_the_page_embeds_every_record_and_node_once_and_fetches_nothing(results:
     assert "<style>" in page
 
 
+def test_only_records_with_start_times_are_drawn_on_a_timeline() -> None:
+    assert has_timeline(staggered()) and not has_timeline(raced())
+    assert not has_timeline(Run(problem_id="none"))
+    assert has_timeline(Run(problem_id="one", candidates=[Candidate("x", started=0.2)]))
+    page = html_page(Records(Path("t.jsonl"), [staggered(), raced()]))
+    assert [r["timeline"] for r in embedded(page)["records"]] == [True, False]
+    starts = [c["started"] for c in embedded(page)["records"][0]["run"]["candidates"]]
+    assert starts == [STARTS[i][0] for i in range(5)]
+
+
+def test_a_page_can_be_titled() -> None:
+    page = html_page(Records(Path("s.sqlite"), [raced()]), title="sc n=4 [s] on gsm8k <board>")
+    assert "<title>sc n=4 [s] on gsm8k &lt;board&gt;</title>" in page
+    assert embedded(page)["title"] == "sc n=4 [s] on gsm8k <board>"
+    assert embedded(html_page(Records(Path("s.jsonl"), [raced()])))["title"] is None
+
+
 def test_a_thousand_records_are_data_not_markup() -> None:
     """The page is the template plus the JSON: nothing is drawn per record before it opens."""
     runs = [
@@ -330,3 +390,49 @@ def test_the_page_draws_the_tree_and_filters_in_a_headless_browser(results: Path
     assert re.search(r'<td class="text">draft</td><td class="text mono">calls <span[^>]*>stopped here<', dom)
     assert dom.count(">stopped here<") == 1 and "truncated (length)" in dom and ">cancelled<" in dom
     assert "data-nodes" not in dom  # no tree for a race
+
+
+def detail(dom: str) -> str:
+    """The selected problem as drawn (not the script that draws it)."""
+    found = re.search(r'<section id="detail".*?</section>', dom, re.DOTALL)
+    assert found is not None
+    return found[0]
+
+
+def bars(dom: str) -> dict[int, dict[str, str]]:
+    """The timeline's bars as drawn: each call's data attributes, by candidate index."""
+    found = {}
+    for tag in re.findall(r'<div class="span [^"]*"[^>]*>', dom):
+        attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', tag))
+        found[int(attrs.pop("index"))] = attrs
+    return found
+
+
+@pytest.mark.browser
+def test_calls_with_start_times_are_drawn_on_a_timeline(tmp_path: Path) -> None:
+    page = tmp_path / "timed.html"
+    page.write_text(html_page(Records(Path("timed.jsonl"), [staggered(), raced()])))
+
+    body, dom, console = draw(page, "#p=timed")
+    assert console == "" and 'data-errors="0"' in body, console
+    dom = detail(dom)
+    assert 'data-axis="1.25"' in dom and "no-timeline" not in dom
+    drawn = bars(dom)
+    assert sorted(drawn) == list(STARTS)  # every call once
+    for i, (start, end) in STARTS.items():
+        assert float(drawn[i]["start"]) == pytest.approx(start), i
+        assert float(drawn[i]["end"]) == pytest.approx(end), i
+    assert [drawn[i]["finish"] for i in range(5)] == ["stop", "cancelled", "length", "stop", "stop"]
+    assert [drawn[i]["backend"] for i in range(5)] == ["draft", "draft", "target", "draft", "target"]
+    # grouped by round (the summary its own group), each group in order of start
+    groups = re.findall(r'<tr class="group-head"><td[^>]*>([^<]*)<', dom)
+    assert groups == ["round 0", "round 1", "round 1 · summary"]
+    order = [int(i) for i in re.findall(r'<div class="span [^"]*" data-index="(\d+)"', dom)]
+    assert order == [0, 1, 3, 2, 4]
+    assert "draft · 2 tok · cancelled at 250.0 ms" in dom and "target · 9 tok · truncated (length)" in dom
+
+    body, dom, console = draw(page, "#p=race")  # a row written before start times: the old view
+    assert console == "" and 'data-errors="0"' in body, console
+    dom = detail(dom)
+    assert "no-timeline" in dom and "holds no start times" in dom and bars(dom) == {}
+    assert "Samples in the order recorded" in dom and "data-axis" not in dom

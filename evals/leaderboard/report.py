@@ -6,8 +6,11 @@ sorted by a click; CSS and script inline, nothing fetched, so it opens offline) 
 three plots drawn by matplotlib's Agg backend (see `reasoning.evals.leaderboard.plots`):
 ``frontier-<dataset>.png`` (accuracy against mean output tokens, with 95% intervals and the Pareto
 frontier), ``latency-<dataset>.png`` (against median wall time) and ``scaling-<dataset>.png``
-(maj@k and pass@k against the tokens k samples cost, and each parameter sweep). Every figure is the
-one `summarize` computes, and the output depends on the store alone (the only date is that of its
+(maj@k and pass@k against the tokens k samples cost, and each parameter sweep). Each cell with
+results also gets ``records/<dataset>-<model>-<entry>.html``: a ``reasoning view`` page
+(`reasoning.evals.view`) of every record the store holds for it, all seeds, in dataset order; the
+cell's entry links to it from ``index.html`` and ``README.md``. Every figure is the one
+`summarize` computes, and the output depends on the store alone (the only date is that of its
 newest row), so a report can be committed next to the results it reads::
 
     reasoning leaderboard report leaderboards/gsm8k-default.yaml --out docs/leaderboard
@@ -26,9 +29,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reasoning import Run
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec, Price
 from reasoning.evals.leaderboard.store import SessionRow, Store
 from reasoning.evals.leaderboard.summary import CellStats, frontier, summarize
+from reasoning.evals.view import Records
+from reasoning.evals.view import html_page as records_page
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -75,6 +81,10 @@ class DatasetReport:
     """Keys of the cells the others are compared with."""
     plots: list[tuple[str, str]] = field(default_factory=list)
     """The plots `write` draws: file name and description."""
+    pages: dict[str, str] = field(default_factory=dict)
+    """Each cell's records page, relative to the report (``records/<slug>.html``), by cell key."""
+    records: dict[str, list[Run]] = field(default_factory=dict)
+    """Each cell's records as stored (every seed, in dataset order), by cell key."""
 
     def where(self, stats: CellStats) -> str:
         """The cell's label, with its model when the dataset has cells of several models."""
@@ -95,6 +105,8 @@ class Report:
     """When the newest row finished (ISO, UTC); None for an empty store."""
     models: dict[str, str]
     """The model each leaderboard model name serves."""
+    store: str = ""
+    """The store's file name (its records pages name it as their source)."""
 
 
 @dataclass(frozen=True)
@@ -119,15 +131,15 @@ def collect(spec: LeaderboardSpec, store: Store) -> Report:
     baselines = {c.key: (b.key if (b := spec.baseline_of(cells, c)) is not None else None) for c in cells}
     stats = {s.cell.key: s for s in summarize(store, stored, baselines, spec.price)}
     slugs = _slugs(list(spec.datasets))
+    pages = _page_names(spec, cells, slugs, stats)
     datasets = []
     for name, data in spec.datasets.items():
         mine = [c for c in cells if c.dataset == name]
         found = [stats[c.key] for c in mine if c.key in stats]
         found.sort(key=lambda s: (list(spec.models).index(s.cell.model), -_finite(s.accuracy), s.label))
-        samples = {
-            s.cell.key: _mean([len(r.samples) for r in store.results(s.cell.key) if r.error is None])
-            for s in found
-        }
+        rows = {s.cell.key: store.results(s.cell.key) for s in found}
+        samples = {k: _mean([len(r.samples) for r in got if r.error is None]) for k, got in rows.items()}
+        records = {k: [store.record(k, r.problem_id, r.seed) for r in got] for k, got in rows.items()}
         limits = {c.key: [x for x in (c.limit, data.limit) if x is not None] for c in mine}
         sweeps: dict[tuple[str, str], list[CellStats]] = {}
         for c in mine:
@@ -142,19 +154,35 @@ def collect(spec: LeaderboardSpec, store: Store) -> Report:
             samples=samples,
             sweeps=[s for s in sweeps.values() if len(s) > 1],
             baselines=frozenset(c.key for c in mine if baselines[c.key] == c.key),
+            pages={c.key: pages[c.key] for c in mine if c.key in pages},
+            records=records,
         )
         datasets.append(dataclasses.replace(report, plots=plot_names(report)))
     newest = _newest(store, [c.key for c in stored])
     versions = store.record(*newest[:3]).versions if newest else {}
     models = {c.model: _served_model(c.identity(spec)["model"], c.model) for c in cells}
-    return Report(spec, datasets, store.sessions(), versions, newest[3] if newest else None, models)
+    return Report(
+        spec, datasets, store.sessions(), versions, newest[3] if newest else None, models, store.path.name
+    )
+
+
+def _page_names(
+    spec: LeaderboardSpec, cells: Sequence[Cell], slugs: dict[str, str], stats: dict[str, CellStats]
+) -> dict[str, str]:
+    """Each cell with results: its records page, ``records/<dataset>-<model>-<entry>.html``.
+
+    Named in the spec's cell order, so a name does not move with the results.
+    """
+    found = [c for c in cells if c.key in stats]
+    names = _slugs([f"{slugs[c.dataset]}-{c.model}-{c.label}" for c in found])
+    return {c.key: f"records/{names[f'{slugs[c.dataset]}-{c.model}-{c.label}']}.html" for c in found}
 
 
 def render(spec: LeaderboardSpec, store: Store, out: Path) -> list[Path]:
     """Write the report of `spec` from `store` into the folder `out` (see the module docstring).
 
     Returns:
-        The files written: ``README.md``, ``index.html``, then the plots.
+        The files written: ``README.md``, ``index.html``, the plots, then the records pages.
     """
     return write(collect(spec, store), out)
 
@@ -170,6 +198,23 @@ def write(report: Report, out: Path) -> list[Path]:
     paths[1].write_text(html_page(report), encoding="utf-8")
     for dataset in report.datasets:
         paths += draw(report, dataset, out)
+    for dataset in report.datasets:
+        paths += _write_records(report, dataset, out)
+    return paths
+
+
+def _write_records(report: Report, dataset: DatasetReport, out: Path) -> list[Path]:
+    """Write `dataset`'s records pages (one per cell with results, in the spec's cell order)."""
+    stats = {s.cell.key: s for s in dataset.stats}
+    paths = []
+    for key, name in dataset.pages.items():
+        s = stats[key]
+        title = f"{s.label} [{s.cell.model}] on {dataset.name}: leaderboard {report.spec.name}"
+        page = out / name
+        page.parent.mkdir(parents=True, exist_ok=True)
+        source = Path(report.store or f"{report.spec.name}.sqlite")
+        page.write_text(records_page(Records(source, dataset.records.get(key, [])), title), encoding="utf-8")
+        paths.append(page)
     return paths
 
 
@@ -278,6 +323,13 @@ def markdown(report: Report) -> str:
             continue
         cols = columns(d, spec.price)
         lines += _md_table([c.header for c in cols], [[c.text(s) for c in cols] for s in d.stats])
+        if d.pages:
+            links = ", ".join(
+                f"[{_md_link_text(d.where(s))}]({d.pages[s.cell.key]})"
+                for s in d.stats
+                if s.cell.key in d.pages
+            )
+            lines += ["", f"Every record of a cell, one HTML page each (open it in a browser): {links}."]
         if d.missing:
             lines += ["", "Not in the store yet: " + ", ".join(_cell_where(c) for c in d.missing) + "."]
         lines += ["", "### Pareto frontiers", ""]
@@ -290,6 +342,10 @@ def markdown(report: Report) -> str:
         lines.append("")
     lines += ["## How to read this", "", _how_to_read(report), ""]
     return "\n".join(lines)
+
+
+def _md_link_text(text: str) -> str:
+    return re.sub(r"([\\\[\]])", r"\\\1", text)
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -486,7 +542,12 @@ def html_page(report: Report) -> str:
             parts.append("<p>No results yet.</p>")
             continue
         cols = columns(d, spec.price)
-        parts.append(_html_table(f"table-{d.slug}", cols, d.stats))
+        parts.append(_html_table(f"table-{d.slug}", cols, d.stats, d.pages))
+        if d.pages:
+            parts.append(
+                '<p class="note">An entry links to every record of its cell: each problem\'s answer, '
+                "candidates, calls and budget, on one page.</p>"
+            )
         if d.missing:
             names = ", ".join(_cell_where(c) for c in d.missing)
             parts.append(f'<p class="note">Not in the store yet: {e(names)}.</p>')
@@ -515,7 +576,9 @@ def html_page(report: Report) -> str:
     return "\n".join(parts)
 
 
-def _html_table(ident: str, cols: Sequence[Column], stats: Sequence[CellStats]) -> str:
+def _html_table(
+    ident: str, cols: Sequence[Column], stats: Sequence[CellStats], pages: dict[str, str] | None = None
+) -> str:
     e = html.escape
     head = "".join(
         f'<th data-type="{"num" if c.numeric else "text"}"{"" if c.numeric else " class=text"}>'
@@ -532,7 +595,11 @@ def _html_table(ident: str, cols: Sequence[Column], stats: Sequence[CellStats]) 
             text = c.text(s)
             if klass == ' class="wrap"':  # break between the interval and the test only
                 text = " p".join(part.replace(" ", "\xa0") for part in text.split(" p", 1))
-            tds.append(f'<td data-value="{e(shown)}"{klass}>{e(text)}</td>')
+            inner = e(text)
+            page = (pages or {}).get(s.cell.key)
+            if c.header == "entry" and page is not None:
+                inner = f'<a href="{e(page)}" title="every record of this cell">{inner}</a>'
+            tds.append(f'<td data-value="{e(shown)}"{klass}>{inner}</td>')
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return (
         f'<div class="wide"><table class="sortable board" id="{ident}">\n<thead><tr>{head}</tr></thead>\n'

@@ -2,7 +2,8 @@
 
 The page (`reasoning.evals.view`) lists the problems, filterable by right, wrong and error, and
 shows the selected one in full: strategy spec, answer and gold, stop reason, budget lines and
-spending, every candidate with its scores and text, the samples with their durations, and a step
+spending, every candidate with its scores and text, its calls on a timeline (rows written before
+start times were recorded: the samples in the order recorded, with their durations), and a step
 search's tree.
 """
 
