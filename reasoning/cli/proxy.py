@@ -21,6 +21,8 @@ from reasoning.cli.common import (
     close,
     err,
     launch,
+    launch_all,
+    named_values,
     out,
     quiet_engine_logs,
 )
@@ -41,14 +43,26 @@ def proxy(
         ),
     ] = "vllm",
     model: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             help="The engine's model (embedded name, HF folder or id), the upstream's model, or the "
-            "name the scripted backend serves (default: scripted)."
+            "name the scripted backend serves (default: scripted). Several named ones as name=model "
+            "(repeatable, e.g. --model draft=0.5b --model target=1.5b) serve a model group (--group): "
+            "spec-reason, spec-thinking, atts and arbitrage run on it."
         ),
     ] = None,
     base_url: Annotated[
-        str | None, typer.Option(help="URL of the upstream server (--backend openai).")
+        list[str] | None,
+        typer.Option(
+            help="URL of the upstream server (--backend openai); a group's as name=URL each (repeatable)."
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="The name a model group (several named --model) is served under (default: group): "
+            "ask for 'spec-reason@<group>' (or '@<a member's model>')."
+        ),
     ] = None,
     upstream_api_key: Annotated[
         str, typer.Option(envvar="OPENAI_API_KEY", help="API key of the upstream server.")
@@ -111,8 +125,9 @@ def proxy(
     """
     phase = ["starting"]
     try:
-        _proxy(phase, backend, model, base_url, upstream_api_key, script, script_seconds_per_token, host,
-               port, strategy, api_key, records, instruction, max_n, max_tokens, max_budget_tokens,
+        _proxy(phase, backend, model or [], base_url or [], group, upstream_api_key, script,
+               script_seconds_per_token, host, port, strategy, api_key, records, instruction, max_n,
+               max_tokens, max_budget_tokens,
                max_calls, max_seconds, max_concurrent, max_queue, kv_cache_gb, max_model_len, dtype,
                hidden_states, trust_remote_code, shutdown_grace, verbose)  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C before it serves (or while the engine shuts down)
@@ -124,8 +139,9 @@ def proxy(
 def _proxy(
     phase: list[str],
     backend: str,
-    model: str | None,
-    base_url: str | None,
+    model_items: list[str],
+    url_items: list[str],
+    group: str | None,
     upstream_api_key: str,
     script: str | None,
     script_seconds_per_token: float,
@@ -156,6 +172,9 @@ def _proxy(
     from reasoning.serving.proxy import Limits, ProxySettings, create_app, stop_runs
 
     quiet_engine_logs(verbose)
+    model = named_values(model_items, "model")
+    base_url = named_values(url_items, "base-url")
+    names = _group_names(model, base_url, group)
     if max_seconds <= 0:
         raise ConfigError(f"--max-seconds must be > 0, got {max_seconds:g}")
     limits = Limits(
@@ -167,7 +186,7 @@ def _proxy(
         max_concurrent=max_concurrent,
         max_queue=max_queue,
     )
-    _strategy_check(strategy, limits)  # bad settings fail before the engine starts
+    _strategy_check(strategy, limits, names)  # bad settings fail before the engine starts
     _options_check(backend, base_url, script, script_seconds_per_token, kv_cache_gb, max_model_len, dtype,
                    hidden_states)  # fmt: skip
     listening = _bind(host, port)
@@ -175,7 +194,13 @@ def _proxy(
     engine = _start(backend, model, base_url, upstream_api_key, script, script_seconds_per_token,
                     kv_cache_gb, max_model_len, dtype, hidden_states, trust_remote_code)  # fmt: skip
     try:
-        served = str(getattr(engine, "model", "") or engine.name)
+        if isinstance(engine, dict):
+            served = group or DEFAULT_GROUP
+            members = ", ".join(f"{name}: {_served(b)}" for name, b in engine.items())
+            what, example = f"{served} ({members})", f"spec-reason@{served}"
+        else:
+            served = what = _served(engine)
+            example = f"self-consistency(n=4)@{served}"
         settings = ProxySettings(
             model=served,
             strategy=strategy,
@@ -246,9 +271,10 @@ def _proxy(
                     await asyncio.sleep(0.05)
                 if server.started:
                     url = f"http://{host}:{port}/v1"
-                    out.print(f"serving {served} behind strategies at {url}", highlight=False, soft_wrap=True)
+                    out.print(f"serving {what} behind strategies at {url}", highlight=False, soft_wrap=True)
                     err.print(
-                        f"ask for a strategy as the model, e.g. 'self-consistency(n=4)@{served}'; default "
+                        f"ask for a strategy as the model, e.g. '{example}'; metrics: "
+                        f"http://{host}:{port}/metrics; default "
                         f"{strategy}; records: {records}   (Ctrl-C stops it)",
                         highlight=False,
                     )
@@ -282,24 +308,64 @@ def _proxy(
 ANSWER_SECONDS = 5.0
 """After a second Ctrl-C, the most seconds the ended requests get to send their 503."""
 
+DEFAULT_GROUP = "group"
+"""The name a model group is served under without --group."""
 
-def _strategy_check(spec: str, limits: Any) -> None:
-    """Refuse a default strategy that does not build or that is over the caps (`Limits.check`)."""
+
+def _served(backend: Any) -> str:
+    return str(getattr(backend, "model", "") or backend.name)
+
+
+def _group_names(
+    models: str | dict[str, str] | None, urls: str | dict[str, str] | None, group: str | None
+) -> list[str]:
+    """The backend names of the model group the options ask for (empty: one model)."""
+    names = list(urls) if isinstance(urls, dict) else list(models) if isinstance(models, dict) else []
+    if isinstance(models, dict) and isinstance(urls, dict) and set(models) - set(urls):
+        raise ConfigError(f"--model names {', '.join(sorted(set(models) - set(urls)))}, with no --base-url")
+    if isinstance(urls, dict) and isinstance(models, str):
+        raise ConfigError("with named --base-url, name each --model too (name=model)")
+    if isinstance(models, dict) and isinstance(urls, str):
+        raise ConfigError("several named --model need as many named --base-url (name=URL)")
+    if names and len(names) < 2:
+        raise ConfigError(f"a model group needs at least two named backends, got {names[0]} only")
+    if group is not None and not names:
+        raise ConfigError(
+            "--group names a model group: give several --model name=model (e.g. draft=, target=)"
+        )
+    if group is not None and "@" in group:
+        raise ConfigError(f"--group {group!r}: a name without '@'")
+    return names
+
+
+def _strategy_check(spec: str, limits: Any, names: list[str] | None = None) -> None:
+    """Refuse a default strategy that does not build, is over the caps or needs absent backends.
+
+    The caps: `Limits.check`; the backends: `backends_needed`, of those in `names` (a group's).
+    """
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
     from reasoning.compose import build
-    from reasoning.serving.proxy import ProxyError
+    from reasoning.serving.proxy import ProxyError, backends_needed
 
     try:
-        limits.check(build(spec))
+        strategy = build(spec)
+        limits.check(strategy)
     except ProxyError as exc:
         raise ConfigError(
             f"--strategy {spec}: {exc} (raise --max-n or --max-tokens, or ask for less)"
         ) from None
+    needed = backends_needed(strategy)
+    missing = [name for name in needed if name not in (names or [])]
+    if missing:
+        flags = " ".join(f"--model {name}=MODEL" for name in needed)
+        raise ConfigError(
+            f"--strategy {spec} needs backends named {', '.join(needed)}: serve them with {flags}"
+        )
 
 
 def _options_check(
     backend: str,
-    base_url: str | None,
+    base_url: str | dict[str, str] | None,
     script: str | None,
     seconds_per_token: float,
     kv_cache_gb: float | None,
@@ -345,8 +411,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _start(
     kind: str,
-    model: str | None,
-    base_url: str | None,
+    model: str | dict[str, str] | None,
+    base_url: str | dict[str, str] | None,
     upstream_api_key: str,
     script: str | None,
     seconds_per_token: float,
@@ -356,25 +422,38 @@ def _start(
     hidden_states: bool,
     trust_remote_code: bool = False,
 ) -> Any:
-    """The backend the proxy serves, started the one way (`reasoning.cli.common.launch`)."""
-    spec: VLLMEngine | ServerBackend | ScriptedReply
-    if kind == "scripted":
-        spec = ScriptedReply(
-            script=script or DEFAULT_SCRIPT, seconds_per_token=seconds_per_token, model=model
-        )
-    elif kind == "openai" or base_url is not None:
-        if not base_url:
-            raise ConfigError("--backend openai needs --base-url (the URL `reasoning serve` printed)")
-        spec = ServerBackend(url=base_url, model=model, api_key=upstream_api_key)
-    elif kind != "vllm":
-        raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
-    else:
+    """The backend the proxy serves, or a model group's by name (named --model or --base-url).
+
+    Started the one way: `reasoning.cli.common.launch`, or `launch_all` for a group (its engines
+    are checked to fit in memory together first).
+    """
+
+    def spec_of(model: str | None, url: str | None) -> VLLMEngine | ServerBackend | ScriptedReply:
+        if kind == "scripted":
+            return ScriptedReply(
+                script=script or DEFAULT_SCRIPT, seconds_per_token=seconds_per_token, model=model
+            )
+        if kind == "openai" or url is not None:
+            if not url:
+                raise ConfigError("--backend openai needs --base-url (the URL `reasoning serve` printed)")
+            return ServerBackend(url=url, model=model, api_key=upstream_api_key)
+        if kind != "vllm":
+            raise ConfigError(f"unknown backend {kind!r}; choose one of: vllm, openai, scripted")
         given: dict[str, Any] = {"kv_cache_gb": kv_cache_gb, "max_model_len": max_model_len}
-        spec = VLLMEngine(
+        return VLLMEngine(
             model=model,
             dtype=dtype,
             hidden_states=hidden_states,
             trust_remote_code=trust_remote_code,
             **{key: value for key, value in given.items() if value is not None},
         )
-    return launch(spec)
+
+    if isinstance(base_url, dict):
+        models = model if isinstance(model, dict) else {}
+        return launch_all({name: spec_of(models.get(name), url) for name, url in base_url.items()})
+    if isinstance(model, dict):
+        url = base_url if isinstance(base_url, str) else None
+        return launch_all(
+            {name: spec_of(value, url) for name, value in model.items()}, hidden_states=hidden_states
+        )
+    return launch(spec_of(model, base_url))

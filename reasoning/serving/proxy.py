@@ -1,8 +1,9 @@
 """An OpenAI-compatible server that answers each request with a test-time strategy.
 
 ``reasoning proxy`` serves `create_app`: ``POST /v1/chat/completions``, ``POST /v1/completions``,
-``GET /v1/models`` and ``GET /v1/models/{id}``, in front of any backend (the in-process engine, an upstream
-OpenAI-compatible server, or the scripted backend). An unmodified OpenAI client gets test-time
+``GET /v1/models``, ``GET /v1/models/{id}`` and ``GET /metrics``, in front of any backend (the
+in-process engine, an upstream OpenAI-compatible server, or the scripted backend), or of a model
+group of them. An unmodified OpenAI client gets test-time
 scaling by naming a strategy:
 
 - in the model name: ``self-consistency@qwen2.5-coder-0.5b-instruct`` (any spec of the grammar
@@ -32,6 +33,18 @@ stays; the error event follows it, and no chunk has a finish reason).
 
 A client that goes away (a closed connection, streaming or not, also while its request waits
 for a slot) cancels its run at once: its engine requests are aborted, nothing is recorded.
+
+A model group (`create_app` given named backends, e.g. ``{"draft": ..., "target": ...}``) is
+served under ``ProxySettings.model`` and each of its backends alone under its model's name. The
+strategies that need named backends (`backends_needed`: spec-reason, spec-thinking, atts,
+arbitrage, ...) run on the group, asked for at the group or at one of its models
+(``spec-reason@<target's model>``); ``reasoning.usage_by_backend`` says what each backend spent.
+Such a strategy where no group can serve it is a 400 naming why (``model_group_required``,
+``model_group_not_found``, ``backend_not_found``).
+
+``GET /metrics`` is Prometheus' text format (`reasoning.serving.metrics`): requests by strategy
+and status, tokens by kind and model, latency and time-to-first-byte histograms, queue depth,
+runs in flight, budget stops and cancels, on a registry of the app's own.
 
 Streaming (``stream: true``) sends what is known when it is known:
 - ``single`` (one trace): its tokens as the engine decodes them;
@@ -64,10 +77,11 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reasoning import STRATEGIES, Budget, Controller, Message, Problem, Run, Strategy
@@ -76,8 +90,9 @@ from reasoning.backend import Request as BackendRequest
 from reasoning.compose import build, parse, spec_of
 from reasoning.concurrency import task_group
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
+from reasoning.serving.metrics import CONTENT_TYPE, UNKNOWN, ProxyMetrics
 
-__all__ = ["Limits", "ProxyError", "ProxySettings", "create_app", "stop_runs"]
+__all__ = ["Limits", "ProxyError", "ProxySettings", "backends_needed", "create_app", "stop_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +206,8 @@ class ProxySettings:
     """How the server answers: the served model, the default strategy, caps, key and records."""
 
     model: str
-    """The served model's name (``/v1/models`` lists it and ``<strategy>@<model>``)."""
+    """The served model's name (``/v1/models`` lists it and ``<strategy>@<model>``); when the proxy
+    serves a model group (`create_app` given named backends), the group's name."""
     strategy: str = "single"
     """Spec of the strategy used when a request names none."""
     limits: Limits = field(default_factory=Limits)
@@ -337,8 +353,22 @@ def stop_runs(app: FastAPI) -> int:
     return server.stop()
 
 
-def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
-    """The proxy's ASGI app over `backend` (serve it with uvicorn; tests drive it in-process)."""
+def create_app(backend: Backend | Mapping[str, Backend], settings: ProxySettings) -> FastAPI:
+    """The proxy's ASGI app over `backend` (serve it with uvicorn; tests drive it in-process).
+
+    `backend` is one model, served as ``settings.model``, or a model group: two or more named
+    backends (``{"draft": ..., "target": ...}``, the first the default), served as the group
+    ``settings.model`` and each also alone under its own model's name. A strategy that needs
+    named backends (`backends_needed`: spec-reason, spec-thinking, atts, arbitrage, a
+    ``judge_backend``, ...) runs on the group, whether the request names the group or one of its
+    models (``spec-reason@<target's model>``); any other strategy runs on the backend named
+    (the group's default backend for the group's name).
+
+    Raises:
+        ConfigError: The default strategy does not build, is over the caps, or needs named
+            backends the proxy does not serve; a group of fewer than two backends, or one of
+            whose models has the group's name.
+    """
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
 
     default = build(settings.strategy)  # a bad default fails at start, not at the first request
@@ -347,6 +377,17 @@ def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
     except ProxyError as exc:  # every request naming no strategy would be refused
         raise ConfigError(f"the default strategy is over this server's caps: {exc}") from None
     server = _Server(backend, settings)
+    needed = backends_needed(default)
+    missing = [name for name in needed if name not in (server.group or {})]
+    if missing:
+        serves = (
+            f"the model group {settings.model!r} has {', '.join(server.group)}"
+            if server.group
+            else "this proxy serves one model, no model group"
+        )
+        raise ConfigError(
+            f"the default strategy {settings.strategy} needs backends named {', '.join(needed)}; {serves}"
+        )
     app = FastAPI(title="reasoning proxy", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
 
@@ -389,16 +430,61 @@ def create_app(backend: Backend, settings: ProxySettings) -> FastAPI:
         return run.model_dump(mode="json")
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(request: Request) -> JSONResponse | StreamingResponse:
-        body = await _parse(request, _ChatBody)
-        return await server.answer(request, body, chat=True)
+    async def chat(request: Request) -> Response:
+        return await server.answer(request, _ChatBody, chat=True)
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(request: Request) -> JSONResponse | StreamingResponse:
-        body = await _parse(request, _CompletionBody)
-        return await server.answer(request, body, chat=False)
+    async def completions(request: Request) -> Response:
+        return await server.answer(request, _CompletionBody, chat=False)
+
+    @app.get("/metrics", response_model=None)
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def backends_needed(strategy: object) -> list[str]:
+    """The named backends `strategy` and the strategies it composes call (empty: any one backend).
+
+    The draft/target strategies (spec-reason, spec-thinking: their ``draft`` and ``target``;
+    atts and arbitrage: ``draft`` and ``target``, and arbitrage's ``judge`` with the judge
+    router) and every parameter ``*_backend`` that names one (best-of-n's ``judge_backend``,
+    genrm's ``verify_backend``, a step search's ``scorer_backend``).
+    """
+    from reasoning.strategies import ATTS, Arbitrage
+    from reasoning.strategies.arbitrage import DRAFT, TARGET
+    from reasoning.strategies.speculative_steps import Speculative
+
+    found: list[str] = []
+    if not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
+        return found
+    if isinstance(strategy, Speculative):
+        found += [strategy.draft, strategy.target]
+    elif isinstance(strategy, ATTS | Arbitrage):
+        found += [DRAFT, TARGET]
+        if isinstance(strategy, Arbitrage) and strategy.router == "judge":
+            found.append(strategy.judge)
+    for f in dataclasses.fields(strategy):
+        value = getattr(strategy, f.name)
+        if f.name.endswith("_backend") and isinstance(value, str) and value:
+            found.append(value)
+        elif dataclasses.is_dataclass(value) and STRATEGIES.holds(type(value)):
+            found += backends_needed(value)
+    return list(dict.fromkeys(found))
+
+
+def _group_only(name: str) -> bool:
+    """The registered strategy `name` always calls named backends (it cannot run on one model)."""
+    from reasoning.strategies import ATTS, Arbitrage
+    from reasoning.strategies.speculative_steps import Speculative
+
+    return issubclass(STRATEGIES.get(name), Speculative | ATTS | Arbitrage)
+
+
+def _model_name(backend: Backend) -> str:
+    """The model `backend` serves (its name when it says none), as `Controller.models` reads it."""
+    return str(getattr(backend, "model", "") or backend.name)
 
 
 class _Authenticate:
@@ -456,10 +542,72 @@ def _validation_error(errors: Any) -> ProxyError:
     return ProxyError(f"invalid request: {where or 'body'}: {first.get('msg', 'invalid')}", param=where)
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where a request's run goes: one backend, or a model group's named backends."""
+
+    backend: Backend | Mapping[str, Backend]
+    model: str
+    """The model its record and its token counts carry ("" for a group: each backend's own)."""
+
+
+@dataclass
+class _Outcome:
+    """One completion request's metrics: its strategy, its first reply byte, how it ended."""
+
+    metrics: ProxyMetrics
+    strategy: str = UNKNOWN
+    """The strategy's registered name, once known."""
+    started: float = field(default_factory=time.monotonic)
+    replied: bool = False
+    """The first byte of the reply's text has left."""
+    ended: bool = False
+
+    def text(self) -> None:
+        """The reply's text starts to leave now (the first call counts)."""
+        if not self.replied:
+            self.replied = True
+            self.metrics.first_byte.labels(self.strategy).observe(time.monotonic() - self.started)
+
+    def cancelled(self, reason: Literal["client_disconnect", "server_stopping"]) -> None:
+        """The run was cancelled before it answered (counted once, with the request's end)."""
+        if not self.ended:
+            self.metrics.cancels.labels(self.strategy, reason).inc()
+
+    def end(self, status: int) -> None:
+        """The request ended with `status` (the first call counts)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.metrics.requests.labels(self.strategy, str(status)).inc()
+        self.metrics.latency.labels(self.strategy).observe(time.monotonic() - self.started)
+
+
+class _Streamed(StreamingResponse):
+    """A streamed reply whose request counts as cancelled by its client (499) unless it ended otherwise."""
+
+    def __init__(self, content: AsyncIterator[str], outcome: _Outcome) -> None:
+        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.outcome = outcome
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            if not isinstance(exc, ClientDisconnect | OSError):  # a failure, not a client leaving
+                self.outcome.end(500)
+            raise
+        finally:  # the stream was cut before it said how it ended: the client went away
+            self.outcome.cancelled("client_disconnect")
+            self.outcome.end(499)
+
+
 @dataclass
 class _Plan:
     """What one request asks for, resolved and checked."""
 
+    target: _Target
+    """The backend(s) it runs on."""
     strategy: Strategy
     budget: Budget
     seed: int
@@ -473,11 +621,34 @@ class _Plan:
 
 
 class _Server:
-    def __init__(self, backend: Backend, settings: ProxySettings) -> None:
-        self.backend = backend
+    def __init__(self, backend: Backend | Mapping[str, Backend], settings: ProxySettings) -> None:
+        self.group: dict[str, Backend] | None = None
+        """A model group's backends by name (None: one model)."""
+        self.members: dict[str, str] = {}
+        """A group's models, each to its (first) backend's name."""
+        if isinstance(backend, Mapping):
+            self.group = dict(backend)
+            if len(self.group) < 2:
+                raise ConfigError(
+                    f"a model group needs at least two named backends, got {', '.join(self.group) or 'none'}"
+                )
+            for name, each in self.group.items():
+                model = _model_name(each)
+                if model == settings.model:
+                    raise ConfigError(
+                        f"the model group is named {model!r}, as its backend {name!r}'s model is; give the "
+                        "group another name"
+                    )
+                self.members.setdefault(model, name)
+            self.backend: Backend = next(iter(self.group.values()))
+        else:
+            self.backend = backend
         self.settings = settings
         self.slots = asyncio.Semaphore(settings.limits.max_concurrent)
         self.waiting = 0
+        self.active = 0
+        """Runs holding a slot."""
+        self.metrics = ProxyMetrics(queue_depth=lambda: self.waiting, in_flight=lambda: self.active)
         self.kept: dict[str, Run] = {}
         self.write_lock = asyncio.Lock()
         self.running: dict[_Watch, asyncio.Task[Any]] = {}
@@ -511,15 +682,79 @@ class _Server:
 
     def models(self) -> list[dict[str, Any]]:
         created = int(time.time())
-        names = [self.settings.model, *(f"{name}@{self.settings.model}" for name in STRATEGIES.names())]
+        strategies = STRATEGIES.names()
+        served = self.settings.model
+        if self.group is None:  # the strategies that need a model group are not offered
+            names = [served, *(f"{name}@{served}" for name in strategies if not _group_only(name))]
+        else:  # the group's strategies at one of its models run on the group
+            names = [served, *self.members]
+            names += [f"{name}@{model}" for model in (served, *self.members) for name in strategies]
         return [
             {"id": name, "object": "model", "created": created, "owned_by": "reasoning"} for name in names
         ]
 
+    def _group_line(self) -> str:
+        """The group, e.g. ``'pair' (draft: small, target: big)``."""
+        backends = ", ".join(f"{name}: {_model_name(b)}" for name, b in (self.group or {}).items())
+        return f"{self.settings.model!r} ({backends})"
+
+    def _target(self, served: str, strategy: Strategy) -> _Target:
+        """Where a run of `strategy` asked for as the model `served` goes (`create_app`).
+
+        Raises:
+            ProxyError: 404 for a model not served; 400 for a strategy that needs named backends
+                where there is no group (``model_group_required``), at a name that is no group
+                here (``model_group_not_found``), or whose backends the group lacks
+                (``backend_not_found``).
+        """
+        needed = backends_needed(strategy)
+        name = STRATEGIES.name_of(strategy)
+        wants = f"{name} needs a model group with backends named {', '.join(needed)}"
+        hint = " ".join(f"--model {each}=MODEL" for each in needed)
+        if self.group is None:
+            model = self.settings.model
+            if served != model and needed:
+                raise ProxyError(
+                    f"unknown model group {served!r}: {wants}, and this proxy serves the single model "
+                    f"{model!r} (serve a group: reasoning proxy {hint})",
+                    param="model",
+                    code="model_group_not_found",
+                )
+            if served != model:
+                raise self._unknown_model(served)
+            if needed:
+                raise ProxyError(
+                    f"{wants}; this proxy serves the single model {model!r}, no model group (serve "
+                    f"one: reasoning proxy {hint})",
+                    param="model",
+                    code="model_group_required",
+                )
+            return _Target(self.backend, model)
+        member = self.members.get(served)
+        if served != self.settings.model and member is None:
+            if needed:
+                raise ProxyError(
+                    f"unknown model group {served!r}: {wants}; this proxy serves the group "
+                    f"{self._group_line()} (ask for '{name}@{self.settings.model}')",
+                    param="model",
+                    code="model_group_not_found",
+                )
+            raise self._unknown_model(served)
+        if member is not None and not needed:
+            return _Target(self.group[member], served)
+        missing = [each for each in needed if each not in self.group]
+        if missing:
+            raise ProxyError(
+                f"{wants}; the model group {self._group_line()} has no {', '.join(missing)}",
+                param="strategy",
+                code="backend_not_found",
+            )
+        return _Target(self.group, "")
+
     # -- resolving a request --------------------------------------------------------------------
 
-    def plan(self, request: Request, body: _Body, chat: bool) -> _Plan:
-        spec, params, budget = self._strategy_fields(request, body)
+    def plan(self, request: Request, body: _Body, chat: bool, outcome: _Outcome) -> _Plan:
+        spec, params, budget, served = self._strategy_fields(request, body)
         if body.n != 1:
             raise ProxyError(
                 "n > 1 is not supported: ask for a strategy that samples more (e.g. self-consistency(n=4))",
@@ -534,6 +769,7 @@ class _Server:
             strategy = build(spec, dict(params))
         except ConfigError as exc:
             raise ProxyError(str(exc), param="strategy") from None
+        outcome.strategy = STRATEGIES.name_of(strategy)
         given = body.given()
         applied = set(_APPLIED & given)
         if body.stream:
@@ -569,10 +805,12 @@ class _Server:
             max_tokens = None
         if body.stop is not None:
             applied.add("stop")
+        target = self._target(served, strategy)  # a strategy it cannot serve at all, before its caps
         self.settings.limits.check(strategy)
         messages = self._messages(body, chat)
         seed = body.seed if body.seed is not None else secrets.randbits(31)
         return _Plan(
+            target=target,
             strategy=strategy,
             budget=self.settings.limits.budget(budget),
             seed=seed,
@@ -585,16 +823,15 @@ class _Server:
 
     def _strategy_fields(
         self, request: Request, body: _Body
-    ) -> tuple[str | dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    ) -> tuple[str | dict[str, Any], dict[str, Any], dict[str, Any] | None, str]:
+        """The request's strategy spec, params and budget, and the model (or group) it names."""
         spec: str | dict[str, Any] = self.settings.strategy
-        model = body.model
-        if "@" in model:
-            named, _, served = model.rpartition("@")
-            if served != self.settings.model or not named:
-                raise self._unknown_model(model)
+        served = body.model
+        if "@" in served:
+            named, _, served = served.rpartition("@")
+            if not named:
+                raise self._unknown_model(body.model)
             spec = named
-        elif model != self.settings.model:
-            raise self._unknown_model(model)
         params: dict[str, Any] = {}
         budget: dict[str, Any] | None = None
         headers = request.headers
@@ -611,12 +848,14 @@ class _Server:
             params = body.params
         if body.budget is not None:
             budget = body.budget
-        return spec, params, budget
+        return spec, params, budget, served
 
     def _unknown_model(self, model: str) -> ProxyError:
+        served = self.settings.model
+        models = f"the model group {served!r}, one of its models ({', '.join(map(repr, self.members))})"
         return ProxyError(
-            f"the model {model!r} does not exist here; ask for {self.settings.model!r} or "
-            f"'<strategy>@{self.settings.model}' (GET /v1/models lists them)",
+            f"the model {model!r} does not exist here; ask for {models if self.group else repr(served)} or "
+            f"'<strategy>@{served}' (GET /v1/models lists them)",
             status=404,
             param="model",
             code="model_not_found",
@@ -641,10 +880,28 @@ class _Server:
 
     # -- answering ------------------------------------------------------------------------------
 
-    async def answer(self, request: Request, body: _Body, chat: bool) -> JSONResponse | StreamingResponse:
+    async def answer(self, request: Request, kind: type[_Body], chat: bool) -> Response:
+        """The response to a completion request; its end is counted in the metrics."""
+        outcome = _Outcome(self.metrics)
+        try:
+            response = await self._answer(request, kind, chat, outcome)
+        except ProxyError as exc:
+            outcome.end(exc.status)
+            raise
+        except Exception:
+            outcome.end(500)
+            raise
+        if not isinstance(response, StreamingResponse):  # sent whole (a streamed one counts itself)
+            if response.status_code == 200:
+                outcome.text()
+            outcome.end(response.status_code)
+        return response
+
+    async def _answer(self, request: Request, kind: type[_Body], chat: bool, outcome: _Outcome) -> Response:
+        body = await _parse(request, kind)
         if self.stopping:
             raise self._stopping()
-        plan = self.plan(request, body, chat)
+        plan = self.plan(request, body, chat, outcome)
         record_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
         if self.waiting >= self.settings.limits.max_queue and self.slots.locked():
             raise ProxyError(
@@ -657,16 +914,15 @@ class _Server:
         reply = _Reply(record_id, body.model, chat, int(time.time()))
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
-            stream = self._stream(request, plan, reply, include_usage)
-            return StreamingResponse(
-                stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-            )
+            return _Streamed(self._stream(request, plan, reply, include_usage, outcome), outcome)
         watch = _Watch(plan.strategy, live=False)
         run = await _unless_disconnected(request, self._queued(plan, record_id, watch), watch, self._track)
         if run is None and self.stopping:
+            outcome.cancelled("server_stopping")
             raise self._stopping()
         if run is None:  # nobody reads this reply; the run was cancelled, its requests aborted
             logger.info("%s: the client went away; its run is cancelled", record_id)
+            outcome.cancelled("client_disconnect")
             gone = ProxyError("the client closed the request", status=499, code="client_closed_request")
             return JSONResponse(gone.body(), status_code=499)
         if isinstance(run, ProxyError):
@@ -685,9 +941,11 @@ class _Server:
             await self.slots.acquire()
         finally:
             self.waiting -= 1
+        self.active += 1
         try:
             yield
         finally:
+            self.active -= 1
             self.slots.release()
 
     async def _attempt(self, plan: _Plan, record_id: str, watch: _Watch) -> Run | ProxyError:
@@ -704,14 +962,20 @@ class _Server:
             json.dumps([dataclasses.asdict(m) for m in plan.messages]).encode()
         ).hexdigest()
         problem = Problem(id=f"messages-{digest[:16]}", question=plan.question)
+        target = plan.target.backend
+
+        def tap(backend: Backend) -> _Tap:
+            return _Tap(backend, watch, max_tokens=plan.max_tokens, stop=plan.stop)
+
         controller = Controller(
-            _Tap(self.backend, watch, max_tokens=plan.max_tokens, stop=plan.stop),
+            {name: tap(b) for name, b in target.items()} if isinstance(target, Mapping) else tap(target),
             budget=plan.budget,
             seed=plan.seed,
             prompt=lambda _problem: plan.messages,
-            model=self.settings.model,
+            model=plan.target.model,
         )
         run = await controller.run(problem, plan.strategy)
+        self.metrics.run(STRATEGIES.name_of(plan.strategy), run, run.backends, run.model)
         run = run.model_copy(
             update={
                 "problem_id": record_id,
@@ -747,7 +1011,7 @@ class _Server:
                 )
 
     async def _stream(
-        self, request: Request, plan: _Plan, reply: _Reply, include_usage: bool
+        self, request: Request, plan: _Plan, reply: _Reply, include_usage: bool, outcome: _Outcome
     ) -> AsyncGenerator[str, None]:
         watch = _Watch(plan.strategy)
         yield reply.event(delta={"role": "assistant", "content": ""} if reply.chat else {})
@@ -771,6 +1035,7 @@ class _Server:
                     kind, value = event
                     if kind == "text":
                         sent += str(value)
+                        outcome.text()
                         yield reply.event(text=str(value))
                     else:
                         yield f": reasoning {json.dumps(value)}\n\n"
@@ -779,31 +1044,40 @@ class _Server:
                 raise
             gone.cancel()
         if task.cancelled() and self.stopping:
+            outcome.cancelled("server_stopping")
+            outcome.end(503)
             yield f"data: {json.dumps(self._stopping().body())}\n\n"
             yield "data: [DONE]\n\n"
             return
         if task.cancelled():
             logger.info("%s: the client went away; its run is cancelled", reply.id)
+            outcome.cancelled("client_disconnect")
+            outcome.end(499)
             return
         run = task.result()
         if isinstance(run, ProxyError):
+            outcome.end(run.status)
             yield f"data: {json.dumps(run.body())}\n\n"
             yield "data: [DONE]\n\n"
             return
         content = _content_of(run, plan.stop)
         if content is None:  # as sent whole: a 422; live text already sent stays, cut, no finish
-            yield f"data: {json.dumps(_no_reply(run, reply.reasoning(run, plan), plan).body())}\n\n"
+            refusal = _no_reply(run, reply.reasoning(run, plan), plan)
+            outcome.end(refusal.status)
+            yield f"data: {json.dumps(refusal.body())}\n\n"
             yield "data: [DONE]\n\n"
             return
         text, finish = content
         if text.startswith(sent):
             if text[len(sent) :]:
+                outcome.text()
                 yield reply.event(text=text[len(sent) :])
         else:  # cannot happen for the live strategies; said rather than hidden
             logger.warning("%s: the streamed text is not a prefix of the chosen candidate", reply.id)
         yield reply.event(finish=finish, reasoning=reply.reasoning(run, plan))
         if include_usage:
             yield reply.event(usage=_usage(run), empty=True)
+        outcome.end(200)
         yield "data: [DONE]\n\n"
 
 
@@ -997,6 +1271,22 @@ def _usage(run: Run) -> dict[str, Any]:
     }
 
 
+def _usage_by_backend(run: Run) -> dict[str, dict[str, Any]]:
+    """What each named backend of a model group's run spent, with its model (empty: one backend)."""
+    spent: dict[str, dict[str, Any]] = {}
+    for name, usage in run.usage_by_backend.items():
+        prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("output_tokens", 0))
+        spent[name] = {
+            "model": run.backends.get(name, name),
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "cached_tokens": int(usage.get("cached_tokens", 0)),
+            "calls": int(usage.get("calls", 0)),
+        }
+    return spent
+
+
 @dataclass
 class _Reply:
     """Builds the OpenAI response objects of one request."""
@@ -1017,6 +1307,7 @@ class _Reply:
             "calls": int(run.usage.get("calls", 0)),
             "sequential_tokens": int(run.usage.get("sequential_tokens", 0)),
             "seconds": round(float(run.usage.get("seconds", 0.0)), 3),
+            "usage_by_backend": _usage_by_backend(run),
             "seed": plan.seed,
             "budget": {k: v for k, v in dataclasses.asdict(plan.budget).items() if v is not None},
             "ignored": plan.ignored,
