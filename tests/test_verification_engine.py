@@ -1,4 +1,5 @@
-"""GenRM and capability-aware self-evaluation on the real engine: the calls each makes, what it reads."""
+"""GenRM, capability-aware self-evaluation and Solve-Detect-Verify on the real engine: the calls each
+makes, what it reads."""
 
 import math
 
@@ -7,6 +8,7 @@ import pytest
 from reasoning import Controller, Problem
 from reasoning.strategies.genrm import GenRM
 from reasoning.strategies.self_eval import SelfEval
+from reasoning.strategies.solve_detect_verify import SolveDetectVerify
 
 pytestmark = pytest.mark.engine
 
@@ -42,3 +44,23 @@ async def test_self_eval_prunes_in_the_engine_and_asks_one_token_per_evaluation(
         for key in ("self_eval", "prune_eval"):
             if key in c.scores:
                 assert 0.0 <= c.scores[key] <= 1.0
+
+
+async def test_solve_detect_verify_probes_one_token_and_verifies_fast_then_slow(engine) -> None:
+    strategy = SolveDetectVerify(max_tokens=48, fast=2, fast_tokens=16, slow_tokens=48)
+    run = await Controller(engine, seed=6).run(PROBLEM, strategy)
+    attempts = [c for c in run.candidates if "checks" in c.scores]
+    probes = [c for c in run.candidates if "detect" in c.scores]
+    fast = [c for c in run.candidates if "fast" in c.scores]
+    slow = [c for c in run.candidates if "slow" in c.scores]
+    rejected = sum(c.finish_reason == "rejected" for c in attempts)
+    assert 1 <= len(attempts) <= 2 and len(attempts) == 1 + rejected  # a retry only after a rejection
+    assert all(c.output_tokens == 1 for c in probes)  # Detect: one greedy token
+    assert len(fast) % 2 == 0 and all(c.output_tokens <= 16 for c in fast)  # two per verification
+    assert len(slow) <= len(fast) // 2 and all(c.output_tokens <= 48 for c in slow)
+    # Every call is one candidate (the attempts' traces, probes, checks): the tokens add up.
+    assert run.usage["calls"] == len(attempts) + len(probes) + len(fast) // 2 + len(slow)
+    assert run.usage["output_tokens"] == sum(c.output_tokens for c in run.candidates)
+    assert all(0.0 <= c.scores.get(k, 0.0) <= 1.0 for c in run.candidates for k in ("p_yes", "p_complete"))
+    chosen = run.candidates[run.chosen] if run.chosen is not None else None
+    assert chosen is not None and chosen in attempts and run.answer == chosen.answer
