@@ -7,7 +7,8 @@ Example:
     ['a-star', 'adaptive-sc', 'arbitrage', 'atts', 'beam', 'best-of-n', 'budget-forcing',
      'deepconf', 'difficulty', 'dvts', 'dynasor', 'early-exit', 'first-finish', 'genrm', 'longest-finish',
      'lt-prune', 'lt-select', 'particle-filtering', 'pdr', 'plan-and-budget', 'self-consistency',
-     'self-eval', 'self-refine', 'short-m@k', 'single', 'spec-reason', 'spec-thinking', 'sr']
+     'self-eval', 'self-refine', 'short-m@k', 'single', 'solve-detect-verify', 'spec-reason',
+     'spec-thinking', 'sr', 'trimr']
 """
 
 if __name__ != "reasoning.strategies":  # this folder, on sys.path in a checkout's root: no shadowing
@@ -39,8 +40,10 @@ from reasoning.strategies.self_eval import SelfEval
 from reasoning.strategies.self_refine import SelfRefine
 from reasoning.strategies.short_m_at_k import ShortMAtK
 from reasoning.strategies.single import Single
+from reasoning.strategies.solve_detect_verify import SolveDetectVerify
 from reasoning.strategies.spec_reason import SpecReason
 from reasoning.strategies.spec_thinking import SpecThinking
+from reasoning.strategies.trimr import TrimR
 
 __all__ = [
     "ATTS",
@@ -70,6 +73,8 @@ __all__ = [
     "SequentialRefinement",
     "ShortMAtK",
     "Single",
+    "SolveDetectVerify",
     "SpecReason",
     "SpecThinking",
+    "TrimR",
 ]

@@ -231,6 +231,9 @@ SETUPS: dict[str, Setup] = {
     "self-refine": Setup("self-refine(rounds=2, feedback_tokens=4, max_tokens=8)"),
     "short-m@k": Setup("short-m@k(k=3, m=2, max_tokens=8)"),
     "single": Setup("single(max_tokens=8)"),
+    "solve-detect-verify": Setup(
+        "solve-detect-verify(max_tokens=12, fast=2, fast_tokens=6, slow_tokens=8, cues=[wait, then])"
+    ),
     "spec-reason": Setup("spec-reason(token_budget=24, step_tokens=6)", named=True),
     "spec-thinking": Setup(
         "spec-thinking(max_tokens=24, segment_tokens=8, peek_tokens=4, verify_tokens=4, recap_tokens=4, "
@@ -238,6 +241,7 @@ SETUPS: dict[str, Setup] = {
         named=True,
     ),
     "sr": Setup("sr(rounds=2, workspace_tokens=8, max_tokens=8)"),
+    "trimr": Setup("trimr(segment=paragraph, max_tokens=24, answer_tokens=4)", named=True),
 }
 """Every strategy covered, by registered name."""
 

@@ -29,7 +29,9 @@ DEFAULTS = {
     "self-refine": (0.6, 0.95, 512),
     "short-m@k": (0.6, 0.95, 512),
     "single": (0.0, 1.0, 512),
+    "solve-detect-verify": (0.6, 0.95, 512),
     "sr": (0.6, 0.95, 512),
+    "trimr": (0.6, 0.95, 512),
 }
 REQUIRED = {"early-exit": {"probe": "x.json"}}
 SAMPLING = ("temperature", "top_p", "max_tokens")
