@@ -178,8 +178,8 @@ class RunSpec(Settings):
                 raise ValueError("--prm is served as backend 'prm': no --model may be named prm")
         if self.ray is None and self.replicas is not None:
             raise ValueError("replicas needs ray (--ray auto or --ray HOST:PORT)")
-        if self.ray is not None and (self.backends or self.prm is not None):
-            raise ValueError("ray replicates one backend: give one --model, without --prm")
+        if self.ray is not None and self.backends:
+            raise ValueError("ray replicates one backend (and --prm beside it): give one --model")
         servers = any(b.kind == "openai" for b in self.named().values())
         if self.deterministic and (self.ray is not None or servers):
             raise ValueError(

@@ -30,9 +30,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from reasoning import Context
+from reasoning.probes.heads import ProbeHead
 from reasoning.probes.probe import Kind, Probe, load_probe, model_of
 
 __all__ = ["ValueProbeScorer", "outcome_values"]
@@ -63,11 +62,9 @@ class ValueProbeScorer:
         probe = self.load(ctx)
         layers = probe.card.layers
         prefixes = ["".join(step + self.delimiter for step in path) for path in paths]
-        states = await ctx.run_all(*(ctx.hidden_states(layers, p, backend=self.backend) for p in prefixes))
-        if not states:
-            return []
-        rows = [s.reshape(-1) for s in states]
-        return [float(v) for v in probe.predict(np.stack(rows))]
+        head = ProbeHead(probe)  # runs where the states are read: only floats come back
+        reads = (ctx.mapped_hidden_states(head, layers, p, backend=self.backend) for p in prefixes)
+        return list(await ctx.run_all(*reads))
 
 
 async def outcome_values(
@@ -78,8 +75,6 @@ async def outcome_values(
     All reads go out together; no token is decoded (each read is metered as one call).
     """
     model = load_probe(probe, model_of(ctx, backend), "value", calibrated=False, problem=ctx.problem)
-    layers = model.card.layers
-    states = await ctx.run_all(*(ctx.hidden_states(layers, text, backend=backend) for text in texts))
-    if not states:
-        return []
-    return [float(v) for v in model.predict(np.stack([s.reshape(-1) for s in states]))]
+    head, layers = ProbeHead(model), model.card.layers
+    reads = (ctx.mapped_hidden_states(head, layers, text, backend=backend) for text in texts)
+    return list(await ctx.run_all(*reads))

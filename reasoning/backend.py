@@ -10,6 +10,8 @@ Optional abilities are separate protocols: `TokenCounter` (count a request's pro
 before sending it, needed to enforce a prompt-token budget) and `HiddenStateReader` (hidden
 states of chosen layers at chosen positions of a prompt, from the model the engine serves) and
 `PromptScorer` (the log-probability the model gives each token of a prompt, in one prefill).
+`HiddenStateMapper` applies a function (a probe's head) to hidden states where they are read,
+so only its output travels (a pool of engine replicas: the states stay on the replica).
 `ProblemRouter` is a backend made of several engines (replicas) that serves each problem from
 one of them: the controller asks it for the problem's own backend before the strategy starts.
 """
@@ -17,9 +19,9 @@ one of them: the controller asks it for the problem's own backend before the str
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -37,6 +39,7 @@ __all__ = [
     "Chunk",
     "Completion",
     "FinishReason",
+    "HiddenStateMapper",
     "HiddenStateReader",
     "Message",
     "PrefixCache",
@@ -51,6 +54,8 @@ __all__ = [
 ]
 
 FinishReason = Literal["stop", "length", "cancelled"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -346,6 +351,36 @@ class HiddenStateReader(Protocol):
         embeddings, i = decoder layer i, num_layers = final normed output); positions index
         the text's tokens, negative ones from the end (default: the last token, the state from
         which generation would continue).
+
+        Raises:
+            CapabilityError: This backend instance cannot give hidden states.
+            ConfigError: A layer or position is out of range.
+        """
+        ...
+
+
+@runtime_checkable
+class HiddenStateMapper(Protocol):
+    """Capability: apply a function to hidden states where they are read; only its output returns.
+
+    A pool of engine replicas (`reasoning.backends.replicas.ReplicaPool`) reads hidden states on
+    the replica that holds the problem's prefix; a probe's head shipped there turns
+    ``[positions, layers, hidden]`` floats into a few scores, and only those cross the network.
+    `reasoning.strategy.Context.mapped_hidden_states` uses it when the backend offers it, and
+    otherwise reads the states (`HiddenStateReader`) and applies the head in place.
+    """
+
+    async def mapped_hidden_states(
+        self,
+        request: Request,
+        layers: Sequence[int],
+        positions: Sequence[int],
+        head: Callable[[np.ndarray], T],
+    ) -> T:
+        """``head(hidden states)``, the states as `HiddenStateReader.hidden_states` gives them.
+
+        `head` must pickle (a module-level function, a `functools.partial` of one, or an object
+        such as a probe whose class the replica can import); it is sent once per replica.
 
         Raises:
             CapabilityError: This backend instance cannot give hidden states.

@@ -118,12 +118,18 @@ class CapabilityError(ReasoningError):
     Attributes:
         capability: What was asked for (e.g. ``hidden states``).
         backend: The backend that cannot do it.
+        offered_by: The backends that can.
     """
 
     def __init__(self, capability: str, backend: str, offered_by: str) -> None:
         super().__init__(f"backend {backend!r} cannot give {capability}; backends that can: {offered_by}")
         self.capability = capability
         self.backend = backend
+        self.offered_by = offered_by
+
+    def __reduce__(self) -> tuple[type[CapabilityError], tuple[str, str, str]]:
+        """Pickle with its own arguments (a replica's error crosses Ray as itself)."""
+        return (type(self), (self.capability, self.backend, self.offered_by))
 
 
 class BudgetExhausted(ReasoningError):

@@ -33,6 +33,7 @@ from reasoning.backend import (
     Backend,
     Chunk,
     Completion,
+    HiddenStateMapper,
     HiddenStateReader,
     Message,
     PromptScorer,
@@ -385,6 +386,37 @@ class Context:
         finally:
             charge.settle(spent)
         return values
+
+    async def mapped_hidden_states(
+        self,
+        head: Callable[[np.ndarray], T],
+        layers: Sequence[int],
+        prefix: str = "",
+        positions: Sequence[int] = (-1,),
+        backend: str | None = None,
+    ) -> T:
+        """``head`` applied to `hidden_states` (same arguments), computed where the states are read.
+
+        A backend that maps hidden states itself (`HiddenStateMapper`: a pool of engine replicas)
+        runs `head` beside its engine and returns only its output (a probe's scores, not the
+        states); any other `HiddenStateReader` gives the states and `head` runs here. Metered as
+        `hidden_states` is. `head` must pickle (see `HiddenStateMapper`).
+
+        Raises:
+            CapabilityError: The backend cannot give hidden states; the message names those that can.
+        """
+        target = self.backend_named(backend)
+        if not isinstance(target, HiddenStateMapper):
+            return head(await self.hidden_states(layers, prefix, positions, backend))
+        request = self.request(Sampling(temperature=0.0, max_tokens=1), prefix)
+        charge = await self._charge(request, target, backend)
+        spent = 0
+        try:
+            mapped = await target.mapped_hidden_states(request, layers, positions, head)
+            spent = 1
+        finally:
+            charge.settle(spent)
+        return mapped
 
     async def prompt_logprobs(
         self, prefix: str = "", backend: str | None = None, messages: Sequence[Message] | None = None

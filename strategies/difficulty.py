@@ -21,6 +21,7 @@ from typing import ClassVar
 from reasoning import STRATEGIES, Context, Problem, Result
 from reasoning.compose import build
 from reasoning.errors import ConfigError
+from reasoning.probes.heads import ProbeHead
 from reasoning.probes.probe import load_probe, model_of
 
 
@@ -50,8 +51,7 @@ class DifficultyRouter:
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Read the prompt's hidden states, score difficulty, run the chosen route."""
         probe = load_probe(self.probe, model_of(ctx), "difficulty", problem=ctx.problem)
-        states = await ctx.hidden_states(probe.card.layers)
-        p = float(probe.predict(states.reshape(1, -1))[0])
+        p = await ctx.mapped_hidden_states(ProbeHead(probe), probe.card.layers)
         easy = p >= self.threshold
         result = await build(self.easy if easy else self.hard)(problem, ctx)
         marks = {"p_easy": p, "route": 1.0 if easy else 0.0}

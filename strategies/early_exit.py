@@ -25,6 +25,7 @@ from reasoning import STRATEGIES, Candidate, Context, Problem, Result, Sampling
 from reasoning.errors import ConfigError
 from reasoning.probes.cues import CueSet
 from reasoning.probes.exit import read_answer
+from reasoning.probes.heads import ProbeHead
 from reasoning.probes.probe import Probe, load_probe, model_of
 from reasoning.strategies.sampled import Sampled
 
@@ -56,7 +57,7 @@ class EarlyExit(Sampled):
 
     async def trace(self, ctx: Context, probe: Probe) -> Candidate:
         """One trace with online exits."""
-        rule, card = probe.rule, probe.card
+        rule, card, head = probe.rule, probe.card, ProbeHead(probe)
         if rule is None:  # load_probe refuses uncalibrated exit probes; a probe changed since?
             raise ConfigError(f"early-exit: probe {self.probe} has no calibrated exit rule")
         cues = CueSet.from_dict(card.cues)
@@ -67,8 +68,8 @@ class EarlyExit(Sampled):
             async for _ in live:
                 for position in cues.events(tokens)[scored:]:
                     scored += 1
-                    states = await ctx.hidden_states(card.layers, "".join(tokens[:position]))
-                    p = float(probe.predict(states.reshape(1, -1))[0])
+                    # The probe runs where the states are read (on a replica pool: beside its engine).
+                    p = await ctx.mapped_hidden_states(head, card.layers, "".join(tokens[:position]))
                     if rule.exit(p):
                         exit_at = position
                         break

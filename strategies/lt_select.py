@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -59,9 +60,12 @@ def check_lt(name: str, signal: str, segment: int, layers: Sequence[int]) -> Non
 
 
 async def trace_signals(ctx: Context, layers: Sequence[int], text: str, tokens: int, segment: int) -> Signals:
-    """LT signals of the last `tokens` tokens of prompt + `text` (the trace's own tokens)."""
-    states = await ctx.hidden_states(layers, prefix=text, positions=list(range(-max(tokens, 1), 0)))
-    return lt_signals(states, segment)
+    """LT signals of the last `tokens` tokens of prompt + `text` (the trace's own tokens).
+
+    Computed where the states are read: on a replica pool only the signals cross the network.
+    """
+    head = partial(lt_signals, k=segment)
+    return await ctx.mapped_hidden_states(head, layers, text, list(range(-max(tokens, 1), 0)))
 
 
 def confidences(rows: Sequence[Signals], signal: Signal) -> list[float]:

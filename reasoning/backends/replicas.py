@@ -19,6 +19,14 @@ and decoded tokens per chunk), all through the project's own Backend seam. An ac
 `VLLMBackend` gives all four as they are; Serve would add an HTTP hop and a second router in
 front of ours, and its strength, autoscaled online traffic, is what ``reasoning proxy`` covers.
 
+Every strategy family runs on a pool. A problem's other calls go where its tokens go (the
+pinned replica): hidden states, prompt log-probabilities, and process rewards from a PRM each
+replica holds beside its policy (``start_replicas(named=...)``, `ReplicaPool.serving`). A probe
+runs where the hidden states are: `reasoning.strategy.Context.mapped_hidden_states` ships its
+head to the replica once (`ReplicaPool.mapped_on`), and only the head's output (a probability,
+a trajectory's signals) crosses the network, not the states. The replica side is
+`reasoning.backends.replica_server`.
+
 A replica that dies mid-run (its actor killed, its node lost) is dropped from the pool; the
 requests in flight on it fail with `ReplicaLost`, and `reasoning.evals.run.run_problem` re-runs
 each of those problems from the start on a live replica. Finished problems are already in the
@@ -40,24 +48,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
-from reasoning.backend import Backend, Chunk, Request, TokenCounter
-from reasoning.concurrency import task_group
+import numpy as np
+
+from reasoning.backend import Backend, Chunk, Request, TokenLogprob
+from reasoning.backends.replica_server import HeadMissing, NamedSpec, ReplicaServer, ReplicaSpec, RewardEngine
 from reasoning.config import EngineConfig
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, EngineStartError, ReplicaLost
 
 __all__ = [
     "ROUTINGS",
+    "NamedSpec",
     "ReplicaPool",
     "ReplicaServer",
     "ReplicaSpec",
+    "RewardEngine",
     "Routing",
     "cluster_nodes",
     "connect",
@@ -73,143 +86,10 @@ Routing = Literal["affinity", "round-robin"]
 ROUTINGS: tuple[Routing, ...] = ("affinity", "round-robin")
 """The routing policies of a `ReplicaPool`."""
 
-ReplicaSpec = EngineConfig | Callable[[], Any]
-"""What a replica holds: an in-process engine's settings, or a function that builds a backend
-(called inside the replica's process; e.g. ``functools.partial(ScriptedBackend, [...])``)."""
+T = TypeVar("T")
 
 _FORWARDED_ENV = ("VLLM_", "TORCH_", "TRANSFORMERS_", "TOKENIZERS_", "REASONING_", "HF_", "TQDM_")
 """Environment variables a local cluster's replicas get from the driver (engine log levels)."""
-
-
-class ReplicaServer:
-    """The body of one replica actor: one backend, served to the coordinator over Ray.
-
-    `start_replicas` turns it into an async Ray actor; its methods are the remote calls.
-    """
-
-    def __init__(self, name: str, spec: ReplicaSpec) -> None:
-        """Build the replica's backend (an engine starts here, in the actor's process).
-
-        Raises:
-            EngineStartError: The engine could not start.
-        """
-        self.name = name
-        if isinstance(spec, EngineConfig):
-            from reasoning.backends.vllm_local import VLLMBackend
-
-            # Ray sets OMP_NUM_THREADS to the actor's (fractional) CPUs; the engine computes on
-            # the cores its own settings bind (VLLM_CPU_OMP_THREADS_BIND), all of them by default.
-            os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
-            self.backend: Any = VLLMBackend.from_config(EngineConfig(**spec.engine_settings()))
-        else:
-            self.backend = spec()
-        self.requests = 0
-        """Requests received."""
-        self.cancelled = 0
-        """Requests closed before their stream ended (aborted in the engine)."""
-
-    def info(self) -> dict[str, Any]:
-        """Name, backend name, model, engine settings, capacity and abilities of this replica."""
-        b = self.backend
-        return {
-            "name": self.name,
-            "backend": str(b.name),
-            "model": str(getattr(b, "model", "") or b.name),
-            "engine_info": dict(getattr(b, "engine_info", {}) or {}),
-            "max_concurrency": int(getattr(b, "max_concurrency", 32)),
-            "counts_tokens": isinstance(b, TokenCounter),
-            "node": _node_id(),
-        }
-
-    async def stream(self, request: Request) -> AsyncGenerator[list[Chunk], None]:
-        """Stream `request`'s chunks, in batches of those ready together (one Ray object each).
-
-        Cancelling the remote generator cancels this one, which closes the backend's stream:
-        the request is aborted in the engine.
-        """
-        self.requests += 1
-        queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
-
-        async def pump() -> None:
-            try:
-                async with contextlib.aclosing(self.backend.stream(request)) as chunks:
-                    async for chunk in chunks:
-                        queue.put_nowait(chunk)
-            except Exception as exc:  # the backend's error reaches the coordinator as itself
-                queue.put_nowait(exc)
-            else:
-                queue.put_nowait(None)
-
-        async with task_group() as group:  # the pump never outlives this stream
-            task = group.create_task(pump())
-            try:
-                while True:
-                    batch: list[Chunk] = []
-                    item: Chunk | BaseException | _More | None = await queue.get()
-                    while isinstance(item, Chunk):
-                        batch.append(item)
-                        item = queue.get_nowait() if not queue.empty() else _MORE
-                    if batch:
-                        yield batch
-                    if item is None:
-                        return
-                    if isinstance(item, BaseException):
-                        raise item
-            finally:
-                if not task.done():  # closed or cancelled early: abort the request in the engine
-                    self.cancelled += 1
-                    task.cancel()
-
-    def prompt_tokens(self, request: Request) -> int:
-        """The backend's count of `request`'s prompt tokens (`TokenCounter`).
-
-        Raises:
-            BackendError: This replica's backend cannot count tokens.
-        """
-        if not isinstance(self.backend, TokenCounter):
-            raise BackendError(f"replica {self.name} cannot count prompt tokens", backend=self.backend.name)
-        return self.backend.prompt_tokens(request)
-
-    def counts(self) -> dict[str, int]:
-        """Requests received and requests cancelled, and (an engine's) tokens decoded and delivered."""
-        out = {"requests": self.requests, "cancelled": self.cancelled}
-        stats = getattr(self.backend, "stats", None)
-        if stats is not None:
-            out["decoded_tokens"] = int(stats.decoded_tokens)
-            out["delivered_tokens"] = int(stats.delivered_tokens)
-        decoded = getattr(self.backend, "decoded_tokens", None)
-        if isinstance(decoded, int):  # a ScriptedBackend counts its streamed tokens
-            out["decoded_tokens"] = out["delivered_tokens"] = decoded
-        return out
-
-    async def reset_prefix_cache(self) -> None:
-        """Empty the engine's prefix cache, when the backend has one to empty."""
-        reset = getattr(self.backend, "reset_prefix_cache", None)
-        if reset is not None:
-            await reset()
-
-    def ping(self) -> str:
-        """The replica's name: it is alive and answering."""
-        return self.name
-
-    def close(self) -> None:
-        """Shut the backend down (an engine's processes stop)."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
-
-
-class _More:
-    """Marks an empty queue between two batches (the next item is not there yet)."""
-
-
-_MORE = _More()
-
-
-def _node_id() -> str:
-    import ray
-
-    return str(ray.get_runtime_context().get_node_id())
 
 
 @dataclass
@@ -224,6 +104,14 @@ class _Replica:
     max_concurrency: int
     counts_tokens: bool
     node: str = ""
+    step_tag: str | None = None
+    """The policy's step tag, when it is a process reward model too (a scripted backend)."""
+    named: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The backends it holds beside its policy, by name (`ReplicaServer.info`)."""
+    heads: set[str] = field(default_factory=set)
+    """Heads (by digest) it has received (`ReplicaPool.mapped_on`)."""
+    sending: dict[str, asyncio.Event] = field(default_factory=dict)
+    """Heads being sent to it now (set when the call that carries one is over)."""
     alive: bool = True
     in_flight: int = 0
     """Samples in flight on it now."""
@@ -257,6 +145,7 @@ class ReplicaPool:
         """How requests are spread (``affinity`` or ``round-robin``)."""
         self._pins: dict[str, _Replica] = {}
         self._turn = 0
+        self._digests: dict[Any, tuple[str, bytes]] = {}
 
     @property
     def name(self) -> str:
@@ -296,20 +185,43 @@ class ReplicaPool:
         Raises:
             BackendUnavailable: No replica is left.
         """
+        return self._view(self.pin(problem_id), "")
+
+    def pin(self, problem_id: str) -> _Replica | None:
+        """The replica of problem `problem_id` (None with round-robin: each call to the next).
+
+        Raises:
+            BackendUnavailable: No replica is left.
+        """
         if self.routing == "round-robin":
             self._check_live()
-            return self._view(None)
+            return None
         replica = self._pins.get(problem_id)
         if replica is None or not replica.alive:
             replica = self._least_loaded()
             replica.pinned += 1
             self._pins[problem_id] = replica
-        return self._view(replica)
+        return replica
 
-    def _view(self, replica: _Replica | None) -> Backend:
-        """A problem's backend: a `TokenCounter` too when every replica counts tokens."""
-        counting = all(r.counts_tokens for r in self.replicas)
-        return _CountingRouted(self, replica) if counting else _Routed(self, replica)
+    def serving(self, name: str) -> Backend:
+        """The backend `name` every replica holds beside its policy (a PRM), routed like the policy.
+
+        It is a `ProblemRouter`: with affinity routing a problem's calls to it go to the replica
+        its policy calls go to (``reasoning solve --prm ... --ray``:
+        ``{"policy": pool, "prm": pool.serving("prm")}``).
+
+        Raises:
+            ConfigError: Some replica does not hold a backend called `name`.
+        """
+        lacking = [r.name for r in self.replicas if name not in r.named]
+        if not name or lacking:
+            raise ConfigError(f"replicas {', '.join(lacking) or '(all)'} hold no backend named {name!r}")
+        return _Serving(self, name)
+
+    def _view(self, replica: _Replica | None, backend: str) -> Backend:
+        """A problem's backend: a `TokenCounter` too when every replica's backend counts tokens."""
+        counting = all(_info(r, backend)["counts_tokens"] for r in self.replicas)
+        return _CountingRouted(self, replica, backend) if counting else _Routed(self, replica, backend)
 
     async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
         """Stream `request` on one live replica (the next in turn); closing it aborts the request.
@@ -348,8 +260,12 @@ class ReplicaPool:
             )
         return live
 
-    async def send(self, replica: _Replica, request: Request) -> AsyncGenerator[Chunk, None]:
-        """Stream `request` on `replica`; closing the stream cancels it there (and in its engine).
+    async def send(
+        self, replica: _Replica, request: Request, backend: str = ""
+    ) -> AsyncGenerator[Chunk, None]:
+        """Stream `request` on `replica` (its `backend`); closing the stream cancels it there.
+
+        Closing cancels it in the replica's engine too.
 
         Raises:
             ReplicaLost: The replica is dead or died while serving it (it leaves the pool).
@@ -366,7 +282,7 @@ class ReplicaPool:
         finished = False
         refs: Any = None
         try:
-            refs = replica.actor.stream.options(num_returns="streaming").remote(request)
+            refs = replica.actor.stream.options(num_returns="streaming").remote(request, backend)
             async for ref in refs:
                 for chunk in await ref:
                     yield chunk
@@ -374,15 +290,97 @@ class ReplicaPool:
         except _lost_errors() as exc:
             raise self._lose(replica, exc) from None
         except ray.exceptions.RayTaskError as exc:  # the replica's backend raised: re-raise its error
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, Exception):
-                raise cause from None
-            raise BackendError(f"engine replica {replica.name} failed: {exc}", backend=self.name) from None
+            raise self._cause(replica, exc) from None
         finally:
             replica.in_flight -= samples
             if refs is not None and not finished:
                 with contextlib.suppress(Exception):
                     ray.cancel(refs)
+
+    def _cause(self, replica: _Replica, exc: BaseException) -> Exception:
+        """The error a replica's backend raised (Ray wraps it), as itself."""
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            return cause
+        return BackendError(f"engine replica {replica.name} failed: {exc}", backend=self.name)
+
+    async def call(self, replica: _Replica, method: str, *args: Any) -> Any:
+        """Call `replica`'s `method` (a `ReplicaServer` method) and return its result.
+
+        Raises:
+            ReplicaLost: The replica is dead or died during the call (it leaves the pool).
+            Exception: What the replica's backend raised, as itself.
+        """
+        import ray
+
+        if not replica.alive:
+            raise ReplicaLost(
+                f"engine replica {replica.name} is gone", replica=replica.name, backend=self.name
+            )
+        try:
+            return await getattr(replica.actor, method).remote(*args)
+        except _lost_errors() as exc:
+            raise self._lose(replica, exc) from None
+        except ray.exceptions.RayTaskError as exc:
+            raise self._cause(replica, exc) from None
+
+    async def mapped_on(
+        self,
+        replica: _Replica,
+        request: Request,
+        layers: Sequence[int],
+        positions: Sequence[int],
+        head: Callable[[np.ndarray], T],
+        backend: str = "",
+    ) -> T:
+        """`head` applied on `replica` to the hidden states of `request`: only its output returns.
+
+        The head is pickled and sent with the first call that needs it on each replica (and
+        again if the replica dropped it); later calls send only its digest, and calls made
+        while it is on its way wait for it rather than send it again.
+
+        Raises:
+            ReplicaLost: The replica died.
+            CapabilityError: The replica's backend gives no hidden states.
+        """
+        key, data = self._digest(head)
+        args = (request, list(layers), list(positions), key)
+        while True:
+            if key in replica.heads:
+                try:
+                    return await self.call(replica, "mapped_hidden_states", *args, None, backend)  # type: ignore[no-any-return]
+                except HeadMissing:  # the replica dropped it (it keeps the most recent few)
+                    replica.heads.discard(key)
+            sending = replica.sending.get(key)
+            if sending is not None:  # another read is sending it: wait, then go without it
+                await sending.wait()
+                continue
+            replica.sending[key] = done = asyncio.Event()
+            try:
+                mapped = await self.call(replica, "mapped_hidden_states", *args, data, backend)
+                replica.heads.add(key)
+                return mapped  # type: ignore[no-any-return]
+            finally:
+                del replica.sending[key]
+                done.set()
+
+    def _digest(self, head: Callable[[np.ndarray], Any]) -> tuple[str, bytes]:
+        """`head` pickled, and the sha256 of that (remembered for equal heads, e.g. one probe)."""
+        import ray
+
+        try:
+            known = self._digests.get(head)
+        except TypeError:  # unhashable: pickled each time
+            known = None
+        if known is not None:
+            return known
+        data = ray.cloudpickle.dumps(head)
+        known = (hashlib.sha256(data).hexdigest(), data)
+        with contextlib.suppress(TypeError):
+            if len(self._digests) >= _DIGESTS_KEPT:
+                self._digests.pop(next(iter(self._digests)))
+            self._digests[head] = known
+        return known
 
     def _lose(self, replica: _Replica, exc: BaseException) -> ReplicaLost:
         """Drop `replica` from the pool; the error its problems are re-run after."""
@@ -397,7 +395,7 @@ class ReplicaPool:
             backend=self.name,
         )
 
-    def prompt_tokens_on(self, replica: _Replica, request: Request) -> int:
+    def prompt_tokens_on(self, replica: _Replica, request: Request, backend: str = "") -> int:
         """`replica`'s count of `request`'s prompt tokens (a blocking call: a prompt-token budget).
 
         Raises:
@@ -406,7 +404,7 @@ class ReplicaPool:
         import ray
 
         try:
-            return int(ray.get(replica.actor.prompt_tokens.remote(request), timeout=120))
+            return int(ray.get(replica.actor.prompt_tokens.remote(request, backend), timeout=120))
         except _lost_errors() as exc:
             raise self._lose(replica, exc) from None
 
@@ -445,21 +443,41 @@ class ReplicaPool:
 
 
 class _Routed:
-    """One problem's backend on a pool: pinned to one replica, or round-robin per request."""
+    """One problem's backend on a pool: pinned to one replica, or round-robin per request.
 
-    def __init__(self, pool: ReplicaPool, replica: _Replica | None) -> None:
+    It offers what the replicas' backend `backend` offers, served on the replica: hidden states
+    (`HiddenStateReader`), a head applied to them there (`HiddenStateMapper`: only its output
+    returns), prompt log-probabilities (`PromptScorer`) and process rewards (`RewardReader`); a
+    replica whose backend lacks one answers with its `CapabilityError`.
+    """
+
+    def __init__(self, pool: ReplicaPool, replica: _Replica | None, backend: str = "") -> None:
         self._pool = pool
         self._replica = replica
+        self._backend = backend
+        self._counted: dict[Request, int] = {}
         self.served: Counter[str] = Counter()
         """Requests of this problem sent to each replica, by name."""
 
     @property
     def name(self) -> str:
-        return self._pool.name
+        return str(_info(self._pool.replicas[0], self._backend)["backend"])
 
     @property
     def model(self) -> str:
-        return self._pool.model
+        return str(_info(self._pool.replicas[0], self._backend)["model"])
+
+    @property
+    def step_tag(self) -> str:
+        """The step tag of the replicas' process reward model (`RewardReader`).
+
+        Raises:
+            AttributeError: The backend is no process reward model (so it is no `RewardReader`).
+        """
+        tag = _info(self._pool.replicas[0], self._backend).get("step_tag")
+        if not isinstance(tag, str):
+            raise AttributeError("step_tag")
+        return tag
 
     @property
     def max_concurrency(self) -> int:
@@ -474,21 +492,109 @@ class _Routed:
             info["replica"] = self._replica.name
         return info
 
+    def _serving(self) -> _Replica:
+        return self._replica or self._pool.next_replica()
+
     async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
-        replica = self._replica or self._pool.next_replica()
+        replica = self._serving()
         self.served[replica.name] += 1
-        async with contextlib.aclosing(self._pool.send(replica, request)) as chunks:
+        async with contextlib.aclosing(self._pool.send(replica, request, self._backend)) as chunks:
             async for chunk in chunks:
                 yield chunk
+
+    async def hidden_states(
+        self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)
+    ) -> np.ndarray:
+        """Hidden states read on the serving replica; all of them cross the network."""
+        args = (request, list(layers), list(positions), self._backend)
+        return np.asarray(await self._pool.call(self._serving(), "hidden_states", *args))
+
+    async def mapped_hidden_states(
+        self,
+        request: Request,
+        layers: Sequence[int],
+        positions: Sequence[int],
+        head: Callable[[np.ndarray], T],
+    ) -> T:
+        """`head` applied on the serving replica to the hidden states there; only its output returns."""
+        return await self._pool.mapped_on(self._serving(), request, layers, positions, head, self._backend)
+
+    async def prompt_logprobs(self, request: Request) -> tuple[TokenLogprob, ...]:
+        """The prompt's token log-probabilities, scored on the serving replica."""
+        return tuple(await self._pool.call(self._serving(), "prompt_logprobs", request, self._backend))
+
+    async def step_rewards(self, request: Request) -> np.ndarray:
+        """Step rewards of the serving replica's process reward model.
+
+        The replica counts the PRM's prompt tokens in the same call; `prompt_tokens` answers
+        from that count without another call.
+        """
+        rewards, counted = await self._pool.call(self._serving(), "step_rewards", request, self._backend)
+        if counted is not None:
+            if len(self._counted) >= _COUNTS_KEPT:
+                self._counted.pop(next(iter(self._counted)))
+            self._counted[request] = int(counted)
+        return np.asarray(rewards)
 
 
 class _CountingRouted(_Routed):
     """A `_Routed` whose replicas count prompt tokens (`TokenCounter`, for prompt-token budgets)."""
 
     def prompt_tokens(self, request: Request) -> int:
-        """The serving replica's count of `request`'s prompt tokens (a blocking call)."""
-        replica = self._replica or self._pool.next_replica()
-        return self._pool.prompt_tokens_on(replica, request)
+        """The serving replica's count of `request`'s prompt tokens (a blocking call).
+
+        A PRM call's count comes with its rewards (`step_rewards`): no second call then.
+        """
+        counted = self._counted.pop(request, None)
+        if counted is not None:
+            return counted
+        return self._pool.prompt_tokens_on(self._serving(), request, self._backend)
+
+
+class _Serving:
+    """A backend every replica holds beside its policy (a PRM), routed per problem like the policy."""
+
+    def __init__(self, pool: ReplicaPool, backend: str) -> None:
+        self._pool = pool
+        self._backend = backend
+
+    @property
+    def name(self) -> str:
+        return str(_info(self._pool.replicas[0], self._backend)["backend"])
+
+    @property
+    def model(self) -> str:
+        return str(_info(self._pool.replicas[0], self._backend)["model"])
+
+    def for_problem(self, problem_id: str) -> Backend:
+        """The backend of problem `problem_id`: on the replica its policy calls go to (affinity)."""
+        return self._pool._view(self._pool.pin(problem_id), self._backend)
+
+    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """Stream `request` on the next live replica's backend."""
+        replica = self._pool.next_replica()
+        async with contextlib.aclosing(self._pool.send(replica, request, self._backend)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+
+_COUNTS_KEPT = 1024
+"""PRM prompt-token counts a problem's view keeps until the run asks for them."""
+
+_DIGESTS_KEPT = 64
+"""Heads whose pickled form and digest the pool remembers (equal heads are pickled once)."""
+
+
+def _info(replica: _Replica, backend: str) -> dict[str, Any]:
+    """Name, model, token counting and step tag of `replica`'s backend `backend` (``""``: the policy)."""
+    if backend:
+        return replica.named[backend]
+    return {
+        "backend": replica.backend,
+        "model": replica.model,
+        "counts_tokens": replica.counts_tokens,
+        "step_tag": replica.step_tag,
+    }
 
 
 def _lost_errors() -> tuple[type[BaseException], ...]:
@@ -603,6 +709,7 @@ def start_replicas(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     envs: Sequence[Mapping[str, str]] | None = None,
+    named: Mapping[str, NamedSpec] | None = None,
     timeout: float = 600.0,
 ) -> ReplicaPool:
     """Start one replica actor per spec on the connected cluster (`connect` first); their pool.
@@ -621,6 +728,9 @@ def start_replicas(
         num_gpus: GPUs each engine replica asks for (default: 1 when the cluster has GPUs).
         envs: Environment variables of each replica's process, one mapping per replica (e.g.
             ``VLLM_CPU_OMP_THREADS_BIND``: the cores a CPU engine computes on).
+        named: Backends every replica holds beside its policy, by name: a PRM's engine
+            (`RewardEngine`) or a function that builds a backend; the pool serves one with
+            `ReplicaPool.serving`.
         timeout: Seconds to wait for every replica to start.
 
     Raises:
@@ -653,7 +763,7 @@ def start_replicas(
                 scheduling_strategy="SPREAD",
                 max_concurrency=1000,
                 **env,
-            ).remote(name, spec)
+            ).remote(name, spec, dict(named or {}))
         )
     try:
         infos = ray.get([a.info.remote() for a in actors], timeout=timeout)
@@ -672,6 +782,8 @@ def start_replicas(
             max_concurrency=info["max_concurrency"],
             counts_tokens=info["counts_tokens"],
             node=info["node"],
+            step_tag=info["step_tag"],
+            named=info["named"],
         )
         for actor, info in zip(actors, infos, strict=True)
     ]
@@ -726,22 +838,20 @@ def _first_line(exc: BaseException) -> str:
 def replica_spec(backend: Any, hidden_states: bool = False) -> ReplicaSpec:
     """What each replica of a run holds, from the run spec's backend (`reasoning.backends.specs`).
 
+    An engine offers hidden states only when `hidden_states` (a strategy of the run reads them:
+    the engine then runs eager, with its hooks installed), as an in-process engine would.
+
     Raises:
-        ConfigError: The backend is a running server (it is a replica already: use it as it is),
-            or the run needs hidden states (the pool streams text; it serves no hidden states).
+        ConfigError: The backend is a running server (it is a replica already: use it as it is).
     """
     from functools import partial
 
     from reasoning.backends.scripted import ScriptedBackend
     from reasoning.backends.specs import ScriptedReply, VLLMEngine
+    from reasoning.backends.start import engine_config
 
-    if hidden_states:
-        raise ConfigError(
-            "--ray: strategies that read hidden states do not run on a replica pool "
-            "(it streams tokens only); run them without --ray"
-        )
     if isinstance(backend, VLLMEngine):
-        return EngineConfig(**backend.engine_settings())
+        return engine_config(backend, hidden_states)
     if isinstance(backend, ScriptedReply):
         return partial(ScriptedBackend, [backend.script])
     raise ConfigError(
@@ -757,11 +867,14 @@ def start_pool(
     replicas: int | None = None,
     routing: Routing = "affinity",
     hidden_states: bool = False,
+    prm: str | None = None,
     verbose: bool = False,
 ) -> ReplicaPool:
     """Connect to the cluster at `address` and start a run's replicas (``solve --ray``).
 
     ``reasoning solve --ray`` and ``reasoning leaderboard run --ray`` start their pools here.
+    With `prm`, every replica holds the PRM's pooling engine beside its policy, as ``prm``
+    (the run's backends: ``{"policy": pool, "prm": pool.serving("prm")}``).
 
     Args:
         backend: The run spec's one backend (`reasoning.backends.specs.VLLMEngine` or
@@ -769,7 +882,8 @@ def start_pool(
         address: ``auto`` or a cluster's ``HOST:PORT`` (`connect`).
         replicas: How many (default: one per node of the cluster).
         routing: ``affinity`` or ``round-robin``.
-        hidden_states: The run's strategies need hidden states (refused: see `replica_spec`).
+        hidden_states: The run's strategies read hidden states (the engines offer them).
+        prm: A process reward model each replica serves beside its policy (``--prm``).
         verbose: Show the replicas' logs here.
 
     Raises:
@@ -782,4 +896,5 @@ def start_pool(
     count = replicas or cluster_nodes()
     if count < 1:
         raise ConfigError(f"--replicas must be at least 1, got {count}")
-    return start_replicas([spec] * count, routing=routing)
+    named: dict[str, NamedSpec] = {"prm": RewardEngine(prm)} if prm is not None else {}
+    return start_replicas([spec] * count, routing=routing, named=named)

@@ -184,22 +184,34 @@ def launch_all(backends: Mapping[str, BackendSpec], *, hidden_states: bool = Fal
 
 
 def launch_pool(
-    backend: Any, *, address: str | None, replicas: int | None, routing: Any, hidden_states: bool
+    backend: Any,
+    *,
+    address: str | None,
+    replicas: int | None,
+    routing: Any,
+    hidden_states: bool,
+    prm: str | None = None,
 ) -> Any:
-    """A model's engine replicas on the Ray cluster at `address` (`reasoning.backends.replicas`)."""
+    """A model's engine replicas on the Ray cluster at `address` (`reasoning.backends.replicas`).
+
+    With `prm`, each replica holds the PRM's pooling engine beside its policy, and the run's
+    backends are ``{"policy": pool, "prm": ...}`` (as `with_prm` names them in process).
+    """
     from reasoning.backends.replicas import start_pool
 
     if isinstance(backend, VLLMEngine):  # converted once here, not by every replica at once
         resolve_with_progress(backend.model, backend.trust_remote_code)
     with err.status(f"starting {replicas or 'one per node'} engine replica(s) on Ray ({address}) ..."):
-        return start_pool(
+        pool = start_pool(
             backend,
             address=address or "auto",
             replicas=replicas,
             routing=routing,
             hidden_states=hidden_states,
+            prm=prm,
             verbose=logging.getLogger().level <= logging.INFO,
         )
+    return pool if prm is None else {"policy": pool, "prm": pool.serving("prm")}
 
 
 def with_prm(engine: Any, prm: str | None) -> Any:

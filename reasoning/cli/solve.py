@@ -366,9 +366,10 @@ def execute(spec: RunSpec) -> None:
             replicas=spec.replicas,
             routing=spec.routing,
             hidden_states=hidden,
+            prm=spec.prm,
         )
     )
-    if spec.prm is not None:
+    if spec.prm is not None and spec.ray is None:  # on a pool each replica holds the PRM
         engine = with_prm(engine, spec.prm)
     try:
         controller = Controller(
