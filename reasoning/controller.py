@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import weakref
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -256,12 +258,20 @@ _TURNS: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
 
 
 def _turn(backend: Backend) -> asyncio.Lock:
-    """The lock that gives deterministic runs on `backend` their turn (one per event loop)."""
+    """The lock that gives deterministic runs on `backend` their turn (one per event loop).
+
+    It is forgotten with `backend`: a wrapper made per request (the proxy's, a leaderboard's
+    replay) would otherwise leave one behind each time.
+    """
     loop = asyncio.get_running_loop()
-    held = _TURNS.get(id(backend))
+    key = id(backend)
+    held = _TURNS.get(key)
     if held is None or held[0] is not loop:
+        if held is None:
+            with contextlib.suppress(TypeError):  # an object without weak references keeps its lock
+                weakref.finalize(backend, _TURNS.pop, key, None)
         held = (loop, asyncio.Lock())
-        _TURNS[id(backend)] = held
+        _TURNS[key] = held
     return held[1]
 
 

@@ -10,7 +10,9 @@ test with no sampling noise between the arms).
 Costs are counted honestly: the replayed samples' tokens are the entry's own output tokens (it
 needs them), its seconds are the source run's plus its own, and the reads are its calls.
 A strategy asking for more samples than were stored, or for log-probabilities the record does
-not keep, is refused.
+not keep, is refused. In a deterministic leaderboard (``deterministic: true``) the stored samples
+were decoded deterministically and the rest goes to the engine as a deterministic run sends it
+(the engine's samples admitted at once, or one by one), so a selection repeats too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from reasoning import Problem, Run
-from reasoning.backend import Chunk, Request
+from reasoning.backend import AdmitsAtOnce, Chunk, Request
 from reasoning.errors import ConfigError
 from reasoning.problem import default_prompt
 
@@ -45,6 +47,10 @@ class ReplayBackend:
         """Output tokens of the stored samples served (decoded by the source, not here)."""
 
     def __getattr__(self, name: str) -> Any:  # engine_info, model, max_concurrency, ...
+        if name == "stream_at_once":  # never the engine's own: it would pass the stored samples by
+            if not isinstance(self.inner, AdmitsAtOnce):
+                raise AttributeError(name)  # a deterministic run sends the samples one by one
+            return self._stream_at_once
         return getattr(self.inner, name)
 
     @property
@@ -101,9 +107,24 @@ class ReplayBackend:
                 else "stop",
             )
 
-    def stream_at_once(self, request: Request) -> AsyncGenerator[Chunk, None]:
-        """Refused: a reproducible run does not replay another run's samples."""
-        raise ConfigError(f"over {self.label}: selections over stored samples do not run --deterministic")
+    def _stream_at_once(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """`stream`, with the engine's samples admitted in one step (`AdmitsAtOnce`, when it can).
+
+        A deterministic run sends a request through this: the stored samples are served as they
+        are, the rest goes to the engine's `stream_at_once`.
+        """
+        return self.stream(request) if replayable(request) else self.inner.stream_at_once(request)
+
+    async def reset_prefix_cache(self) -> None:
+        """Empty the engine's prefix cache (`PrefixCache`: a deterministic run starts each problem cold).
+
+        Raises:
+            ConfigError: The engine has no prefix cache to empty (a server).
+        """
+        reset = getattr(self.inner, "reset_prefix_cache", None)
+        if reset is None:
+            raise ConfigError(f"over {self.label}: backend {self.name!r} cannot empty its prefix cache")
+        await reset()
 
     async def hidden_states(
         self, request: Request, layers: Sequence[int], positions: Sequence[int] = (-1,)

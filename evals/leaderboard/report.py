@@ -361,7 +361,26 @@ def _headline(report: Report) -> str:
     when = _date(report.newest) if report.newest else "no results yet"
     return (
         f"Newest result: {when}. {cells} cells, {runs} problem runs, seeds {report.spec.seeds}; "
-        f"baseline: {report.spec.baseline or 'the first entry'}."
+        f"baseline: {report.spec.baseline or 'the first entry'}.{_deterministic(report)}"
+    )
+
+
+def _deterministic(report: Report) -> str:
+    """Which cells' records are all deterministic (`Run.deterministic`), as a sentence ('' if none)."""
+    many = len(report.datasets) > 1
+    found = [
+        f"{d.where(s)} on {d.name}" if many else d.where(s)
+        for d in report.datasets
+        for s in d.stats
+        if (runs := d.records.get(s.cell.key)) and all(r.deterministic for r in runs)
+    ]
+    if not found:
+        return ""
+    every = len(found) == sum(len(d.stats) for d in report.datasets)
+    return (
+        f" Deterministic ({'every cell' if every else ', '.join(found)}): problems solved one at a time, "
+        "each from an empty prefix cache, so a re-run on the same engine and machine repeats every "
+        "record, timings aside, and a wall time is the problem's alone."
     )
 
 

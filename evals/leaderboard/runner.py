@@ -7,6 +7,10 @@ saturated across entries and every entry makes progress together. Each problem i
 committed to the store the moment it finishes (`Store.put`); a problem that fails is an error
 row, retried by the next run; an engine that dies stops the run with everything finished kept
 (on a pool of engine replicas, a problem whose replica died is re-run on a live one).
+
+A deterministic leaderboard (``deterministic: true``) solves its problems one at a time in the
+plan's order instead, each on a deterministic `Controller` (the mode of ``reasoning solve
+--deterministic``): the engine starts as it always does, and every row repeats on a re-run.
 """
 
 from __future__ import annotations
@@ -319,12 +323,15 @@ async def _solve(
     advance: Callable[[Job, Run], None],
     announce: Callable[[Controller], Any] | None,
 ) -> None:
-    """Solve `jobs` on one model's backend, all interleaved under one limit on samples in flight."""
+    """Solve `jobs` on one model's backend, all interleaved under one limit on samples in flight.
+
+    With ``spec.deterministic``, one after another, in order, on deterministic controllers.
+    """
     controllers: dict[int, Controller] = {}
 
     def controller(seed: int) -> Controller:
         if seed not in controllers:
-            controllers[seed] = Controller(backend, seed=seed)
+            controllers[seed] = Controller(backend, seed=seed, deterministic=spec.deterministic)
         return controllers[seed]
 
     try:
@@ -352,7 +359,7 @@ async def _solve(
                     waiting.append(job)  # the source has no sampled row: left for the next run
                     return
                 replay = ReplayBackend(backend, source, job.cell.over_label or "")
-                run_controller = Controller(replay, seed=job.seed)
+                run_controller = Controller(replay, seed=job.seed, deterministic=spec.deterministic)
             async with limit.hold(_weight(job.cell)):  # its error row, unless the engine is gone
                 run = await run_problem(run_controller, job.problem, job.cell.strategy, job.cell.budget)
             if source is not None and replay.served:  # nothing replayed (a greedy route): its own costs
@@ -373,6 +380,10 @@ async def _solve(
         waiting: list[Job] = []
         sampling = [job for job in jobs if job.cell.over is None]
         for phase in (sampling, [job for job in jobs if job.cell.over is not None]):
+            if spec.deterministic:  # one at a time (a replay's controller has a turn of its own)
+                for job in phase:
+                    await one(job)
+                continue
             async with task_group() as group:  # a fatal error re-raised as itself, the rest cancelled
                 for job in phase:
                     group.create_task(one(job))

@@ -28,8 +28,11 @@ A list value in ``params`` (or a budget line) sweeps it: the entry expands to th
 its lists. A cell's key is a hash of what decides its results: the strategy and all its
 parameters (defaults included, so spelling a default out changes nothing), the budget, the
 model and its dtype and context length, and the dataset's identity (not its limit or offset, so
-a larger limit extends the same cell). Change any of those and it is a new cell: its rows never
-mix with the old ones. Seeds are repeats of the same cell (rows are keyed by seed).
+a larger limit extends the same cell), and ``deterministic: true`` when set (a reproducible run
+sends a problem's requests in turn from an empty prefix cache, so where a budget cuts, the
+cached prompt tokens, the wall times and the engine's numerics differ from a batched run's).
+Change any of those and it is a new cell: its rows never mix with the old ones. Seeds are
+repeats of the same cell (rows are keyed by seed).
 
 Example:
     >>> import reasoning.strategies
@@ -179,7 +182,11 @@ class Cell:
         return STRATEGIES.name_of(self.strategy)
 
     def identity(self, spec: LeaderboardSpec) -> dict[str, Any]:
-        """What `key` hashes: strategy, parameters, budget, model settings, dataset identity."""
+        """What `key` hashes: strategy, parameters, budget, model settings, dataset identity.
+
+        Also the source cell's key (``over``), the artefacts' hashes and ``deterministic``, where
+        they apply.
+        """
         identity = {
             "strategy": self.strategy_name,
             "params": params_of(self.strategy),
@@ -192,6 +199,7 @@ class Cell:
             identity
             | ({"over": self.over} if self.over else {})
             | ({"artefacts": artefacts} if artefacts else {})
+            | ({"deterministic": True} if spec.deterministic else {})
         )
 
 
@@ -224,6 +232,13 @@ class LeaderboardSpec(Settings):
     """Samples in flight on an engine, over all entries (default: twice its batch)."""
     imports: list[str] = Field(default_factory=list)
     """Modules or .py files whose strategies to register first."""
+    deterministic: bool = False
+    """Reproducible records, as ``reasoning solve --deterministic`` makes them
+    (`reasoning.Controller.deterministic`): on each engine one problem at a time, in the plan's
+    order, each from an empty prefix cache, its requests one after another. Re-run on the same
+    engine and machine, every row repeats (timings aside). Needs in-process engines (vllm or
+    scripted), not servers or ``--ray``; `concurrency` is then not used. Part of every cell's
+    key: deterministic rows never mix with batched ones."""
 
     @model_validator(mode="before")
     @classmethod
@@ -232,6 +247,20 @@ class LeaderboardSpec(Settings):
             datasets = {k: {"name": v} if isinstance(v, str) else v for k, v in data["datasets"].items()}
             data = {**data, "datasets": datasets}
         return data
+
+    @model_validator(mode="after")
+    def _deterministic_engines(self) -> LeaderboardSpec:
+        """Refuse `deterministic` with a server: its prefix cache cannot be emptied from here."""
+        servers = [name for name, model in self.models.items() if _servers(model)]
+        if self.deterministic and servers:
+            raise ValueError(
+                "deterministic: true empties each engine's prefix cache before each problem and sends "
+                "one request at a time: it needs in-process engines (vllm or scripted), and "
+                + ", ".join(f"{name!r} ({', '.join(_servers(self.models[name]))})" for name in servers)
+                + " is a server, whose cache and batches (other clients' requests) are not ours; "
+                "start the model in process, or drop deterministic"
+            )
+        return self
 
     @model_validator(mode="wrap")
     @classmethod
@@ -406,6 +435,13 @@ def served_models(model: VLLMEngine | ServerBackend | ScriptedReply | ModelGroup
     if isinstance(model, ServerBackend):
         return {"": model.model}
     return {"": "scripted"}
+
+
+def _servers(model: VLLMEngine | ServerBackend | ScriptedReply | ModelGroup) -> list[str]:
+    """The URLs of the servers among a leaderboard model's backends."""
+    if isinstance(model, ModelGroup):
+        return [url for backend in model.backends.values() for url in _servers(backend)]
+    return [model.url] if isinstance(model, ServerBackend) else []
 
 
 def _name_errors(data: Any) -> list[str]:

@@ -94,6 +94,12 @@ def run(
         errors.append(f"--entry {', '.join(unknown)}: no such entry; entries: {', '.join(names)}")
     if entry:
         cells = selected(cells, entry)
+    if ray is not None and spec.deterministic:
+        errors.append(
+            f"--ray: {config} says deterministic: true, which empties each engine's prefix cache before "
+            "each problem and solves one problem at a time on one engine; Ray replicas cannot: drop --ray, "
+            "or deterministic"
+        )
     if errors:
         raise ConfigError("; ".join(errors))
     size = sum(len(cell_problems(c, problems)) for c in cells) * len(spec.seeds)

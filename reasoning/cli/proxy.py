@@ -99,7 +99,9 @@ def proxy(
     ] = 32768,
     max_calls: Annotated[int, typer.Option(help="Most model calls per request.")] = 256,
     max_seconds: Annotated[float, typer.Option(help="Most wall seconds per request.")] = 600.0,
-    max_concurrent: Annotated[int, typer.Option(help="Requests solved at once.")] = 16,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="Requests solved at once (default 16; --deterministic: 1).")
+    ] = None,
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot before 429s.")] = 256,
     kv_cache_gb: Annotated[float | None, typer.Option(help="KV-cache size of the engine, GiB.")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length per sequence.")] = None,
@@ -108,6 +110,15 @@ def proxy(
         bool, typer.Option("--hidden-states", help="Start the engine with hidden states (probe strategies).")
     ] = False,
     trust_remote_code: TrustRemoteCodeOption = False,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic",
+            help="Reproducible replies, as solve --deterministic: one request at a time, each from an "
+            "empty prefix cache, its model calls one after another; a request without a seed gets "
+            "seed 0. The same request then gets the same reply. In-process engines (or scripted) only.",
+        ),
+    ] = False,
     shutdown_grace: Annotated[
         float,
         typer.Option(
@@ -129,7 +140,7 @@ def proxy(
                script_seconds_per_token, host, port, strategy, api_key, records, instruction, max_n,
                max_tokens, max_budget_tokens,
                max_calls, max_seconds, max_concurrent, max_queue, kv_cache_gb, max_model_len, dtype,
-               hidden_states, trust_remote_code, shutdown_grace, verbose)  # fmt: skip
+               hidden_states, trust_remote_code, deterministic, shutdown_grace, verbose)  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C before it serves (or while the engine shuts down)
         err.print(f"interrupted while {phase[0]}; proxy stopped")
         return
@@ -156,13 +167,14 @@ def _proxy(
     max_budget_tokens: int,
     max_calls: int,
     max_seconds: float,
-    max_concurrent: int,
+    max_concurrent: int | None,
     max_queue: int,
     kv_cache_gb: float | None,
     max_model_len: int | None,
     dtype: str,
     hidden_states: bool,
     trust_remote_code: bool,
+    deterministic: bool,
     shutdown_grace: float,
     verbose: bool,
 ) -> None:
@@ -177,18 +189,21 @@ def _proxy(
     names = _group_names(model, base_url, group)
     if max_seconds <= 0:
         raise ConfigError(f"--max-seconds must be > 0, got {max_seconds:g}")
+    concurrent = _concurrency(max_concurrent, deterministic)
     limits = Limits(
         max_n=max_n,
         max_tokens=max_tokens,
         output_tokens=max_budget_tokens,
         calls=max_calls,
         seconds=max_seconds,
-        max_concurrent=max_concurrent,
         max_queue=max_queue,
+        **({} if concurrent is None else {"max_concurrent": concurrent}),
     )
     _strategy_check(strategy, limits, names)  # bad settings fail before the engine starts
     _options_check(backend, base_url, script, script_seconds_per_token, kv_cache_gb, max_model_len, dtype,
                    hidden_states)  # fmt: skip
+    if deterministic:
+        _deterministic_check(backend, base_url)
     listening = _bind(host, port)
     port = listening.getsockname()[1]  # the one chosen for --port 0
     engine = _start(backend, model, base_url, upstream_api_key, script, script_seconds_per_token,
@@ -208,6 +223,7 @@ def _proxy(
             api_key=api_key,
             records=records,
             instruction=instruction,
+            deterministic=deterministic,
         )
         app = create_app(engine, settings)
         if host not in _LOOPBACK:
@@ -391,6 +407,37 @@ def _options_check(
         raise ConfigError(f"{', '.join(unused)}: not used by --backend {kind}")
     if seconds_per_token < 0:
         raise ConfigError(f"--script-seconds-per-token must be >= 0, got {seconds_per_token}")
+
+
+def _concurrency(max_concurrent: int | None, deterministic: bool) -> int | None:
+    """Requests solved at once: --max-concurrent (None: `Limits`' default); one when deterministic.
+
+    Raises:
+        ConfigError: --deterministic with --max-concurrent over 1.
+    """
+    if deterministic and max_concurrent not in (None, 1):
+        raise ConfigError(
+            f"--max-concurrent {max_concurrent}: --deterministic solves one request at a time (a request "
+            "that shares the engine's batches with another would not repeat); drop --max-concurrent"
+        )
+    return 1 if deterministic else max_concurrent
+
+
+def _deterministic_check(backend: str, base_url: str | dict[str, str] | None) -> None:
+    """Refuse --deterministic in front of a server, before anything starts.
+
+    A deterministic run empties the engine's prefix cache before each request and relies on no
+    other request sharing its batches: an upstream server's cache cannot be emptied from here,
+    and its batches hold whatever its other clients send.
+    """
+    if backend == "openai" or base_url is not None:
+        urls = ", ".join(base_url.values()) if isinstance(base_url, dict) else base_url or "(none given)"
+        raise ConfigError(
+            f"--deterministic cannot be kept in front of an upstream server ({urls}): its prefix cache "
+            "cannot be emptied from here, and its batches mix in its other clients' requests, so the "
+            "same request would not give the same reply; serve the model in process (--backend vllm "
+            "--model ...), or drop --deterministic"
+        )
 
 
 def _bind(host: str, port: int) -> socket.socket:

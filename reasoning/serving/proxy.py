@@ -34,6 +34,11 @@ stays; the error event follows it, and no chunk has a finish reason).
 A client that goes away (a closed connection, streaming or not, also while its request waits
 for a slot) cancels its run at once: its engine requests are aborted, nothing is recorded.
 
+A deterministic proxy (`ProxySettings.deterministic`, ``reasoning proxy --deterministic``) runs
+every request as ``reasoning solve --deterministic`` runs a problem: one request at a time, from
+an empty prefix cache, its requests one after another, its seed `DETERMINISTIC_SEED` unless it
+gives one; the same request then gets the same reply (``reasoning.deterministic`` says so).
+
 A model group (`create_app` given named backends, e.g. ``{"draft": ..., "target": ...}``) is
 served under ``ProxySettings.model`` and each of its backends alone under its model's name. The
 strategies that need named backends (`backends_needed`: spec-reason, spec-thinking, atts,
@@ -85,14 +90,22 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reasoning import STRATEGIES, Budget, Controller, Message, Problem, Run, Strategy
-from reasoning.backend import Backend, Chunk
+from reasoning.backend import AdmitsAtOnce, Backend, Chunk, PrefixCache
 from reasoning.backend import Request as BackendRequest
 from reasoning.compose import build, parse, spec_of
 from reasoning.concurrency import task_group
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
 from reasoning.serving.metrics import CONTENT_TYPE, UNKNOWN, ProxyMetrics
 
-__all__ = ["Limits", "ProxyError", "ProxySettings", "backends_needed", "create_app", "stop_runs"]
+__all__ = [
+    "DETERMINISTIC_SEED",
+    "Limits",
+    "ProxyError",
+    "ProxySettings",
+    "backends_needed",
+    "create_app",
+    "stop_runs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +115,10 @@ PROGRESS_EVERY = 0.5
 """Seconds between two progress comments of a streamed reply (and a sample's finish sends one)."""
 
 _BUDGET_LINES = ("output_tokens", "prompt_tokens", "calls", "seconds")
+
+DETERMINISTIC_SEED = 0
+"""The run seed of a request without one, when the proxy is deterministic (``reasoning solve``'s
+default): the same request replays. Without `ProxySettings.deterministic` a random one is drawn."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +237,13 @@ class ProxySettings:
     """A line appended to the last user message (e.g. the boxed-answer instruction), if any."""
     keep: int = 1000
     """Records kept in memory for ``GET /v1/reasoning/records/{id}``."""
+    deterministic: bool = False
+    """Reproducible replies, in the mode of ``reasoning solve --deterministic``
+    (`reasoning.Controller.deterministic`): requests are solved one at a time (`Limits.max_concurrent`
+    is not used), each from an empty prefix cache, a run's requests one after another; a request
+    without a ``seed`` runs with `DETERMINISTIC_SEED`. The same request then gets the same reply
+    on the same engine and machine. Every backend must be able to empty its prefix cache (the
+    in-process engine, the scripted backend): not a server."""
 
 
 class ProxyError(Exception):
@@ -644,7 +668,9 @@ class _Server:
         else:
             self.backend = backend
         self.settings = settings
-        self.slots = asyncio.Semaphore(settings.limits.max_concurrent)
+        if settings.deterministic:  # the solve path's own check, before any request
+            Controller(self.group or self.backend, deterministic=True)
+        self.slots = asyncio.Semaphore(1 if settings.deterministic else settings.limits.max_concurrent)
         self.waiting = 0
         self.active = 0
         """Runs holding a slot."""
@@ -808,7 +834,7 @@ class _Server:
         target = self._target(served, strategy)  # a strategy it cannot serve at all, before its caps
         self.settings.limits.check(strategy)
         messages = self._messages(body, chat)
-        seed = body.seed if body.seed is not None else secrets.randbits(31)
+        seed = body.seed if body.seed is not None else self._default_seed()
         return _Plan(
             target=target,
             strategy=strategy,
@@ -820,6 +846,10 @@ class _Server:
             max_tokens=max_tokens,
             stop=body.stops(),
         )
+
+    def _default_seed(self) -> int:
+        """The run seed of a request that gives none: fixed when deterministic, else random."""
+        return DETERMINISTIC_SEED if self.settings.deterministic else secrets.randbits(31)
 
     def _strategy_fields(
         self, request: Request, body: _Body
@@ -973,6 +1003,7 @@ class _Server:
             seed=plan.seed,
             prompt=lambda _problem: plan.messages,
             model=plan.target.model,
+            deterministic=self.settings.deterministic,
         )
         run = await controller.run(problem, plan.strategy)
         self.metrics.run(STRATEGIES.name_of(plan.strategy), run, run.backends, run.model)
@@ -1309,6 +1340,7 @@ class _Reply:
             "seconds": round(float(run.usage.get("seconds", 0.0)), 3),
             "usage_by_backend": _usage_by_backend(run),
             "seed": plan.seed,
+            "deterministic": run.deterministic,
             "budget": {k: v for k, v in dataclasses.asdict(plan.budget).items() if v is not None},
             "ignored": plan.ignored,
         }
@@ -1442,7 +1474,8 @@ class _Tap:
     """A backend that reports every call and chunk of another to a `_Watch`.
 
     It changes a request only to apply the client's ``max_tokens`` (a cap on every call) and
-    ``stop`` strings.
+    ``stop`` strings. In a deterministic run it admits a request's samples at once where the
+    backend it wraps can (`AdmitsAtOnce`), and empties that backend's prefix cache.
     """
 
     def __init__(
@@ -1458,6 +1491,11 @@ class _Tap:
         return self._inner.name
 
     def __getattr__(self, name: str) -> Any:  # model, engine_info, prompt_tokens, hidden_states, ...
+        if name == "stream_at_once":  # `AdmitsAtOnce` where the wrapped backend is; watched and shaped
+            inner = self._inner
+            if not isinstance(inner, AdmitsAtOnce):
+                raise AttributeError(name)  # a deterministic run then sends the samples one by one
+            return lambda request: self._watched(request, inner.stream_at_once)
         return getattr(self._inner, name)
 
     def _shaped(self, request: BackendRequest) -> BackendRequest:
@@ -1472,12 +1510,29 @@ class _Tap:
             return request
         return dataclasses.replace(request, sampling=dataclasses.replace(sampling, **changes))
 
-    async def stream(self, request: BackendRequest) -> AsyncGenerator[Chunk, None]:
+    def stream(self, request: BackendRequest) -> AsyncGenerator[Chunk, None]:
+        return self._watched(request, self._inner.stream)
+
+    async def reset_prefix_cache(self) -> None:
+        """Empty the wrapped backend's prefix cache (`PrefixCache`; deterministic runs).
+
+        Raises:
+            ConfigError: It has none to empty (`ProxySettings.deterministic` refuses it first).
+        """
+        if not isinstance(self._inner, PrefixCache):
+            raise ConfigError(f"backend {self._inner.name!r} cannot empty its prefix cache")
+        await self._inner.reset_prefix_cache()
+
+    async def _watched(
+        self,
+        request: BackendRequest,
+        source: Callable[[BackendRequest], AsyncGenerator[Chunk, None]],
+    ) -> AsyncGenerator[Chunk, None]:
         if self._watch.abandoned:
             raise asyncio.CancelledError("the client went away")
         request = self._shaped(request)
         call = self._watch.started(request)
-        async with contextlib.aclosing(self._inner.stream(request)) as chunks:
+        async with contextlib.aclosing(source(request)) as chunks:
             async for chunk in chunks:
                 if self._watch.abandoned:  # closing `chunks` aborts the request in the engine
                     raise asyncio.CancelledError("the client went away")
