@@ -207,7 +207,9 @@ async def test_same_strategy_gives_the_same_kind_of_record_on_both_backends(engi
     skip = {"backend", "usage", "started_at", "engine"}
     assert local.model_dump(exclude=skip | {"candidates"}) == served.model_dump(exclude=skip | {"candidates"})
     for a, b in zip(local.candidates, served.candidates, strict=True):
-        assert dataclasses.replace(a, seconds=0.0, started=0.0) == dataclasses.replace(b, seconds=0.0, started=0.0)
+        assert dataclasses.replace(a, seconds=0.0, started=0.0) == dataclasses.replace(
+            b, seconds=0.0, started=0.0
+        )
     timings = ("seconds", "busy_seconds")
     assert {k: v for k, v in local.usage.items() if k not in timings} == {
         k: v for k, v in served.usage.items() if k not in timings

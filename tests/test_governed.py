@@ -350,6 +350,50 @@ def test_an_entry_selects_over_another_entrys_samples_and_decodes_nothing(tmp_pa
     assert chosen.spec["over"] == "sc@3" and chosen.usage["seconds"] >= source.usage["seconds"]
 
 
+def test_selections_over_the_same_samples_read_each_hidden_state_once(tmp_path: Path) -> None:
+    """The value vote and the value argmax score the same stored samples with the same model: the
+    engine reads each sample once, and each entry is still charged its reads."""
+
+    def answers(request: Any, sample: int) -> str:
+        return f"s{sample} \\boxed{{{sample}}}"
+
+    probe = value_model(tmp_path)
+    entries: list[dict[str, Any]] = [{"name": "sc@3", "strategy": "self-consistency", "params": {"n": 3}}]
+    entries += [
+        {
+            "name": f"value-{selector}",
+            "strategy": "best-of-n",
+            "over": "sc@3",
+            "params": {"n": 3, "score": "value", "probe": probe, "selector": selector},
+        }
+        for selector in ("weighted", "argmax")
+    ]
+    spec = LeaderboardSpec.model_validate(
+        {
+            "name": "memo",
+            "store": str(tmp_path / "m.sqlite"),
+            "models": {"s": {"kind": "scripted"}},
+            "datasets": {"g": {"name": "gsm8k", "limit": 2}},
+            "entries": entries,
+        }
+    )
+    reads: list[str] = []
+
+    def states(request: Any, layers: Any, positions: Any) -> Any:
+        reads.append(request.prefix)
+        return good_states(request, layers, positions)
+
+    def start(model: str, hidden: bool) -> ScriptedBackend:
+        return ScriptedBackend(answers, hidden_states=states)
+
+    with Store.open(spec.store_path) as store:
+        assert run_leaderboard(spec, store, start, console=Console(file=io.StringIO())) == 6
+        _, weighted, argmax = spec.cells()
+        runs = [store.record(cell.key, f"gsm8k-{i}", 0) for cell in (weighted, argmax) for i in range(2)]
+    assert len(reads) == len(set(reads)) == 6  # 2 problems x 3 samples, each read once (not twice)
+    assert [run.usage["calls"] for run in runs] == [4] * 4  # each entry: the replayed sampling + its 3 reads
+
+
 def test_over_is_checked_when_the_leaderboard_is_read(tmp_path: Path) -> None:
     def spec(over: str, *more: dict[str, Any], **params: Any) -> LeaderboardSpec:
         return LeaderboardSpec.model_validate(

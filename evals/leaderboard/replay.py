@@ -13,21 +13,33 @@ A strategy asking for more samples than were stored, or for log-probabilities th
 not keep, is refused. In a deterministic leaderboard (``deterministic: true``) the stored samples
 were decoded deterministically and the rest goes to the engine as a deterministic run sends it
 (the engine's samples admitted at once, or one by one), so a selection repeats too.
+
+Selections over the same samples read the same hidden states: the value-weighted vote and the
+value argmax apply one value model to the same 8 samples, LT selection and LT weighting the same
+signals. A `ReadMemo` shared by a model's replays computes each probe read once (its key: the
+prompt, the layers, the positions and the head's bytes) and serves the others from memory; each
+entry is still charged the read as if it ran alone, so its costs are what it would cost by itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+import asyncio
+import hashlib
+import pickle
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from reasoning import Problem, Run
-from reasoning.backend import AdmitsAtOnce, Chunk, Request
+from reasoning.backend import AdmitsAtOnce, Chunk, HiddenStateMapper, Request
 from reasoning.errors import ConfigError
 from reasoning.problem import default_prompt
 
-__all__ = ["ReplayBackend", "replayable"]
+__all__ = ["ReadMemo", "ReplayBackend", "replayable"]
+
+T = TypeVar("T")
 
 
 def replayable(request: Request) -> bool:
@@ -35,13 +47,65 @@ def replayable(request: Request) -> bool:
     return not request.prefix and request.sampling.temperature > 0
 
 
+class ReadMemo:
+    """Probe reads computed once and shared: in flight (a second asker awaits the first) and done.
+
+    Holds at most `limit` results, the oldest dropped first; a read that failed is not kept.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._done: OrderedDict[Hashable, Any] = OrderedDict()
+        self._pending: dict[Hashable, asyncio.Future[Any]] = {}
+        self.hits = 0
+        """Reads served from memory (the engine computed them once for another entry)."""
+        self.misses = 0
+        """Reads the engine computed."""
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        """The result for `key`: remembered, awaited from the read in flight, or `compute()`."""
+        if key in self._done:
+            self.hits += 1
+            self._done.move_to_end(key)
+            value: T = self._done[key]
+            return value
+        if key in self._pending:
+            self.hits += 1
+            shared: T = await asyncio.shield(self._pending[key])
+            return shared
+        self.misses += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            result = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
+            raise
+        else:
+            future.set_result(result)
+            self._done[key] = result
+            while len(self._done) > self.limit:
+                self._done.popitem(last=False)
+            return result
+        finally:
+            del self._pending[key]
+
+
+def _digest(head: Any) -> str:
+    """A probe head's identity: the sha256 of its pickle (the same artefact gives the same bytes)."""
+    return hashlib.sha256(pickle.dumps(head)).hexdigest()
+
+
 class ReplayBackend:
     """`inner`, with the problem's sampled requests served from `source`'s stored candidates."""
 
-    def __init__(self, inner: Any, source: Run, label: str) -> None:
+    def __init__(self, inner: Any, source: Run, label: str, memo: ReadMemo | None = None) -> None:
         self.inner = inner
         self.source = source
         self.label = label
+        self.memo = memo
+        """Probe reads shared with the other selections over the same samples (None: each reads)."""
         self.served = 0
         self.replayed_tokens = 0
         """Output tokens of the stored samples served (decoded by the source, not here)."""
@@ -131,6 +195,25 @@ class ReplayBackend:
     ) -> np.ndarray:
         """The engine's hidden states."""
         return np.asarray(await self.inner.hidden_states(request, layers, positions))
+
+    async def mapped_hidden_states(
+        self,
+        request: Request,
+        layers: Sequence[int],
+        positions: Sequence[int],
+        head: Callable[[np.ndarray], T],
+    ) -> T:
+        """`head` over the engine's hidden states (`HiddenStateMapper`), read once per `memo`."""
+
+        async def compute() -> T:
+            if isinstance(self.inner, HiddenStateMapper):
+                return await self.inner.mapped_hidden_states(request, layers, positions, head)
+            return head(await self.hidden_states(request, layers, positions))
+
+        if self.memo is None:
+            return await compute()
+        key = (request.messages, request.prefix, tuple(layers), tuple(positions), _digest(head))
+        return await self.memo.get(key, compute)
 
     def prompt_tokens(self, request: Request) -> int:
         """The engine's prompt token count."""

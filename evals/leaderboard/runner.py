@@ -40,7 +40,7 @@ from reasoning.concurrency import task_group
 from reasoning.engine.hardware import machine
 from reasoning.errors import ConfigError, ReasoningError, StoreError
 from reasoning.evals.artefacts import check_artefacts
-from reasoning.evals.leaderboard.replay import ReplayBackend, with_source_costs
+from reasoning.evals.leaderboard.replay import ReadMemo, ReplayBackend, with_source_costs
 from reasoning.evals.leaderboard.spec import Cell, LeaderboardSpec, served_models
 from reasoning.evals.leaderboard.store import CellRow, Store
 from reasoning.evals.run import grade_run_async, run_problem
@@ -348,6 +348,7 @@ async def _solve(
         session = store.start_session(model, info, _machine())
         started = time.monotonic()
         spent = {"output": 0, "prompt": 0}
+        memo = ReadMemo()  # selections over the same samples read each probe input once
 
         async def one(job: Job) -> None:
             run_controller = controller(job.seed)
@@ -358,7 +359,7 @@ async def _solve(
                 if source is None or source.error is not None:
                     waiting.append(job)  # the source has no sampled row: left for the next run
                     return
-                replay = ReplayBackend(backend, source, job.cell.over_label or "")
+                replay = ReplayBackend(backend, source, job.cell.over_label or "", memo)
                 run_controller = Controller(replay, seed=job.seed, deterministic=spec.deterministic)
             async with limit.hold(_weight(job.cell)):  # its error row, unless the engine is gone
                 run = await run_problem(run_controller, job.problem, job.cell.strategy, job.cell.budget)
