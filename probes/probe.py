@@ -9,11 +9,31 @@ Architecture from LYNX: standardise, then an MLP (256, 64) with ReLU, or logisti
 (``hidden=()``); trained in torch (imported lazily) with class-balanced weights and early stopping
 on a validation split of whole traces; scored in numpy, so using a probe needs no torch.
 
+A value model (``kind="value"``) is read as P(right): value-weighted votes, self-eval's value
+predictor and the value-scored tree searches (beam, dvts, a-star, particle filtering's weights)
+all take its output as a probability. Trained without class reweighting but early stopped after
+a few epochs of Adam (17 for the shipped 0.5B one), its head alone is miscalibrated: the 0.5B's
+predicted 0.45-0.55 where 0.15-0.29 came out right (ECE 0.28), mostly a bias (its scaling: a
+0.98, b -1.20). So it is
+Platt-scaled after training (INFERRED: the OVM paper, arXiv 2311.09724, does not calibrate; Platt
+1999, "Probabilistic Outputs for Support Vector Machines"): ``P = sigmoid(a * logit + b)``, with
+``a > 0`` and ``b`` fitted by maximum likelihood (Platt's smoothed targets, so a separable set
+cannot drive ``a`` to infinity) on the early-stopping problems, an inner 15% of the training
+problems that the weights are never fitted on (they only choose the epoch), and stored in the
+card (`PlattScaling`); `Probe.predict` applies it, so every consumer reads calibrated
+probabilities. The map is strictly increasing: AUROC, the value argmax and any ranking are
+unchanged. A card without it (every exit, difficulty and advantage probe, and value models made
+before it) scores with the head's own sigmoid. Exit probes and advantage routers stay
+class-balanced and uncalibrated this way (their conformal threshold, or escalation threshold, is
+chosen on their own outputs); so does the difficulty probe, trained class-balanced like
+DiffAdapt's: `difficulty` routes by comparing its output with a threshold (0.5 by default,
+the balanced decision point), which a monotone map would only move, not improve.
+
 An artefact is ``NAME.safetensors`` (weights) + ``NAME.json`` (its card: format version, kind,
 model fingerprint, layers, position, cue set, exit phrase, training-data hash, metrics, and the
 calibrated conformal rule with alpha, thresholds, calibration size and the guarantee in words, or
-for a router its escalation threshold with the rank correlation and AUROC it was calibrated at).
-Loading it for another model raises `ProbeMismatch`.
+for a router its escalation threshold with the rank correlation and AUROC it was calibrated at,
+for a value model its Platt scaling). Loading it for another model raises `ProbeMismatch`.
 """
 
 from __future__ import annotations
@@ -44,6 +64,7 @@ __all__ = [
     "Calibration",
     "FittedOn",
     "Kind",
+    "PlattScaling",
     "Probe",
     "ProbeCard",
     "ProbeMismatch",
@@ -58,6 +79,7 @@ __all__ = [
     "load_probe",
     "model_of",
     "overlap",
+    "platt_scaling",
     "problem_of_trace",
     "quality",
     "refuse_overlap",
@@ -89,8 +111,14 @@ class Underpowered(ConfigError):
     """The data cannot support the artefact (too few examples, or quality no better than chance)."""
 
 
-FORMAT = 2
-"""Version of the artefact format (2: sealed cards with provenance; 1 still loads)."""
+FORMAT = 3
+"""Version of the artefact format (3: a value model's Platt scaling, `ProbeCard.platt`; 2: sealed
+cards with provenance; 1 still loads). A card is written at the lowest version that holds it: 3
+only with a Platt scaling (an older reader refuses it rather than score without it), else 2, so
+a rebuilt exit or difficulty card is byte-identical to one made before version 3."""
+
+_SEALED = (2, 3)
+"""Versions whose cards carry their seal (``card_sha256``)."""
 
 
 class ProbeMismatch(ConfigError):
@@ -190,6 +218,31 @@ class RouterCalibration(BaseModel):
     """Hash of the calibration data (disjoint from the training data)."""
 
 
+class PlattScaling(BaseModel):
+    """A value model's post-hoc calibration: ``P(right) = sigmoid(a * logit + b)`` (`platt_scaling`).
+
+    Fitted on the early-stopping problems of training (never used to fit the weights, only to
+    choose the epoch), disjoint from the validation problems its reported quality is measured on.
+    """
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    a: float
+    """Slope on the head's logit (> 0: a strictly increasing map; rankings are unchanged)."""
+    b: float
+    """Intercept."""
+    split: Literal["early-stopping"] = "early-stopping"
+    """Which examples it was fitted on."""
+    problem_ids: list[str] = []
+    """The problems fitted on (every example of their traces)."""
+    examples: int
+    positives: int
+    log_loss_head: float
+    """Mean log loss of the head's own output on those examples (the labels, not Platt's targets)."""
+    log_loss_scaled: float
+    """The same after the scaling."""
+
+
 class FittedOn(BaseModel):
     """Problems an artefact was fitted on (trained or calibrated): evaluation must avoid them."""
 
@@ -254,6 +307,8 @@ class ProbeCard(BaseModel):
     calibration: Calibration | None = None
     router: RouterCalibration | None = None
     """Escalation threshold of an advantage router (`reasoning probe calibrate --escalate-rate`)."""
+    platt: PlattScaling | None = None
+    """A value model's Platt scaling, applied by `Probe.predict` (None: the head's own sigmoid)."""
     fitted_on: list[FittedOn] = []
     """The problems it was trained and calibrated on (`refuse_overlap` keeps evaluation off them)."""
     quality: list[Quality] = []
@@ -276,7 +331,17 @@ class Probe:
         return self.card.calibration.rule() if self.card.calibration else None
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities for feature rows ``[n, len(layers) * hidden]`` (or one row)."""
+        """Probabilities for feature rows ``[n, len(layers) * hidden]`` (or one row).
+
+        With a Platt scaling in the card (value models), ``sigmoid(a * logit + b)``.
+        """
+        z = self.logits(features)
+        if self.card.platt is not None:
+            z = self.card.platt.a * z + self.card.platt.b
+        return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """The head's logits (float64) for feature rows, before any Platt scaling."""
         x = np.atleast_2d(np.asarray(features, dtype=np.float32))
         expected = len(self.card.layers) * self.card.hidden_size
         if x.shape[1] != expected:
@@ -287,7 +352,7 @@ class Probe:
             h = h @ self.arrays[f"w{i}"].T + self.arrays[f"b{i}"]
             if i < depth - 1:
                 h = np.maximum(h, 0.0)
-        return np.asarray(1.0 / (1.0 + np.exp(-h[:, 0].astype(np.float64))))
+        return np.asarray(h[:, 0], dtype=np.float64)
 
     def check_model(self, model: ModelFingerprint) -> None:
         """Refuse another model than the one the probe was trained on.
@@ -314,7 +379,9 @@ class Probe:
         weights.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(weights))
         document = json.loads(self.card.model_dump_json())
-        document["format"] = FORMAT
+        if self.card.platt is None:  # a format-2 card, as it was written before version 3
+            del document["platt"]
+        document["format"] = FORMAT if self.card.platt is not None else 2
         document["weights_sha256"] = file_sha256(weights)
         document["card_sha256"] = _card_sha256(document)
         card.write_text(json.dumps(document, indent=1))
@@ -343,7 +410,7 @@ class Probe:
             raise ConfigError(f"{card_path}: not a probe card (not valid JSON: {exc})") from None
         if not isinstance(document, dict):
             raise ConfigError(f"{card_path}: not a probe card (a JSON {type(document).__name__})")
-        if document.get("format") not in (1, FORMAT):
+        if document.get("format") not in (1, *_SEALED):
             what = what_artefact(document)
             if what is not None and what.startswith("decision-point"):
                 raise ConfigError(
@@ -352,9 +419,12 @@ class Probe:
                 )
             if what is not None:
                 raise ConfigError(f"{card_path} is {what}, not a probe artefact")
-            raise ConfigError(f"{card_path}: probe format {document.get('format')!r}, expected 1 or {FORMAT}")
+            raise ConfigError(
+                f"{card_path}: probe format {document.get('format')!r}, expected 1 to {FORMAT} "
+                "(a newer version of this package made it?)"
+            )
         sealed = document.pop("card_sha256", None)
-        if document.get("format") == FORMAT and sealed is None:
+        if document.get("format") in _SEALED and sealed is None:
             raise ConfigError(f"{card_path} has lost its seal (card_sha256): rebuild it rather than edit it")
         if sealed is not None and sealed != _card_sha256(document):
             raise ConfigError(
@@ -506,6 +576,69 @@ def fitted_on(data: DecisionPoints, role: Literal["training", "calibration"]) ->
     )
 
 
+def _log_loss(z: np.ndarray, y: np.ndarray) -> float:
+    """Mean log loss of ``sigmoid(z)`` against labels (or targets) `y`, computed stably."""
+    return float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(z) else math.nan
+
+
+def platt_scaling(
+    logits: np.ndarray, labels: np.ndarray, problem_ids: Sequence[str] = (), iterations: int = 100
+) -> PlattScaling | None:
+    """Platt scaling of a head's `logits` on held-aside examples: a, b of ``sigmoid(a * z + b)``.
+
+    Maximum likelihood by Newton's method (with step halving; the loss is convex) against
+    Platt's smoothed targets, ``(N+ + 1) / (N+ + 2)`` for a right example and ``1 / (N- + 2)``
+    for a wrong one, so a separable set gives a finite slope. None (keep the head's output)
+    with a single class, or when the fitted slope is not positive: the head then ranks those
+    examples no better than chance, and a decreasing map would reverse what it learned.
+
+    Example:
+        >>> z = np.array([-4.0, -2.0, 0.0, 2.0, 4.0, 6.0])  # an overconfident head
+        >>> s = platt_scaling(z, np.array([0, 0, 1, 0, 1, 1]))
+        >>> 0 < s.a < 1 and s.log_loss_scaled < s.log_loss_head
+        True
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels).astype(np.float64)
+    positives = int(y.sum())
+    if len(z) == 0 or positives in (0, len(y)):
+        return None
+    target = np.where(y > 0.5, (positives + 1) / (positives + 2), 1 / (len(y) - positives + 2))
+    design = np.stack([z, np.ones_like(z)], axis=1)
+    theta = np.array([1.0, 0.0])
+    loss = _log_loss(design @ theta, target)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(design @ theta)))
+        gradient = design.T @ (p - target)
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        shrink = 1.0
+        while shrink > 1e-6:
+            trial = theta - shrink * step
+            trial_loss = _log_loss(design @ trial, target)
+            if trial_loss <= loss:
+                break
+            shrink /= 2
+        else:
+            break
+        theta, done = trial, loss - trial_loss < 1e-12
+        loss = trial_loss
+        if done:
+            break
+    a, b = float(theta[0]), float(theta[1])
+    if not (math.isfinite(a) and math.isfinite(b)) or a <= 0:
+        return None
+    return PlattScaling(
+        a=a,
+        b=b,
+        problem_ids=list(problem_ids),
+        examples=len(y),
+        positives=positives,
+        log_loss_head=_log_loss(z, y),
+        log_loss_scaled=_log_loss(a * z + b, y),
+    )
+
+
 def _short(shortfalls: list[str], force: bool, what: str) -> list[str]:
     """Raise `Underpowered` listing `shortfalls` unless forced; return them (for the card)."""
     if shortfalls and not force:
@@ -537,8 +670,10 @@ def train_probe(
     the probe never saw; early stopping watches the loss on an inner 15% of the training
     problems, so nothing tuned touches the validation problems. Exit, difficulty and
     advantage probes weight classes to balance (LYNX; Arbitrage downsamples instead); a value
-    model is not reweighted, so its output estimates P(right) itself. With an ``advantage``
-    array in the data, ``spearman_val`` reports rho(output, advantage) held out.
+    model is not reweighted, and is then Platt-scaled on the early-stopping problems
+    (`platt_scaling`; none when there are no separate early-stopping problems), so its output
+    estimates P(right) itself. With an ``advantage`` array in the data, ``spearman_val``
+    reports rho(output, advantage) held out.
 
     Raises:
         ConfigError: fewer than two traces, or labels of one class only.
@@ -571,7 +706,8 @@ def train_probe(
     _, stop_p = _split(len(train_p), 0.15, first_right[train_p], seed + 1)
     stop = np.isin(trace_of, np.flatnonzero(np.isin(problem_of, train_p[stop_p])))
     fit = train & ~stop
-    if not stop.any() or not fit.any():
+    held_aside = bool(stop.any() and fit.any())  # early-stopping problems apart from the fitted ones
+    if not held_aside:
         fit, stop = train, train
     shortfalls = [
         f"{label} {have} < {MINIMUM[key]}"
@@ -665,6 +801,13 @@ def train_probe(
         fitted_on=[fitted_on(data, "training")],
     )
     probe = Probe(card, arrays)
+    if kind == "value" and held_aside:
+        traces = meta.get("traces") or []
+        names = list(dict.fromkeys(str(t.get("problem_id", i)) for i, t in enumerate(traces)))
+        stopped = sorted({int(v) for v in problem_of[trace_of[stop]]})
+        probe.card.platt = platt_scaling(
+            probe.logits(x[stop]), y[stop], [names[i] for i in stopped] if len(names) == problems else []
+        )
     p = probe.predict(x[val])
     held = quality(p, y[val], problem_of[trace_of[val]], "validation", seed)
     probe.card.quality = [held]

@@ -15,7 +15,19 @@ from reasoning.probes.conformal import GUARANTEE
 from reasoning.probes.cues import CueSet
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.exit import EXIT_PHRASE
-from reasoning.probes.probe import Probe, ProbeCard, ProbeMismatch, auroc, calibrate, load_probe, train_probe
+from reasoning.probes.probe import (
+    Probe,
+    ProbeCard,
+    ProbeMismatch,
+    _split,
+    auroc,
+    calibrate,
+    load_probe,
+    platt_scaling,
+    problem_of_trace,
+    quality,
+    train_probe,
+)
 from reasoning.strategies.difficulty import DifficultyRouter
 from reasoning.strategies.early_exit import EarlyExit
 
@@ -334,3 +346,105 @@ def test_a_file_of_another_kind_given_as_an_artefact_says_what_it_is(tmp_path) -
     (tmp_path / "atts.safetensors").write_bytes(b"")
     with pytest.raises(ConfigError, match="is an ATTS calibration .*not a probe artefact"):
         Probe.load(calibration)
+
+
+# -- a value model's Platt scaling ------------------------------------------------------------------
+
+
+def value_data(problems: int, samples: int = 2, events: int = 4, seed: int = 0) -> DecisionPoints:
+    """Traces of `problems` problems whose correctness shows (noisily) in feature 0 of every point
+    and of each trace's last token: a value model can only be partly sure."""
+    rng = np.random.default_rng(seed)
+    traces = problems * samples
+    correct = (rng.random(traces) < 0.3).astype(int)
+    trace = np.repeat(np.arange(traces), events)
+    features = rng.normal(size=(len(trace), HIDDEN * len(LAYERS))).astype(np.float32)
+    features[:, 0] += 1.0 * correct[trace]
+    final = rng.normal(size=(traces, HIDDEN * len(LAYERS))).astype(np.float32)
+    final[:, 0] += 1.0 * correct
+    return DecisionPoints(
+        features=features,
+        labels=correct[trace].astype(np.int8),
+        trace=trace.astype(np.int32),
+        position=np.tile(np.arange(1, events + 1), traces).astype(np.int32),
+        prompt_features=rng.normal(size=(traces, HIDDEN * len(LAYERS))).astype(np.float32),
+        trace_correct=correct.astype(np.int8),
+        final_features=final,
+        meta={
+            "model": {"name": SCRIPTED.name, "sha256": SCRIPTED.sha256},
+            "layers": LAYERS,
+            "dataset": f"synthetic-{seed}",
+            "traces": [
+                {"problem_id": f"q{seed}-{t // samples}", "sample": t % samples, "correct": int(correct[t])}
+                for t in range(traces)
+            ],
+        },
+    )
+
+
+def value_examples(data: DecisionPoints) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A value model's examples (every point and every last token), with each one's problem index."""
+    assert data.final_features is not None
+    outcome = data.trace_correct.astype(int)
+    x = np.concatenate([data.features, data.final_features]).astype(np.float32)
+    trace = np.concatenate([data.trace, np.arange(data.traces)])
+    return x, np.concatenate([outcome[data.trace], outcome]), problem_of_trace(data)[trace]
+
+
+def test_a_value_model_is_platt_scaled_on_its_early_stopping_problems_only(tmp_path) -> None:
+    data = value_data(problems=200)
+    probe = train_probe(data, "value", hidden=(), epochs=60, learning_rate=0.05, seed=42, force=True)
+    scaling = probe.card.platt
+    assert scaling is not None and scaling.a > 0 and scaling.split == "early-stopping"
+    ids = [t["problem_id"] for t in data.meta["traces"]]
+    names = list(dict.fromkeys(ids))
+    # the early-stopping problems: an inner split of the training problems, apart from validation
+    first_right = np.array([data.trace_correct[ids.index(n)] for n in names])
+    train_p, val_p = _split(len(names), 0.2, first_right, 42)
+    _, stop_p = _split(len(train_p), 0.15, first_right[train_p], 43)
+    assert sorted(scaling.problem_ids) == sorted(names[i] for i in train_p[stop_p])
+    assert len(scaling.problem_ids) == probe.card.training["early_stopping_problems"] > 0
+    assert not set(scaling.problem_ids) & {names[i] for i in val_p}
+    # a and b are exactly the fit on every example of those problems, and on nothing else
+    x, y, problem = value_examples(data)
+    mine = np.isin(problem, [names.index(i) for i in scaling.problem_ids])
+    assert scaling.examples == int(mine.sum()) and scaling.positives == int(y[mine].sum())
+    again = platt_scaling(probe.logits(x[mine]), y[mine])
+    assert again is not None and (again.a, again.b) == (scaling.a, scaling.b)
+    everything = platt_scaling(probe.logits(x), y)
+    assert everything is not None and (everything.a, everything.b) != (scaling.a, scaling.b)
+    # predict applies it; the card keeps it (format 3); the ranking is the head's own
+    z = probe.logits(x)
+    assert np.allclose(probe.predict(x), 1 / (1 + np.exp(-(scaling.a * z + scaling.b))))
+    assert auroc(probe.predict(x), y) == auroc(z, y)
+    path = probe.save(tmp_path / "value")
+    assert json.loads(path.read_text())["format"] == 3
+    assert np.array_equal(Probe.load(path, SCRIPTED).predict(x[:9]), probe.predict(x[:9]))
+    # a card without it (an exit probe, a value model made before it) stays format 2 and reads
+    # as the head's own sigmoid
+    plain = Probe(probe.card.model_copy(update={"platt": None}), probe.arrays)
+    back = Probe.load(plain.save(tmp_path / "plain"), SCRIPTED)
+    written = json.loads((tmp_path / "plain.json").read_text())
+    assert written["format"] == 2 and "platt" not in written and back.card.platt is None
+    assert np.array_equal(back.predict(x[:9]), 1 / (1 + np.exp(-z[:9])))
+
+
+def test_platt_scaling_fixes_a_deliberately_overconfident_head() -> None:
+    data, fresh = value_data(problems=200, seed=1), value_data(problems=200, seed=2)
+    probe = train_probe(data, "value", hidden=(), epochs=60, learning_rate=0.05, seed=42, force=True)
+    # overconfident and biased upwards: logits 5x too large, shifted by +3
+    arrays = {**probe.arrays, "w0": 5 * probe.arrays["w0"], "b0": 5 * probe.arrays["b0"] + 3}
+    loud = Probe(probe.card.model_copy(update={"platt": None}), arrays)
+    x, y, _ = value_examples(data)
+    xf, yf, problem_f = value_examples(fresh)
+    before = quality(loud.predict(xf), yf, problem_f, "held-out")
+    scaling = platt_scaling(loud.logits(x), y)
+    assert scaling is not None and 0.1 < scaling.a < 0.4 and scaling.b < 0  # shrinks and lowers it
+    fixed = Probe(loud.card.model_copy(update={"platt": scaling}), arrays)
+    after = quality(fixed.predict(xf), yf, problem_f, "held-out")
+    assert before.ece > 0.15 and after.ece < 0.04 and after.brier < before.brier - 0.04
+    assert after.auroc == before.auroc  # a strictly increasing map
+    assert scaling.log_loss_scaled < scaling.log_loss_head
+    # nothing to fit on a single class, and a head that ranks backwards is not flipped
+    assert platt_scaling(loud.logits(x[:5]), np.zeros(5)) is None
+    assert platt_scaling(-loud.logits(x), y) is None

@@ -267,9 +267,10 @@ def build(
 
     Collects `samples` traces of each train problem (resumable: written as they finish), reads
     their hidden states, fits each artefact on the first `fit` share of the problems (a logistic
-    head and an MLP, the better on the validation problems), calibrates the exit rule and
-    measures every artefact on the remaining problems; prints the wall time and the held-out
-    quality (AUROC with its interval, Brier score, reliability).
+    head and an MLP, the better on the validation problems; the value model Platt-scaled on its
+    early-stopping problems), calibrates the exit rule and measures every artefact on the
+    remaining problems; prints the wall time and the held-out quality (AUROC with its
+    interval, Brier score, reliability).
     """
     from dataclasses import asdict
 
@@ -279,7 +280,7 @@ def build(
     from reasoning.probes.cues import DEFAULT_CUES
     from reasoning.probes.data import DecisionPoints
     from reasoning.probes.exit import EXIT_PHRASE
-    from reasoning.probes.probe import Underpowered, calibrate, evaluate, train_probe
+    from reasoning.probes.probe import Probe, Underpowered, calibrate, evaluate, train_probe
 
     started = time.monotonic()
     chosen = load_dataset(dataset, limit=problems, offset=offset)
@@ -292,6 +293,7 @@ def build(
     stem = _stem(work) if work else Path("results/probes") / default_stem
     settings = Collection(DEFAULT_CUES, EXIT_PHRASE, temperature, max_tokens, seed, samples)
     data = _ready_features(stem, chosen, samples, settings, asdict(served))
+    cached = stem if data is not None else None
     if data is None:
         backend = _engine(model, kv_cache_gb, True, dtype, base_url)
 
@@ -329,6 +331,15 @@ def build(
             probe.card.quality.append(evaluate(probe, held, "held-out"))
         if kind == "value":
             probe.card.training["selection_held_out"] = selection_check(probe, held)
+            if probe.card.platt is not None:  # what the head alone would have scored
+                head = Probe(probe.card.model_copy(update={"platt": None}), probe.arrays)
+                alone = evaluate(head, held, "held-out")
+                probe.card.training["unscaled_held_out"] = {
+                    "brier": alone.brier,
+                    "ece": alone.ece,
+                    "reliability": alone.reliability,
+                    "selection": selection_check(head, held),
+                }
         probe.card.training["recipe"] = recipe
         measured = probe.card.quality[-1]  # on the problems held out from fitting
         if not probe.card.underpowered and not measured.auroc_low > 0.5:
@@ -362,7 +373,7 @@ def build(
     wall = time.monotonic() - started
     out.print(f"wall time: {wall:.0f} s  (recipe: {recipe})", highlight=False)
     if rows:
-        (out_path / "BUILD.md").write_text(_build_report(rows, recipe, wall, data), encoding="utf-8")
+        (out_path / "BUILD.md").write_text(_build_report(rows, recipe, wall, data, cached), encoding="utf-8")
     if shortfalls and not force:
         raise Underpowered(
             "the data cannot support these artefacts (not written): "
@@ -630,7 +641,8 @@ def calibrate_command(
         return
     if probe.card.kind == "value":
         raise ConfigError(
-            f"{probe_path} is a value model: it needs no calibration (only its probability is used)"
+            f"{probe_path} is a value model: it needs no conformal rule (only its probability is used), "
+            "and its Platt scaling is fitted when it is trained (on the early-stopping problems)"
         )
     if probe.card.kind == "difficulty":
         raise ConfigError(
@@ -751,14 +763,24 @@ def _finite_or(value: float, default: float = -math.inf) -> float:
     return value if math.isfinite(value) else default
 
 
-def _build_report(rows: list[tuple[str, Any, Path]], recipe: str, wall: float, data: Any) -> str:
-    """BUILD.md: how the artefacts in a folder were made and how good they are."""
+def _build_report(
+    rows: list[tuple[str, Any, Path]], recipe: str, wall: float, data: Any, cached: Path | None = None
+) -> str:
+    """BUILD.md: how the artefacts in a folder were made and how good they are.
+
+    `cached`: the stem of traces and features collected before, which this build only trained on.
+    """
+    spent = (
+        f"training only: the traces and hidden states were read from {cached}, collected before"
+        if cached is not None
+        else "collection, hidden-state reads and training"
+    )
     lines = [
         "# How these artefacts were made",
         "",
         f"    {recipe}",
         "",
-        f"Wall time {wall / 60:.0f} min (collection, hidden-state reads and training) on "
+        f"Wall time {wall / 60:.0f} min ({spent}) on "
         f"{data.traces} traces of {len({t['problem_id'] for t in data.meta.get('traces', [])})} problems "
         f"({data.meta.get('dataset', '')}); {len(data)} decision points, layers {data.meta.get('layers')}.",
         "",
@@ -791,6 +813,34 @@ def _build_report(rows: list[tuple[str, Any, Path]], recipe: str, wall: float, d
                 f"value-weighted vote {picked['value_weighted']:.3f}, "
                 f"value argmax {picked['value_argmax']:.3f}, pass@k {picked['pass_at_k']:.3f}.",
             ]
+        scaling = probe.card.platt if kind == "value" else None
+        if scaling is not None:
+            lines += [
+                "",
+                f"Platt scaling of the value model: P(right) = sigmoid({scaling.a:.4f} * logit "
+                f"{'+' if scaling.b >= 0 else '-'} {abs(scaling.b):.4f}), fitted on the "
+                + (f"{len(scaling.problem_ids)} " if scaling.problem_ids else "")
+                + "early-stopping problems of training "
+                f"({scaling.examples} examples, {scaling.positives} right; the weights were never fitted "
+                f"on them: they only chose the epoch); log loss there {scaling.log_loss_head:.3f} -> "
+                f"{scaling.log_loss_scaled:.3f}. "
+                "It is strictly increasing: AUROC and the value argmax are the head's own.",
+            ]
+            alone = probe.card.training.get("unscaled_held_out")
+            if alone:
+                before = alone.get("selection", {})
+                lines += [
+                    "",
+                    f"The head alone (unscaled) on held-out: Brier {alone['brier']:.3f}, ECE "
+                    f"{alone['ece']:.3f}"
+                    + (f"; value-weighted vote {before['value_weighted']:.3f}" if before else "")
+                    + ". Its reliability (predicted -> observed, examples):",
+                    "",
+                ]
+                lines += [
+                    f"- p {low:.1f}-{high:.1f}: {mean_p:.2f} -> {observed:.2f} ({int(count)})"
+                    for low, high, count, mean_p, observed in alone.get("reliability", [])
+                ]
         if probe.card.quality and probe.card.quality[-1].reliability:
             q = probe.card.quality[-1]
             lines += ["", f"Reliability of {kind} on {q.split} (predicted -> observed, examples):", ""]
