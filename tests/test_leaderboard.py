@@ -401,6 +401,26 @@ def test_run_can_solve_only_the_named_entries(tmp_path: Path) -> None:
     assert code != 0 and "--entry nope: no such entry; entries: greedy, sc" in " ".join(output.split())
 
 
+def test_run_can_solve_only_the_named_models(tmp_path: Path) -> None:
+    spec = board(tmp_path, models={"a": {"kind": "scripted"}, "b": {"kind": "scripted", "script": "b"}})
+    started: list[str] = []
+
+    def start(model: str, hidden: bool) -> ScriptedBackend:
+        started.append(model)
+        return ScriptedBackend(answers)
+
+    with Store.open(spec.store_path) as store:
+        assert run_leaderboard(spec, store, start, console=quiet(), models={"b"}, entries={"greedy"}) == 6
+        assert started == ["b"] and {(c.model, c.entry) for c in store.cells()} == {("b", "greedy")}
+    config = tmp_path / "board.yaml"
+    config.write_text(
+        "name: t\nmodels: {s: {kind: scripted}}\ndatasets: {g: {name: gsm8k, limit: 1}}\n"
+        "entries: [{name: greedy, strategy: single}]\n"
+    )
+    code, output = invoke("leaderboard", "run", str(config), "--model", "nope")
+    assert code != 0 and "--model nope: no such model; models: s" in " ".join(output.split())
+
+
 def test_the_governed_leaderboard_is_valid_and_enters_the_probe_and_search_strategies() -> None:
     from reasoning.evals.leaderboard.spec import read_leaderboard
 

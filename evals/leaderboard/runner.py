@@ -86,11 +86,15 @@ def load_problems(spec: LeaderboardSpec) -> dict[str, list[Problem]]:
     return problems
 
 
-def selected(cells: Sequence[Cell], entries: Collection[str] | None) -> list[Cell]:
-    """The cells of the named `entries` (all when None), with the cells they select over.
+def selected(
+    cells: Sequence[Cell], entries: Collection[str] | None, models: Collection[str] | None = None
+) -> list[Cell]:
+    """The cells of the named `entries` and `models` (all when None), with the cells they select over.
 
     An entry with ``over:`` reads its source's stored samples, so its source runs too.
     """
+    if models is not None:
+        cells = [c for c in cells if c.model in set(models)]
     if entries is None:
         return list(cells)
     wanted = set(entries)
@@ -188,13 +192,15 @@ def run_leaderboard(
     close: Callable[[Any], None] | None = None,
     announce: Callable[[Controller], Any] | None = None,
     entries: Collection[str] | None = None,
+    models: Collection[str] | None = None,
 ) -> int:
     """Solve every unfinished job of `spec` (see the module docstring); returns the jobs solved.
 
     `start` starts a model's backend (by its name in the leaderboard), `close` shuts it down
     once its jobs are done, `announce` is awaited with a controller on it first (the CLI's
     ``engine ready`` line). `entries`: solve only the cells of the entries of these names (a
-    new entry added to a leaderboard whose other entries should wait). Runs its own event loop;
+    new entry added to a leaderboard whose other entries should wait); `models`: only the cells
+    of these models (by their leaderboard names). Runs its own event loop;
     `arun_leaderboard` is the same in a running one.
 
     Raises:
@@ -202,7 +208,16 @@ def run_leaderboard(
         BackendError: A backend failed for good; everything finished is in the store.
     """
     return asyncio.run(
-        arun_leaderboard(spec, store, start, console=console, close=close, announce=announce, entries=entries)
+        arun_leaderboard(
+            spec,
+            store,
+            start,
+            console=console,
+            close=close,
+            announce=announce,
+            entries=entries,
+            models=models,
+        )
     )
 
 
@@ -215,6 +230,7 @@ async def arun_leaderboard(
     close: Callable[[Any], None] | None = None,
     announce: Callable[[Controller], Any] | None = None,
     entries: Collection[str] | None = None,
+    models: Collection[str] | None = None,
 ) -> int:
     """`run_leaderboard` in the running event loop (where the backends' clients live).
 
@@ -222,7 +238,7 @@ async def arun_leaderboard(
         ConfigError: The spec or a dataset is invalid (before any backend starts).
         BackendError: A backend failed for good; everything finished is in the store.
     """
-    cells = selected(spec.cells(), entries)
+    cells = selected(spec.cells(), entries, models)
     problems = load_problems(spec)
     console = console or Console(stderr=True)
     for cell in cells:  # artefacts usable, and fitted on none of the problems the cell solves

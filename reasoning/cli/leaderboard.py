@@ -53,6 +53,13 @@ def run(
             "the rest wait.",
         ),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Solve only the cells of this model (its name in the file; repeatable); the rest wait.",
+        ),
+    ] = None,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -92,8 +99,13 @@ def run(
     unknown = sorted(set(entry or ()) - set(names))
     if unknown:
         errors.append(f"--entry {', '.join(unknown)}: no such entry; entries: {', '.join(names)}")
-    if entry:
-        cells = selected(cells, entry)
+    unknown_models = sorted(set(model or ()) - set(spec.models))
+    if unknown_models:
+        errors.append(
+            f"--model {', '.join(unknown_models)}: no such model; models: {', '.join(sorted(spec.models))}"
+        )
+    if entry or model:
+        cells = selected(cells, entry or None, model or None)
     if ray is not None and spec.deterministic:
         errors.append(
             f"--ray: {config} says deterministic: true, which empties each engine's prefix cache before "
@@ -127,7 +139,14 @@ def run(
     with Store.open(spec.store_path) as opened:
         try:
             solved = run_leaderboard(
-                spec, opened, start, console=err, close=close, announce=announce, entries=entry or None
+                spec,
+                opened,
+                start,
+                console=err,
+                close=close,
+                announce=announce,
+                entries=entry or None,
+                models=model or None,
             )
         except BackendError as exc:
             raise BackendError(
