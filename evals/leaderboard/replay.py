@@ -17,15 +17,16 @@ were decoded deterministically and the rest goes to the engine as a deterministi
 Selections over the same samples read the same hidden states: the value-weighted vote and the
 value argmax apply one value model to the same 8 samples, LT selection and LT weighting the same
 signals. A `ReadMemo` shared by a model's replays computes each probe read once (its key: the
-prompt, the layers, the positions and the head's bytes) and serves the others from memory; each
+prompt, the layers, the positions and the head: a probe by its weights, a function with its
+arguments) and serves the others from memory; each
 entry is still charged the read as if it ran alone, so its costs are what it would cost by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
-import pickle
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
@@ -61,6 +62,7 @@ class ReadMemo:
         """Reads served from memory (the engine computed them once for another entry)."""
         self.misses = 0
         """Reads the engine computed."""
+        self._probes: dict[int, tuple[Any, str]] = {}  # id -> (the probe, kept alive; its digest)
 
     async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
         """The result for `key`: remembered, awaited from the read in flight, or `compute()`."""
@@ -91,10 +93,27 @@ class ReadMemo:
         finally:
             del self._pending[key]
 
+    def head_key(self, head: Any) -> Hashable:
+        """What identifies `head` across entries: equal heads share their reads.
 
-def _digest(head: Any) -> str:
-    """A probe head's identity: the sha256 of its pickle (the same artefact gives the same bytes)."""
-    return hashlib.sha256(pickle.dumps(head)).hexdigest()
+        A probe head by its weights' sha256 and card, a partial by its function and arguments, a
+        function by its name, anything else by itself (equality).
+        """
+        if isinstance(head, functools.partial):
+            return ("partial", self.head_key(head.func), head.args, tuple(sorted(head.keywords.items())))
+        probe = getattr(head, "probe", None)
+        if probe is not None and hasattr(probe, "arrays"):
+            known = self._probes.get(id(probe))
+            if known is None or known[0] is not probe:
+                digest = hashlib.sha256()
+                for name in sorted(probe.arrays):
+                    digest.update(name.encode() + np.ascontiguousarray(probe.arrays[name]).tobytes())
+                digest.update(repr(getattr(probe, "card", "")).encode())
+                known = self._probes[id(probe)] = (probe, digest.hexdigest())
+            return (type(head).__module__, type(head).__qualname__, known[1])
+        if callable(head) and hasattr(head, "__qualname__"):
+            return (getattr(head, "__module__", ""), head.__qualname__)
+        return head  # type: ignore[no-any-return]
 
 
 class ReplayBackend:
@@ -212,7 +231,11 @@ class ReplayBackend:
 
         if self.memo is None:
             return await compute()
-        key = (request.messages, request.prefix, tuple(layers), tuple(positions), _digest(head))
+        key = (request.messages, request.prefix, tuple(layers), tuple(positions), self.memo.head_key(head))
+        try:
+            hash(key)
+        except TypeError:  # a head with unhashable arguments: read without sharing
+            return await compute()
         return await self.memo.get(key, compute)
 
     def prompt_tokens(self, request: Request) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pickle
 from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -220,7 +219,7 @@ class ReplicaServer:
         layers: Sequence[int],
         positions: Sequence[int],
         key: str,
-        head: bytes | None = None,
+        head: Callable[[np.ndarray], Any] | None = None,
         backend: str = "",
     ) -> Any:
         """The head `key` applied to the hidden states of `request`, here; only its output returns.
@@ -230,7 +229,7 @@ class ReplicaServer:
             layers: Layers to read.
             positions: Token positions to read.
             key: The head's content digest (the coordinator's name for it).
-            head: The pickled head, sent with the first call that needs it on this replica.
+            head: The head (Ray serialises it), sent with the first call that needs it on this replica.
             backend: Which backend's states.
 
         Raises:
@@ -238,7 +237,7 @@ class ReplicaServer:
             CapabilityError: The backend cannot give hidden states.
         """
         if head is not None:
-            self._heads[key] = pickle.loads(head)  # sent by this run's own coordinator
+            self._heads[key] = head  # sent by this run's own coordinator
             self.reads["heads"] += 1
             while len(self._heads) > HEADS_KEPT:
                 self._heads.popitem(last=False)

@@ -145,7 +145,7 @@ class ReplicaPool:
         """How requests are spread (``affinity`` or ``round-robin``)."""
         self._pins: dict[str, _Replica] = {}
         self._turn = 0
-        self._digests: dict[Any, tuple[str, bytes]] = {}
+        self._digests: dict[Any, str] = {}
 
     @property
     def name(self) -> str:
@@ -335,7 +335,7 @@ class ReplicaPool:
     ) -> T:
         """`head` applied on `replica` to the hidden states of `request`: only its output returns.
 
-        The head is pickled and sent with the first call that needs it on each replica (and
+        The head goes (Ray serialises it) with the first call that needs it on each replica (and
         again if the replica dropped it); later calls send only its digest, and calls made
         while it is on its way wait for it rather than send it again.
 
@@ -343,7 +343,7 @@ class ReplicaPool:
             ReplicaLost: The replica died.
             CapabilityError: The replica's backend gives no hidden states.
         """
-        key, data = self._digest(head)
+        key = self._digest(head)
         args = (request, list(layers), list(positions), key)
         while True:
             if key in replica.heads:
@@ -357,15 +357,15 @@ class ReplicaPool:
                 continue
             replica.sending[key] = done = asyncio.Event()
             try:
-                mapped = await self.call(replica, "mapped_hidden_states", *args, data, backend)
+                mapped = await self.call(replica, "mapped_hidden_states", *args, head, backend)
                 replica.heads.add(key)
                 return mapped  # type: ignore[no-any-return]
             finally:
                 del replica.sending[key]
                 done.set()
 
-    def _digest(self, head: Callable[[np.ndarray], Any]) -> tuple[str, bytes]:
-        """`head` pickled, and the sha256 of that (remembered for equal heads, e.g. one probe)."""
+    def _digest(self, head: Callable[[np.ndarray], Any]) -> str:
+        """The sha256 of `head` serialised (remembered for equal heads, e.g. one probe)."""
         import ray
 
         try:
@@ -374,8 +374,7 @@ class ReplicaPool:
             known = None
         if known is not None:
             return known
-        data = ray.cloudpickle.dumps(head)
-        known = (hashlib.sha256(data).hexdigest(), data)
+        known = hashlib.sha256(ray.cloudpickle.dumps(head)).hexdigest()
         with contextlib.suppress(TypeError):
             if len(self._digests) >= _DIGESTS_KEPT:
                 self._digests.pop(next(iter(self._digests)))
