@@ -41,6 +41,7 @@ from reasoning.probes.cues import DEFAULT_CUES, CueSet
 from reasoning.probes.data import DecisionPoints
 from reasoning.probes.exit import EXIT_PHRASE, default_layers, read_answer
 from reasoning.problem import default_prompt, question_sha
+from reasoning.record import jsonl_lines
 from reasoning.strategy import request_seed
 from reasoning.trace import Trace
 from reasoning.verifiers.grading import grade_async
@@ -210,7 +211,7 @@ def read_traces(path: Path) -> list[dict[str, Any]]:
         raise DatasetError(f"traces file {path} does not exist")
     traces = []
     text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
+    lines = jsonl_lines(text)
     for number, line in enumerate(lines, 1):
         if line.strip():
             try:

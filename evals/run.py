@@ -31,6 +31,7 @@ from reasoning.errors import (
     ReplicaLost,
     StoreError,
 )
+from reasoning.record import jsonl_lines
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.verifiers.grading import Grade, grade_answer
 
@@ -82,7 +83,7 @@ def read_results(path: str | Path) -> dict[str, Run]:
     if not path.exists():
         return runs
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = jsonl_lines(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not a results file (not UTF-8 text at byte {exc.start})") from None
     except OSError as exc:
@@ -287,7 +288,7 @@ def superseded(output: Path) -> bool:
     A run killed before its final rewrite leaves them (an error row, then its retry); the rewrite
     in dataset order a finished run ends with drops them.
     """
-    lines = [line for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in jsonl_lines(output.read_text(encoding="utf-8")) if line.strip()]
     return len(lines) > len(read_results(output))
 
 

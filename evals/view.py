@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from reasoning import Candidate, Run
 from reasoning.errors import DatasetError
+from reasoning.record import jsonl_lines
 from reasoning.strategies.step_tree import ANSWER_PHRASE
 
 __all__ = [
@@ -103,7 +104,7 @@ def read_records(path: str | Path) -> Records:
     rows = _whole(path, text)
     if rows is None:
         rows = []
-        lines = text.splitlines()
+        lines = jsonl_lines(text)
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -126,7 +127,7 @@ def read_records(path: str | Path) -> Records:
 
 def _whole(path: Path, text: str) -> list[Run] | None:
     """The records of a file that is one JSON value (a record or a list); None for JSONL."""
-    if not text.lstrip().startswith(("{", "[")) or sum(1 for line in text.splitlines() if line.strip()) < 2:
+    if not text.lstrip().startswith(("{", "[")) or sum(1 for line in jsonl_lines(text) if line.strip()) < 2:
         return None  # not JSON, or one line: JSONL, its errors named by line
     try:
         value = json.loads(text)

@@ -16,7 +16,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["CLOCK_FIELDS", "FORMAT_VERSION", "Candidate", "Run", "library_versions", "without_clock"]
+__all__ = [
+    "CLOCK_FIELDS",
+    "FORMAT_VERSION",
+    "Candidate",
+    "Run",
+    "jsonl_lines",
+    "library_versions",
+    "without_clock",
+]
 
 FORMAT_VERSION = 4
 """Bumped whenever a field of `Run` is added or changes meaning or order.
@@ -174,3 +182,19 @@ def without_clock(run: Run) -> dict[str, Any]:
 
     stripped: dict[str, Any] = strip(run.model_dump(mode="json"))
     return stripped
+
+
+def jsonl_lines(text: str) -> list[str]:
+    r"""The lines of a JSON-lines file: split at ``\n`` only (``\r\n`` too).
+
+    ``str.splitlines`` also splits at U+2028, U+2029, U+0085 and other separators that JSON
+    strings may hold unescaped (a model's reply, a question), which would cut a row in two.
+
+    Example:
+        >>> jsonl_lines('{"a": "x\u2028y"}\n{"b": 1}\r\n')
+        ['{"a": "x\u2028y"}', '{"b": 1}']
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]

@@ -36,6 +36,21 @@ def test_solve_dataset_writes_results_and_resumes(tmp_path: Path) -> None:
     assert code == 0 and len(out.read_text().splitlines()) == 5
 
 
+def test_replies_with_unicode_line_separators_read_back_and_resume(tmp_path: Path) -> None:
+    """U+2028, U+2029 and NEL are legal unescaped in JSON strings; a row holding them is one row."""
+    out = tmp_path / "r.jsonl"
+    args = ["solve", "--dataset", "gsm8k", "--limit", "2", "--backend", "scripted"]
+    args += ["--script", "Step\u2028two\u2029three\u0085. \\boxed{18}", "--output", str(out)]
+    code, text = invoke(*args)
+    assert code == 0, text
+    assert "\u2028" in out.read_text(encoding="utf-8")  # written unescaped: the reader must cope
+    code, text = invoke(*args[:4], "3", *args[5:])  # resumes: reads the two rows, adds one
+    assert code == 0, text
+    assert len(out.read_text(encoding="utf-8").split("\n")) == 4  # three rows and the final newline
+    code, text = invoke("view", str(out), "--output", str(tmp_path / "r.html"))
+    assert code == 0, text
+
+
 def test_solve_question_prints_answer() -> None:
     code, text = invoke(
         "solve",

@@ -33,6 +33,7 @@ from reasoning.errors import ConfigError, DatasetError
 from reasoning.evals.leaderboard.stats import paired_bootstrap
 from reasoning.evals.leaderboard.store import ResultRow
 from reasoning.evals.leaderboard.summary import CellStats
+from reasoning.record import jsonl_lines
 
 __all__ = ["Advice", "Allocation", "advise", "difficulty_scores", "split"]
 
@@ -287,7 +288,7 @@ def difficulty_scores(source: str, problems: Sequence[Problem]) -> dict[str, flo
     if not path.is_file():
         raise DatasetError(f"difficulty file {path} does not exist")
     scores: dict[str, float] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), 1):
         if not line.strip():
             continue
         try:
