@@ -421,6 +421,20 @@ def test_run_can_solve_only_the_named_models(tmp_path: Path) -> None:
     assert code != 0 and "--model nope: no such model; models: s" in " ".join(output.split())
 
 
+def test_ray_refuses_a_model_group_before_any_compute(tmp_path: Path) -> None:
+    config = tmp_path / "board.yaml"
+    config.write_text(
+        "name: t\nmodels: {s: {kind: scripted}, pair: {backends: {target: {kind: scripted}, "
+        "draft: {kind: scripted, script: d}}}}\ndatasets: {g: {name: gsm8k, limit: 1}}\n"
+        "entries: [{name: greedy, strategy: single}]\n"
+    )
+    code, output = invoke(
+        "leaderboard", "run", str(config), "--ray", "auto", "--store", str(tmp_path / "s.sqlite")
+    )
+    assert code != 0 and "model group pair cannot run on it" in " ".join(output.split())
+    assert not (tmp_path / "s.sqlite").exists()  # refused before the store opened
+
+
 def test_the_governed_leaderboard_is_valid_and_enters_the_probe_and_search_strategies() -> None:
     from reasoning.evals.leaderboard.spec import read_leaderboard
 

@@ -106,6 +106,12 @@ def run(
         )
     if entry or model:
         cells = selected(cells, entry or None, model or None)
+    groups = sorted({c.model for c in cells if isinstance(spec.models.get(c.model), ModelGroup)})
+    if ray is not None and groups:
+        errors.append(
+            f"--ray replicates one model's engine; model group {', '.join(groups)} cannot run on it: "
+            "run those cells without --ray (--model NAME selects the others)"
+        )
     if ray is not None and spec.deterministic:
         errors.append(
             f"--ray: {config} says deterministic: true, which empties each engine's prefix cache before "
