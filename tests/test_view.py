@@ -384,6 +384,8 @@ def test_the_page_draws_the_tree_and_filters_in_a_headless_browser(results: Path
         assert f'data-problem="{shown[0]}"' in dom and f'data-status="{status}"' in dom
         assert re.search(rf'data-filter="{status}" aria-pressed="true"', dom)
     assert "ConfigError: scripted failure" in draw(page, "#filter=error")[1]
+    body, dom, console = draw(page, "#filter=bogus&p=%E0%A4%A")  # a malformed address: ignored
+    assert console == "" and 'data-errors="0"' in body and len(rows(dom)) == 4, console
 
     body, dom, console = draw(page, "#p=race")
     assert console == "" and 'data-errors="0"' in body, console
