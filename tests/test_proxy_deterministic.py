@@ -9,7 +9,6 @@ made deterministic (an upstream server) refused before anything starts.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 from collections.abc import AsyncGenerator
@@ -23,6 +22,7 @@ from test_proxy import client, serving
 from test_proxy_cli import command
 
 from reasoning import Chunk, Request, ScriptedBackend
+from reasoning.concurrency import run_all
 from reasoning.controller import _TURNS
 from reasoning.errors import ConfigError
 from reasoning.evals.run import read_results
@@ -94,7 +94,7 @@ async def test_requests_are_solved_one_at_a_time_each_from_an_empty_cache(tmp_pa
         httpx.AsyncClient(base_url=url, timeout=60) as http,
     ):
         bodies = [{"model": "m", "messages": ASK, "seed": i, "stream": i % 2 == 0} for i in range(6)]
-        responses = await asyncio.gather(*(http.post("/chat/completions", json=b) for b in bodies))
+        responses = await run_all(*(http.post("/chat/completions", json=b) for b in bodies))
     assert [r.status_code for r in responses] == [200] * 6
     assert backend.peak_streaming == 1
     assert backend.prefix_resets == 6
