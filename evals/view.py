@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from reasoning import Candidate, Run
 from reasoning.errors import DatasetError
-from reasoning.record import jsonl_lines
+from reasoning.record import FORMAT_VERSION, jsonl_lines
 from reasoning.strategies.step_tree import ANSWER_PHRASE
 
 __all__ = [
@@ -83,7 +83,8 @@ def read_records(path: str | Path) -> Records:
 
     A row replaced by a later row of the same problem and configuration (a resumed run retried
     it) is left out; a last line cut short without its newline (a run still writing) is skipped
-    with a note. Any other line that is not a record is an error.
+    with a note. Any other line that is not a record (a JSON object with a ``format_version``
+    from 1 to `FORMAT_VERSION`, valid as a `Run`) is an error.
 
     Raises:
         DatasetError: `path` is missing, unreadable or holds no record; a line is not a record
@@ -109,12 +110,16 @@ def read_records(path: str | Path) -> Records:
             if not line.strip():
                 continue
             try:
-                rows.append(_record(json.loads(line)))
-            except (ValueError, TypeError) as exc:
+                value = json.loads(line)
+            except ValueError as exc:
                 if number == len(lines) and not text.endswith("\n"):
                     notes.append(f"{path}:{number}: skipped a truncated last line (a run still writing?)")
                     continue
                 raise DatasetError(f"{path}:{number}: not a run record ({_why(exc)})") from None
+            try:
+                rows.append(_record(value))
+            except (ValueError, TypeError) as exc:
+                raise DatasetError(f"{path}:{number}: {_what(exc)}") from None
     if not rows:
         raise DatasetError(f"{path}: holds no run records")
     latest: dict[tuple[str, ...], Run] = {}
@@ -140,14 +145,42 @@ def _whole(path: Path, text: str) -> list[Run] | None:
             runs.append(_record(item))
         except (ValueError, TypeError) as exc:
             where = f"item {i}" if isinstance(value, list) else "its record"
-            raise DatasetError(f"{path}: {where} is not a run record ({_why(exc)})") from None
+            raise DatasetError(f"{path}: {where}: {_what(exc)}") from None
     return runs
 
 
+class _Said(ValueError):
+    """Why a JSON object is not a readable run record, said in full."""
+
+
 def _record(value: Any) -> Run:
+    """The run record `value`: a JSON object with a known ``format_version`` (every row has one).
+
+    Raises:
+        TypeError: `value` is not an object.
+        ValueError: It does not validate as a `Run`; `_Said`: it has no ``format_version``, or
+            one this version of the library does not know.
+    """
     if not isinstance(value, dict):
         raise TypeError(f"a JSON {type(value).__name__}, not an object")
+    if "format_version" not in value:
+        fields = ", ".join(list(value)[:5]) or "none"
+        raise _Said(
+            f"not a run record: no format_version field (its fields: {fields}); expected rows as "
+            "`reasoning solve --output` writes them (format_version, problem_id, answer, candidates, ...)"
+        )
+    version = value["format_version"]
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        raise _Said(
+            f"a run record of unknown format_version {version!r}: this version of reasoning reads "
+            f"versions 1 to {FORMAT_VERSION} (written by a newer reasoning? upgrade it)"
+        )
     return Run.model_validate(value)
+
+
+def _what(exc: BaseException) -> str:
+    """What is wrong with a value that is not a readable run record."""
+    return str(exc) if isinstance(exc, _Said) else f"not a run record ({_why(exc)})"
 
 
 def _why(exc: BaseException) -> str:

@@ -211,13 +211,18 @@ def test_a_resumed_run_shows_each_problem_s_last_row(tmp_path: Path) -> None:
     assert records.notes == ["1 rows replaced by a later row of the same problem left out"]
 
 
+A = '{"format_version": 4, "problem_id": "a"}'
+"""The smallest run record."""
+
+
 @pytest.mark.parametrize(
     ("content", "where", "why"),
     [
-        ('{"problem_id": "a"}\nnot json\n{"problem_id": "b"}\n', ":2:", "invalid JSON"),
-        ('{"problem_id": "a"}\n{"question": "no id"}\n', ":2:", "problem_id: field required"),
-        ('{"problem_id": "a"}\n\n[1, 2]\n', ":3:", "a JSON list, not an object"),
-        ('{"problem_id": "a", "candidates": "many"}\n', ":1:", "candidates: input should be a valid list"),
+        (f"{A}\nnot json\n{A}\n", ":2:", "invalid JSON"),
+        (f'{A}\n{{"format_version": 4, "question": "no id"}}\n', ":2:", "problem_id: field required"),
+        (f"{A}\n\n[1, 2]\n", ":3:", "a JSON list, not an object"),
+        (f'{A[:-1]}, "candidates": "many"}}\n', ":1:", "candidates: input should be a valid list"),
+        (f'{A}\n{{"problem_id": "b"}}\n', ":2:", "no format_version field (its fields: problem_id)"),
     ],
 )
 def test_a_line_that_is_no_record_is_named_by_file_and_line(
