@@ -320,6 +320,11 @@ class LeaderboardSpec(Settings):
                 name = entry.name or strategy_name
                 label = " ".join([name, *(f"{k}={_value(v)}" for k, v in swept.items())])
                 for model in entry.models or list(self.models):
+                    missing = self._missing_backends(strategy, model)
+                    if missing:
+                        if f"{where}: {missing}" not in errors:  # once, not once per sweep point
+                            errors.append(f"{where}: {missing}")
+                        continue
                     for dataset in entry.datasets or list(self.datasets):
                         cell = Cell("", name, label, model, dataset, strategy, budget, swept, entry.limit)
                         cell = dataclasses.replace(cell, over_label=entry.over)
@@ -348,6 +353,34 @@ class LeaderboardSpec(Settings):
         if errors:
             raise ConfigError(f"invalid leaderboard {self.name}: " + "; ".join(errors))
         return cells
+
+    def _missing_backends(self, strategy: Strategy, model: str) -> str | None:
+        """What `strategy` lacks on `model` of the named backends it calls (None: nothing).
+
+        A strategy that calls named backends (`backends_needed`: spec-reason's draft and target,
+        a judge_backend, ...) runs only on a model group that has them; a leaderboard serves no
+        process reward model (``scorer=prm``).
+        """
+        from reasoning.strategies.named_backends import backends_needed, reward_backends_needed
+
+        rewards = reward_backends_needed(strategy)
+        if rewards:
+            return (
+                f"scorer=prm scores steps with a process reward model (backend {', '.join(rewards)}), "
+                "which a leaderboard does not serve: use scorer=judge or scorer=value"
+            )
+        spec = self.models[model]
+        has = set(spec.backends) if isinstance(spec, ModelGroup) else set()
+        missing = [name for name in backends_needed(strategy) if name not in has]
+        if not missing:
+            return None
+        shown = " and ".join(repr(name) for name in missing)
+        current = f"a group of {', '.join(spec.backends)}" if isinstance(spec, ModelGroup) else "one backend"
+        return (
+            f"it calls backends named {shown}, and model {model!r} is {current}: run it on a model "
+            f"group that has them (models.<name>.backends.{missing[0]}, ...), or name such models in the "
+            "entry's models"
+        )
 
     def _resolve_over(self, cells: list[Cell], errors: list[str]) -> list[Cell]:
         """Cells selecting over another entry's samples, keyed by that cell's key too."""

@@ -106,6 +106,8 @@ def run(
         )
     if entry or model:
         cells = selected(cells, entry or None, model or None)
+    if ray is not None and not ray.strip():
+        errors.append(f"--ray {ray!r} is empty: give auto (a local cluster) or a cluster's HOST:PORT")
     groups = sorted({c.model for c in cells if isinstance(spec.models.get(c.model), ModelGroup)})
     if ray is not None and groups:
         errors.append(

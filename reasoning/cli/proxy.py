@@ -337,6 +337,10 @@ def _group_names(
 ) -> list[str]:
     """The backend names of the model group the options ask for (empty: one model)."""
     names = list(urls) if isinstance(urls, dict) else list(models) if isinstance(models, dict) else []
+    if group is not None and not group.strip():
+        raise ConfigError(
+            f"--group {group!r} is empty: name the model group (or leave --group out: {DEFAULT_GROUP})"
+        )
     if isinstance(models, dict) and isinstance(urls, dict) and set(models) - set(urls):
         raise ConfigError(f"--model names {', '.join(sorted(set(models) - set(urls)))}, with no --base-url")
     if isinstance(urls, dict) and isinstance(models, str):
@@ -361,7 +365,8 @@ def _strategy_check(spec: str, limits: Any, names: list[str] | None = None) -> N
     """
     import reasoning.strategies  # noqa: F401  (registers the built-in strategies)
     from reasoning.compose import build
-    from reasoning.serving.proxy import ProxyError, backends_needed
+    from reasoning.serving.proxy import ProxyError
+    from reasoning.strategies.named_backends import backends_needed, reward_backends_needed
 
     try:
         strategy = build(spec)
@@ -371,6 +376,13 @@ def _strategy_check(spec: str, limits: Any, names: list[str] | None = None) -> N
             f"--strategy {spec}: {exc} (raise --max-n or --max-tokens, or ask for less)"
         ) from None
     needed = backends_needed(strategy)
+    rewards = reward_backends_needed(strategy)
+    if rewards:  # a group's --model starts a generative engine, never a PRM's pooling one
+        raise ConfigError(
+            f"--strategy {spec} scores steps with a process reward model (scorer=prm, backend "
+            f"{', '.join(rewards)}), which the proxy does not serve: use scorer=judge or scorer=value, "
+            "or run it with reasoning solve --prm PATH"
+        )
     missing = [name for name in needed if name not in (names or [])]
     if missing:
         flags = " ".join(f"--model {name}=MODEL" for name in needed)
@@ -405,6 +417,8 @@ def _options_check(
     unused = [option for option, (set_, applies) in given.items() if set_ and applies != kind]
     if unused:
         raise ConfigError(f"{', '.join(unused)}: not used by --backend {kind}")
+    if kind == "openai" and not base_url:
+        raise ConfigError("--backend openai needs --base-url (the URL `reasoning serve` printed)")
     if seconds_per_token < 0:
         raise ConfigError(f"--script-seconds-per-token must be >= 0, got {seconds_per_token}")
 

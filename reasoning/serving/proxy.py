@@ -96,6 +96,7 @@ from reasoning.compose import build, parse, spec_of
 from reasoning.concurrency import task_group
 from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
 from reasoning.serving.metrics import CONTENT_TYPE, UNKNOWN, ProxyMetrics
+from reasoning.strategies.named_backends import backends_needed
 
 __all__ = [
     "DETERMINISTIC_SEED",
@@ -466,36 +467,6 @@ def create_app(backend: Backend | Mapping[str, Backend], settings: ProxySettings
         return Response(server.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
-
-
-def backends_needed(strategy: object) -> list[str]:
-    """The named backends `strategy` and the strategies it composes call (empty: any one backend).
-
-    The draft/target strategies (spec-reason, spec-thinking: their ``draft`` and ``target``;
-    atts and arbitrage: ``draft`` and ``target``, and arbitrage's ``judge`` with the judge
-    router) and every parameter ``*_backend`` that names one (best-of-n's ``judge_backend``,
-    genrm's ``verify_backend``, a step search's ``scorer_backend``).
-    """
-    from reasoning.strategies import ATTS, Arbitrage
-    from reasoning.strategies.arbitrage import DRAFT, TARGET
-    from reasoning.strategies.speculative_steps import Speculative
-
-    found: list[str] = []
-    if not dataclasses.is_dataclass(strategy) or isinstance(strategy, type):
-        return found
-    if isinstance(strategy, Speculative):
-        found += [strategy.draft, strategy.target]
-    elif isinstance(strategy, ATTS | Arbitrage):
-        found += [DRAFT, TARGET]
-        if isinstance(strategy, Arbitrage) and strategy.router == "judge":
-            found.append(strategy.judge)
-    for f in dataclasses.fields(strategy):
-        value = getattr(strategy, f.name)
-        if f.name.endswith("_backend") and isinstance(value, str) and value:
-            found.append(value)
-        elif dataclasses.is_dataclass(value) and STRATEGIES.holds(type(value)):
-            found += backends_needed(value)
-    return list(dict.fromkeys(found))
 
 
 def _group_only(name: str) -> bool:
