@@ -178,9 +178,24 @@ class RunSpec(Settings):
                 raise ValueError("--prm is served as backend 'prm': no --model may be named prm")
         if self.ray is None and self.replicas is not None:
             raise ValueError("replicas needs ray (--ray auto or --ray HOST:PORT)")
+        if self.ray is not None and not self.ray.strip():
+            raise ValueError(
+                f"--ray {self.ray!r} (ray) is empty: give auto (a local cluster) or a cluster's HOST:PORT"
+            )
         if self.ray is not None and self.backends:
             raise ValueError("ray replicates one backend (and --prm beside it): give one --model")
         servers = any(b.kind == "openai" for b in self.named().values())
+        if self.ray is not None and servers:  # refused before the server is asked anything
+            raise ValueError(
+                "--ray (ray) starts engine replicas in process (--backend vllm) or scripted ones (--backend "
+                "scripted); a running server (--base-url) cannot be replicated from here: drop one of them"
+            )
+        if self.deterministic and self.concurrency not in (None, 1):
+            raise ValueError(
+                f"--concurrency {self.concurrency} (concurrency): --deterministic solves one problem at a "
+                "time (a problem sharing the engine's batches with another would not repeat); drop "
+                "--concurrency"
+            )
         if self.deterministic and (self.ray is not None or servers):
             raise ValueError(
                 "--deterministic empties each engine's prefix cache before each problem: it needs "
@@ -204,6 +219,54 @@ class RunSpec(Settings):
         return load_dataset(
             data.name, limit=data.limit, offset=data.offset, fields=data.fields, seed=seed, graded=data.grade
         )
+
+    def check_backends(self, strategy: Strategy, what: str) -> None:
+        """Refuse `strategy` if it calls named backends this run does not start (`backends_needed`).
+
+        Called before any backend starts; `what` names the strategy (``--strategy spec-reason``).
+
+        Raises:
+            ConfigError: Names each missing backend and the flag (and run-spec field) that
+                supplies it: ``--model NAME=MODEL`` (``backends``) for a model, ``--prm PATH``
+                (``prm``) for the process reward model of ``scorer=prm``.
+        """
+        from reasoning.strategies.named_backends import (
+            PRM_BACKEND,
+            backends_needed,
+            reward_backends_needed,
+        )
+
+        rewards = reward_backends_needed(strategy)
+        has = set(self.models()) - {""}
+        problems = []
+        for name in rewards:
+            if name != PRM_BACKEND:
+                problems.append(
+                    f"its process reward model (scorer=prm) is named {name!r}, but a run serves one only "
+                    f"as {PRM_BACKEND!r} (--prm PATH; run spec field prm): drop scorer_backend={name}"
+                )
+            elif self.prm is None:
+                problems.append(
+                    f"its process reward model (scorer=prm) is backend {PRM_BACKEND!r}: serve one with "
+                    "--prm PATH (run spec field prm; a Qwen2.5-Math-PRM-format folder)"
+                )
+        missing = [name for name in backends_needed(strategy) if name not in has and name not in rewards]
+        if missing:
+            shown = " and ".join(repr(name) for name in missing)
+            flags = " ".join(f"--model {name}=MODEL" for name in missing)
+            fields = ", ".join(f"backends.{name}" for name in missing)
+            current = (
+                f"this run has backends {', '.join(sorted(has))}"
+                if has
+                else "this run has one unnamed backend"
+            )
+            problems.append(
+                f"it calls backends named {shown}, and {current}: give them with {flags} (or "
+                f"--base-url NAME=URL; run spec fields {fields})"
+                + ("; --ray replicates one backend: run it without --ray" if self.ray is not None else "")
+            )
+        if problems:
+            raise ConfigError(f"{what}: " + "; ".join(problems))
 
     def named(self) -> dict[str, VLLMEngine | ServerBackend | ScriptedReply]:
         """The run's backends by name, the PRM left out (``""``: the one unnamed backend)."""

@@ -314,7 +314,27 @@ def spec_of(config: Path | None, flags: Mapping[str, Any]) -> RunSpec:
         spec["backend"] = with_settings(spec["backend"], settings)
     if spec.get("backends"):
         spec["backends"] = {name: with_settings(b, settings) for name, b in spec["backends"].items()}
-    return RunSpec.model_validate(spec)
+    run = RunSpec.model_validate(spec)
+    _refuse_unused(run, engine, flags)
+    return run
+
+
+def _refuse_unused(run: RunSpec, engine: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
+    """Refuse a backend flag that no backend of `run` would use (it would be silently ignored).
+
+    Raises:
+        ConfigError: Names the flags and the run's backends.
+    """
+    kinds = sorted({b.kind for b in run.named().values()})
+    backends = "/".join(kinds)
+    if engine and "vllm" not in kinds:
+        given = ", ".join(f"--{key.replace('_', '-')}" for key in engine)
+        raise ConfigError(
+            f"{given}: in-process engine options (--backend vllm), not used by --backend {backends}; "
+            "drop them"
+        )
+    if flags.get("script") is not None and "scripted" not in kinds:
+        raise ConfigError(f"--script: the scripted backend's reply, not used by --backend {backends}")
 
 
 def execute(spec: RunSpec) -> None:
@@ -336,6 +356,10 @@ def execute(spec: RunSpec) -> None:
 
     load_strategies(spec.imports)
     arms = _arms(spec)
+    for arm in arms:  # named backends the run lacks: refused before anything starts
+        spec.check_backends(
+            arm.strategy, f"--baseline {spec.baseline}" if arm is not arms[-1] else _flags(spec)
+        )
     problems = spec.problems()
     for arm in arms:
         if arm.output is not None:
@@ -430,6 +454,11 @@ def _arms(spec: RunSpec) -> list[_Arm]:
     if len({arm.output for arm in arms if arm.output is not None}) < sum(a.output is not None for a in arms):
         raise ConfigError("--baseline and the strategy would write the same results file; pass --output")
     return arms
+
+
+def _flags(spec: RunSpec) -> str:
+    """The strategy as flags say it: ``--strategy NAME -p k=v ...``."""
+    return " ".join([f"--strategy {spec.strategy}", *(f"-p {k}={v}" for k, v in spec.params.items())])
 
 
 def _budget_lines(items: list[str]) -> dict[str, dict[str, float]]:
