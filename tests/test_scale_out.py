@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -25,12 +25,15 @@ from conftest import invoke
 from reasoning import (
     BackendError,
     BackendUnavailable,
+    Chunk,
     ConfigError,
     Controller,
+    Message,
     Problem,
     ReplicaLost,
     Request,
     Run,
+    Sampling,
     ScriptedBackend,
     collect,
 )
@@ -411,3 +414,34 @@ async def test_one_engine_replica_beside_a_scripted_one(cluster: None, tmp_path:
     assert counts["replica-0"]["delivered_tokens"] == tokens  # every token decoded is in a record
     assert counts["replica-0"]["decoded_tokens"] == tokens  # and none was decoded for nobody
     assert 0 < tokens <= 2 * 16 * len(on_engine)
+
+
+class Overloaded(ScriptedBackend):
+    """Built inside a replica: every call fails with a retryable error naming its engine."""
+
+    def __init__(self) -> None:
+        super().__init__(["unused"])
+
+    def _fail(self) -> BackendError:
+        return BackendError("engine overloaded", retryable=True, backend="engine-x")
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        raise self._fail()
+        yield  # an async generator, as a backend's stream is
+
+    def prompt_tokens(self, request: Request) -> int:
+        raise self._fail()
+
+
+async def test_a_replicas_backend_error_keeps_its_class_retryable_and_backend(cluster: None) -> None:
+    """Through a stream and through a blocking call, the driver gets the replica's error itself:
+    a retryable one fails one problem, as on one engine, instead of stopping the run."""
+    request = Request((Message("user", "2+2?"),), Sampling(max_tokens=4))
+    with pool_of(Overloaded) as pool:
+        with pytest.raises(BackendError) as streamed:
+            await collect(pool, request)
+        with pytest.raises(BackendError) as counted:
+            pool.prompt_tokens_on(pool.live[0], request)
+    for raised in (streamed.value, counted.value):
+        assert type(raised) is BackendError, type(raised)  # not Ray's wrapper
+        assert (raised.retryable, raised.backend, str(raised)) == (True, "engine-x", "engine overloaded")

@@ -298,11 +298,23 @@ class ReplicaPool:
                     ray.cancel(refs)
 
     def _cause(self, replica: _Replica, exc: BaseException) -> Exception:
-        """The error a replica's backend raised (Ray wraps it), as itself."""
+        """The error a replica's backend raised (Ray wraps it), as itself.
+
+        A `BackendError` keeps its class, ``retryable`` and ``backend``: whether the run goes on
+        past it (a retryable one fails one problem) is decided as on one engine. Where Ray could
+        not carry the error itself, a `BackendError` naming the replica stands in, keeping what
+        Ray's wrapper still says of ``retryable`` and ``backend``.
+        """
+        import ray
+
         cause = getattr(exc, "cause", None)
-        if isinstance(cause, Exception):
+        if isinstance(cause, Exception) and not isinstance(cause, ray.exceptions.RayError):
             return cause
-        return BackendError(f"engine replica {replica.name} failed: {exc}", backend=self.name)
+        return BackendError(
+            f"engine replica {replica.name} failed: {cause or exc}",
+            retryable=bool(getattr(cause, "retryable", getattr(exc, "retryable", False))),
+            backend=str(getattr(cause, "backend", "") or self.name),
+        )
 
     async def call(self, replica: _Replica, method: str, *args: Any) -> Any:
         """Call `replica`'s `method` (a `ReplicaServer` method) and return its result.
@@ -399,6 +411,7 @@ class ReplicaPool:
 
         Raises:
             ReplicaLost: The replica died.
+            BackendError: What the replica's backend raised, as itself (it cannot count tokens).
         """
         import ray
 
@@ -406,6 +419,8 @@ class ReplicaPool:
             return int(ray.get(replica.actor.prompt_tokens.remote(request, backend), timeout=120))
         except _lost_errors() as exc:
             raise self._lose(replica, exc) from None
+        except ray.exceptions.RayTaskError as exc:  # the replica's backend raised: its error, as itself
+            raise self._cause(replica, exc) from None
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Each live replica's own counts (`ReplicaServer.counts`), by replica name."""
