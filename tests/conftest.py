@@ -1,4 +1,6 @@
+import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -8,6 +10,43 @@ from reasoning import Problem
 @pytest.fixture
 def problem() -> Problem:
     return Problem(id="p1", question="What is 2+2?", answer="4")
+
+
+@pytest.fixture
+def ray_cluster() -> Any:
+    """A local Ray cluster (2 CPUs), shared by every test that asks for it; the `ray` module.
+
+    The first such test starts it and it stays up until the last such test of the session
+    has run (`pytest_runtest_teardown` below), so the ray modules start one cluster, not one
+    each.
+    """
+    ray = pytest.importorskip("ray")
+    from reasoning.backends.replicas import connect
+
+    connect("auto", num_cpus=2)  # nothing to do while this process is connected already
+    return ray
+
+
+def _needs_ray(item: pytest.Item) -> bool:
+    return "ray_cluster" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Shut the shared Ray cluster down after the last test of the session that uses it."""
+    if not _needs_ray(item) or "ray" not in sys.modules:
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1 :] if item in items else []
+    if nextitem is None or not any(_needs_ray(i) for i in later):
+        sys.modules["ray"].shutdown()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A run stopped early (``-x``, Ctrl-C) still shuts the shared Ray cluster down."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

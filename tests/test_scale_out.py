@@ -1,9 +1,9 @@
 """Scale-out over engine replicas on a local Ray cluster (`reasoning.backends.replicas`).
 
 The fast tests run scripted replicas (`ScriptedBackend` inside Ray actors) on a local Ray
-cluster started once for the module; the engine test runs one real engine replica beside a
-scripted one. Assertions are on mechanisms (where requests went, what the results file holds),
-never on timings or the model's answers.
+cluster started once for all the ray tests of a session (`ray_cluster` in conftest.py); the
+engine test runs one real engine replica beside a scripted one. Assertions are on mechanisms
+(where requests went, what the results file holds), never on timings or the model's answers.
 """
 
 from __future__ import annotations
@@ -66,15 +66,12 @@ def doubling(request: Request, number: int) -> str:
     return f"so \\boxed{{{2 * i}}}"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    """A local Ray cluster for the module (2 CPUs), shut down at the end."""
+@pytest.fixture
+def cluster(ray_cluster: object) -> None:
+    """The session's local Ray cluster (`ray_cluster` in conftest.py, 2 CPUs)."""
     # The scripts above are functions of this test module, which Ray's workers cannot import:
     # ship them by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    connect("auto", num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def scripted(script: object, seconds_per_token: float = 0.0) -> partial[ScriptedBackend]:
@@ -330,7 +327,7 @@ def test_engine_replicas_of_a_local_cluster_get_their_own_cores(
     monkeypatch.delenv("REASONING_DEFAULT_OMP_BIND", raising=False)
     configure_cpu_environment()  # an engine started in this process earlier: its binding is ours
 
-    assert scale_out._on_this_machine_only()  # the module's cluster is this machine alone
+    assert scale_out._on_this_machine_only()  # the session's cluster is this machine alone
     engine = EngineConfig()
     assert scale_out.split_cores([engine, engine], 2) == [
         {"VLLM_CPU_OMP_THREADS_BIND": "0"},
@@ -352,7 +349,7 @@ def test_a_malformed_ray_address_is_a_config_error() -> None:
 
 
 def test_an_unreachable_ray_address_is_a_clear_error(tmp_path: Path) -> None:
-    """In a subprocess: this process is connected to the module's cluster already."""
+    """In a subprocess: this process is connected to the session's cluster already."""
     command = [
         sys.executable, "-m", "reasoning.cli", "solve", "--question", "2+2?", "--backend", "scripted",
         "--ray", "127.0.0.1:1",

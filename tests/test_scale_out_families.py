@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from reasoning.strategies.lt_select import LTSelect
 ray = pytest.importorskip("ray")
 
 from reasoning.backends import replica_server  # noqa: E402  (after the skip: the pool needs Ray)
-from reasoning.backends.replicas import ReplicaPool, connect, replica_spec, start_replicas  # noqa: E402
+from reasoning.backends.replicas import ReplicaPool, replica_spec, start_replicas  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -50,13 +50,10 @@ def doubled(request: Request) -> int:
     return 2 * int(request.messages[-1].content.split("What is ")[1].split(" ")[0])
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    """A local Ray cluster for the module (2 CPUs), shut down at the end."""
+@pytest.fixture
+def cluster(ray_cluster: object) -> None:
+    """The session's local Ray cluster (`ray_cluster` in conftest.py, 2 CPUs)."""
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the scripts below, by value
-    connect("auto", num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def pool_of(*specs: Any, **options: Any) -> ReplicaPool:
