@@ -13,6 +13,24 @@ def problem() -> Problem:
 
 
 @pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread while a test trains a probe on a few hundred rows.
+
+    Ops that small gain nothing from a second thread, and on a busy machine (CI's two cores,
+    an engine beside the tests) every op waits for the other thread to be scheduled: a probe
+    build ran 4x slower on two threads than on one. The count is restored afterwards.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
 def ray_cluster() -> Any:
     """A local Ray cluster (2 CPUs), shared by every test that asks for it; the `ray` module.
 

@@ -328,6 +328,7 @@ def test_data_with_advantages_round_trips(tmp_path) -> None:
     assert part.advantage is not None and len(part.advantage) == len(part) == 12
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 async def test_trained_and_calibrated_router_routes_the_bad_steps(tmp_path) -> None:
     train, calib = synthetic(0), synthetic(1)
     train.save(tmp_path / "train")
@@ -351,6 +352,7 @@ async def test_trained_and_calibrated_router_routes_the_bad_steps(tmp_path) -> N
     assert run.answer == "4" and run.candidates[0].scores["escalated"] == 2
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_router_calibration_refuses_other_models_and_kinds(tmp_path) -> None:
     probe = train_probe(synthetic(0), "advantage", hidden=(), **FAST)
     other = synthetic(1)
@@ -370,6 +372,7 @@ def test_router_calibration_refuses_other_models_and_kinds(tmp_path) -> None:
     assert load_probe(path, DRAFT_MODEL, "advantage").card.router is not None
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_probe_cli_trains_and_calibrates_a_router(tmp_path) -> None:
     synthetic(0).save(tmp_path / "train")
     synthetic(1).save(tmp_path / "calib")

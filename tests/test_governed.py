@@ -190,6 +190,7 @@ def synthetic(problems: int, samples: int = 2, events: int = 4, seed: int = 0) -
     )
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_too_little_data_is_refused_and_forced_artefacts_say_so() -> None:
     small = synthetic(problems=30)
     with pytest.raises(Underpowered, match=r"problems 30 < 100.*validation problems 6 < 20"):
@@ -199,6 +200,7 @@ def test_too_little_data_is_refused_and_forced_artefacts_say_so() -> None:
     assert MINIMUM["problems"] == 100
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_a_value_model_learns_outcomes_with_quality_and_provenance() -> None:
     data = synthetic(problems=130)
     probe = train_probe(data, "value", hidden=(), epochs=80, learning_rate=0.05)
@@ -434,6 +436,7 @@ def test_an_edited_card_is_refused(tmp_path: Path) -> None:
 # -- the build recipe (no engine: its features already collected) -----------------------------------
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_build_fits_calibrates_and_measures_on_disjoint_problems(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -588,6 +591,7 @@ def test_an_entry_that_fails_every_problem_fails_the_run_after_storing_the_rest(
         assert len(store.results(greedy.key)) == 2
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_probe_commands_refuse_the_wrong_data_and_bad_sizes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -150,6 +150,7 @@ def test_decision_points_round_trip_and_detect_tampering(tmp_path) -> None:
         DecisionPoints.load(tmp_path / "nothing")
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_train_reports_held_out_auroc_and_saves_a_self_describing_artefact(tmp_path) -> None:
     train = synthetic(seed=0)
     train.save(tmp_path / "train")
@@ -198,6 +199,7 @@ def test_a_probe_for_another_model_is_refused(tmp_path) -> None:
         load_probe(path, "scripted", "difficulty")
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_calibration_refuses_the_training_data(tmp_path) -> None:
     train = synthetic()
     train.save(tmp_path / "train")
@@ -391,6 +393,7 @@ def value_examples(data: DecisionPoints) -> tuple[np.ndarray, np.ndarray, np.nda
     return x, np.concatenate([outcome[data.trace], outcome]), problem_of_trace(data)[trace]
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_a_value_model_is_platt_scaled_on_its_early_stopping_problems_only(tmp_path) -> None:
     data = value_data(problems=200)
     probe = train_probe(data, "value", hidden=(), epochs=60, learning_rate=0.05, seed=42, force=True)
@@ -429,6 +432,7 @@ def test_a_value_model_is_platt_scaled_on_its_early_stopping_problems_only(tmp_p
     assert np.array_equal(back.predict(x[:9]), 1 / (1 + np.exp(-z[:9])))
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_platt_scaling_fixes_a_deliberately_overconfident_head() -> None:
     data, fresh = value_data(problems=200, seed=1), value_data(problems=200, seed=2)
     probe = train_probe(data, "value", hidden=(), epochs=60, learning_rate=0.05, seed=42, force=True)
