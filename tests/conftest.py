@@ -31,6 +31,18 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`OpenAIBackend` retries as often as by default, without the waits between tries.
+
+    For a test that asks an address nothing listens on: the default backoff (0.5 s, doubling,
+    over 4 retries) spends about 7.5 s asleep before the error the test reads.
+    """
+    from reasoning.backends.openai_server import OpenAIBackend
+
+    monkeypatch.setitem(OpenAIBackend.__init__.__kwdefaults__, "backoff", 0.0)
+
+
+@pytest.fixture
 def ray_cluster() -> Any:
     """A local Ray cluster (2 CPUs), shared by every test that asks for it; the `ray` module.
 

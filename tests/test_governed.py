@@ -634,6 +634,7 @@ def test_probe_commands_refuse_the_wrong_data_and_bad_sizes(tmp_path: Path) -> N
     )
 
 
+@pytest.mark.usefixtures("quick_retries")
 def test_probe_collect_against_an_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
