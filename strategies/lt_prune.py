@@ -1,45 +1,44 @@
-"""LT early path selection: score n partial traces at a horizon, keep the best, cancel the rest.
+"""LT early path selection: score n partial traces at a horizon, continue the best, drop the rest.
 
 Training-free adaptation of the early path selection of "Tracing the Traces" (Vilas et al., arXiv
 2510.10494; the paper ranks prefixes with a random forest trained offline on [net_by_step,
 cumulative_by_step]; here the prefix's LT `signal` ranks them):
 
-    start n traces, each its own streamed request (the engine batches them)
-    when trace i reaches `horizon` tokens (it keeps decoding meanwhile):
-        s_i = LT signals of its first `horizon` tokens' hidden states  # net/cumulative_by_step at S
-    a trace that ends before the horizon is scored on its whole text and stays a candidate
-    once every trace is scored: keep the `keep` most confident still-running traces,
-        cancel the others in the engine (recorded as cancelled, answer None)
+    decode n traces to `horizon` tokens (one request: the engine batches them)
+    s_i = LT signals of trace i's tokens' hidden states             # net/cumulative_by_step at S
+    a trace that ended before the horizon is complete: it stays a candidate
+    keep the `keep` most confident unfinished traces; the others end here (answer None)
+    each kept trace continues from its own text to `max_tokens` (its prefix is cached)
     answer = the answered finished trace with the highest confidence
              (no confidence defined: majority vote over the finished traces)
 
-Each trace is its own request so that closing one cancels only that trace (one request with
-``n`` samples can only be cancelled whole). The kept traces run to ``max_tokens``: the budget
-the pruned traces give up is the ``max_tokens - horizon`` tail they never decode; a cancelled
-trace costs ``min(its length, horizon)`` tokens plus the few it decodes while the slowest trace
-reaches the horizon and the probes read (counted in ``usage.cancelled_tokens``).
+The traces stop at the horizon and wait for the decision rather than decoding on while the
+probes read: on a busy engine the reads queue behind other problems' decoding, and traces left
+running had all finished (~300 tokens) before a decision reached them, so nothing was saved (the
+first 14 problems of the governed leaderboard: no trace pruned, 2,150 tokens a problem). Stopping
+costs one re-read of each kept prefix, which the prefix cache serves, and the kept traces'
+continuation is re-tokenised from their text (as the step searches continue steps). The pruned
+traces cost exactly their `horizon` tokens.
 
 Defaults and choices (INFERRED, documented): ``horizon`` 128 and ``segment`` 32, so the
 horizon spans 4 segments like the paper's 2,000 tokens at k = 500, scaled to this framework's
 512-token traces; ``signal`` cumulative (the paper's strongest single signal); ``layers`` as in
 `reasoning.strategies.lt_select`; ``combined`` z-normalised over the problem's n prefixes with
-equal weights; a trace that finishes before the decision reaches it (its tokens are spent) is
-kept as a finished candidate; the final pick uses the decision-time confidence (prefix signal,
-or whole-trace signal for traces shorter than the horizon). Candidates record the LT signals
-(``lt_*``, see lt-select), ``lt_tokens`` (tokens scored) and ``pruned`` (1: cancelled here).
+equal weights; the final pick uses the decision-time confidence (prefix signal, or whole-trace
+signal for traces shorter than the horizon). Candidates record the LT signals (``lt_*``, see
+lt-select), ``lt_tokens`` (tokens scored) and ``pruned`` (1: dropped at the horizon; its
+candidate's finish reason is ``cancelled``: it never finished).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from reasoning import STRATEGIES, Completion, Context, Problem, Result
-from reasoning.concurrency import task_group
 from reasoning.errors import ConfigError
-from reasoning.probes.trajectory import Layers, Signal, Signals
+from reasoning.probes.trajectory import Layers, Signal
 from reasoning.strategies.lt_select import (
     DEFAULT_LAYERS,
     best,
@@ -49,26 +48,6 @@ from reasoning.strategies.lt_select import (
     trace_signals,
 )
 from reasoning.strategies.sampled import Sampled
-
-
-@dataclass
-class _Trace:
-    """What one running trace has shown so far."""
-
-    pieces: list[str] = field(default_factory=list)
-    """Decoded token strings (from the per-token logprobs), or chunk texts."""
-    decoded: int = 0
-    """Tokens decoded."""
-    signals: Signals | None = None
-    """LT signals at the horizon (or of the whole trace when it ended earlier)."""
-    scored_tokens: int = 0
-    """Tokens the signals were read from."""
-    finished: bool = False
-    """It ended by itself."""
-    pruned: bool = False
-    """Told to stop: the decision did not keep it."""
-    completion: Completion | None = None
-    """Its final (possibly cancelled) sample."""
 
 
 @STRATEGIES.register("lt-prune", "lt_prune", "lt-early")
@@ -103,62 +82,42 @@ class LTPrune(Sampled):
         super().__post_init__()
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
-        """Run n traces to the horizon, score them, keep the best, finish those, pick."""
-        traces = [_Trace() for _ in range(self.n)]
-        scored = asyncio.Event()
-        scores: list[float] = []
+        """Run n traces to the horizon, score them, continue the best, pick."""
+        heads = await ctx.generate(ctx.request(replace(self.sampling(self.n), max_tokens=self.horizon)))
+        signals = await ctx.run_all(
+            *(trace_signals(ctx, self.layers, h.text, h.output_tokens, self.segment) for h in heads)
+        )
+        scores = confidences(signals, self.signal)
+        running = [i for i, h in enumerate(heads) if h.finish_reason == "length"]
+        ranked = sorted(running, key=lambda i: (-scores[i] if math.isfinite(scores[i]) else math.inf, i))
+        kept, pruned = ranked[: self.keep], set(ranked[self.keep :])
 
-        async def score(trace: _Trace, tokens: int) -> None:
-            per_token = len(trace.pieces) == trace.decoded  # else chunk texts: read all of it
-            text = "".join(trace.pieces[:tokens] if per_token else trace.pieces)
-            trace.scored_tokens = tokens
-            trace.signals = await trace_signals(ctx, self.layers, text, tokens, self.segment)
-            if all(t.signals is not None for t in traces):
-                scored.set()
+        async def go_on(head: Completion) -> Completion:
+            rest = replace(self.sampling(), max_tokens=self.max_tokens - head.output_tokens)
+            [tail] = await ctx.generate(ctx.request(rest, prefix=head.text))
+            return replace(
+                tail,
+                index=head.index,
+                text=head.text + tail.text,
+                output_tokens=head.output_tokens + tail.output_tokens,
+                seconds=head.seconds + tail.seconds,
+                started=head.started,
+            )
 
-        async def run(trace: _Trace) -> None:
-            async with ctx.trace(ctx.request(self.sampling(logprobs=0))) as live:
-                async for chunk in live:
-                    done = live.ended
-                    if chunk.logprobs:
-                        trace.pieces.extend(t.token for t in chunk.logprobs)
-                    else:
-                        trace.pieces.append(chunk.text)
-                    trace.decoded += chunk.tokens
-                    if done is not None:
-                        trace.finished = True
-                        if trace.signals is None:
-                            await score(trace, trace.decoded)
-                    elif trace.signals is None and trace.decoded >= self.horizon:
-                        await score(trace, self.horizon)
-                    if trace.pruned and done is None:
-                        break  # leaving the trace cancels it in the engine
-            [trace.completion] = live.completions  # unfinished = cancelled
-            if trace.signals is None:  # a stream that ended without a finish reason
-                await score(trace, trace.decoded)
-
-        async def decide() -> None:
-            await scored.wait()
-            rows = [t.signals for t in traces]
-            scores.extend(confidences([r for r in rows if r is not None], self.signal))
-            running = [i for i, t in enumerate(traces) if not t.finished]
-            ranked = sorted(running, key=lambda i: (-scores[i] if math.isfinite(scores[i]) else math.inf, i))
-            for i in ranked[self.keep :]:
-                traces[i].pruned = True
-
-        async with task_group() as group:
-            for trace in traces:
-                group.create_task(run(trace))
-            group.create_task(decide())
-
-        completions = [t.completion for t in traces if t.completion is not None]
+        tails = dict(zip(kept, await ctx.run_all(*(go_on(heads[i]) for i in kept)), strict=True))
+        completions = [
+            tails.get(i) or (replace(h, finish_reason="cancelled") if i in pruned else h)
+            for i, h in enumerate(heads)
+        ]
         candidates = [
             c.with_scores(
-                **(lt_scores(t.signals, s) if t.signals is not None else {}),
-                lt_tokens=float(t.scored_tokens),
-                pruned=float(c.finish_reason == "cancelled"),
+                **lt_scores(t, s),
+                lt_tokens=float(h.output_tokens),
+                pruned=float(i in pruned),
             )
-            for c, t, s in zip(await ctx.candidates(completions), traces, scores, strict=True)
+            for i, (c, h, t, s) in enumerate(
+                zip(await ctx.candidates(completions), heads, signals, scores, strict=True)
+            )
         ]
         chosen = best(candidates, scores)
         return Result.vote(candidates) if chosen is None else Result.pick(candidates, chosen)

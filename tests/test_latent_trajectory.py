@@ -173,24 +173,41 @@ async def test_lt_select_falls_back_to_majority_without_signals() -> None:
 # -- lt-prune --------------------------------------------------------------------------------------
 
 
-async def test_lt_prune_cancels_the_others_at_the_horizon() -> None:
+def continuing(traces) -> ScriptedBackend:
+    """Trace k for the k-th sample; a continuation gets the rest of the trace its prefix begins."""
+
+    def script(request: Request, number: int) -> str:
+        if not request.prefix:
+            return traces[number % len(traces)]
+        text = next(t for t in traces if t.startswith(request.prefix))
+        return text[len(request.prefix) :]
+
+    return lockstep(script)
+
+
+async def test_lt_prune_stops_every_trace_at_the_horizon_and_continues_the_best() -> None:
     horizon, length = 32, 100
     script = [wandering(length, "5"), direct(length, "4"), wandering(length, "5")]
-    backend = lockstep(script)
+    backend = continuing(script)
     strategy = LTPrune(n=3, keep=1, horizon=horizon, segment=SEGMENT, layers=(1, 2), max_tokens=200)
     result = await run(backend, strategy)
     assert result.answer == "4" and result.chosen == 1
+    # One request of 3 samples to the horizon, then one continuation of the kept trace's text.
+    first, rest = backend.requests
+    assert first.sampling.n == 3 and first.sampling.max_tokens == horizon and first.prefix == ""
+    assert rest.sampling.n == 1 and rest.prefix == script[1][: len(rest.prefix)]
+    assert len(rest.prefix.split()) == horizon and rest.sampling.max_tokens == 200 - horizon
     kept = result.candidates[1]
     assert kept.finish_reason == "stop" and kept.output_tokens == length + 1 and kept.scores["pruned"] == 0
+    assert kept.text.endswith(script[1].split()[-1])  # the whole trace, head and continuation
     pruned = [result.candidates[0], result.candidates[2]]
     assert all(
         c.finish_reason == "cancelled" and c.answer is None and c.scores["pruned"] == 1 for c in pruned
     )
-    assert all(horizon <= c.output_tokens <= horizon + 3 for c in pruned)
-    assert result.usage["cancelled_samples"] == 2 and backend.cancelled == 2
-    assert result.usage["cancelled_tokens"] == sum(c.output_tokens for c in pruned)
-    assert backend.decoded_tokens <= length + 1 + 2 * (horizon + 3)
+    assert all(c.output_tokens == horizon for c in pruned)  # not a token past the horizon
+    assert backend.decoded_tokens == 3 * horizon + (length + 1 - horizon)
     assert result.usage["output_tokens"] == backend.decoded_tokens + 3  # each read is metered as 1 token
+    assert backend.cancelled == 0  # nothing races the decision: no engine cancellation needed
     # Every trace was scored on exactly its first `horizon` tokens.
     assert all(c.scores["lt_tokens"] == horizon for c in result.candidates)
     assert sorted(len(r.prefix.split()) for r in backend.hidden_requests) == [horizon] * 3
@@ -198,20 +215,23 @@ async def test_lt_prune_cancels_the_others_at_the_horizon() -> None:
 
 async def test_lt_prune_keeps_traces_that_finish_before_the_horizon() -> None:
     script = [wandering(100, "5"), wandering(100, "6"), direct(20, "4")]
-    backend = lockstep(script)
+    backend = continuing(script)
     result = await run(backend, LTPrune(n=3, keep=1, horizon=32, segment=SEGMENT, max_tokens=200))
     short = result.candidates[2]
     assert short.finish_reason == "stop" and short.scores["lt_tokens"] == 21 and short.answer == "4"
     # The short trace is not running at the decision, so one wandering trace is kept and runs on.
     assert sorted(c.finish_reason for c in result.candidates[:2]) == ["cancelled", "stop"]
+    assert len(backend.requests) == 2
     assert result.answer == "4"  # the most confident finished trace
 
 
 async def test_lt_prune_keeps_everything_when_keep_is_n() -> None:
     script = [wandering(40, "5"), direct(40, "4"), wandering(40, "5")]
-    result = await run(lockstep(script), LTPrune(n=3, keep=3, horizon=16, segment=SEGMENT, max_tokens=100))
+    backend = continuing(script)
+    result = await run(backend, LTPrune(n=3, keep=3, horizon=16, segment=SEGMENT, max_tokens=100))
     assert [c.finish_reason for c in result.candidates] == ["stop"] * 3
-    assert result.answer == "4" and result.usage["cancelled_samples"] == 0
+    assert [c.output_tokens for c in result.candidates] == [41] * 3
+    assert result.answer == "4" and len(backend.requests) == 4 and result.usage["cancelled_samples"] == 0
 
 
 # -- parameters ------------------------------------------------------------------------------------
