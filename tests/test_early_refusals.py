@@ -240,3 +240,52 @@ def test_the_page_says_not_graded_instead_of_none_right(tmp_path: Path) -> None:
     assert summary([Run(problem_id=f"p{i}") for i in range(3)]).startswith("3 records · not graded ·")
     mixed = [Run(problem_id="a", correct=True), Run(problem_id="b", correct=False), Run(problem_id="c")]
     assert summary(mixed).startswith("3 records · 1 right of 2, 1 not graded ·")
+
+
+# -- solve's scripted backend: --model names it, several named ones are a group ----------------------
+
+
+def test_solve_serves_a_scripted_model_group_named_by_model(tmp_path: Path) -> None:
+    """`--backend scripted --model draft=a --model target=b` runs spec-reason on two scripted
+    backends, as the proxy's group does (it was refused: "give them with --model draft=...")."""
+    out = tmp_path / "sr.jsonl"
+    code, text = invoke(
+        "solve", "--question", "2+2?", "--backend", "scripted", "--strategy", "spec-reason",
+        "--model", "draft=a", "--model", "target=b", "--output", str(out),
+    )  # fmt: skip
+    assert code == 0, text
+    run = Run.model_validate_json(out.read_text().splitlines()[0])
+    assert run.backends == {"draft": "a", "target": "b"} and set(run.usage_by_backend) == {"draft", "target"}
+    one = tmp_path / "one.jsonl"
+    code, text = invoke(
+        "solve", "--question", "2+2?", "--backend", "scripted", "--model", "m", "--output", str(one)
+    )
+    assert code == 0, text
+    assert Run.model_validate_json(one.read_text().splitlines()[0]).model == "m"  # not dropped
+
+
+# -- proxy: a strategy the served backend cannot run is the client's 400, not a 500 ------------------
+
+
+async def test_proxy_answers_a_strategy_needing_hidden_states_it_lacks_with_a_400(tmp_path: Path) -> None:
+    import httpx
+    from test_proxy import serving
+
+    from reasoning import CapabilityError
+    from reasoning.serving.proxy import _refusal
+
+    async with serving(ScriptedBackend(["\\boxed{4}"]), tmp_path) as url, httpx.AsyncClient() as http:
+        reply = await http.post(
+            f"{url}/chat/completions",
+            json={"model": "lt-select@m", "messages": [{"role": "user", "content": "2+2?"}]},
+        )
+        metrics = (await http.get(url.removesuffix("/v1") + "/metrics")).text
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "capability_unavailable", error
+    assert "cannot give hidden states" in error["message"]
+    assert 'reasoning_proxy_requests_total{status="400",strategy="lt-select"} 1.0' in metrics
+    engine = CapabilityError(
+        "hidden states (this engine was loaded with hidden_states=False)", "vllm", "vllm"
+    )
+    assert "start the proxy with --hidden-states" in str(_refusal(engine))

@@ -306,8 +306,12 @@ def backends_of(
     """The spec's backend(s) from ``--backend``, ``--model`` and ``--base-url``."""
     if urls is not None and kind == "vllm":
         kind = "openai"
-    if kind == "scripted":
-        return {"backend": {"kind": "scripted"}}
+    if kind == "scripted":  # --model names what it serves; several named ones are a group of them
+        if isinstance(models, dict):
+            return {
+                "backends": {name: {"kind": "scripted", "model": value} for name, value in models.items()}
+            }
+        return {"backend": {"kind": "scripted", "model": models}}
     if kind == "openai":
         if isinstance(urls, dict):
             named = models if isinstance(models, dict) else {}

@@ -15,7 +15,7 @@ format. Every name starts with ``reasoning_proxy_``:
   reply: its first content chunk; a reply sent whole: the response).
 - ``queue_depth`` (requests waiting for a slot) and ``runs_in_flight`` (runs holding one): gauges.
 - ``budget_stops_total{strategy, line}``: runs a budget line stopped or cut (``line`` is the
-  stop reason's, e.g. ``output_tokens`` or ``draft.calls``).
+  stop reason's: ``output_tokens``, ``prompt_tokens``, ``calls`` or ``seconds``).
 - ``cancels_total{strategy, reason}``: runs cancelled before they answered: ``client_disconnect``
   (the client went away) or ``server_stopping`` (`reasoning.serving.proxy.stop_runs`).
 """

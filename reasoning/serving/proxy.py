@@ -94,7 +94,7 @@ from reasoning.backend import AdmitsAtOnce, Backend, Chunk, PrefixCache
 from reasoning.backend import Request as BackendRequest
 from reasoning.compose import build, parse, spec_of
 from reasoning.concurrency import task_group
-from reasoning.errors import BackendError, BackendUnavailable, ConfigError, ReasoningError
+from reasoning.errors import BackendError, BackendUnavailable, CapabilityError, ConfigError, ReasoningError
 from reasoning.serving.metrics import CONTENT_TYPE, UNKNOWN, ProxyMetrics
 from reasoning.strategies.named_backends import backends_needed
 
@@ -1178,6 +1178,11 @@ def _refusal(exc: Exception) -> ProxyError:
         return ProxyError(str(exc), status=status, kind="server_error", code="backend_error")
     if isinstance(exc, ConfigError):
         return ProxyError(str(exc))
+    if isinstance(exc, CapabilityError):  # the request asks for what this server does not offer
+        hint = ""
+        if "hidden_states=False" in exc.capability:  # the in-process engine, started without them
+            hint = "; start the proxy with --hidden-states to serve strategies that read them"
+        return ProxyError(f"{exc}{hint}", param="strategy", code="capability_unavailable")
     if isinstance(exc, ReasoningError):
         return ProxyError(str(exc), status=500, kind="server_error")
     logger.error("the strategy failed", exc_info=exc)
