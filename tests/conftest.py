@@ -1,3 +1,5 @@
+import contextlib
+import dataclasses
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -57,8 +59,56 @@ def ray_cluster() -> Any:
     return ray
 
 
+_replica_pools: list[Any] = []
+"""The pool that started `engine_replica` (closed before the shared Ray cluster shuts down)."""
+
+
+@pytest.fixture
+def engine_replica(ray_cluster: Any) -> Any:
+    """One real engine replica on the shared Ray cluster, for every ray test that needs one.
+
+    The embedded 0.5B with a 1 GiB KV cache, 8 sequences at once and hidden states on: the
+    settings both engine-replica tests (test_scale_out, test_scale_out_families) ran their own
+    replica with, so one engine starts for both instead of one each. It asks Ray for no CPU
+    (idle between its tests, it must not keep the scripted pools of the tests in between from
+    being scheduled on the 2-CPU cluster). Build a pool around it with `replica_pool`; the
+    replica's counts are cumulative, so its tests compare counts before and after.
+    """
+    from reasoning.backends.replicas import start_replicas
+    from reasoning.config import EngineConfig
+
+    if not _replica_pools:  # the first test that asks starts it; it stays up with the cluster
+        spec = EngineConfig(kv_cache_gb=1.0, max_num_seqs=8, hidden_states=True)
+        _replica_pools.append(start_replicas([spec], num_cpus=0))
+    return _replica_pools[0].replicas[0]
+
+
+@contextlib.contextmanager
+def replica_pool(shared: Any, *others: Any, routing: str = "affinity") -> Iterator[Any]:
+    """A pool of the shared engine replica (``replica-0``) and replicas started for `others`.
+
+    The pool gets its own view of the shared replica (no heads known, nothing pinned), as a
+    pool started for the test would; on leaving, only the replicas started here are closed.
+    """
+    from reasoning.backends.replicas import ReplicaPool, start_replicas
+
+    names = [f"replica-{i}" for i in range(1, len(others) + 1)]
+    started = start_replicas(list(others), names=names) if others else None
+    view = dataclasses.replace(shared, heads=set(), sending={}, in_flight=0, pinned=0, requests=0)
+    try:
+        yield ReplicaPool([view, *(started.replicas if started else [])], routing)
+    finally:
+        if started is not None:
+            started.close()
+
+
 def _needs_ray(item: pytest.Item) -> bool:
     return "ray_cluster" in getattr(item, "fixturenames", ())
+
+
+def _close_replicas() -> None:
+    while _replica_pools:
+        _replica_pools.pop().close()
 
 
 @pytest.hookimpl(trylast=True)
@@ -69,6 +119,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     items = item.session.items
     later = items[items.index(item) + 1 :] if item in items else []
     if nextitem is None or not any(_needs_ray(i) for i in later):
+        _close_replicas()
         sys.modules["ray"].shutdown()
 
 
@@ -76,6 +127,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """A run stopped early (``-x``, Ctrl-C) still shuts the shared Ray cluster down."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
+        _close_replicas()
         ray.shutdown()
 
 

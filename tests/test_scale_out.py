@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, replica_pool
 
 from reasoning import (
     BackendError,
@@ -389,17 +389,21 @@ def test_replicas_without_ray_and_ray_with_named_backends_are_refused() -> None:
 
 
 @pytest.mark.engine
-async def test_one_engine_replica_beside_a_scripted_one(cluster: None, tmp_path: Path) -> None:
-    """A real engine replica (the embedded 0.5B, 1 GiB KV cache) and a scripted replica in one pool."""
-    from reasoning import EngineConfig
+async def test_one_engine_replica_beside_a_scripted_one(
+    cluster: None, engine_replica: object, tmp_path: Path
+) -> None:
+    """A real engine replica (the embedded 0.5B, 1 GiB KV cache) and a scripted replica in one pool.
 
+    The engine replica is the session's (`engine_replica` in conftest.py, shared with
+    test_scale_out_families): its counts are cumulative, so this test reads what they grew by.
+    """
     out = tmp_path / "r.jsonl"
     problems = PROBLEMS[:4]
-    engine = EngineConfig(kv_cache_gb=1.0, max_num_seqs=8)
-    with pool_of(engine, scripted(doubling)) as pool:
+    with replica_pool(engine_replica, scripted(doubling)) as pool:
         assert pool.model == "qwen2.5-coder-0.5b-instruct" and pool.name == "vllm"
+        before = pool.counts()["replica-0"]
         runs = await solve(problems, Controller(pool), SelfConsistency(n=2, max_tokens=16), output=out)
-        counts = pool.counts()
+        counts = {k: v - before.get(k, 0) for k, v in pool.counts()["replica-0"].items()}
     assert sorted(r["problem_id"] for r in rows(out)) == [p.id for p in problems]  # each once
     assert all(r.error is None for r in runs)
     assert all(list(served(r)) == [r.engine["replica"]] for r in runs)  # affinity
@@ -407,9 +411,9 @@ async def test_one_engine_replica_beside_a_scripted_one(cluster: None, tmp_path:
     assert on_engine and len(on_engine) < len(runs)  # both replicas served problems
     assert all(r.engine["dtype"] for r in on_engine)  # the engine's own settings are recorded
     tokens = sum(int(r.usage["output_tokens"]) for r in on_engine)
-    assert counts["replica-0"]["requests"] == len(on_engine)  # one request per problem (n=2)
-    assert counts["replica-0"]["delivered_tokens"] == tokens  # every token decoded is in a record
-    assert counts["replica-0"]["decoded_tokens"] == tokens  # and none was decoded for nobody
+    assert counts["requests"] == len(on_engine)  # one request per problem (n=2)
+    assert counts["delivered_tokens"] == tokens  # every token decoded is in a record
+    assert counts["decoded_tokens"] == tokens  # and none was decoded for nobody
     assert 0 < tokens <= 2 * 16 * len(on_engine)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import replica_pool
 
 from reasoning import Controller, Problem, Request, Run, ScriptedBackend
 from reasoning.backends.scripted import tokenize
@@ -336,21 +337,20 @@ def test_runs_that_read_hidden_states_or_use_a_prm_are_accepted_on_ray() -> None
 
 
 @pytest.mark.engine
-async def test_one_engine_replica_serves_probe_strategies(cluster: None) -> None:
+async def test_one_engine_replica_serves_probe_strategies(cluster: None, engine_replica: object) -> None:
     """A real engine replica (the embedded 0.5B, 1 GiB KV cache, hidden states on): lt-select and
-    the shipped value model's best-of-n read their scores on the replica; no hidden state returns."""
-    from reasoning import EngineConfig
+    the shipped value model's best-of-n read their scores on the replica; no hidden state returns.
 
+    The engine replica is the session's (`engine_replica` in conftest.py, shared with
+    test_scale_out): its counts are cumulative, so this test reads what they grew by.
+    """
     problems = [Problem(id="t", question="Tom has 3 apples and buys 4 more. How many apples?", answer="7")]
-    engine = EngineConfig(kv_cache_gb=1.0, max_num_seqs=8, hidden_states=True)
-    pool = pool_of(engine)
-    try:
+    with replica_pool(engine_replica) as pool:
         assert pool.model == "qwen2.5-coder-0.5b-instruct"
+        before = pool.counts()["replica-0"]
         lt = await solve(problems, Controller(pool), LTSelect(n=2, max_tokens=48, segment=8))
         value = await solve(problems, Controller(pool), BestOfN(n=2, score="value", max_tokens=24))
-        counts = pool.counts()["replica-0"]
-    finally:
-        pool.close()
+        counts = {k: v - before.get(k, 0) for k, v in pool.counts()["replica-0"].items()}
     assert all(r.error is None for r in lt + value)
     assert all("lt_segments" in c.scores for c in lt[0].candidates)
     assert all(0 <= c.scores["value"] <= 1 for c in value[0].candidates)
