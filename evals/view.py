@@ -12,11 +12,13 @@ cancelled, cut at a token cap, forced, its scores and answer, its text collapsib
 on a timeline, and for a step search (candidates with a ``step`` score: beam search, DVTS,
 particle filtering, A*) the tree of its nodes, rebuilt from their texts by `call_tree`.
 
-The timeline draws each call as a bar from its request (`Candidate.started`, on the run's clock)
-to its last token (``started + seconds``), so a race's samples overlap and a round waits for the
-one before. Rows written before starts were recorded have every ``started`` 0 (`has_timeline`
-says which rows have them); for those the page lists the samples in the order recorded with
-their durations, and says so.
+The timeline draws each sample as a bar from its request (`Candidate.started`, on the run's
+clock) to its last token (``started + seconds``), so a race's samples overlap and a round waits
+for the one before; a call of ``n`` samples is ``n`` bars. A strategy whose candidates are not
+its samples (spec-reason's traces of draft and target calls, budget forcing's answer) has its
+samples in `Run.calls`: the timeline draws those. Rows without start times have every
+``started`` 0 (`has_timeline` says which rows have them, `untimed` why not); for those the page
+lists the samples in the order recorded with their durations, and says why.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "html_page",
     "read_records",
     "status_of",
+    "untimed",
     "write_page",
 ]
 
@@ -266,10 +269,12 @@ def _parent(
 
 
 def has_timeline(run: Run) -> bool:
-    """Whether `run`'s candidates say when each was requested, so they can be drawn on a timeline.
+    """Whether `run`'s samples say when each was requested, so they can be drawn on a timeline.
 
-    Rows written before `Candidate.started` was recorded have it 0 for every candidate: they
-    have no timeline. A row where some call started after 0, or calls started apart, has one.
+    The samples are its `Run.calls` when it has them (its candidates are not its samples), else
+    its candidates. Rows without start times have ``started`` 0 for every one (`untimed` says
+    why): they have no timeline. A row where some call started after 0, or calls started
+    apart, has one.
 
     Example:
         >>> has_timeline(Run(problem_id="p", candidates=[Candidate("a"), Candidate("b")]))
@@ -277,8 +282,41 @@ def has_timeline(run: Run) -> bool:
         >>> has_timeline(Run(problem_id="p", candidates=[Candidate("a"), Candidate("b", started=0.4)]))
         True
     """
-    starts = {c.started for c in run.candidates}
+    starts = {c.started for c in (run.calls or run.candidates)}
     return len(starts) > 1 or any(s > 0 for s in starts)
+
+
+CALLS_VERSION = 5
+"""The format version from which every strategy records its samples' start times (`Run.calls`)."""
+
+
+def untimed(run: Run) -> str | None:
+    """Why `run` has no timeline (None: it has one, or no samples at all).
+
+    Before format version 5 the candidates a strategy assembled itself (spec-reason's and
+    spec-thinking's traces, budget forcing's, plan-and-budget's, early exit's, ATTS's and
+    arbitrage's) had no start time, and rows older still have none at all: such a row cannot
+    say which was the case. From version 5 the only cause is a strategy that did not record them.
+
+    Example:
+        >>> untimed(Run(problem_id="p", format_version=4, candidates=[Candidate("a")]))[:46]
+        'written by reasoning before format version 5: '
+        >>> untimed(Run(problem_id="p", strategy="trimr", candidates=[Candidate("a")]))[:28]
+        'its strategy, trimr, assembl'
+        >>> untimed(Run(problem_id="p", candidates=[Candidate("a", started=0.1)])) is None
+        True
+    """
+    if has_timeline(run) or not (run.calls or run.candidates):
+        return None
+    if run.format_version < CALLS_VERSION:
+        return (
+            f"written by reasoning before format version {CALLS_VERSION}: before start times were "
+            "recorded, or by a strategy that assembled its candidates without them"
+        )
+    return (
+        f"its strategy, {run.strategy or 'unnamed'}, assembled its candidates without recording "
+        "when their calls started"
+    )
 
 
 def html_page(records: Records, title: str | None = None) -> str:
@@ -289,7 +327,8 @@ def html_page(records: Records, title: str | None = None) -> str:
     """
     rows = ",".join(
         f'{{"status":"{status_of(run)}","parents":{json.dumps(call_tree(run))},'
-        f'"timeline":{json.dumps(has_timeline(run))},"run":{run.model_dump_json()}}}'
+        f'"timeline":{json.dumps(has_timeline(run))},"untimed":{json.dumps(untimed(run))},'
+        f'"run":{run.model_dump_json()}}}'
         for run in records.runs
     )  # pydantic writes a NaN or infinite score as null: the JSON stays valid
     head = json.dumps(

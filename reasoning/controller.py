@@ -17,7 +17,7 @@ from reasoning.backend import Backend, PrefixCache, ProblemRouter
 from reasoning.budget import Budget, Meter
 from reasoning.errors import BudgetExhausted, ConfigError
 from reasoning.problem import Problem, Prompt, default_prompt
-from reasoning.record import Run
+from reasoning.record import Call, Run
 from reasoning.registry import STRATEGIES, params_of
 from reasoning.strategy import (
     Context,
@@ -192,6 +192,7 @@ class Controller:
             answer=result.answer,
             chosen=result.chosen,
             candidates=list(result.candidates),
+            calls=_calls(ctx),
             strategy=STRATEGIES.name_of(strategy),
             params=params_of(strategy),
             model=self.model or getattr(self.primary, "model", ""),
@@ -233,6 +234,30 @@ def _with_cut_samples(result: Result, ctx: Context) -> Result:
         return result
     extra = [to_candidate(c.text, c, Verdict(answer=None)) for c in cut]
     return Result(result.answer, (*result.candidates, *extra), result.chosen)
+
+
+def _calls(ctx: Context) -> list[Call]:
+    """Every sample of the run as a `Call`, when some are no candidate; else none.
+
+    A strategy that assembles its candidates itself (a speculative trace of draft and target
+    calls, a thinking trace and its forced answer) leaves its samples out of its candidates: the
+    record keeps them here, so its timeline shows each call. When every sample is a candidate
+    the candidates say it all.
+    """
+    if all(made_into_candidate(c) for c in ctx.completions):
+        return []
+    return [
+        Call(
+            started=c.started,
+            seconds=c.seconds,
+            backend=c.backend,
+            output_tokens=c.output_tokens,
+            prompt_tokens=c.prompt_tokens,
+            cached_tokens=c.cached_tokens,
+            finish_reason=c.finish_reason,
+        )
+        for c in ctx.completions
+    ]
 
 
 def _why_not_done(result: Result, meter: Meter, meters: Mapping[str, Meter]) -> str:

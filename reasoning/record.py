@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 __all__ = [
     "CLOCK_FIELDS",
     "FORMAT_VERSION",
+    "Call",
     "Candidate",
     "Run",
     "jsonl_lines",
@@ -26,7 +27,7 @@ __all__ = [
     "without_clock",
 ]
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """Bumped whenever a field of `Run` is added or changes meaning or order.
 
 2: `Run.spec` (the run spec a ``reasoning solve`` row was solved under). Rows of version 1 read
@@ -35,7 +36,10 @@ as they are (their `spec` empty) and resume as before.
 4: `Run.stop_reason` never says ``done`` without an answer (``no_answer``), and says
 ``budget:output_tokens`` when the budget's clamp cut samples short (``usage.clamped_samples``);
 a budget stop's candidates include the samples it cancelled; `Run.grading` names the answers the
-grader could not judge. Earlier rows read as they are."""
+grader could not judge. Earlier rows read as they are.
+5: `Run.calls`: every sample of a run whose candidates are not its samples (a speculative
+trace, a forced answer), with when it started and on which backend; such candidates have their
+``started`` too. Earlier rows read as they are (no `calls`)."""
 
 CLOCK_FIELDS = frozenset({"seconds", "busy_seconds", "started_at", "started"})
 """The fields of a record (at any depth) that read the clock: all a deterministic run may vary."""
@@ -83,6 +87,30 @@ class Candidate:
         return dataclasses.replace(self, scores={**self.scores, **scores})
 
 
+@dataclass(frozen=True)
+class Call:
+    """One sample a run decoded, on the run's clock: where it sits on the run's timeline.
+
+    Kept in `Run.calls` for a strategy whose candidates are not its samples (a speculative trace
+    is many draft and target calls; budget forcing's answer is its thinking and a forced end).
+    """
+
+    started: float = 0.0
+    """When its request was sent, in seconds from the start of the run."""
+    seconds: float = 0.0
+    """Time from request to last token (to its cancellation, for a cancelled one)."""
+    backend: str = ""
+    """Named backend that decoded it (empty: the run's default backend)."""
+    output_tokens: int = 0
+    """Tokens it decoded."""
+    prompt_tokens: int = 0
+    """Prompt tokens of its request."""
+    cached_tokens: int = 0
+    """Of those, tokens served by the prefix cache."""
+    finish_reason: str = "stop"
+    """``stop``, ``length`` or ``cancelled``."""
+
+
 class Run(BaseModel):
     """Everything about one problem solved by one strategy: enough to replay it."""
 
@@ -103,6 +131,11 @@ class Run(BaseModel):
     """Index of the candidate the answer came from."""
     candidates: list[Candidate] = Field(default_factory=list)
     """Every sample, in the order they were produced."""
+    calls: list[Call] = Field(default_factory=list)
+    """Every sample the run recorded, in the order recorded, when its candidates are not its
+    samples (a strategy that assembles its candidates itself: spec-reason's traces, budget
+    forcing's answers); empty when every sample is a candidate (format version 5). A piece read
+    from a bare stream (`Context.stream`: a forced answer read up to its brace) is no sample."""
     strategy: str = ""
     """Registered strategy name."""
     params: dict[str, Any] = Field(default_factory=dict)

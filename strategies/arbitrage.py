@@ -170,6 +170,7 @@ class Arbitrage(DraftSteps):
     async def trace(self, ctx: Context, probe: Probe | None, tau: float, done: list[Candidate]) -> Candidate:
         """One trace, each step routed to the draft or the target (Algorithm 1)."""
         decoding = self.decoding()
+        at = ctx.meter.elapsed  # when the trace started, on the run's clock
         steps: list[str] = []
         outputs: list[float] = []
         escalated = kept = draft_tokens = target_tokens = 0
@@ -199,6 +200,8 @@ class Arbitrage(DraftSteps):
             score=verdict.score,
             output_tokens=kept,
             finish_reason=chosen.finish_reason if finished and chosen is not None else "length",
+            seconds=ctx.meter.elapsed - at,
+            started=at,
             scores={
                 "steps": float(len(steps)),
                 "escalated": float(escalated),

@@ -131,7 +131,7 @@ class ATTS:
                 f"atts: alpha={self.alpha} can never reject with {len(scores)} calibration scores "
                 f"(the smallest p-value is 1/{len(scores) + 1})"
             )
-        samples = [_Sample() for _ in range(self.n)]
+        samples = [_Sample(at=ctx.meter.elapsed) for _ in range(self.n)]
 
         async def best_so_far() -> Result:  # a budget stop: the finished samples vote
             finished = {i for i, s in enumerate(samples) if s.finished}
@@ -198,6 +198,8 @@ class _Sample:
     answer: str | None = None
     score: float = 0.0
     start: float = field(default_factory=time.monotonic)
+    at: float = 0.0
+    """When it started on the run's clock (``ctx.meter.elapsed``): its candidate's ``started``."""
     seconds: float = 0.0
     """Wall time from its start to its verdict."""
 
@@ -221,5 +223,6 @@ class _Sample:
             output_tokens=self.draft_tokens + self.target_tokens,
             finish_reason=self.finish if self.finished else "cancelled",
             seconds=self.seconds if self.finished else time.monotonic() - self.start,
+            started=self.at,
             scores=scores,
         )

@@ -98,7 +98,7 @@ class BudgetForcing(Sampled):
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Think in segments, pushed on or cut as the bounds say, then answer."""
-        started = time.monotonic()
+        started, at = time.monotonic(), ctx.meter.elapsed  # `at`: on the run's clock
         think_mode = self.mode == "think"
         end = THINK_END if think_mode else BOXED
         separator = self.separator if self.separator is not None else ("" if think_mode else "\n\n")
@@ -111,7 +111,15 @@ class BudgetForcing(Sampled):
             return {name: float(value) for name, value in zip(names, numbers, strict=True)}
 
         async def best_so_far() -> Result:  # a budget stop: the trace so far, without an answer
-            partial = Candidate(text, None, output_tokens=think, finish_reason="cancelled", scores=stats(0))
+            partial = Candidate(
+                text,
+                None,
+                output_tokens=think,
+                finish_reason="cancelled",
+                seconds=time.monotonic() - started,
+                started=at,
+                scores=stats(0),
+            )
             return Result(None, (partial,))
 
         ctx.on_stop(best_so_far)
@@ -150,6 +158,7 @@ class BudgetForcing(Sampled):
                     prompt_tokens=prompt_tokens,
                     cached_tokens=cached_tokens,
                     seconds=time.monotonic() - started,
+                    started=at,
                     scores=stats(answered),
                 )
             ],

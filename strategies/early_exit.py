@@ -96,6 +96,8 @@ class EarlyExit(Sampled):
             finish_reason="exit",
             prompt_tokens=trace.prompt_tokens,
             cached_tokens=trace.cached_tokens,
-            seconds=trace.seconds,
+            seconds=ctx.meter.elapsed - trace.started,  # the trace and its forced answer
+            started=trace.started,
+            backend=trace.backend,
             scores={**scores, "exit_tokens": float(spent), "decoded_past_exit": float(len(tokens) - exit_at)},
         )

@@ -197,7 +197,7 @@ class PlanAndBudget:
 
     async def __call__(self, problem: Problem, ctx: Context) -> Result:
         """Plan, split the budget, answer the sub-questions, then the final answer."""
-        started, spent = time.monotonic(), list[Completion]()
+        started, at, spent = time.monotonic(), ctx.meter.elapsed, list[Completion]()  # at: the run's clock
 
         async def call(request: Request) -> Completion:
             [completion] = await ctx.generate(request)
@@ -263,6 +263,7 @@ class PlanAndBudget:
             prompt_tokens=sum(c.prompt_tokens for c in spent),
             cached_tokens=sum(c.cached_tokens for c in spent),
             seconds=time.monotonic() - started,
+            started=at,
             scores=scores,
         )
         return Result.pick([candidate], 0)

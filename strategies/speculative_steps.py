@@ -51,7 +51,9 @@ class Tally:
     cached_tokens: int = 0
     """Of those, the ones the prefix cache served."""
     started: float = field(default_factory=time.monotonic)
-    """When the trace started."""
+    """When the trace started (`time.monotonic`)."""
+    at: float = 0.0
+    """When the trace started on the run's clock (``ctx.meter.elapsed``): its candidate's ``started``."""
 
     async def call(self, ctx: Context, request: Request, backend: str, role: str) -> Completion:
         """One sample of `request` on the named `backend` (recorded by the context), counted as `role`."""
@@ -118,7 +120,7 @@ class Speculative:
             return Result.vote(finished)
 
         async def one() -> Candidate:
-            candidate = await trace(Tally())
+            candidate = await trace(Tally(at=ctx.meter.elapsed))
             finished.append(candidate)
             return candidate
 
@@ -151,5 +153,6 @@ class Speculative:
             prompt_tokens=tally.prompt_tokens,
             cached_tokens=tally.cached_tokens,
             seconds=time.monotonic() - tally.started,
+            started=tally.at,
             scores={**scores, **spent, "forced_answer": float(forced)},
         )

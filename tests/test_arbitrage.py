@@ -148,6 +148,10 @@ async def test_each_model_is_metered_on_its_own_line(tmp_path) -> None:
     assert draft["calls"] == 6 and draft["output_tokens"] == 13
     assert target["calls"] == 2 and target["output_tokens"] == 6
     assert run.usage["output_tokens"] == 19 and run.backends == {"draft": "small", "target": "large"}
+    # The trace's start, and each step it sampled on either model, on the run's clock.
+    [candidate] = run.candidates
+    assert 0 < candidate.started <= min(c.started for c in run.calls) and candidate.seconds > 0
+    assert [c.backend for c in run.calls].count("draft") == 3 and len(run.calls) == 5
 
 
 async def test_tau_overrides_the_calibrated_threshold(tmp_path) -> None:

@@ -134,6 +134,10 @@ async def test_chunks_are_accepted_or_taken_over_by_their_p_value(tmp_path: Path
     assert (draft_used["calls"], draft_used["output_tokens"]) == (4, 8)
     # Per sample: two prefills (one token each, as metered) and one continuation of two tokens.
     assert (target_used["calls"], target_used["output_tokens"]) == (6, 2 * 2 + 2 * 2)
+    # Each sample's start, and each draft chunk and target continuation, on the run's clock.
+    assert all(c.started > 0 for c in run.candidates)
+    assert sorted(c.backend for c in run.calls) == ["draft"] * 4 + ["target"] * 2
+    assert min(c.started for c in run.candidates) <= min(c.started for c in run.calls)
 
 
 async def test_a_lower_alpha_accepts_the_same_chunk(tmp_path: Path, problem: Problem) -> None:

@@ -142,3 +142,13 @@ def test_the_aliases_build_it_from_command_line_strings() -> None:
 def test_bad_parameters_are_refused_by_name(params: dict[str, object], name: str) -> None:
     with pytest.raises(ConfigError, match=f"budget-forcing: {name} must be"):
         BudgetForcing(**params)  # type: ignore[arg-type]
+
+
+async def test_the_answer_is_timed_and_its_segments_are_the_record_s_calls(problem: Problem) -> None:
+    backend = model("x y \\boxed{1}", "2}")
+    run = await Controller(backend).run(problem, BudgetForcing(extend=2, max_tokens=30))
+    [candidate] = run.candidates
+    # The three thinking segments (the answer, read from a bare stream up to its brace, is no sample)
+    assert [c.output_tokens for c in run.calls] == [2, 2, 2]
+    starts = [c.started for c in run.calls]
+    assert starts == sorted(starts) and 0 < candidate.started <= starts[0]

@@ -255,3 +255,11 @@ def test_a_copied_placeholder_is_no_sub_question() -> None:
     # Seen on the 0.5B: it copied a "<sub-question>" template line into its plan.
     plan = "1. <sub-question> (complexity: 3)\n2. How much in total? (complexity: 2)"
     assert parse_plan(plan) == [("How much in total?", 2.0)]
+
+
+async def test_the_answer_is_timed_and_its_plan_and_steps_are_the_record_s_calls() -> None:
+    run = await solve(backend())
+    [candidate] = run.candidates
+    assert len(run.calls) == run.usage["calls"] == 5  # the plan, three steps, the final answer
+    starts = [c.started for c in run.calls]
+    assert starts == sorted(starts) and 0 < candidate.started <= starts[0]

@@ -274,6 +274,7 @@ async def test_early_exit_stops_at_the_first_safe_decision_point(tmp_path) -> No
     full = len(TRACE.split())
     assert result.usage["output_tokens"] < full
     assert candidate.text.endswith(EXIT_PHRASE + "4}") and "checking" not in candidate.text
+    assert candidate.started > 0 and candidate.seconds > 0  # on the run's clock: a timeline bar
 
 
 async def test_early_exit_runs_to_the_end_when_the_rule_never_fires(tmp_path) -> None:

@@ -299,3 +299,21 @@ def test_defaults_are_the_papers() -> None:
     )
     assert (s.temperature, s.top_p, s.draft, s.target, s.n) == (0.6, 0.95, "draft", "target", 1)
     assert STRATEGIES.get("specreason") is SpecReason
+
+
+async def test_the_record_keeps_each_draft_and_target_call_with_when_it_started() -> None:
+    """The trace is the candidate; its calls are `Run.calls`, on the run's clock, by backend."""
+    draft = Model("draft", drafts("d0 step", "d1 step", "d2 so \\boxed{5}"), seconds_per_token=0.001)
+    scores = {"d0 step": "8", "d1 step": "3", "d2 so \\boxed{5}": "7"}
+    target = Model("target", drafts("t0", "t1 step", "t2 \\boxed{4}"), lambda step: digit(scores[step]))
+    run = await solve(draft, target)
+    [candidate] = run.candidates
+    # one trace: draft d0, judge, draft d1, judge (rejected), target t1, draft d2, judge
+    roles = ["draft", "target", "draft", "target", "target", "draft", "target"]
+    assert [c.backend for c in run.calls] == roles
+    starts = [c.started for c in run.calls]
+    assert starts == sorted(starts) and starts[0] > 0  # one after another, on the run's clock
+    ends = [c.started + c.seconds for c in run.calls]
+    assert all(end <= start + 1e-9 for end, start in zip(ends, starts[1:], strict=False))
+    assert 0 < candidate.started <= starts[0] and candidate.seconds >= sum(c.seconds for c in run.calls)
+    assert [c.output_tokens for c in run.calls if c.backend == "draft"] == [2, 2, 3]

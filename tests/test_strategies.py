@@ -120,6 +120,7 @@ def test_record_is_complete_and_serialisable(problem: Problem) -> None:
         "oracle_correct": lambda v: v is None,
         "chosen": lambda v: v == 0,
         "candidates": lambda v: len(v) == 2 and all(c.items() >= candidate.items() for c in v),
+        "calls": lambda v: v == [],  # every sample is a candidate
         "strategy": lambda v: v == "self-consistency",
         "params": lambda v: v == {"n": 2, "temperature": 0.7, "top_p": 0.95, "max_tokens": 512},
         "model": lambda v: v == "scripted",

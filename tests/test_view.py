@@ -27,9 +27,11 @@ from reasoning.evals.view import (
     html_page,
     read_records,
     status_of,
+    untimed,
     write_page,
 )
 from reasoning.strategies.beam_search import BeamSearch
+from reasoning.strategies.spec_reason import SpecReason
 from reasoning.verifiers.process import ScriptedScorer
 
 PROBLEMS = [
@@ -59,6 +61,26 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     controller = Controller(ScriptedBackend(script), verifier=scorer)
     strategy = BeamSearch(n=4, width=2, scorer="verifier")
     asyncio.run(solve(PROBLEMS, controller, strategy, output=path, concurrency=1))
+    return path
+
+
+def speculative_script(request: Request, number: int) -> str:
+    """A draft or target step (two steps, the second answers), or the target judge's digit."""
+    if request.sampling.logprobs is not None:
+        return "3" if number % 2 else "8"  # the target rejects every other draft step
+    return "so \\boxed{42}" if request.prefix.count("\n\n") >= 1 else f"step {number}\n\n"
+
+
+@pytest.fixture(scope="module")
+def speculative(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results file of a scripted spec-reason run: draft steps judged, some rewritten by the target."""
+    path = tmp_path_factory.mktemp("view") / "spec.jsonl"
+    models = {
+        name: ScriptedBackend(speculative_script, name=name, model=name, seconds_per_token=0.002)
+        for name in ("draft", "target")
+    }
+    controller = Controller(models)
+    asyncio.run(solve(PROBLEMS[:1], controller, SpecReason(n=2), output=path, concurrency=1))
     return path
 
 
@@ -299,6 +321,29 @@ def test_only_records_with_start_times_are_drawn_on_a_timeline() -> None:
     assert starts == [STARTS[i][0] for i in range(5)]
 
 
+def test_a_speculative_record_has_its_draft_and_target_calls_on_a_timeline(speculative: Path) -> None:
+    [run] = read_records(speculative).runs
+    assert run.strategy == "spec-reason" and run.error is None and len(run.candidates) == 2
+    assert has_timeline(run) and untimed(run) is None
+    assert len(run.calls) == run.usage["calls"]  # every call a sample (n=1 each)
+    by_backend = {b: sum(c.backend == b for c in run.calls) for b in ("draft", "target")}
+    assert by_backend == {b: run.usage_by_backend[b]["calls"] for b in by_backend}
+    assert min(by_backend.values()) > 0
+    assert all(c.started > 0 and c.seconds > 0 for c in run.calls)
+    assert all(c.started > 0 for c in run.candidates)  # each trace from when it started
+    first = min(c.started for c in run.calls)
+    assert min(c.started for c in run.candidates) <= first
+
+
+def test_the_no_start_times_note_says_why() -> None:
+    old = raced().model_copy(update={"format_version": 4})
+    assert "before format version 5" in (untimed(old) or "")
+    assert "first-finish, assembled its candidates without" in (untimed(raced()) or "")
+    assert untimed(staggered()) is None and untimed(Run(problem_id="none")) is None
+    page = embedded(html_page(Records(Path("t.jsonl"), [staggered(), old])))
+    assert [r["untimed"] for r in page["records"]] == [None, untimed(old)]
+
+
 def test_a_page_can_be_titled() -> None:
     page = html_page(Records(Path("s.sqlite"), [raced()]), title="sc n=4 [s] on gsm8k <board>")
     assert "<title>sc n=4 [s] on gsm8k &lt;board&gt;</title>" in page
@@ -437,9 +482,32 @@ def test_calls_with_start_times_are_drawn_on_a_timeline(tmp_path: Path) -> None:
     order = [int(i) for i in re.findall(r'<div class="span [^"]*" data-index="(\d+)"', dom)]
     assert order == [0, 1, 3, 2, 4]
     assert "draft · 2 tok · cancelled at 250.0 ms" in dom and "target · 9 tok · truncated (length)" in dom
+    assert "Each bar is one sample, on the run's clock" in dom and "one bar for each" in dom
+    assert "Grouped by inner run, round and draft, each group in order of start." in dom
+    assert "waited on each other" not in dom and "Timeline (5 samples of 5 calls)" in dom
 
     body, dom, console = draw(page, "#p=race")  # a row written before start times: the old view
     assert console == "" and 'data-errors="0"' in body, console
     dom = detail(dom)
-    assert "no-timeline" in dom and "holds no start times" in dom and bars(dom) == {}
+    assert "no-timeline" in dom and "holds no start times (its strategy, first-finish, assembled" in dom
+    assert "written before" not in dom and bars(dom) == {}
     assert "Samples in the order recorded" in dom and "data-axis" not in dom
+
+
+@pytest.mark.browser
+def test_a_spec_reason_record_draws_its_draft_and_target_calls(speculative: Path, tmp_path: Path) -> None:
+    [run] = read_records(speculative).runs
+    page = tmp_path / "spec.html"
+    page.write_text(html_page(Records(speculative, [run])))
+    body, dom, console = draw(page, "#p=right")
+    assert console == "" and 'data-errors="0"' in body, console
+    dom = detail(dom)
+    assert "no-timeline" not in dom and "holds no start times" not in dom
+    assert 'class="note timeline-note" data-of="calls"' in dom
+    drawn = bars(dom)
+    assert sorted(drawn) == list(range(len(run.calls)))  # every call once
+    for i, call in enumerate(run.calls):
+        assert drawn[i]["of"] == "call" and drawn[i]["backend"] == call.backend, i
+        assert float(drawn[i]["start"]) == pytest.approx(call.started), i
+    assert {d["backend"] for d in drawn.values()} == {"draft", "target"}
+    assert f"Timeline ({len(run.calls)} samples of {run.usage['calls']} calls)" in dom
