@@ -26,6 +26,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 __all__ = [
+    "ArtefactRequired",
     "BackendError",
     "BackendUnavailable",
     "BudgetExhausted",
@@ -48,6 +49,34 @@ class ReasoningError(Exception):
 
 class ConfigError(ReasoningError):
     """A parameter, name or option is invalid; the message lists the valid choices."""
+
+
+class ArtefactRequired(ConfigError):
+    """A strategy was asked for without the artefact it reads (a calibration, a trained probe).
+
+    The message says how to give it on the command line (``-p calibration=...``); `through_api`
+    says how an API client gives it (the proxy's ``artefact_required`` error).
+
+    Example:
+        >>> error = ArtefactRequired("atts", "calibration", "atts-cal.json", "the calibration artefact")
+        >>> str(error)
+        'atts: give the calibration artefact, e.g. -p calibration=atts-cal.json'
+        >>> error.through_api()[:60]
+        'atts needs the calibration artefact: name its file on this s'
+    """
+
+    def __init__(self, strategy: str, parameter: str, example: str, what: str) -> None:
+        super().__init__(f"{strategy}: give {what}, e.g. -p {parameter}={example}")
+        self.strategy, self.parameter, self.example, self.what = strategy, parameter, example, what
+
+    def through_api(self) -> str:
+        """What an API client (a request to ``reasoning proxy``) does to give the artefact."""
+        return (
+            f"{self.strategy} needs {self.what}: name its file on this server in the request, as the "
+            f'parameter {self.parameter} (body "params": {{"{self.parameter}": "{self.example}"}}, or '
+            f'the spec "{self.strategy}({self.parameter}={self.example})"), or ask the operator to '
+            "start the proxy with a default --strategy that names it"
+        )
 
 
 class DatasetError(ReasoningError):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from reasoning import STRATEGIES, Candidate, Completion, Context, Problem, Result
-from reasoning.errors import ConfigError
+from reasoning.errors import ArtefactRequired, ConfigError
 from reasoning.probes.advantage import router_prefix
 from reasoning.probes.probe import Probe, load_probe, model_of
 from reasoning.steps import Steps
@@ -120,7 +120,7 @@ class Arbitrage(DraftSteps):
         if self.router not in ("probe", "judge"):
             raise ConfigError(f"arbitrage: router must be probe or judge, got {self.router!r}")
         if self.router == "probe" and not self.probe:
-            raise ConfigError("arbitrage: give the router artefact, e.g. -p probe=probes/gsm8k-router.json")
+            raise ArtefactRequired("arbitrage", "probe", "probes/gsm8k-router.json", "the router artefact")
         if self.n < 1 or self.step_tokens < 1 or self.max_tokens < 1:
             raise ConfigError("arbitrage: n, step_tokens and max_tokens must be >= 1")
         super().__post_init__()

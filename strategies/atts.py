@@ -51,7 +51,7 @@ from typing import Literal
 import numpy as np
 
 from reasoning import STRATEGIES, Candidate, Completion, Context, Problem, Result, Sampling
-from reasoning.errors import ConfigError
+from reasoning.errors import ArtefactRequired, ConfigError
 from reasoning.probes.atts_calibration import (
     DRAFT,
     TARGET,
@@ -95,7 +95,7 @@ class ATTS:
 
     def __post_init__(self) -> None:
         if not self.calibration:
-            raise ConfigError("atts: give the calibration artefact, e.g. -p calibration=atts-cal.json")
+            raise ArtefactRequired("atts", "calibration", "atts-cal.json", "the calibration artefact")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"atts: alpha must be in (0, 1), got {self.alpha}")
         if self.n < 1 or self.turns < 1:

@@ -205,6 +205,9 @@ async def test_refusals_budget_stops_and_tokens_by_model_of_a_group(tmp_path: Pa
         bad_json = await http.post(f"{url}/v1/chat/completions", content=b"{")
         no_group = await whole(http, url, {"model": "spec-reason@trio", "messages": MESSAGES})
         unknown = await whole(http, url, {"model": "single@trio", "messages": MESSAGES})
+        no_calibration = await whole(http, url, {"model": "atts@pair", "messages": MESSAGES})
+        bad = {"model": "arbitrage(router=judge, n=0)@pair", "messages": MESSAGES}
+        bad_param = await whole(http, url, bad)
         samples = await scrape(http, url)
     assert spec[0] == 200 and cut[0] == 200 and cut[1]["reasoning"]["stop_reason"] == "budget:output_tokens"
     assert bad_json.status_code == 400 and no_group[0] == 400 and unknown[0] == 404
@@ -213,6 +216,13 @@ async def test_refusals_budget_stops_and_tokens_by_model_of_a_group(tmp_path: Pa
     assert value(samples, "reasoning_proxy_requests_total", strategy="single", status="200") == 1
     assert value(samples, "reasoning_proxy_requests_total", strategy="single", status="404") == 1
     assert value(samples, "reasoning_proxy_requests_total", strategy="unknown", status="400") == 1
+    # a named strategy refused for its parameters is counted under its name, not as unknown
+    assert no_calibration[0] == 400 and bad_param[0] == 400
+    assert value(samples, "reasoning_proxy_requests_total", strategy="atts", status="400") == 1
+    assert value(samples, "reasoning_proxy_requests_total", strategy="arbitrage", status="400") == 1
+    error = no_calibration[1]["error"]
+    assert error["code"] == "artefact_required" and error["param"] == "params", error
+    assert "-p " not in error["message"] and '"params": {"calibration": ' in error["message"]
     assert value(samples, "reasoning_proxy_budget_stops_total", strategy="single", line="output_tokens") == 1
     by = spec[1]["reasoning"]["usage_by_backend"]
     cut_usage = cut[1]["usage"]

@@ -4,7 +4,8 @@
 format. Every name starts with ``reasoning_proxy_``:
 
 - ``requests_total{strategy, status}``: completion requests, by the strategy's registered name
-  (``unknown`` when the request was refused before one was chosen) and the status they ended
+  (``unknown`` when the request was refused before it named one; a named strategy refused for
+  its parameters counts under its name) and the status they ended
   with: the HTTP status, or for a streamed reply the status its error event carries (422, 502,
   503, ...); 499 for a client that went away.
 - ``tokens_total{kind, model}``: every finished run's usage (what the responses' ``usage``

@@ -94,7 +94,14 @@ from reasoning.backend import AdmitsAtOnce, Backend, Chunk, PrefixCache
 from reasoning.backend import Request as BackendRequest
 from reasoning.compose import build, parse, spec_of
 from reasoning.concurrency import task_group
-from reasoning.errors import BackendError, BackendUnavailable, CapabilityError, ConfigError, ReasoningError
+from reasoning.errors import (
+    ArtefactRequired,
+    BackendError,
+    BackendUnavailable,
+    CapabilityError,
+    ConfigError,
+    ReasoningError,
+)
 from reasoning.serving.metrics import CONTENT_TYPE, UNKNOWN, ProxyMetrics
 from reasoning.strategies.named_backends import backends_needed
 
@@ -546,6 +553,18 @@ class _Target:
     """The model its record and its token counts carry ("" for a group: each backend's own)."""
 
 
+def _named(spec: object) -> str:
+    """The registered name of the strategy `spec` names (`UNKNOWN` when it names none)."""
+    if isinstance(spec, Mapping):
+        spec = spec.get("strategy")
+    if not isinstance(spec, str):
+        return UNKNOWN
+    try:
+        return STRATEGIES.resolve(parse(spec)[0])
+    except (ConfigError, ValueError):
+        return UNKNOWN
+
+
 @dataclass
 class _Outcome:
     """One completion request's metrics: its strategy, its first reply byte, how it ended."""
@@ -765,6 +784,9 @@ class _Server:
         try:
             strategy = build(spec, dict(params))
         except ConfigError as exc:
+            outcome.strategy = _named(spec)  # a known strategy with a bad or missing parameter
+            if isinstance(exc, ArtefactRequired):
+                raise ProxyError(exc.through_api(), param="params", code="artefact_required") from None
             raise ProxyError(str(exc), param="strategy") from None
         outcome.strategy = STRATEGIES.name_of(strategy)
         given = body.given()
