@@ -208,6 +208,7 @@ def test_the_command_refuses_ray_replicas_before_any_compute(tmp_path: Path) -> 
     assert not store.exists()
     code, output = invoke("leaderboard", "run", str(config), "--store", str(store))
     assert code == 0, output
+    assert "leaderboard d: 1 cell (entries x datasets x models), 1 seed(s), 1 problem runs" in output
     with Store.open(store) as opened:
         [cell] = opened.cells()
         [row] = opened.results(cell.key)

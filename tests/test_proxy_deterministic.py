@@ -164,9 +164,13 @@ def test_the_command_refuses_what_cannot_be_deterministic_before_anything_starts
 
 
 def test_the_command_serves_deterministic_replies(tmp_path: Path) -> None:
-    with command(tmp_path, "--deterministic", "--max-concurrent", "1") as (_, url):
+    with command(tmp_path, "--deterministic", "--max-concurrent", "1") as (process, url):
         body: dict[str, Any] = {"model": "self-consistency(n=2)@scripted", "messages": ASK}
         replies = [httpx.post(f"{url}/chat/completions", json=body, timeout=30).json() for _ in range(2)]
+        process.terminate()
+        _, banner = process.communicate(timeout=30)
+    flat = " ".join(banner.split())  # the console wraps it
+    assert "; deterministic: one request at a time, each from an empty prefix cache" in flat, banner
     assert [r["reasoning"]["seed"] for r in replies] == [0, 0]
     assert all(r["reasoning"]["deterministic"] for r in replies)
     assert replies[0]["choices"] == replies[1]["choices"]

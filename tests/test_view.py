@@ -371,12 +371,17 @@ def test_the_view_command_writes_the_page_beside_the_file(results: Path, tmp_pat
     code, text = invoke("view", str(results))
     page = results.with_suffix(".html")
     assert code == 0, text
-    assert f"wrote {page}: 3 records, 1 right, 1 wrong, 1 errors" in text and page.as_uri() in text
+    assert f"wrote {page}: 3 records, 1 right, 1 wrong, 1 error" in text and page.as_uri() in text
+    assert "1 errors" not in text
     assert len(embedded(page.read_text())["records"]) == 3
     chosen = tmp_path / "sub" / "one.html"
     code, text = invoke("view", str(results), "--problem", "wrong", "-o", str(chosen))
     assert code == 0, text
     assert [r["run"]["problem_id"] for r in embedded(chosen.read_text())["records"]] == ["wrong"]
+    assert "1 record, 0 right, 1 wrong, 0 errors" in " ".join(text.split())  # one record, not "1 records"
+    code, text = invoke("view", str(results), "--problem", "error", "-o", str(chosen))
+    flat = " ".join(text.split())
+    assert code == 0 and re.search(r"1 record, 0 right, 0 wrong, 1 error\b(?!s)", flat), text
     code, text = invoke("view", str(results), "--problem", "nope")
     assert code == 1 and "no record of problem 'nope'" in text and "right, wrong, error" in text
     with pytest.raises(DatasetError, match="would overwrite"):

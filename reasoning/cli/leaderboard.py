@@ -124,7 +124,8 @@ def run(
         raise ConfigError("; ".join(errors))
     size = sum(len(cell_problems(c, problems)) for c in cells) * len(spec.seeds)
     err.print(
-        f"leaderboard {spec.name}: {len(cells)} entries x datasets x models, {len(spec.seeds)} seed(s), "
+        f"leaderboard {spec.name}: {len(cells)} cell{'s' if len(cells) != 1 else ''} (entries x datasets x "
+        f"models), {len(spec.seeds)} seed(s), "
         f"{size} problem runs; store {spec.store_path}",
         highlight=False,
     )

@@ -291,7 +291,14 @@ def _proxy(
                     err.print(
                         f"ask for a strategy as the model, e.g. '{example}'; metrics: "
                         f"http://{host}:{port}/metrics; default "
-                        f"{strategy}; records: {records}   (Ctrl-C stops it)",
+                        f"{strategy}; records: {records}"
+                        + (
+                            "; deterministic: one request at a time, each from an empty prefix cache, "
+                            "a request without a seed gets seed 0"
+                            if deterministic
+                            else ""
+                        )
+                        + "   (Ctrl-C stops it)",
                         highlight=False,
                     )
                     sys.stdout.flush()

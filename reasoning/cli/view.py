@@ -44,9 +44,10 @@ def view(
         err.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
     counts = read.counts()
     graded = f", {counts['ungraded']} ungraded" if counts["ungraded"] else ""
+    shown, errors = len(read.runs), counts["error"]
     out.print(
-        f"wrote {escape(str(page))}: {len(read.runs)} records, {counts['right']} right, "
-        f"{counts['wrong']} wrong, {counts['error']} errors{graded}",
+        f"wrote {escape(str(page))}: {shown} record{'' if shown == 1 else 's'}, {counts['right']} right, "
+        f"{counts['wrong']} wrong, {errors} error{'' if errors == 1 else 's'}{graded}",
         soft_wrap=True,
     )
     out.print(escape(page.resolve().as_uri()), soft_wrap=True)
