@@ -22,6 +22,9 @@ Parts (``--parts``, comma-separated):
 * ``settings``: one change at a time from the defaults: KV block 16 vs 128, compiled vs eager,
   the tcmalloc / Intel OpenMP preloads (when present), sampled with top-p with and without this
   package's vLLM plugin (`reasoning.backends.vllm_plugin`).
+* ``core``: our `VLLMBackend`'s time to ready and tok/s at 1, 8 and 64 sequences under each
+  engine-core setting of `CORE_VARIANTS` (the engine core in its own process or in ours, OpenMP
+  threads that sleep when idle, a core reserved for the engine core), one fresh process each.
 * ``ours``: our `VLLMBackend` (async engine, streaming, hooks, plugin) vs the same engine's
   ``generate`` with final outputs only, vs stock ``vllm.LLM``: same prompts, same per-request
   seeds (so the same tokens), greedy and sampled (T=0.7, top_p=0.95).
@@ -241,11 +244,67 @@ def ours(spec: dict[str, Any]) -> dict[str, Any]:
         backend.close()
 
 
+def core(spec: dict[str, Any]) -> dict[str, Any]:
+    """Our backend under one engine-core setting: time to ready, then tok/s at each batch size."""
+    from reasoning import Message, Request, Sampling, collect
+    from reasoning.backends.vllm_local import VLLMBackend
+
+    begin = time.perf_counter()
+    backend = VLLMBackend.load(dtype=spec["dtype"], max_num_seqs=64)
+    started = time.perf_counter() - begin
+    ask = (Message("user", "Count from 1 to 500, separated by commas."),)
+
+    async def rate(batch: int) -> float:
+        requests = [Request(ask, Sampling(temperature=0.0, max_tokens=spec["tokens"])) for _ in range(batch)]
+        begin = time.perf_counter()
+        done = await asyncio.gather(*(collect(backend, r) for r in requests))
+        return sum(c[0].output_tokens for c in done) / (time.perf_counter() - begin)
+
+    async def run() -> dict[str, Any]:
+        await rate(2)  # warm-up: prefill and kernels
+        rates: dict[int, list[float]] = {b: [] for b in spec["batches"]}
+        for _ in range(spec["repeats"]):
+            for batch in spec["batches"]:
+                rates[batch].append(await rate(batch))
+        return {"start_s": started, "rates": {b: max(v) for b, v in rates.items()}}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        backend.close()
+
+
+CORE_VARIANTS: list[tuple[str, dict[str, str]]] = [
+    ("worker in its own process (vLLM's default)", {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
+    ("worker in the engine core (VLLM_ENABLE_V1_MULTIPROCESSING=0)", {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
+    (
+        "own process, OMP_WAIT_POLICY=PASSIVE",
+        {"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+    ),
+    (
+        "own process, one core reserved (VLLM_CPU_NUM_OF_RESERVED_CPU=1)",
+        {
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": "1",
+            "VLLM_CPU_OMP_THREADS_BIND": "auto",
+        },
+    ),
+]
+"""The ``core`` part's settings, one change at a time from this package's (both cores bound)."""
+
+
 # ---------------------------------------------------------------- parent side (orchestration)
 
 
-def measure(kind: str, spec: dict[str, Any], emulate: str = "native", preload: str = "") -> dict[str, Any]:
+def measure(
+    kind: str,
+    spec: dict[str, Any],
+    emulate: str = "native",
+    preload: str = "",
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
     env = dict(os.environ)
+    env.update(extra or {})
     env.pop("LD_PRELOAD", None)
     if preload:
         env["LD_PRELOAD"] = preload
@@ -386,6 +445,21 @@ def main(args: argparse.Namespace) -> None:
             rate = stock.get("rates", {}).get(str(args.requests), float("nan"))
             print(f"{'':26s} stock vllm.LLM (no plugin, ignore_eos) {rate:6.1f} tok/s", flush=True)
 
+    if "core" in parts:
+        batches = [int(b) for b in args.core_batches.split(",")]
+        print(
+            f"\n-- core [{here}]: our backend, {args.dtype}, greedy {args.tokens} tokens, "
+            f"tok/s at batch {batches}"
+        )
+        for name, extra in CORE_VARIANTS:
+            spec = {"dtype": args.dtype, "batches": batches, "tokens": args.tokens, "repeats": args.repeats}
+            r = measure("core", spec, here, extra=extra)
+            if "error" in r:
+                print(f"{name:62s} error: {r['error']}", flush=True)
+                continue
+            rates = "  ".join(f"{b}: {r['rates'][str(b)]:6.1f}" for b in batches)
+            print(f"{name:62s} start {r['start_s']:5.1f} s  tok/s {rates}", flush=True)
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
@@ -400,6 +474,7 @@ if __name__ == "__main__":
     parser.add_argument("--dtype", default="auto", help="dtype for the batch/settings/ours parts")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--batches", default="1,8,32,64,128,256", help="sequences per step, batch part")
+    parser.add_argument("--core-batches", default="1,8,64", help="sequences at once, core part")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
@@ -417,7 +492,12 @@ if __name__ == "__main__":
     elif parsed.worker:
         job = json.loads(parsed.worker)
         kind = job.pop("kind")
-        result = {"roof": lambda: roof(), "raw": lambda: raw(job), "ours": lambda: ours(job)}[kind]()
+        result = {
+            "roof": lambda: roof(),
+            "raw": lambda: raw(job),
+            "ours": lambda: ours(job),
+            "core": lambda: core(job),
+        }[kind]()
         print("RESULT " + json.dumps(result), flush=True)
     else:
         main(parsed)

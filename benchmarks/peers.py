@@ -25,7 +25,9 @@ first (A B A B), for ``--repeats`` rounds. Ours is seeded (run seed 0), its-hub 
 
 How the two sides use the server (this is where speed differs):
 * ours renders the chat template locally and sends ONE streamed completions request with
-  ``n=N`` per problem (the engine prefills once and decodes the N samples as a batch);
+  ``n=N`` per problem (the engine prefills once and decodes the N samples as a batch), its
+  tokens in 16-token chunks (`Context.generate`'s ``stream_interval``; ``--per-token`` adds an
+  arm of ours that streams every token, as before, so the two are compared in one run);
 * its-hub sends N separate non-streamed chat-completions requests per problem (``n`` is never
   set), through aiohttp, with ``max_completion_tokens`` and ``temperature``; the server applies
   the same chat template (for self-consistency the prompt-tokens-per-request column of the two
@@ -69,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning import Controller, Problem, default_prompt, extract_answer
+from reasoning import strategy as reasoning_strategy
 from reasoning.backends.openai_server import OpenAIBackend
 from reasoning.errors import ReasoningError
 from reasoning.evals.datasets import load_dataset
@@ -170,15 +173,23 @@ def strategy(method: str, args: argparse.Namespace) -> SelfConsistency | BestOfN
     return BestOfN(selector="argmax", score="judge", **common)
 
 
-async def ours(backend: OpenAIBackend, problems: list[Problem], method: str, args: argparse.Namespace) -> Arm:
+async def ours(
+    backend: OpenAIBackend, problems: list[Problem], method: str, args: argparse.Namespace, interval: int
+) -> Arm:
+    """Our side; `interval` is `Context.generate`'s stream interval (1: a chunk per token)."""
+    default = reasoning_strategy.GENERATE_STREAM_INTERVAL
+    reasoning_strategy.GENERATE_STREAM_INTERVAL = interval
     start = time.perf_counter()
-    runs = await solve(
-        problems,
-        Controller(backend, seed=0),
-        strategy(method, args),
-        output=None,
-        concurrency=len(problems),
-    )
+    try:
+        runs = await solve(
+            problems,
+            Controller(backend, seed=0),
+            strategy(method, args),
+            output=None,
+            concurrency=len(problems),
+        )
+    finally:
+        reasoning_strategy.GENERATE_STREAM_INTERVAL = default
     seconds = time.perf_counter() - start
     arm = Arm(0, 0, 0, 0, 0, seconds)
     for problem, run in zip(problems, runs, strict=True):
@@ -263,6 +274,7 @@ def check_sampling_defaults(model_path: str) -> None:
 
 
 async def main(args: argparse.Namespace, server: VLLMServer, python: Path) -> None:
+    default_interval = reasoning_strategy.GENERATE_STREAM_INTERVAL
     problems = load_dataset("gsm8k", limit=args.problems)
     k = len(problems)
     check_sampling_defaults(server.path)
@@ -275,12 +287,16 @@ async def main(args: argparse.Namespace, server: VLLMServer, python: Path) -> No
                 flush=True,
             )
             rounds: dict[str, list[Arm]] = {"ours": [], "its-hub": []}
+            if args.per_token:
+                rounds = {"ours": [], "ours/tok": [], "its-hub": []}
             for round_ in range(args.repeats + 1):
                 label = "warm-up" if round_ == 0 else f"round {round_}"
                 for side in rounds:
                     before = await backend.decoded_tokens()
                     if side == "ours":
-                        arm = await ours(backend, problems, method, args)
+                        arm = await ours(backend, problems, method, args, default_interval)
+                    elif side == "ours/tok":
+                        arm = await ours(backend, problems, method, args, 1)
                     else:
                         arm = await its_hub(python, server, problems, method, args)
                     await asyncio.sleep(1.0)  # let the engine's counter settle
@@ -289,6 +305,15 @@ async def main(args: argparse.Namespace, server: VLLMServer, python: Path) -> No
                     if round_ > 0:
                         rounds[side].append(arm)
             summarize(method, rounds["ours"], rounds["its-hub"], k)
+            if args.per_token:
+                coarse = statistics.mean(a.seconds for a in rounds["ours"])
+                fine = statistics.mean(a.seconds for a in rounds["ours/tok"])
+                theirs = statistics.mean(a.seconds for a in rounds["its-hub"])
+                print(
+                    f"  ours streamed {default_interval} tokens a chunk vs 1: wall x{coarse / fine:.2f} "
+                    f"({coarse:.1f} vs {fine:.1f} s/round); ours/tok vs its-hub: wall x{fine / theirs:.2f}",
+                    flush=True,
+                )
     finally:
         await backend.aclose()
 
@@ -334,6 +359,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto", help="auto: chosen from the CPU (reasoning doctor)")
     parser.add_argument("--kv-cache-gb", type=float, default=2.0)
     parser.add_argument("--max-num-seqs", type=int, default=64)
+    parser.add_argument(
+        "--per-token",
+        action="store_true",
+        help="add an arm of ours that streams every token (Context.generate's stream interval 1)",
+    )
     parser.add_argument(
         "--its-hub-concurrency",
         type=int,

@@ -128,6 +128,19 @@ class Request:
     """Decoding settings."""
     prefix: str = ""
     """Assistant text already written; the model continues it (step-wise strategies)."""
+    stream_interval: int = 1
+    """Tokens per streamed chunk the caller can wait for (1: every token as it is decoded).
+
+    A caller that reads nothing before a sample ends (`Context.generate`) asks for coarser
+    chunks: the engine then sends a sample's tokens in pieces of this many (its first and last
+    piece at once), which spares the server's per-token work and the client's per-token
+    parsing. It changes no sample, only how often the stream speaks; a sample cancelled
+    mid-way reports up to ``stream_interval - 1`` fewer tokens than the engine decoded.
+    """
+
+    def __post_init__(self) -> None:
+        if self.stream_interval < 1:
+            raise ConfigError(f"stream_interval must be >= 1, got {self.stream_interval}")
 
     def with_sampling(self, **changes: object) -> Request:
         """Return a copy with some sampling fields changed."""

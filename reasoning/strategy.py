@@ -61,6 +61,11 @@ __all__ = ["Context", "Result", "Strategy", "TruncatedAnswers", "request_seed"]
 
 T = TypeVar("T")
 
+GENERATE_STREAM_INTERVAL = 16
+"""`Context.generate`'s `Request.stream_interval`: it reads nothing before the end, so the engine
+sends each sample's tokens 16 at a time (measured in benchmarks/peers.py: over HTTP, per-token
+chunks cost the server and the client CPU that the engine needs on a small machine)."""
+
 TruncatedAnswers = Literal["written", "any"]
 """What counts as the answer of a sample cut short (``length``): ``written`` (the default) only
 an answer the text states in full, a closed ``\\boxed{}`` or a complete ``#### x`` / ``the
@@ -297,7 +302,11 @@ class Context:
         Its samples are recorded in index order when it ends; when the call is stopped (a budget
         stop, a sibling's error, a cancellation) the unfinished ones are recorded as cancelled,
         with the text and tokens they had decoded, so the record keeps every sample that started.
+        The samples stream in chunks of `GENERATE_STREAM_INTERVAL` tokens unless `request` sets
+        its own `Request.stream_interval` (a cancelled sample's count lags by less than that).
         """
+        if request.stream_interval == 1:  # nothing reads it before the end: spare per-token chunks
+            request = replace(request, stream_interval=GENERATE_STREAM_INTERVAL)
         trace = self.trace(request, backend, record=False)
         try:
             async with trace:

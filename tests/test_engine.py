@@ -30,6 +30,17 @@ async def test_streams_tokens_as_they_are_decoded(backend) -> None:
     assert all(c.finish_reason is None for c in chunks[:-1])
 
 
+async def test_a_coarse_stream_interval_sends_the_same_tokens_in_fewer_chunks(backend) -> None:
+    sampling = Sampling(temperature=0, max_tokens=24, logprobs=1)
+    a = [c async for c in backend.stream(Request(COUNT, sampling))]
+    b = [c async for c in backend.stream(Request(COUNT, sampling, stream_interval=8))]
+    assert "".join(c.text for c in b) == "".join(c.text for c in a)
+    assert sum(c.tokens for c in b) == sum(c.tokens for c in a) == 24
+    assert sum(len(c.logprobs) for c in b) == 24
+    assert len(a) == 24 and len(b) <= 5  # first token at once, then 8 at a time, the end at once
+    assert b[-1].finish_reason == "length" and max(c.tokens for c in b) == 8
+
+
 async def test_cancel_aborts_in_the_engine_at_once(backend) -> None:
     before = await decoded_tokens(backend)
     received = 0

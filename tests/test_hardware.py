@@ -111,3 +111,32 @@ def test_the_plugin_does_nothing_unless_asked(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(vllm_plugin, "APPLIED", [])
     vllm_plugin.register()
     assert sampler.apply_top_k_top_p_pytorch is before and vllm_plugin.APPLIED == []
+
+
+def test_on_a_small_machine_the_model_runs_in_the_engine_core_unless_the_user_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reasoning.backends import vllm_local
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "")  # restored after the test, whatever it was
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
+    assert vllm_local.engine_core_choice(2)[0] is True
+    assert vllm_local.engine_core_choice(vllm_local.IN_PROCESS_WORKER_MAX_CORES + 1)[0] is False
+    monkeypatch.setattr(vllm_local.os, "cpu_count", lambda: 2)
+    vllm_local.configure_cpu_environment()
+    assert vllm_local.os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the user's choice is kept, and named
+    vllm_local.configure_cpu_environment()
+    assert vllm_local.os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+    assert vllm_local.engine_core_choice(2) == (False, "VLLM_ENABLE_V1_MULTIPROCESSING=1 was set")
+
+
+def test_doctor_says_where_the_model_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reasoning.cli.doctor import report
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    lines = dict(report())
+    if machine().gpu is None:
+        assert lines["engine worker"] == (
+            "the model runs in the engine-core process (VLLM_ENABLE_V1_MULTIPROCESSING=0 was set)"
+        )

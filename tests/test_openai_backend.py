@@ -251,3 +251,40 @@ async def test_a_timeout_is_retried_and_then_reported_with_the_url() -> None:
 
     with pytest.raises(BackendUnavailable, match=r"timed out waiting for http://127\.0\.0\.1:9"):
         await collect(backend(silent, max_retries=1), ASK)
+
+
+async def test_stream_interval_is_sent_only_when_coarser_than_every_token() -> None:
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return ok()
+
+    await collect(backend(handler), ASK)
+    await collect(backend(handler), Request(ASK.messages, ASK.sampling, stream_interval=16))
+    assert "stream_interval" not in sent[0]
+    assert sent[1]["stream_interval"] == 16
+
+
+async def test_a_run_of_whole_samples_asks_for_coarse_chunks_and_counts_them_exactly() -> None:
+    # The server honours stream_interval: each sample's tokens come in one piece after the first.
+    sent = []
+    coarse = sse(
+        piece(0, "The", [1], prompt_token_ids=[9, 9, 9, 9, 9]),
+        piece(1, "It", [2], prompt_token_ids=[9, 9, 9, 9, 9]),
+        piece(0, " answer is 4", [3, 4, 5], finish="stop"),
+        piece(1, " is", [6], finish="length"),
+        USAGE,
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json=MODELS)
+        sent.append(json.loads(request.content))
+        return ok(coarse)
+
+    run = await Controller(backend(handler), seed=0).run(
+        Problem(id="p", question="2+2?"), SelfConsistency(n=2, max_tokens=8)
+    )
+    assert sent and all(body["stream_interval"] == 16 for body in sent)
+    assert run.usage["output_tokens"] == 6

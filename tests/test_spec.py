@@ -60,7 +60,9 @@ def test_a_spec_file_with_flags_over_it(tmp_path: Path) -> None:
     served = spec_of(json_path, flags())
     assert isinstance(served.backend, ServerBackend) and served.backend.url == "http://127.0.0.1:9"
     scripted = spec_of(json_path, flags(backend="scripted", model=["d=x", "t=y"]))
-    assert isinstance(scripted.backend, ScriptedReply) and not scripted.backends  # (one, as ever)
+    # name=model flags over the scripted backend serve a scripted model group (as the proxy does)
+    assert scripted.backend is None and set(scripted.backends) == {"d", "t"}
+    assert all(isinstance(b, ScriptedReply) for b in scripted.backends.values())
 
 
 @pytest.mark.parametrize(

@@ -103,3 +103,25 @@ async def test_each_sample_knows_when_its_request_was_sent_on_the_runs_clock() -
     from reasoning.verifier import Verdict
 
     assert to_candidate(second.text, second, Verdict(None)).started == 7.0  # and the record keeps it
+
+
+async def test_generate_asks_for_coarse_chunks_and_a_watched_stream_for_every_token() -> None:
+    from reasoning import Request
+    from reasoning.strategy import GENERATE_STREAM_INTERVAL
+
+    backend = ScriptedBackend(["a b c"])
+    ctx = context(backend)
+    await ctx.generate(ctx.request(Sampling(n=2)))
+    async with ctx.trace(ctx.request(Sampling())) as trace:
+        async for _ in trace:
+            pass
+    await ctx.generate(Request(ctx.messages, Sampling(), stream_interval=4))
+    assert [r.stream_interval for r in backend.requests] == [GENERATE_STREAM_INTERVAL, 1, 4]
+    assert ctx.meter.usage.output_tokens == 4 * 3
+
+
+def test_a_stream_interval_below_one_is_refused() -> None:
+    from reasoning import ConfigError, Message, Request
+
+    with pytest.raises(ConfigError, match="stream_interval must be >= 1, got 0"):
+        Request((Message("user", "hi"),), stream_interval=0)

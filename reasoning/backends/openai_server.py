@@ -440,6 +440,8 @@ class OpenAIBackend:
         if s.seed is not None and s.temperature > 0:
             common["seed"] = s.seed
         extra: dict[str, Any] = {"return_token_ids": True}
+        if request.stream_interval > 1:  # vLLM's per-request chunking; the last piece comes at once
+            extra["stream_interval"] = request.stream_interval
         if s.top_k > 0:
             extra["top_k"] = s.top_k
         client = self._get_client()

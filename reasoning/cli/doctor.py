@@ -59,6 +59,12 @@ def report(dtype: str = DEFAULTS.dtype) -> list[tuple[str, str]]:
         )
     choice = choose_dtype(dtype, m)
     lines.append(("dtype", f"{choice.dtype} ({choice.reason})"))
+    if not m.gpu:
+        from reasoning.backends.vllm_local import engine_core_choice
+
+        inside, why = engine_core_choice(m.cores)
+        where = "in the engine-core process" if inside else "in a worker process of its own"
+        lines.append(("engine worker", f"the model runs {where} ({why})"))
     preload = os.environ.get("LD_PRELOAD", "")
     lines.append(("preload", preload or "none (tcmalloc / Intel OpenMP not preloaded)"))
     for name, spec in EMBEDDED_MODELS.items():
