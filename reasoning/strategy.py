@@ -566,14 +566,15 @@ async def _samples_in_turn(target: Backend, request: Request) -> AsyncGenerator[
     An engine fans ``n`` samples out into ``n`` requests that reach its scheduler one by one,
     so they may start in different steps, and the batches (and a CPU's bfloat16 numerics) vary
     from run to run. Sample ``i`` gets seed ``seed + i``, as vLLM seeds its own fan-out, and
-    its chunks keep index ``i``.
+    its chunks keep index ``i``. The request's prompt is counted once, and so are its cached
+    tokens: the first sample's (the later ones find the prompt the first one cached).
     """
     seed = request.sampling.seed
     for i in range(request.sampling.n):
         single = request.with_sampling(n=1, seed=None if seed is None else seed + i)
         async with contextlib.aclosing(target.stream(single)) as chunks:
             async for chunk in chunks:
-                yield replace(chunk, index=i)
+                yield replace(chunk, index=i, cached_tokens=chunk.cached_tokens if i == 0 else 0)
 
 
 def request_seed(run_seed: int, problem_id: str, number: int) -> int:

@@ -169,6 +169,18 @@ async def test_problems_take_turns_each_from_an_empty_prefix_cache() -> None:
     assert [c.cached_tokens for c in firsts] == [0, 0, 0, 0]
 
 
+async def test_samples_sent_in_turn_count_the_cached_prompt_of_the_request_once() -> None:
+    # The request's prompt is counted once; so are its cached tokens: the first single-sample
+    # request's (the later ones hit the cache the first one filled, but are not counted again).
+    batched, in_turn = backend(), backend()
+    spec = build("self-consistency(n=3)")
+    plain = await Controller(batched, seed=3).run(PROBLEM, spec)
+    turned = await Controller(in_turn, seed=3, deterministic=True).run(PROBLEM, spec)
+    assert [r.sampling.n for r in in_turn.requests] == [1, 1, 1]
+    assert turned.usage["prompt_tokens"] == plain.usage["prompt_tokens"] > 0
+    assert turned.usage["cached_tokens"] == plain.usage["cached_tokens"] == 0
+
+
 async def test_waiting_for_a_turn_is_not_charged_to_the_budget() -> None:
     engine = backend(seconds=0.01)  # about 0.1 s per problem
     controller = Controller(engine, budget=Budget(seconds=0.5), deterministic=True)
