@@ -24,6 +24,7 @@ from reasoning import Chunk, Request, ScriptedBackend
 from reasoning.evals.run import read_results
 from reasoning.serving.proxy import Limits, ProxySettings, create_app
 from reasoning.serving.server import free_port
+from reasoning.strategy import GENERATE_STREAM_INTERVAL
 
 ANSWER = "The answer is \\boxed{4}."
 
@@ -243,6 +244,9 @@ async def test_stop_ends_every_call_and_the_reply_never_holds_it(tmp_path: Path,
     assert response.status_code == single.status_code == 200
     assert all(r.sampling.stop == ("The end", "END") for r in backend.requests[:2])
     assert backend.requests[2].sampling.stop == ("is",)
+    # A streamed `single` reply is its call's tokens, sent on one by one; other calls come in chunks.
+    coarse = GENERATE_STREAM_INTERVAL
+    assert [r.stream_interval for r in backend.requests] == [coarse, coarse, 1 if stream else coarse]
     if stream:
         events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
         text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])

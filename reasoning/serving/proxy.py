@@ -1472,7 +1472,8 @@ class _Tap:
     """A backend that reports every call and chunk of another to a `_Watch`.
 
     It changes a request only to apply the client's ``max_tokens`` (a cap on every call) and
-    ``stop`` strings. In a deterministic run it admits a request's samples at once where the
+    ``stop`` strings, and to stream every token where the client reads the text live. In a
+    deterministic run it admits a request's samples at once where the
     backend it wraps can (`AdmitsAtOnce`), and empties that backend's prefix cache.
     """
 
@@ -1497,7 +1498,13 @@ class _Tap:
         return getattr(self._inner, name)
 
     def _shaped(self, request: BackendRequest) -> BackendRequest:
-        """`request` with the client's cap on tokens and its stop strings."""
+        """`request` with the client's cap on tokens and its stop strings.
+
+        Where the client reads the text live (``single``'s reply is its call's tokens), every
+        token is streamed (`Request.stream_interval` 1).
+        """
+        if self._watch.live and self._watch.mode == "trace" and request.stream_interval > 1:
+            request = dataclasses.replace(request, stream_interval=1)
         sampling = request.sampling
         changes: dict[str, Any] = {}
         if self._max_tokens is not None and sampling.max_tokens > self._max_tokens:
