@@ -248,6 +248,7 @@ def core(spec: dict[str, Any]) -> dict[str, Any]:
     """Our backend under one engine-core setting: time to ready, then tok/s at each batch size."""
     from reasoning import Message, Request, Sampling, collect
     from reasoning.backends.vllm_local import VLLMBackend
+    from reasoning.concurrency import run_all
 
     begin = time.perf_counter()
     backend = VLLMBackend.load(dtype=spec["dtype"], max_num_seqs=64)
@@ -257,7 +258,7 @@ def core(spec: dict[str, Any]) -> dict[str, Any]:
     async def rate(batch: int) -> float:
         requests = [Request(ask, Sampling(temperature=0.0, max_tokens=spec["tokens"])) for _ in range(batch)]
         begin = time.perf_counter()
-        done = await asyncio.gather(*(collect(backend, r) for r in requests))
+        done = await run_all(*(collect(backend, r) for r in requests))
         return sum(c[0].output_tokens for c in done) / (time.perf_counter() - begin)
 
     async def run() -> dict[str, Any]:
